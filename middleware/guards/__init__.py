@@ -1,0 +1,1 @@
+"""Guards: the protocol, the policy runner, the configured kinds and their registry."""

@@ -1,0 +1,60 @@
+"""The guard protocol: ``check(text, context) -> Verdict``.
+
+A guard only judges. It reports ``Outcome.BLOCK`` for "unsafe by my
+threshold" and ``Outcome.ALLOW`` otherwise, with category, score, reason and
+raw model output. What that *does* (block, flag, redact), timeouts and error
+policy are applied uniformly by :mod:`middleware.guards.runner`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from middleware.types import ChatRequest, Outcome, Stage, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    stage: Stage
+    request: ChatRequest
+    candidate_index: int | None = None
+
+
+class Guard(Protocol):
+    name: str
+
+    async def check(self, text: str, context: GuardContext) -> Verdict: ...
+
+
+class GuardParseError(Exception):
+    """A model's verdict did not follow the required format; counts as a guard error."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+def verdict(
+    guard: str,
+    context: GuardContext,
+    *,
+    unsafe: bool,
+    category: str = "",
+    score: float | None = None,
+    reason: str = "",
+    raw: str | None = None,
+    redacted_text: str | None = None,
+) -> Verdict:
+    """Shorthand for guards: build the verdict for ``context`` from a judgement."""
+    return Verdict(
+        guard=guard,
+        stage=context.stage,
+        outcome=Outcome.BLOCK if unsafe else Outcome.ALLOW,
+        category=category,
+        score=score,
+        reason=reason,
+        raw=raw,
+        candidate_index=context.candidate_index,
+        redacted_text=redacted_text,
+    )

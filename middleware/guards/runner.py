@@ -1,0 +1,69 @@
+"""Runs one guard under its policy: timeout, error policy and action.
+
+Every guard call in the pipeline goes through :func:`run_guard`, so the rules
+are the same for every kind: a timeout or exception becomes an ``error``
+verdict whose ``blocking`` follows ``on_error``; an unsafe verdict blocks,
+flags or redacts according to ``action``. Cancellation from outside (a
+blocking verdict elsewhere, shutdown) is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from middleware.guards.base import Guard, GuardContext, GuardParseError
+from middleware.guards.config import GuardConfigBase
+from middleware.llm.base import LLMError
+from middleware.types import Outcome, Verdict
+
+
+def _error_verdict(cfg: GuardConfigBase, ctx: GuardContext, reason: str, raw: str | None) -> Verdict:
+    return Verdict(
+        guard=cfg.name,
+        stage=ctx.stage,
+        outcome=Outcome.ERROR,
+        reason=reason,
+        raw=raw,
+        candidate_index=ctx.candidate_index,
+    )
+
+
+async def run_guard(guard: Guard, cfg: GuardConfigBase, text: str, ctx: GuardContext) -> Verdict:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(cfg.timeout_s):
+            result = await guard.check(text, ctx)
+    except TimeoutError:
+        result = _error_verdict(cfg, ctx, f"timed out after {cfg.timeout_s:g}s", None)
+    except GuardParseError as exc:
+        result = _error_verdict(cfg, ctx, f"unparseable verdict: {exc}", exc.raw)
+    except LLMError as exc:
+        result = _error_verdict(cfg, ctx, str(exc), None)
+    except Exception as exc:  # a broken guard must not take the bot down
+        result = _error_verdict(cfg, ctx, f"guard failed: {type(exc).__name__}: {exc}", None)
+    latency_ms = (time.perf_counter() - started) * 1000
+    return apply_policy(cfg, result, latency_ms)
+
+
+def apply_policy(cfg: GuardConfigBase, result: Verdict, latency_ms: float) -> Verdict:
+    """Turn what the guard said into what it does, per ``action`` and ``on_error``."""
+    outcome = result.outcome
+    blocking = False
+    if outcome is Outcome.ERROR:
+        blocking = cfg.on_error == "block"
+    elif outcome is Outcome.BLOCK:
+        if cfg.action == "flag":
+            outcome = Outcome.FLAG
+        elif cfg.action == "redact" and result.redacted_text is not None:
+            outcome = Outcome.REDACT
+        else:
+            blocking = True
+    return result.model_copy(
+        update={
+            "guard": cfg.name,
+            "outcome": outcome,
+            "blocking": blocking,
+            "latency_ms": round(latency_ms, 3),
+        }
+    )

@@ -1,0 +1,113 @@
+"""Chat completions through the official `openai` client.
+
+One class serves OpenAI and every OpenAI-compatible server (Ollama, vLLM,
+llama.cpp, LM Studio) via ``base_url``. Cancelling :meth:`complete` closes the
+HTTP request, which is how a blocking input guard stops the provider from
+producing (and billing) more tokens. With ``stream=True`` the reply arrives
+as chunks, so cancellation stops it between tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from middleware.llm.base import Completion, LLMError, Message, ModelSettings
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short operator-facing description; never includes request headers or keys."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "model request timed out"
+    if isinstance(exc, openai.APIStatusError):
+        return f"model server answered HTTP {exc.status_code}"
+    if isinstance(exc, openai.APIConnectionError):
+        return "could not reach the model server"
+    if isinstance(exc, openai.APIResponseValidationError):
+        return "model server sent a malformed response"
+    return f"model call failed: {type(exc).__name__}"
+
+
+class OpenAIChatModel:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        stream: bool = False,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        self.name = model
+        self.stream = stream
+        # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
+        self.client = client or AsyncOpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url or None,
+            max_retries=max_retries,
+        )
+
+    async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
+        params: dict[str, Any] = {
+            "model": settings.model or self.name,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "timeout": settings.timeout_s,
+        }
+        if settings.temperature is not None:
+            params["temperature"] = settings.temperature
+        if settings.max_tokens is not None:
+            params["max_tokens"] = settings.max_tokens
+        if settings.response_format is not None:
+            params["response_format"] = settings.response_format
+        started = time.perf_counter()
+        try:
+            if self.stream:
+                return await self._complete_streaming(params, started)
+            response = await self.client.chat.completions.create(**params)
+        except openai.OpenAIError as exc:
+            raise LLMError(describe_error(exc)) from exc
+        if not response.choices:
+            raise LLMError("model server returned no choices")
+        usage = response.usage
+        return Completion(
+            text=response.choices[0].message.content or "",
+            model=response.model or params["model"],
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def _complete_streaming(self, params: dict[str, Any], started: float) -> Completion:
+        stream = await self.client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        parts: list[str] = []
+        tokens_in = tokens_out = 0
+        model = params["model"]
+        try:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage:
+                    tokens_in = chunk.usage.prompt_tokens
+                    tokens_out = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        parts.append(choice.delta.content)
+        finally:
+            # Closing the stream closes the connection, on cancellation too.
+            await stream.close()
+        text = "".join(parts)
+        if not tokens_out and text:
+            tokens_out = len(text.split())  # server sent no usage: estimate
+        return Completion(
+            text=text,
+            model=model,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )

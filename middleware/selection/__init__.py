@@ -1,0 +1,1 @@
+"""Best-of-N selection: choosing one reply among the safe candidates."""
