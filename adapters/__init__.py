@@ -1,0 +1,1 @@
+"""Platform edges: turn platform events into ChatRequests and Decisions into posts."""

@@ -1,0 +1,1 @@
+"""guardbot, the application: configuration, wiring, admin commands, replay and the CLI."""

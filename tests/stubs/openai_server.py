@@ -1,0 +1,217 @@
+"""A small OpenAI-compatible HTTP server for tests and benchmarks, on 127.0.0.1.
+
+It speaks enough of the API for the real `openai` client: chat completions
+(plain and streamed as server-sent events) and moderations. Replies are
+scripted per request by a function, and every request is recorded with how it
+ended: ``completed`` or ``closed_early`` (the client hung up first). Tests
+prove cancellation from those records and their events, never from timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    """What the stub answers to one request."""
+
+    text: str = "ok"
+    delay_s: float = 0.0  # before answering (spread across chunks when streaming)
+    status: int = 200
+    raw_body: str | None = None  # sent verbatim instead of a well-formed body
+    headers: dict[str, str] = field(default_factory=dict)
+    tokens_in: int = 10
+    tokens_out: int | None = None  # default: words in text
+    chunks: int = 4  # streaming: how many content chunks
+    moderation: dict[str, float] | None = None  # category scores for /moderations
+    model: str | None = None
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: dict[str, Any]
+    started: float
+    ended: float | None = None
+    outcome: str = "open"  # open | completed | closed_early
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def closed_early(self) -> bool:
+        return self.outcome == "closed_early"
+
+    def text(self) -> str:
+        """All message contents joined, for routing and assertions."""
+        messages = self.body.get("messages") or []
+        return "\n".join(str(m.get("content", "")) for m in messages)
+
+
+Script = Callable[[Recorded], Reply]
+
+
+class StubOpenAI:
+    def __init__(self, script: Script | None = None) -> None:
+        self.script: Script = script or (lambda _req: Reply())
+        self.requests: list[Recorded] = []
+        self.request_seen = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/moderations", self._moderations)
+        # handler_cancellation: a client hang-up cancels the handler, which is
+        # exactly the event the tests want to observe.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> StubOpenAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    async def _record(self, request: web.Request) -> tuple[Recorded, Reply]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = {}
+        rec = Recorded(path=request.path, body=body, started=time.perf_counter())
+        self.requests.append(rec)
+        self.request_seen.set()
+        return rec, self.script(rec)
+
+    def _finish(self, rec: Recorded, outcome: str) -> None:
+        rec.outcome = outcome
+        rec.ended = time.perf_counter()
+        rec.done.set()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        rec, reply = await self._record(request)
+        response: web.StreamResponse
+        try:
+            if rec.body.get("stream"):
+                response = await self._stream(request, rec, reply)
+            else:
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
+                response = self._plain(rec, reply)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self._finish(rec, "closed_early")
+            raise
+        self._finish(rec, "completed")
+        return response
+
+    def _plain(self, rec: Recorded, reply: Reply) -> web.Response:
+        if reply.raw_body is not None or reply.status != 200:
+            body = reply.raw_body
+            if body is None:
+                body = json.dumps({"error": {"message": f"stub error {reply.status}"}})
+            return web.Response(
+                status=reply.status, text=body, content_type="application/json",
+                headers=reply.headers,
+            )
+        out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
+        payload = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model or rec.body.get("model", "stub"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.tokens_in,
+                "completion_tokens": out,
+                "total_tokens": reply.tokens_in + out,
+            },
+        }
+        return web.json_response(payload, headers=reply.headers)
+
+    async def _stream(self, request: web.Request, rec: Recorded, reply: Reply) -> web.StreamResponse:
+        if reply.status != 200:
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+            return self._plain(rec, reply)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        model = reply.model or rec.body.get("model", "stub")
+        words = reply.text.split(" ")
+        n = max(1, min(reply.chunks, len(words)))
+        step = -(-len(words) // n)
+        pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
+        for i, piece in enumerate(pieces):
+            await asyncio.sleep(reply.delay_s / len(pieces))
+            content = piece if i == 0 else " " + piece
+            chunk = {
+                "id": "chatcmpl-stream",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
+        usage = {
+            "id": "chatcmpl-stream",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": reply.tokens_in,
+                "completion_tokens": out,
+                "total_tokens": reply.tokens_in + out,
+            },
+        }
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await response.write_eof()
+        return response
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        rec, reply = await self._record(request)
+        try:
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+        except asyncio.CancelledError:
+            self._finish(rec, "closed_early")
+            raise
+        self._finish(rec, "completed")
+        if reply.raw_body is not None or reply.status != 200:
+            return self._plain(rec, reply)
+        scores = reply.moderation or {}
+        result = {
+            "flagged": any(s >= 0.5 for s in scores.values()),
+            "categories": {k: s >= 0.5 for k, s in scores.items()},
+            "category_scores": scores,
+        }
+        payload = {"id": "modr-stub", "model": "omni-moderation-latest", "results": [result]}
+        return web.json_response(payload)
