@@ -20,6 +20,8 @@ class MessageHandler(Protocol):
         """Record whether the reply reached the platform."""
         ...
 
-    async def admin(self, request: ChatRequest, command: str, *, platform_admin: bool = False) -> str:
+    async def admin(
+        self, request: ChatRequest, command: str, *, platform_admin: bool = False
+    ) -> str:
         """Run an admin command (text after `/guardbot` or `/admin`); returns the answer."""
         ...

@@ -26,10 +26,8 @@ from middleware.types import (
     Outcome,
     Selection,
     Stage,
-    Timings,
     Verdict,
 )
-
 
 CANCELLED = "cancelled"
 
@@ -270,7 +268,9 @@ class Pipeline:
         )
 
 
-def _select(guards: Sequence[ConfiguredGuard], stage: Stage, channel_id: str) -> list[ConfiguredGuard]:
+def _select(
+    guards: Sequence[ConfiguredGuard], stage: Stage, channel_id: str
+) -> list[ConfiguredGuard]:
     return [g for g in guards if g.config.applies(stage, channel_id)]
 
 

@@ -18,7 +18,9 @@ from middleware.llm.base import LLMError
 from middleware.types import Outcome, Verdict
 
 
-def _error_verdict(cfg: GuardConfigBase, ctx: GuardContext, reason: str, raw: str | None) -> Verdict:
+def _error_verdict(
+    cfg: GuardConfigBase, ctx: GuardContext, reason: str, raw: str | None
+) -> Verdict:
     return Verdict(
         guard=cfg.name,
         stage=ctx.stage,

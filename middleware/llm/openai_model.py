@@ -52,6 +52,9 @@ class OpenAIChatModel:
             max_retries=max_retries,
         )
 
+    async def close(self) -> None:
+        await self.client.close()
+
     async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
         params: dict[str, Any] = {
             "model": settings.model or self.name,
@@ -71,7 +74,10 @@ class OpenAIChatModel:
             response = await self.client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise LLMError(describe_error(exc)) from exc
-        if not response.choices:
+        except (ValueError, TypeError, AttributeError) as exc:
+            # JSONDecodeError / pydantic errors: the server answered, but not in the API's shape.
+            raise LLMError("model server sent a malformed response") from exc
+        if not getattr(response, "choices", None):
             raise LLMError("model server returned no choices")
         usage = response.usage
         return Completion(

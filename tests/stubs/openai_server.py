@@ -132,7 +132,9 @@ class StubOpenAI:
             if body is None:
                 body = json.dumps({"error": {"message": f"stub error {reply.status}"}})
             return web.Response(
-                status=reply.status, text=body, content_type="application/json",
+                status=reply.status,
+                text=body,
+                content_type="application/json",
                 headers=reply.headers,
             )
         out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
@@ -156,7 +158,9 @@ class StubOpenAI:
         }
         return web.json_response(payload, headers=reply.headers)
 
-    async def _stream(self, request: web.Request, rec: Recorded, reply: Reply) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, rec: Recorded, reply: Reply
+    ) -> web.StreamResponse:
         if reply.status != 200:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)

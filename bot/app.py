@@ -1,0 +1,115 @@
+"""The application object every adapter talks to: :class:`GuardBot`.
+
+It joins the parts for one message: conversation history from the decision
+log, the effective policy for the channel, the pipeline, and the audit write
+that must succeed *before* any reply is handed back for posting. If the log
+cannot be written the bot refuses to answer rather than send an unaudited reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from middleware.decision_log import DecisionLog, LogUnavailable
+
+from bot.config import Config
+from bot.models import ModelProvider
+from bot.policy_builder import PolicyBuilder
+from middleware.pipeline import Pipeline
+from middleware.types import Action, ChatRequest, Decision, Delivery
+
+log = logging.getLogger("guardbot")
+
+AUDIT_DOWN_REPLY = (
+    "Sorry, I can't answer right now: my audit log cannot be written, and I never "
+    "send replies that are not on record. An administrator needs to check the log storage."
+)
+EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
+
+
+class GuardBot:
+    def __init__(
+        self,
+        config: Config,
+        decision_log: DecisionLog,
+        *,
+        env: Mapping[str, str] | None = None,
+        models: ModelProvider | None = None,
+    ) -> None:
+        self.config = config
+        self.log = decision_log
+        self.models = models or ModelProvider(config.llm, os.environ if env is None else env)
+        self.policies = PolicyBuilder(self.models)
+        self.pipeline = Pipeline()
+        self._fingerprint = config.fingerprint()
+
+    @classmethod
+    async def open(cls, config: Config, *, env: Mapping[str, str] | None = None) -> GuardBot:
+        decision_log = await DecisionLog.open(
+            config.log.path, store_text=config.log.store_text, redact_pii=config.log.redact_pii
+        )
+        return cls(config, decision_log, env=env)
+
+    async def close(self) -> None:
+        await self.models.close()
+        await self.log.close()
+
+    def notice(self) -> str | None:
+        """A line the operator should see at start (e.g. the offline echo model)."""
+        return self.models.notice()
+
+    def effective_config(self, request: ChatRequest) -> tuple[Config, str]:
+        """The config for this request's channel, and its fingerprint."""
+        return self.config, self._fingerprint
+
+    async def handle(self, request: ChatRequest) -> Decision:
+        if not request.text.strip():
+            return Decision(
+                request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
+            )
+        config, fingerprint = self.effective_config(request)
+        if not request.history and config.pipeline.history_turns:
+            turns = await self.log.history(
+                request.platform,
+                request.channel_id,
+                request.thread_id,
+                max_turns=config.pipeline.history_turns,
+                max_chars=config.pipeline.history_chars,
+            )
+            if turns:
+                request = request.model_copy(update={"history": tuple(turns)})
+        policy = self.policies.policy(config, fingerprint)
+        decision = await self.pipeline.run(request, policy)
+        try:
+            await self.log.record(decision)
+        except LogUnavailable as exc:
+            log.error("decision log unavailable, refusing to reply: %s", exc)
+            return Decision(
+                request=request,
+                action=Action.ERROR,
+                reply=AUDIT_DOWN_REPLY,
+                error=f"decision log unavailable: {exc}",
+                delivery=Delivery(status="none"),
+                config_fingerprint=fingerprint,
+            )
+        return decision
+
+    async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:
+        decision.delivery = Delivery(status="sent" if sent else "failed", error=error)
+        if decision.error and decision.error.startswith("decision log unavailable"):
+            return  # it was never recorded; nothing to attach the delivery to
+        if decision.error == "empty message":
+            return
+        try:
+            await self.log.record_delivery(decision.id, decision.delivery.status, error)
+        except LogUnavailable as exc:
+            log.error("could not record delivery of %s: %s", decision.id, exc)
+
+    async def admin(
+        self, request: ChatRequest, command: str, *, platform_admin: bool = False
+    ) -> str:
+        from bot.admin import run_admin_command
+
+        return await run_admin_command(self, request, command, platform_admin=platform_admin)
