@@ -186,9 +186,9 @@ class Pipeline:
         for cand in safe:
             cand.score = outcome.scores.get(cand.index, cand.score)
         by_index = {c.index: c for c in safe}
-        winner = by_index.get(outcome.chosen_index if outcome.chosen_index is not None else -1)
-        if winner is None:  # a selector must name a safe candidate; never index blindly
-            winner = min(safe, key=lambda c: c.latency_ms)
+        named = by_index.get(outcome.chosen_index if outcome.chosen_index is not None else -1)
+        winner = named or min(safe, key=lambda c: c.latency_ms)
+        if named is None:  # a selector must name a safe candidate; never index blindly
             outcome.selection.fallback_from.append(outcome.selection.method)
             outcome.selection.method = "first"
         if outcome.reply_override is not None:

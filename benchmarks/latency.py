@@ -1,0 +1,143 @@
+"""Latency of allowed and blocked messages against the theoretical limit.
+
+The stub LLM (on its own thread) answers generation after GEN ms and an
+`llm_judge` input guard after GUARD ms. For allowed messages the floor is
+max(GEN, GUARD); for blocked ones it is GUARD (generation is cancelled). The
+whole bot path is measured: GuardBot.handle with the SQLite decision log.
+Both orders (slow generation, slow guard) are run. Prints a table, and with
+``--json`` one JSON object as the last line.
+
+    python benchmarks/latency.py [-n 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.app import GuardBot  # noqa: E402
+from bot.config import parse_config  # noqa: E402
+from middleware.decision_log import DecisionLog  # noqa: E402
+from middleware.types import Action, ChatRequest  # noqa: E402
+from tests.stubs.openai_server import Recorded, Reply  # noqa: E402
+from tests.stubs.threaded import stub_in_thread  # noqa: E402
+
+SAFE = '{"unsafe": false, "category": "none", "score": 0.02, "reason": "benign"}'
+UNSAFE = '{"unsafe": true, "category": "violence", "score": 0.97, "reason": "threat"}'
+
+
+def script(gen_s: float, guard_s: float):  # type: ignore[no-untyped-def]
+    def answer(rec: Recorded) -> Reply:
+        if rec.body.get("model") == "guard-model":
+            unsafe = "BLOCKME" in rec.text()
+            return Reply(text=UNSAFE if unsafe else SAFE, delay_s=guard_s)
+        return Reply(text="Here is a helpful and harmless answer.", delay_s=gen_s)
+
+    return answer
+
+
+def config_text(base_url: str, db: str) -> str:
+    return f"""
+[llm]
+provider = "openai"
+model = "gen-model"
+base_url = "{base_url}"
+max_retries = 0
+
+[[guards]]
+name = "judge"
+kind = "llm_judge"
+model = "guard-model"
+timeout_s = 10
+
+[log]
+path = "{db}"
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, float]:
+    with stub_in_thread(script(gen_ms / 1000, guard_ms / 1000)) as stub:
+        config = parse_config(config_text(stub.base_url, f"{folder}/g{gen_ms}.db"), "bench")
+        log = await DecisionLog.open(config.log.path)
+        bot = GuardBot(config, log, env={})
+        allowed: list[float] = []
+        blocked: list[float] = []
+        try:
+            for i in range(2 * n + 2):
+                unsafe = i % 2 == 1
+                text = f"message {i} " + ("BLOCKME please" if unsafe else "hello")
+                request = ChatRequest(
+                    platform="bench", channel_id="c", thread_id=f"t{i}", user_id="u", text=text
+                )
+                started = time.perf_counter()
+                decision = await bot.handle(request)
+                elapsed = (time.perf_counter() - started) * 1000
+                expected = Action.BLOCKED if unsafe else Action.REPLIED
+                if decision.action is not expected:
+                    raise SystemExit(f"unexpected {decision.action}: {decision.error}")
+                if i < 2:
+                    continue  # warm-up: connection setup, first-use imports
+                (blocked if unsafe else allowed).append(elapsed)
+        finally:
+            await bot.close()
+        gen_requests = [r for r in stub.chat_requests() if r.body.get("model") == "gen-model"]
+        blocked_gen = [r for r in gen_requests if "BLOCKME" in r.text()]
+        closed = sum(r.outcome == "closed_early" for r in blocked_gen)
+    floor_allowed = max(gen_ms, guard_ms)
+    return {
+        "generation_ms": gen_ms,
+        "guard_ms": guard_ms,
+        "allowed_p50_ratio": statistics.median(allowed) / floor_allowed,
+        "allowed_p95_ratio": pct(allowed, 0.95) / floor_allowed,
+        "blocked_p50_ratio": statistics.median(blocked) / guard_ms,
+        "blocked_p95_ratio": pct(blocked, 0.95) / guard_ms,
+        "blocked_generation_closed_early_ratio": closed / max(1, len(blocked_gen)),
+        "allowed_p50_ms": statistics.median(allowed),
+        "blocked_p50_ms": statistics.median(blocked),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="messages of each kind per scenario")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        rows = [await measure(800, 300, args.n, folder), await measure(300, 800, args.n, folder)]
+    print(
+        f"{'gen ms':>7} {'guard ms':>8} | {'allowed p50':>11} {'p95':>6} | "
+        f"{'blocked p50':>11} {'p95':>6} | gen closed early"
+    )
+    for r in rows:
+        print(
+            f"{r['generation_ms']:>7} {r['guard_ms']:>8} | {r['allowed_p50_ratio']:>11.3f} "
+            f"{r['allowed_p95_ratio']:>6.3f} | {r['blocked_p50_ratio']:>11.3f} "
+            f"{r['blocked_p95_ratio']:>6.3f} | {r['blocked_generation_closed_early_ratio']:.0%}"
+        )
+    print(
+        "ratios: latency / max(generation, guard) when allowed, latency / guard when blocked;"
+        " target <= 1.05"
+    )
+    worst = {
+        "allowed_p95_ratio": max(r["allowed_p95_ratio"] for r in rows),
+        "blocked_p95_ratio": max(r["blocked_p95_ratio"] for r in rows),
+    }
+    if args.json:
+        print(json.dumps({"scenarios": rows, **worst, "messages_per_kind": args.n}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
