@@ -1,0 +1,66 @@
+"""Text between Slack's wire format and plain text, in both directions.
+
+Slack escapes ``&``, ``<`` and ``>`` in what it sends and treats ``<...>`` in
+what it receives as mentions and links, so an unescaped ``<!channel>`` in a
+model's reply would ping a whole channel. Incoming text is unescaped (the
+model sees what the user typed, minus the bot's own mention); outgoing text is
+escaped first and only then given Slack's mrkdwn for the markdown models
+write (bold, strike, headings, links, bullets), outside code.
+"""
+
+from __future__ import annotations
+
+import re
+
+from adapters.message_split import split_message
+
+_FENCED_OR_CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+_BULLET = re.compile(r"^([ \t]*)[*-][ \t]+", re.M)
+# After escaping, a URL's "&" reads "&amp;", which Slack accepts inside <url|label>.
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^\s()|]+)\)")
+
+
+def from_slack(text: object, bot_user_id: str = "") -> str:
+    """The text a user typed: the bot's own mention removed, Slack escapes undone."""
+    if not isinstance(text, str):
+        return ""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    text = text.replace("\x00", "")
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def mentions(text: object, user_id: str) -> bool:
+    return isinstance(text, str) and bool(user_id) and f"<@{user_id}" in text
+
+
+def escape(text: str) -> str:
+    """Make ``text`` literal in Slack: no mentions, no channel pings, no links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_mrkdwn(text: str) -> str:
+    """Escaped Slack mrkdwn for a (markdown) reply; code spans are left as they are."""
+    parts = _FENCED_OR_CODE.split(text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:  # code: escaped only, so it shows exactly as written
+            out.append(escape(part))
+            continue
+        part = escape(part)
+        part = _HEADING.sub(lambda m: f"*{m.group(1)}*", part)
+        part = _BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", part)
+        part = _STRIKE.sub(r"~\1~", part)
+        part = _BULLET.sub(r"\1• ", part)
+        part = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", part)
+        out.append(part)
+    return "".join(out)
+
+
+def slack_messages(text: str, limit: int) -> list[str]:
+    """A reply as the Slack messages to post, each at most ``limit`` characters."""
+    return split_message(to_mrkdwn(text), limit)
