@@ -1,0 +1,194 @@
+"""Re-runs logged decisions through a policy, a bounded number at a time.
+
+Two modes. ``guards-only`` (the default) runs the input guards on the recorded
+message and the output guards on the recorded replies, exactly as the
+pipeline would (same runner, same timeouts and ``on_error``), but runs *every*
+guard to the end instead of stopping at the first block, so the report can
+say what each guard thinks now. ``full`` runs the whole pipeline again,
+regenerating the reply with the configured model. Neither writes a decision
+or touches an adapter: a replay posts nothing and leaves the log as it was
+(apart from the record of the run itself, written by the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from bot.replay.diff import compare, failed
+from bot.replay.masked import carry_forward
+from bot.replay.results import Kind, ReplayResult
+from bot.replay.select import Logged
+from middleware.guards.base import GuardContext
+from middleware.guards.runner import run_guard
+from middleware.policy import ConfiguredGuard, PipelinePolicy
+from middleware.types import Action, Candidate, ChatRequest, Decision, Outcome, Stage, Verdict
+
+if TYPE_CHECKING:
+    from bot.app import GuardBot
+    from bot.config import Config
+
+Mode = Literal["guards-only", "full"]
+NOT_STORED = "text not stored ([log] store_text = false): only its hash was kept"
+NO_REPLY_NOTE = (
+    "output guards not run: no reply was generated when this was logged "
+    "(replay with --full to generate one)"
+)
+REDACTED_NOTE = "the log keeps replies after redaction, so a redacting guard sees the masked text"
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    verdicts: list[Verdict]
+    action: Action
+    blocked_by: str | None
+    note: str | None = None
+
+
+async def _run_all(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+) -> list[Verdict]:
+    """Every guard's verdict, in config order (not stopping at the first block)."""
+    if len(guards) <= 1:
+        return [await run_guard(g.guard, g.config, text, ctx) for g in guards]
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(run_guard(g.guard, g.config, text, ctx)) for g in guards]
+    return [t.result() for t in tasks]
+
+
+def _applying(policy: PipelinePolicy, stage: Stage, channel_id: str) -> list[ConfiguredGuard]:
+    return [g for g in policy.guards if g.config.applies(stage, channel_id)]
+
+
+def _first_blocking(verdicts: Sequence[Verdict]) -> str | None:
+    return next((v.guard for v in verdicts if v.blocking), None)
+
+
+def _too_long(request: ChatRequest, policy: PipelinePolicy) -> Verdict:
+    """The pipeline's own length check, recorded as the pseudo-guard ``max_input_chars``."""
+    return Verdict(
+        guard="max_input_chars",
+        stage=Stage.INPUT,
+        outcome=Outcome.BLOCK,
+        blocking=True,
+        category="length",
+        reason=f"message has {len(request.text)} characters (limit {policy.max_input_chars})",
+    )
+
+
+def _replies_to_screen(old: Decision) -> list[Candidate]:
+    """The recorded replies that were screened, else any generated before an input block."""
+    screened = [c for c in old.candidates if c.safe is not None and c.text]
+    return screened or [c for c in old.candidates if c.text]
+
+
+async def _screen(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, old: Decision
+) -> list[Verdict]:
+    found = await _run_all(guards, text, ctx)
+    return carry_forward(found, guards, text, old.verdicts)
+
+
+async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
+    request = old.request
+    if len(request.text) > policy.max_input_chars:
+        limit = _too_long(request, policy)
+        return Screened([limit], Action.BLOCKED, limit.guard)
+    input_guards = _applying(policy, Stage.INPUT, request.channel_id)
+    verdicts = await _screen(input_guards, request.text, GuardContext(Stage.INPUT, request), old)
+    if blocked_by := _first_blocking(verdicts):
+        return Screened(verdicts, Action.BLOCKED, blocked_by)
+    output_guards = _applying(policy, Stage.OUTPUT, request.channel_id)
+    candidates = _replies_to_screen(old)
+    if not candidates:
+        if old.action is Action.BLOCKED:  # blocked before any reply existed; now it passes
+            return Screened(verdicts, Action.REPLIED, None, NO_REPLY_NOTE)
+        return Screened(verdicts, old.action, None)
+    any_safe = False
+    for cand in candidates:  # few candidates, each screened in parallel inside _run_all
+        out_ctx = GuardContext(Stage.OUTPUT, request, cand.index)
+        found = await _screen(output_guards, cand.text, out_ctx, old)
+        verdicts.extend(found)
+        any_safe = any_safe or not any(v.blocking for v in found)
+    if any_safe:
+        return Screened(verdicts, Action.REPLIED, None)
+    return Screened(verdicts, Action.BLOCKED, _first_blocking(verdicts))
+
+
+class Replayer:
+    """Replays one logged decision at a time against ``bot``'s effective policy."""
+
+    def __init__(self, bot: GuardBot, mode: Mode = "guards-only") -> None:
+        self.bot = bot
+        self.mode = mode
+
+    def policy_for(self, request: ChatRequest) -> tuple[Config, PipelinePolicy]:
+        """The policy the bot would apply to ``request`` now (config + runtime settings)."""
+        config, fingerprint = self.bot.effective_config(request)
+        return config, self.bot.policies.policy(config, fingerprint)
+
+    async def replay(self, item: Logged) -> ReplayResult:
+        old = item.decision
+        if not item.text_stored:
+            return failed(old, Kind.NOT_REPLAYABLE, NOT_STORED)
+        try:
+            config, policy = self.policy_for(old.request)
+            if self.mode == "full":
+                return await self._full(old, config, policy)
+            found = await screen_recorded(old, policy)
+        except Exception as exc:  # one broken decision must not end the run; it is reported
+            return failed(old, Kind.ERROR, f"replay failed: {type(exc).__name__}: {exc}")
+        result = compare(
+            old,
+            found.verdicts,
+            found.action,
+            found.blocked_by,
+            fingerprint=policy.fingerprint,
+            note=found.note,
+        )
+        if any(f.old_outcome == "redact" and f.new_outcome == "allow" for f in result.flips):
+            note = f"{result.note}; {REDACTED_NOTE}" if result.note else REDACTED_NOTE
+            result = replace(result, note=note)
+        return result
+
+    async def _full(self, old: Decision, config: Config, policy: PipelinePolicy) -> ReplayResult:
+        r = old.request
+        history = await self.bot.log.history(
+            r.platform,
+            r.channel_id,
+            r.thread_id,
+            max_turns=config.pipeline.history_turns,
+            max_chars=config.pipeline.history_chars,
+            before=old.id,  # the thread as it was when this message arrived
+        )
+        request = r.model_copy(update={"history": tuple(history)})
+        new = await self.bot.pipeline.run(request, policy)  # never recorded, never posted
+        return compare(
+            old, new.verdicts, new.action, new.blocked_by, fingerprint=policy.fingerprint
+        )
+
+
+async def replay_all(
+    replayer: Replayer,
+    items: Sequence[Logged],
+    *,
+    concurrency: int,
+    on_result: Callable[[ReplayResult], None],
+) -> None:
+    """Replay ``items`` with at most ``concurrency`` in flight; cancel to stop early.
+
+    A fixed pool of workers pulls from one shared iterator, so memory and tasks
+    stay bounded however many decisions are selected, and cancelling this
+    coroutine stops every worker at its next await.
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            on_result(await replayer.replay(item))
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(max(1, min(concurrency, len(items)))):
+            tg.create_task(worker())
