@@ -13,10 +13,13 @@ import os
 from collections.abc import Mapping
 
 from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.llm.base import ChatModel
 
 from bot.config import Config
 from bot.models import ModelProvider
 from bot.policy_builder import PolicyBuilder
+from bot.settings import RuntimeSettings
+from middleware.budget import budget_refusal, check_budget
 from middleware.pipeline import Pipeline
 from middleware.types import Action, ChatRequest, Decision, Delivery
 
@@ -36,21 +39,29 @@ class GuardBot:
         decision_log: DecisionLog,
         *,
         env: Mapping[str, str] | None = None,
-        models: ModelProvider | None = None,
+        model: ChatModel | None = None,
     ) -> None:
         self.config = config
         self.log = decision_log
-        self.models = models or ModelProvider(config.llm, os.environ if env is None else env)
+        env = os.environ if env is None else env
+        self.models = ModelProvider(config.llm, env, fixed=model)
         self.policies = PolicyBuilder(self.models)
         self.pipeline = Pipeline()
-        self._fingerprint = config.fingerprint()
+        # Admin overrides from the log, layered onto config.toml (see bot/settings.py).
+        self.settings = RuntimeSettings(config, decision_log)
 
     @classmethod
     async def open(cls, config: Config, *, env: Mapping[str, str] | None = None) -> GuardBot:
         decision_log = await DecisionLog.open(
             config.log.path, store_text=config.log.store_text, redact_pii=config.log.redact_pii
         )
-        return cls(config, decision_log, env=env)
+        bot = cls(config, decision_log, env=env)
+        try:
+            await bot.settings.load()
+        except BaseException:
+            await decision_log.close()
+            raise
+        return bot
 
     async def close(self) -> None:
         await self.models.close()
@@ -62,13 +73,14 @@ class GuardBot:
 
     def effective_config(self, request: ChatRequest) -> tuple[Config, str]:
         """The config for this request's channel, and its fingerprint."""
-        return self.config, self._fingerprint
+        return self.settings.effective(request.platform, request.channel_id)
 
     async def handle(self, request: ChatRequest) -> Decision:
         if not request.text.strip():
             return Decision(
                 request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
             )
+        await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
         if not request.history and config.pipeline.history_turns:
             turns = await self.log.history(
@@ -80,8 +92,20 @@ class GuardBot:
             )
             if turns:
                 request = request.model_copy(update={"history": tuple(turns)})
-        policy = self.policies.policy(config, fingerprint)
-        decision = await self.pipeline.run(request, policy)
+        budget = config.budget
+        spent = await check_budget(
+            self.log,
+            request,
+            user_daily_tokens=budget.user_daily_tokens,
+            channel_daily_tokens=budget.channel_daily_tokens,
+        )
+        if spent is not None:  # refused politely, and recorded like any other decision
+            decision = budget_refusal(
+                request, spent, message=budget.message, fingerprint=fingerprint
+            )
+        else:
+            policy = self.policies.policy(config, fingerprint)
+            decision = await self.pipeline.run(request, policy)
         try:
             await self.log.record(decision)
         except LogUnavailable as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.models import ModelProvider
-from middleware.guards.registry import build_guard
+from middleware.guards.registry import build_guard, guard_cache_key
 from middleware.policy import ConfiguredGuard, PipelinePolicy, Price
 from middleware.selection.base import Selector
 
@@ -26,9 +26,10 @@ class PolicyBuilder:
     def guards(self, config: Config) -> tuple[ConfiguredGuard, ...]:
         built = []
         for cfg in config.guards:
-            key = cfg.model_dump_json()
+            key = guard_cache_key(cfg, config.guards)  # ensembles: members' configs too
             if key not in self._guards:
-                self._guards[key] = ConfiguredGuard(cfg, build_guard(cfg, self.models))
+                guard = build_guard(cfg, self.models, all_configs=config.guards)
+                self._guards[key] = ConfiguredGuard(cfg, guard)
             built.append(self._guards[key])
         return tuple(built)
 
@@ -39,7 +40,7 @@ class PolicyBuilder:
         except ImportError:
             return None
         p = config.pipeline
-        judge = self.models(model=p.judge_model) if p.judge_model else self.models.default()
+        judge = self.models(model=p.judge_model or config.llm.model)
         selector: Selector | None = build_selector(
             method=p.selection,
             model=judge,
@@ -60,7 +61,7 @@ class PolicyBuilder:
         p, llm = config.pipeline, config.llm
         temps: Any = p.temperatures
         policy = PipelinePolicy(
-            model=self.models.default(),
+            model=self.models(model=llm.model),  # an admin may `set model` at runtime
             guards=self.guards(config),
             system_prompt=llm.system_prompt,
             temperature=llm.temperature,

@@ -173,12 +173,14 @@ class Pipeline:
         request: ChatRequest,
         policy: PipelinePolicy,
     ) -> tuple[Candidate, Selection]:
-        if policy.best_of <= 1 or len(safe) == 1:
-            method = "single" if policy.best_of <= 1 else "only_safe"
-            return safe[0], Selection(method=method)
+        if policy.best_of <= 1:
+            return safe[0], Selection(method="single")
+        # `first` before `only_safe`: with `first` the others were cancelled on purpose.
         if policy.selection == "first" or policy.selector is None:
             winner = min(safe, key=lambda c: c.latency_ms)
             return winner, Selection(method="first", reasoning="first candidate to pass its guards")
+        if len(safe) == 1:
+            return safe[0], Selection(method="only_safe")
         began = time.perf_counter()
         outcome = await policy.selector.select(request, safe, policy)
         decision.timings.selection_ms = _ms(time.perf_counter() - began)

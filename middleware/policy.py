@@ -7,6 +7,7 @@ itself holds no configuration, which keeps it trivially reusable by replay.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +18,9 @@ from middleware.llm.base import ChatModel
 
 if TYPE_CHECKING:
     from middleware.selection.base import Selector
+
+
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,10 @@ class PipelinePolicy:
 
     def cost_usd(self, model: str, tokens_in: int, tokens_out: int) -> float:
         price = self.pricing.get(model)
+        if price is None:
+            # Providers answer with a dated snapshot ("gpt-4o-mini-2024-07-18") of the
+            # model the price table names ("gpt-4o-mini").
+            price = self.pricing.get(_SNAPSHOT.sub("", model))
         if price is None:
             return 0.0
         return (tokens_in * price.input_per_m + tokens_out * price.output_per_m) / 1_000_000

@@ -139,6 +139,15 @@ class Selection(BaseModel):
     reasoning: str = ""
     confidence: float | None = None
     fallback_from: list[str] = Field(default_factory=list)
+    labels: dict[str, int] = Field(
+        default_factory=dict, description="judge: label shown to the judge -> Candidate.index"
+    )
+    scores: dict[int, dict[str, float]] = Field(
+        default_factory=dict, description="criteria: Candidate.index -> criterion -> 1..10"
+    )
+    votes: dict[str, list[int]] = Field(
+        default_factory=dict, description="vote: normalised answer -> Candidate.index list"
+    )
 
 
 class Timings(BaseModel):

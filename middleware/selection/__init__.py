@@ -1,1 +1,10 @@
-"""Best-of-N selection: choosing one reply among the safe candidates."""
+"""Best-of-N selection: choosing one reply among the safe candidates.
+
+``build_selector(method=...)`` returns the selector (with its fallback chain)
+that the pipeline calls when ``best_of > 1``; see :mod:`.factory` for the chains.
+"""
+
+from middleware.selection.base import SelectionOutcome, Selector
+from middleware.selection.factory import METHODS, build_selector
+
+__all__ = ["METHODS", "SelectionOutcome", "Selector", "build_selector"]

@@ -31,6 +31,8 @@ class Reply:
     tokens_in: int = 10
     tokens_out: int | None = None  # default: words in text
     chunks: int = 4  # streaming: how many content chunks
+    drop_after_chunks: int | None = None  # streaming: hang up mid-reply after this many chunks
+    hold: asyncio.Event | None = None  # answer only once the test sets this event
     moderation: dict[str, float] | None = None  # category scores for /moderations
     model: str | None = None
 
@@ -41,8 +43,10 @@ class Recorded:
     body: dict[str, Any]
     started: float
     ended: float | None = None
-    outcome: str = "open"  # open | completed | closed_early
+    outcome: str = "open"  # open | completed | closed_early | dropped
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    chunks_sent: int = 0  # streaming: content chunks written so far
+    first_chunk: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def closed_early(self) -> bool:
@@ -114,6 +118,8 @@ class StubOpenAI:
         rec, reply = await self._record(request)
         response: web.StreamResponse
         try:
+            if reply.hold is not None:
+                await reply.hold.wait()
             if rec.body.get("stream"):
                 response = await self._stream(request, rec, reply)
             else:
@@ -123,7 +129,8 @@ class StubOpenAI:
         except (asyncio.CancelledError, ConnectionResetError):
             self._finish(rec, "closed_early")
             raise
-        self._finish(rec, "completed")
+        if rec.outcome == "open":
+            self._finish(rec, "completed")
         return response
 
     def _plain(self, rec: Recorded, reply: Reply) -> web.Response:
@@ -183,6 +190,14 @@ class StubOpenAI:
                 "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            rec.chunks_sent += 1
+            rec.first_chunk.set()
+            if reply.drop_after_chunks is not None and rec.chunks_sent >= reply.drop_after_chunks:
+                # The server dies mid-reply: the connection closes without the end of the stream.
+                self._finish(rec, "dropped")
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
         out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
         usage = {
             "id": "chatcmpl-stream",
