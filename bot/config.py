@@ -16,9 +16,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from middleware.guards.config import GuardConfig
+from adapters.discord_config import DiscordConfig
+from adapters.slack_config import SlackConfig
+from middleware.guards.config import GuardConfig, check_guard_references
+from middleware.selection.factory import check_criteria
 
 
 class Section(BaseModel):
@@ -92,6 +102,12 @@ class PipelineConfig(Section):
             raise ValueError("temperatures must be between 0 and 2")
         return v
 
+    @model_validator(mode="after")
+    def _check_criteria(self) -> PipelineConfig:
+        # Fail at load (and on an admin `set`), not at the first best-of-N message.
+        check_criteria(tuple(self.criteria), self.criteria_weights)
+        return self
+
 
 class LogConfig(Section):
     path: str = Field(default="guardbot.db", description="the SQLite decision log file")
@@ -108,37 +124,6 @@ class AdminConfig(Section):
     )
     discord_manage_guild: bool = Field(
         default=True, description="Discord members with Manage Server are admins too"
-    )
-
-
-class SlackConfig(Section):
-    enabled: bool = Field(default=True, description="serve Slack when its tokens are set")
-    mode: Literal["auto", "socket", "http"] = Field(
-        default="auto", description="socket (SLACK_APP_TOKEN) or http (SLACK_SIGNING_SECRET)"
-    )
-    port: int = Field(default=3000, ge=1, le=65535, description="HTTP mode: listen port")
-    api_url: str = Field(
-        default="https://slack.com/api/", description="Slack Web API base (GovSlack, proxies)"
-    )
-    channels: list[str] | None = Field(default=None, description="allow-list of channel ids")
-    follow_threads: bool = Field(
-        default=True, description="answer follow-ups in threads it started without a mention"
-    )
-    answer_bots: bool = Field(default=False, description="also answer other bots")
-    placeholder: str = Field(default="thinking…", description="posted at once, then replaced")
-
-
-class DiscordConfig(Section):
-    enabled: bool = Field(default=True, description="serve Discord when DISCORD_TOKEN is set")
-    shards: int | Literal["auto"] | None = Field(
-        default=None, description='"auto" or a count selects AutoShardedClient'
-    )
-    channels: list[str] | None = Field(default=None, description="allow-list of channel ids")
-    reply_all_channels: list[str] = Field(
-        default_factory=list, description="channels where every message is answered"
-    )
-    follow_threads: bool = Field(
-        default=True, description="answer follow-ups in threads it started without a mention"
     )
 
 
@@ -176,6 +161,7 @@ class Config(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"guard names must be unique; repeated: {', '.join(dupes)}")
+        check_guard_references(guards)  # ensemble members exist, no cycles
         return guards
 
     def fingerprint(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from openai import AsyncOpenAI
+
 from bot.config import LLMConfig
 from middleware.llm.base import ChatModel
 from middleware.llm.echo import ECHO_NOTICE, EchoModel
@@ -20,10 +22,19 @@ from middleware.llm.openai_model import OpenAIChatModel
 class ModelProvider:
     """Builds (and caches) one client per server, so connections are reused."""
 
-    def __init__(self, llm: LLMConfig, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLMConfig,
+        env: Mapping[str, str] | None = None,
+        *,
+        fixed: ChatModel | None = None,
+    ) -> None:
         self.llm = llm
         self.env = os.environ if env is None else env
-        self._clients: dict[tuple[str, str, bool], ChatModel] = {}
+        # A fixed model (scripted, function) answers every call: demos, replay, benchmarks.
+        self.fixed = fixed
+        self._clients: dict[str, AsyncOpenAI] = {}
+        self._models: dict[tuple[str, str], ChatModel] = {}
 
     @property
     def api_key(self) -> str | None:
@@ -31,6 +42,8 @@ class ModelProvider:
 
     @property
     def offline(self) -> bool:
+        if self.fixed is not None:
+            return False
         if self.llm.provider == "echo":
             return True
         if self.llm.provider == "openai":
@@ -45,28 +58,37 @@ class ModelProvider:
 
     def __call__(self, *, model: str | None = None, base_url: str | None = None) -> ChatModel:
         """The ModelFactory used by LLM guards and judges (per-guard overrides allowed)."""
+        if self.fixed is not None:
+            return self.fixed
         if self.offline and not base_url:
             return EchoModel()
-        key = (model or self.llm.model, base_url or self.llm.base_url, self.llm.stream)
-        if key not in self._clients:
-            self._clients[key] = OpenAIChatModel(
-                model=key[0],
-                api_key=self.api_key,
-                base_url=key[1] or None,
-                max_retries=self.llm.max_retries,
-                stream=self.llm.stream,
+        name, url = model or self.llm.model, base_url or self.llm.base_url
+        if (name, url) not in self._models:
+            # One AsyncOpenAI client (one connection pool) per server, shared by every
+            # model name on it, so a rarely used judge keeps warm connections too.
+            self._models[(name, url)] = OpenAIChatModel(
+                model=name, api_key=None, client=self._client(url), stream=self.llm.stream
             )
-        return self._clients[key]
+        return self._models[(name, url)]
+
+    def _client(self, url: str) -> AsyncOpenAI:
+        if url not in self._clients:
+            self._clients[url] = AsyncOpenAI(
+                # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
+                api_key=self.api_key or "not-needed",
+                base_url=url or None,
+                max_retries=self.llm.max_retries,
+            )
+        return self._clients[url]
 
     async def close(self) -> None:
         for client in self._clients.values():
-            if isinstance(client, OpenAIChatModel):
-                await client.close()
+            await client.close()
         self._clients.clear()
+        self._models.clear()
 
-    def openai_client(self, base_url: str | None = None) -> object:
+    def openai_client(self, base_url: str | None = None) -> AsyncOpenAI | None:
         """The raw AsyncOpenAI client (for endpoints beyond chat, e.g. moderations)."""
-        model = self(model=None, base_url=base_url)
-        if isinstance(model, OpenAIChatModel):
-            return model.client
-        return None
+        if self.fixed is not None or (self.offline and not base_url):
+            return None
+        return self._client(base_url or self.llm.base_url)
