@@ -12,14 +12,13 @@ import logging
 import os
 from collections.abc import Mapping
 
-from middleware.decision_log import DecisionLog, LogUnavailable
-from middleware.llm.base import ChatModel
-
 from bot.config import Config
 from bot.models import ModelProvider
 from bot.policy_builder import PolicyBuilder
 from bot.settings import RuntimeSettings
 from middleware.budget import budget_refusal, check_budget
+from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.llm.base import ChatModel
 from middleware.pipeline import Pipeline
 from middleware.types import Action, ChatRequest, Decision, Delivery
 
@@ -58,10 +57,17 @@ class GuardBot:
         bot = cls(config, decision_log, env=env)
         try:
             await bot.settings.load()
+            bot.warm_up()
         except BaseException:
             await decision_log.close()
             raise
         return bot
+
+    def warm_up(self) -> None:
+        """Build the default policy now (the profanity model loads once, at start),
+        so the first user message does not pay for it."""
+        config, fingerprint = self.settings.effective("", "")
+        self.policies.policy(config, fingerprint)
 
     async def close(self) -> None:
         await self.models.close()

@@ -7,9 +7,11 @@ policy fields shared by every kind live on :class:`GuardConfigBase`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from middleware.types import Stage
 
@@ -50,4 +52,250 @@ class MaxLengthGuardConfig(GuardConfigBase):
     max_chars: int = Field(default=4000, gt=0, description="longer texts are unsafe")
 
 
-GuardConfig = Annotated[MaxLengthGuardConfig, Field(discriminator="kind")]
+class _VotingFields(BaseModel):
+    """``votes``/``quorum`` for LLM kinds: k runs of the same judge, block on m unsafe."""
+
+    votes: int = Field(
+        default=1, ge=1, le=15, description="runs of this judge in parallel (1 = no voting)"
+    )
+    quorum: int | None = Field(
+        default=None, ge=1, description="unsafe runs needed to block (default: a majority)"
+    )
+
+    @model_validator(mode="after")
+    def _check_quorum(self) -> Any:
+        if self.quorum is not None and self.quorum > self.votes:
+            raise ValueError(f"quorum {self.quorum} is more than votes {self.votes}")
+        return self
+
+    def effective_quorum(self) -> int:
+        return self.quorum if self.quorum is not None else self.votes // 2 + 1
+
+
+class LLMJudgeGuardConfig(GuardConfigBase, _VotingFields):
+    kind: Literal["llm_judge"]
+    model: str | None = Field(default=None, description="model name; default: [llm] model")
+    base_url: str | None = Field(default=None, description="server; default: [llm] base_url")
+    prompt: str | None = Field(
+        default=None,
+        description="system prompt replacing the built-in one; {categories} is filled in",
+    )
+    categories: list[str] = Field(
+        default_factory=lambda: [
+            "violence",
+            "hate",
+            "harassment",
+            "self_harm",
+            "sexual",
+            "illegal",
+            "weapons",
+            "prompt_injection",
+        ],
+        min_length=1,
+        description="categories the judge is asked about",
+    )
+    response_format: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_schema",
+        description="structured output requested from the server (none: prompt only)",
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="default 0, or 0.7 when votes > 1"
+    )
+    max_tokens: int = Field(default=300, gt=0, le=4000, description="cap on the verdict's tokens")
+    threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="unset: the judge's `unsafe` decides; set: its score >= threshold does",
+    )
+
+    def run_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.7 if self.votes > 1 else 0.0
+
+
+class OpenAIModerationGuardConfig(GuardConfigBase):
+    kind: Literal["openai_moderation"]
+    model: str = Field(default="omni-moderation-latest", description="moderation model")
+    base_url: str | None = Field(default=None, description="server; default: [llm] base_url")
+    threshold: float = Field(
+        default=0.5, ge=0, le=1, description="threshold of categories not in `thresholds`"
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description='per-category thresholds, e.g. {violence = 0.5, "self-harm" = 0.2}',
+    )
+    ignore: list[str] = Field(default_factory=list, description="categories never counted")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, t in v.items() if not 0 <= t <= 1]
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1: {', '.join(bad)}")
+        return v
+
+
+LLAMA_GUARD_CODES = tuple(f"S{i}" for i in range(1, 15))
+
+
+class LlamaGuardGuardConfig(GuardConfigBase, _VotingFields):
+    kind: Literal["llama_guard"]
+    model: str = Field(
+        default="llama-guard3", description="model name on the server (Llama Guard 3 or 4)"
+    )
+    base_url: str | None = Field(default=None, description="server; default: [llm] base_url")
+    exclude: list[str] = Field(
+        default_factory=list, description='hazard codes not counted as unsafe, e.g. ["S6", "S8"]'
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="default 0, or 0.7 when votes > 1"
+    )
+
+    @field_validator("exclude")
+    @classmethod
+    def _check_codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip().upper() for c in v]
+        unknown = [c for c in codes if c not in LLAMA_GUARD_CODES]
+        if unknown:
+            raise ValueError(f"unknown Llama Guard codes {unknown}; use S1..S14")
+        return codes
+
+    def run_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.7 if self.votes > 1 else 0.0
+
+
+class ProfanityGuardConfig(GuardConfigBase):
+    kind: Literal["profanity"]
+    threshold: float = Field(
+        default=0.9, ge=0, le=1, description="model probability at or above which it blocks"
+    )
+    allow_words: list[str] = Field(
+        default_factory=list,
+        description="words your community accepts (e.g. hell, damn); ignored when scoring",
+    )
+    deobfuscate: bool = Field(
+        default=True, description="also score the text with leetspeak/homoglyphs undone"
+    )
+
+
+PIIKind = Literal["email", "phone", "card", "iban"]
+PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban")
+
+
+class PIIGuardConfig(GuardConfigBase):
+    kind: Literal["pii"]
+    detect: list[PIIKind] = Field(
+        default_factory=lambda: list(PII_KINDS), min_length=1, description="what to look for"
+    )
+
+
+class SecretsGuardConfig(GuardConfigBase):
+    kind: Literal["secrets"]
+
+
+class PromptInjectionGuardConfig(GuardConfigBase):
+    kind: Literal["prompt_injection"]
+    threshold: float = Field(
+        default=0.5, ge=0, le=1, description="combined pattern score at or above which it blocks"
+    )
+    extra_patterns: list[str] = Field(
+        default_factory=list, description="more regexes (matched on normalised, lowercased text)"
+    )
+    extra_weight: float = Field(
+        default=0.6, gt=0, le=1, description="score contributed by one extra pattern"
+    )
+
+    @field_validator("extra_patterns")
+    @classmethod
+    def _compile(cls, v: list[str]) -> list[str]:
+        return _check_regexes(v)
+
+
+class BlocklistGuardConfig(GuardConfigBase):
+    kind: Literal["blocklist"]
+    words: list[str] = Field(
+        default_factory=list, description="whole words or phrases, matched after normalising"
+    )
+    patterns: list[str] = Field(
+        default_factory=list, description="regexes, matched case-insensitively after normalising"
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, v: list[str]) -> list[str]:
+        return _check_regexes(v)
+
+    @field_validator("words")
+    @classmethod
+    def _non_blank(cls, v: list[str]) -> list[str]:
+        if any(not w.strip() for w in v):
+            raise ValueError("words must not be blank")
+        return v
+
+
+class EnsembleGuardConfig(GuardConfigBase):
+    kind: Literal["ensemble"]
+    members: list[str] = Field(
+        min_length=2, description="names of other [[guards]] run in parallel as voters"
+    )
+    quorum: int | None = Field(
+        default=None, ge=1, description="members that must say unsafe to block (default: majority)"
+    )
+
+    @model_validator(mode="after")
+    def _check_quorum(self) -> EnsembleGuardConfig:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("members must not repeat")
+        if self.quorum is not None and self.quorum > len(self.members):
+            raise ValueError(f"quorum {self.quorum} is more than {len(self.members)} members")
+        return self
+
+    def effective_quorum(self) -> int:
+        return self.quorum if self.quorum is not None else len(self.members) // 2 + 1
+
+
+def _check_regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+    return patterns
+
+
+def check_guard_references(guards: Sequence[GuardConfigBase]) -> None:
+    """Ensembles must name existing guards, not themselves, and form no cycle."""
+    by_name = {g.name: g for g in guards}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        cfg = by_name[name]
+        for member in getattr(cfg, "members", ()):
+            if member not in by_name:
+                raise ValueError(f"ensemble {name!r}: no guard named {member!r}")
+            if member == name:
+                raise ValueError(f"ensemble {name!r} cannot contain itself")
+            if member in path:
+                raise ValueError(f"ensemble {name!r}: cycle through {member!r}")
+            visit(member, (*path, name))
+
+    for g in guards:
+        visit(g.name, ())
+
+
+GuardConfig = Annotated[
+    MaxLengthGuardConfig
+    | LLMJudgeGuardConfig
+    | OpenAIModerationGuardConfig
+    | LlamaGuardGuardConfig
+    | ProfanityGuardConfig
+    | PIIGuardConfig
+    | SecretsGuardConfig
+    | PromptInjectionGuardConfig
+    | BlocklistGuardConfig
+    | EnsembleGuardConfig,
+    Field(discriminator="kind"),
+]

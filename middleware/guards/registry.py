@@ -2,11 +2,20 @@
 
 LLM-backed guards get their model through a :class:`ModelFactory` supplied by
 the application, so this module stays free of provider and secret handling.
+The moderation guard needs the moderations endpoint rather than a chat
+model; it asks the factory for ``moderation_client(base_url=)`` or, failing
+that, for the raw client via ``openai_client(base_url)``. ``ensemble`` guards
+need the other guards' configs: pass them as ``all_configs``.
+
+Guard modules are imported inside the builders, so importing this module is
+cheap; in particular scikit-learn (the profanity model) loads at the first
+``profanity`` build only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from middleware.guards.base import Guard
@@ -16,24 +25,160 @@ from middleware.llm.base import ChatModel
 
 
 class ModelFactory(Protocol):
-    """Returns the chat model for a guard: the default one, or per-guard overrides."""
+    """Returns the chat model for a guard: the default one, or per-guard overrides.
+
+    Optionally also ``moderation_client(*, base_url=None)`` returning an object
+    with ``async moderate(text, *, model, timeout_s) -> dict[str, float]`` (or
+    None when no provider is configured), or ``openai_client(base_url)``
+    returning an ``AsyncOpenAI`` (or None).
+    """
 
     def __call__(self, *, model: str | None = None, base_url: str | None = None) -> ChatModel: ...
 
 
 Builder = Callable[[Any, ModelFactory], Guard]
+Configs = Sequence[GuardConfigBase] | Mapping[str, GuardConfigBase]
+
+
+def _llm_judge(cfg: Any, models: ModelFactory) -> Guard:
+    from middleware.guards.llm_judge import LLMJudgeGuard
+
+    return LLMJudgeGuard(cfg, models(model=cfg.model, base_url=cfg.base_url))
+
+
+def _llama_guard(cfg: Any, models: ModelFactory) -> Guard:
+    from middleware.guards.llama_guard import LlamaGuard
+
+    return LlamaGuard(cfg, models(model=cfg.model, base_url=cfg.base_url))
+
+
+def moderation_client_for(models: ModelFactory, base_url: str | None) -> Any:
+    """The factory's moderation client, or None when it has no provider (offline)."""
+    from middleware.guards.openai_moderation import OpenAIModeration
+
+    make = getattr(models, "moderation_client", None)
+    if make is not None:
+        return make(base_url=base_url)
+    raw_client = getattr(models, "openai_client", None)
+    if raw_client is not None:
+        client = raw_client(base_url)
+        return OpenAIModeration(client) if client is not None else None
+    if getattr(models(base_url=base_url), "name", None) == "echo":
+        return None
+    raise ValueError("the model factory offers no moderation client (moderation_client)")
+
+
+def _openai_moderation(cfg: Any, models: ModelFactory) -> Guard:
+    from middleware.guards.openai_moderation import OpenAIModerationGuard
+
+    return OpenAIModerationGuard(cfg, moderation_client_for(models, cfg.base_url))
+
+
+def _profanity(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.profanity import ProfanityGuard
+
+    return ProfanityGuard(cfg)
+
+
+def _pii(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.pii import PIIGuard
+
+    return PIIGuard(cfg)
+
+
+def _secrets(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.secrets import SecretsGuard
+
+    return SecretsGuard(cfg)
+
+
+def _prompt_injection(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.prompt_injection import PromptInjectionGuard
+
+    return PromptInjectionGuard(cfg)
+
+
+def _blocklist(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.blocklist import BlocklistGuard
+
+    return BlocklistGuard(cfg)
+
 
 BUILDERS: dict[str, Builder] = {
     "max_length": lambda cfg, _models: MaxLengthGuard(cfg),
+    "llm_judge": _llm_judge,
+    "llama_guard": _llama_guard,
+    "openai_moderation": _openai_moderation,
+    "profanity": _profanity,
+    "pii": _pii,
+    "secrets": _secrets,
+    "prompt_injection": _prompt_injection,
+    "blocklist": _blocklist,
+    # "ensemble" is built by build_guard itself: it needs the other configs.
 }
 
 
-def build_guard(cfg: GuardConfigBase, models: ModelFactory) -> Guard:
+def _by_name(all_configs: Configs | None) -> dict[str, GuardConfigBase]:
+    if all_configs is None:
+        return {}
+    if isinstance(all_configs, Mapping):
+        return dict(all_configs)
+    return {c.name: c for c in all_configs}
+
+
+def build_guard(
+    cfg: GuardConfigBase, models: ModelFactory, *, all_configs: Configs | None = None
+) -> Guard:
+    """Build one guard. ``all_configs`` (every [[guards]] table) is needed for ensembles."""
+    return _build(cfg, models, _by_name(all_configs), ())
+
+
+def _build(
+    cfg: GuardConfigBase,
+    models: ModelFactory,
+    by_name: dict[str, GuardConfigBase],
+    path: tuple[str, ...],
+) -> Guard:
     kind = getattr(cfg, "kind", None)
+    if kind == "ensemble":
+        from middleware.guards.ensemble import EnsembleGuard
+
+        members = []
+        for name in getattr(cfg, "members", ()):
+            member = by_name.get(name)
+            if member is None:
+                raise ValueError(f"ensemble {cfg.name!r}: no guard named {name!r}")
+            if name in path or name == cfg.name:
+                raise ValueError(f"ensemble {cfg.name!r}: cycle through {name!r}")
+            members.append((member, _build(member, models, by_name, (*path, cfg.name))))
+        return EnsembleGuard(cfg, members)  # type: ignore[arg-type]
     builder = BUILDERS.get(str(kind))
     if builder is None:
         raise ValueError(f"guard {cfg.name!r}: unknown kind {kind!r}")
     return builder(cfg, models)
 
 
-__all__ = ["BUILDERS", "MaxLengthGuardConfig", "ModelFactory", "build_guard"]
+def guard_cache_key(cfg: GuardConfigBase, all_configs: Configs | None = None) -> str:
+    """A key that changes when the guard's config or any of its members' configs change."""
+    by_name = _by_name(all_configs)
+    parts = [cfg.model_dump(mode="json")]
+    seen = {cfg.name}
+    queue = list(getattr(cfg, "members", ()))
+    while queue:
+        name = queue.pop(0)
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        parts.append(by_name[name].model_dump(mode="json"))
+        queue.extend(getattr(by_name[name], "members", ()))
+    return json.dumps(parts, sort_keys=True)
+
+
+__all__ = [
+    "BUILDERS",
+    "MaxLengthGuardConfig",
+    "ModelFactory",
+    "build_guard",
+    "guard_cache_key",
+    "moderation_client_for",
+]

@@ -1,0 +1,68 @@
+"""``blocklist``: site-specific words, phrases and regexes that must not pass.
+
+Words match as whole words (or phrases) after normalising both the list and
+the text the same way: Unicode NFKC, zero-width characters removed,
+homoglyphs mapped, accents stripped, leetspeak and spaced letters folded, and
+each letter may repeat ("baaaad"). So ``pr0ject b1uebird``, ``p r o j e c t``
+or a Cyrillic ``о`` all still hit "project bluebird". Regexes run
+case-insensitively on the normalised text and on its folded form. All words
+are compiled into one alternation once, at build time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from middleware.guards.base import GuardContext, verdict
+from middleware.guards.config import BlocklistGuardConfig
+from middleware.guards.normalize import fold_leet, forms, normalize, off_loop_if_long
+from middleware.types import Verdict
+
+
+def _word_regex(word: str) -> str:
+    folded = fold_leet(normalize(word.strip()))
+    parts = []
+    for chunk in folded.split():
+        # Each letter may repeat; "1" folds to "i" but also stands for "l", so i/l are one.
+        parts.append("".join(("[il]" if c in "il" else re.escape(c)) + "+" for c in chunk))
+    return r"[\W_]*".join(parts) if len(parts) > 1 else parts[0]
+
+
+def compile_words(words: list[str]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    # Longest first so a phrase wins over a word it contains; named group per index.
+    ordered = sorted(range(len(words)), key=lambda i: -len(words[i]))
+    alternation = "|".join(f"(?P<w{i}>{_word_regex(words[i])})" for i in ordered)
+    return re.compile(rf"(?<![^\W_])(?:{alternation})(?![^\W_])", re.IGNORECASE)
+
+
+class BlocklistGuard:
+    def __init__(self, cfg: BlocklistGuardConfig) -> None:
+        self.name = cfg.name
+        self.words = list(cfg.words)
+        self.word_rx = compile_words(self.words)
+        self.patterns = [re.compile(p, re.IGNORECASE) for p in cfg.patterns]
+
+    def find(self, text: str) -> str | None:
+        """What matched (for the reason), or None."""
+        norm, folded = forms(text)
+        if self.word_rx is not None:
+            m = self.word_rx.search(folded)
+            if m is not None and m.lastgroup is not None:
+                return f"word {self.words[int(m.lastgroup[1:])]!r}"
+        for i, rx in enumerate(self.patterns):
+            if rx.search(norm) or (folded != norm and rx.search(folded)):
+                return f"pattern #{i + 1}"
+        return None
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        hit = await off_loop_if_long(self.find, text)
+        return verdict(
+            self.name,
+            context,
+            unsafe=hit is not None,
+            category="blocklist" if hit else "",
+            score=1.0 if hit else 0.0,
+            reason=f"matched {hit}" if hit else "no blocklisted words",
+        )

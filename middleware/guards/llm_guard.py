@@ -1,0 +1,111 @@
+"""What every LLM-backed guard shares: offline skip, one run, or ``votes`` runs.
+
+A guard whose model is the offline echo model cannot judge anything, so it
+says so in a ``skipped`` verdict instead of pretending to pass or fail. With
+``votes = k`` the same judge runs k times in parallel (at a temperature, so
+the runs can differ) and :func:`middleware.guards.voting.vote` decides; each
+run goes through the normal guard runner, so a failed run is an error
+verdict with the raw output, not an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, Protocol
+
+from middleware.guards.base import GuardContext
+from middleware.guards.config import GuardConfigBase
+from middleware.guards.runner import run_guard
+from middleware.guards.voting import Voter, vote
+from middleware.llm.base import ChatModel, Completion
+from middleware.types import Outcome, Verdict
+
+OFFLINE_REASON = "skipped: no LLM configured (offline echo model)"
+
+
+def is_offline(model: object) -> bool:
+    return getattr(model, "name", None) == "echo"
+
+
+def skipped_verdict(name: str, ctx: GuardContext, reason: str = OFFLINE_REASON) -> Verdict:
+    return Verdict(
+        guard=name,
+        stage=ctx.stage,
+        outcome=Outcome.SKIPPED,
+        reason=reason,
+        candidate_index=ctx.candidate_index,
+    )
+
+
+def offline_notice(guards: Iterable[tuple[str, object]]) -> str | None:
+    """A line for operators naming the (name, guard) pairs that will only say "skipped"."""
+    names = [name for name, guard in guards if getattr(guard, "offline", False)]
+    if not names:
+        return None
+    return f"LLM guards {', '.join(names)} will be skipped: no LLM configured (offline echo model)"
+
+
+def with_usage(v: Verdict, completion: Completion) -> Verdict:
+    """Attach the model and token use so the decision accounts for the call."""
+    return v.model_copy(
+        update={
+            "model": completion.model,
+            "tokens_in": completion.tokens_in,
+            "tokens_out": completion.tokens_out,
+        }
+    )
+
+
+class _VotingConfig(Protocol):
+    votes: int
+    on_error: str
+
+    def effective_quorum(self) -> int: ...
+
+    def run_temperature(self) -> float: ...
+
+
+class _Once:
+    """One run of the judge at a fixed temperature, shaped like a guard for the runner."""
+
+    def __init__(self, owner: LLMGuard, temperature: float) -> None:
+        self.name = owner.name
+        self._owner = owner
+        self._temperature = temperature
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        return await self._owner.judge_once(text, context, self._temperature)
+
+
+class LLMGuard:
+    """Base class: subclasses implement :meth:`judge_once` (raise GuardParseError on junk)."""
+
+    def __init__(self, cfg: Any, model: ChatModel) -> None:
+        self.name: str = cfg.name
+        self.model = model
+        self.offline = is_offline(model)
+        self._voting: _VotingConfig = cfg
+        base: GuardConfigBase = cfg
+        # Runs report what they judged; the ensemble's own action applies once, on the result.
+        self._run_cfg = base.model_copy(update={"action": "block"})
+
+    async def judge_once(self, text: str, context: GuardContext, temperature: float) -> Verdict:
+        raise NotImplementedError
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        if self.offline:
+            return skipped_verdict(self.name, context)
+        temperature = self._voting.run_temperature()
+        if self._voting.votes == 1:
+            return await self.judge_once(text, context, temperature)
+        fail_closed = self._voting.on_error == "block"
+        voters = [
+            Voter(
+                name=f"{self.name}#{i + 1}",
+                run=partial(run_guard, _Once(self, temperature), self._run_cfg, text, context),
+                error_is_unsafe=fail_closed,
+            )
+            for i in range(self._voting.votes)
+        ]
+        return await vote(self.name, context, voters, self._voting.effective_quorum())

@@ -1,0 +1,135 @@
+"""``secrets``: API keys and tokens that must never be echoed, logged or stored.
+
+Each pattern is specific to one issuer's format (OpenAI ``sk-…``, Slack
+``xox?-…``, GitHub ``ghp_…``, AWS ``AKIA…``, PEM private-key blocks, JWTs and
+a few more), which keeps false positives on ordinary code and hashes low:
+a generic "long random string" rule would fire on every commit hash.
+:func:`mask_secrets` is the same detector as a pure function; the decision log
+runs it on everything it stores. Verdicts name the kind of secret, never the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from middleware.guards.base import GuardContext, verdict
+from middleware.guards.config import SecretsGuardConfig
+from middleware.guards.normalize import off_loop_if_long, strip_invisible
+from middleware.types import Verdict
+
+_B = r"(?<![A-Za-z0-9_\-])"  # not in the middle of a longer token
+_E = r"(?![A-Za-z0-9_\-])"
+
+# (kind, pattern). Order matters only for naming: the first kind that matches a span wins.
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (
+        "private_key",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)",
+    ),
+    ("anthropic", _B + r"sk-ant-[A-Za-z0-9_\-]{20,}" + _E),
+    ("openai", _B + r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}" + _E),
+    ("slack", _B + r"xox[abposre]-(?:[A-Za-z0-9]+-){1,4}[A-Za-z0-9]{6,}" + _E),
+    ("slack", _B + r"xapp-\d-[A-Z0-9]+-\d+-[a-f0-9]{20,}" + _E),
+    ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
+    ("github", _B + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _E),
+    ("github", _B + r"github_pat_[A-Za-z0-9_]{50,255}" + _E),
+    ("aws_access_key", _B + r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}" + _E),
+    (
+        "aws_secret_key",
+        r"(?i)aws_?secret_?(?:access_?)?key(?:_id)?[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])",
+    ),
+    ("google_api_key", _B + r"AIza[0-9A-Za-z_\-]{35}" + _E),
+    ("stripe", _B + r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{24,}" + _E),
+    ("jwt", _B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}" + _E),
+    (
+        "discord_token",
+        _B + r"[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}" + _E,
+    ),
+)
+_COMPILED = tuple((kind, re.compile(pattern)) for kind, pattern in _PATTERNS)
+# Cheap pre-check: every pattern above contains one of these substrings.
+_HINTS = re.compile(
+    r"PRIVATE KEY|sk-|xox|xapp-|hooks\.slack|gh[pousr]_|github_pat_|A3T|AKIA|ASIA|ABIA|ACCA|"
+    r"(?i:secret)|AIza|_live_|_test_|eyJ|[MNO][A-Za-z0-9_\-]{23,25}\."
+)
+
+
+# Kinds whose shape ("sk-" + 20 characters) also fits ordinary slugs such as
+# "sk-hynix-memory-report": a real key mixes digits, upper and lower case.
+_NEEDS_ENTROPY = frozenset({"openai", "anthropic", "stripe"})
+
+
+def _random_looking(token: str) -> bool:
+    return (
+        any(c.isdigit() for c in token)
+        and any(c.isupper() for c in token)
+        and any(c.islower() for c in token)
+    )
+
+
+def find_secrets(text: str) -> list[tuple[int, int, str]]:
+    """Non-overlapping (start, end, kind) findings in text order."""
+    if not _HINTS.search(text):
+        return []
+    found = [
+        (m.start(), m.end(), kind)
+        for kind, rx in _COMPILED
+        for m in rx.finditer(text)
+        if kind not in _NEEDS_ENTROPY or _random_looking(m.group(0))
+    ]
+    found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
+    merged: list[tuple[int, int, str]] = []
+    for span in found:
+        if not merged or span[0] >= merged[-1][1]:
+            merged.append(span)
+    return merged
+
+
+def _mask(text: str, spans: list[tuple[int, int, str]]) -> str:
+    out, last = [], 0
+    for start, end, kind in spans:
+        out.append(text[last:start])
+        out.append(f"[SECRET:{kind}]")
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _scan(text: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """Findings on the text, or on its plain form when zero-width characters hide them."""
+    spans = find_secrets(text)
+    plain = strip_invisible(text)
+    if plain != text:
+        plain_spans = find_secrets(plain)
+        if len(plain_spans) > len(spans):
+            return plain, plain_spans
+    return text, spans
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every recognised key or token replaced by ``[SECRET:kind]``."""
+    scanned, spans = _scan(text)
+    return _mask(scanned, spans) if spans else text
+
+
+class SecretsGuard:
+    def __init__(self, cfg: SecretsGuardConfig) -> None:
+        self.name = cfg.name
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        text, spans = await off_loop_if_long(_scan, text)
+        if not spans:
+            return verdict(self.name, context, unsafe=False, score=0.0, reason="no secrets found")
+        counts = Counter(kind for _, _, kind in spans)
+        kinds = sorted(counts)
+        return verdict(
+            self.name,
+            context,
+            unsafe=True,
+            category="secret:" + ",".join(kinds),
+            score=1.0,
+            reason="found " + ", ".join(f"{counts[k]} {k}" for k in kinds),
+            redacted_text=_mask(text, spans),
+        )
