@@ -21,7 +21,13 @@ from bot.cli_support import load_config_from_args
 from bot.config import ConfigError
 
 # Modules that add subcommands; each has `register(subparsers)`.
-COMMAND_MODULES: list[str] = ["bot.cli_replay", "bot.cli_screen", "bot.cli_settings", "bot.run"]
+COMMAND_MODULES: list[str] = [
+    "bot.cli_audit",
+    "bot.cli_replay",
+    "bot.cli_screen",
+    "bot.cli_settings",
+    "bot.run",
+]
 
 
 def _chat(args: argparse.Namespace) -> int:
