@@ -87,16 +87,26 @@ class _Splitter:
     chunks: list[str] = field(default_factory=list)
     current: list[_Entry] = field(default_factory=list)
     reopened: bool = False  # current[0] is a fence we reopened, not content
+    size: int = 0  # characters of "\n".join(current), kept up to date for speed
 
     @property
     def fence(self) -> str | None:
         return self.current[-1].fence_after if self.current else None
 
     def _length(self, extra: str | None = None, fence_after: str | None = None) -> int:
-        lines = [e.line for e in self.current] + ([extra] if extra is not None else [])
-        size = sum(len(x) for x in lines) + max(0, len(lines) - 1)
-        open_fence = fence_after if extra is not None else self.fence
-        return size + (len(CLOSE) if open_fence else 0)
+        """Size of the current message, plus ``extra`` as one more line, once closed."""
+        if extra is None:
+            return self.size + (len(CLOSE) if self.fence else 0)
+        size = self.size + len(extra) + (1 if self.current else 0)
+        return size + (len(CLOSE) if fence_after else 0)
+
+    def _set(self, entries: list[_Entry]) -> None:
+        self.current = entries
+        self.size = sum(len(e.line) for e in entries) + max(0, len(entries) - 1)
+
+    def _append(self, entry: _Entry) -> None:
+        self.size += len(entry.line) + (1 if self.current else 0)
+        self.current.append(entry)
 
     def _has_content(self) -> bool:
         body = self.current[1:] if self.reopened else self.current
@@ -112,15 +122,19 @@ class _Splitter:
                 after = _fence_after(line, self.fence)
             if self._length(line, after) <= self.limit:
                 if line.strip() or self.current:  # no blank line opens a message
-                    self.current.append(_Entry(line, after))
+                    self._append(_Entry(line, after))
                 index += 1
             elif self._has_content():
                 self._flush(prefer_paragraph=True)
             elif after is not None and self.fence is None and _FENCE_ONLY.fullmatch(line):
                 lines[index] = after  # an opening fence too long to fit: keep a short one
             else:
-                # MIN_LIMIT and _MAX_LANG leave room for at least a few characters here.
                 width = self.limit - self._length("", after)
+                if width < 1:
+                    # Only blank lines so far: drop them. What remains, at most a
+                    # reopened fence, leaves room by MIN_LIMIT and _MAX_LANG.
+                    self._set(self.current[:1] if self.reopened else [])
+                    continue
                 lines[index : index + 1] = _wrap(line, width) or [""]
         self._flush(prefer_paragraph=False)
         return self.chunks
@@ -132,7 +146,7 @@ class _Splitter:
         for line in lines[start:]:
             fence = _fence_after(line, fence)
             size += len(line) + 1
-            if fence is None:
+            if fence is None or size > self.limit:
                 break
         fits_alone = size <= self.limit
         fits_here = self._length() + 1 + size <= self.limit
@@ -147,11 +161,8 @@ class _Splitter:
         fence = self.fence
         if self._has_content():
             self.chunks.append(text + CLOSE if fence else text)
-        self.current, self.reopened = [], False
-        if fence:
-            self.current.append(_Entry(fence, fence))
-            self.reopened = True
-        self.current.extend(keep)
+        self.reopened = fence is not None
+        self._set(([_Entry(fence, fence)] if fence else []) + keep)
 
     def _paragraph_tail(self) -> list[_Entry]:
         """Cut at the last blank line outside code if it is in the second half."""
@@ -164,5 +175,5 @@ class _Splitter:
         if cut is None:
             return []
         tail = self.current[cut + 1 :]
-        self.current = self.current[:cut]
+        self._set(self.current[:cut])
         return tail

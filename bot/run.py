@@ -46,9 +46,9 @@ def build_services(config: Config, bot: GuardBot, env: Mapping[str, str]) -> lis
 
     if slack_requested(config.slack, env):
         services.append(SlackService.from_env(config.slack, bot, env=env))
-    if config.discord.enabled and env.get("DISCORD_TOKEN"):
-        from adapters.discord_bot import DiscordService
+    from adapters.discord_bot import DiscordService, discord_requested
 
+    if discord_requested(config.discord, env):
         services.append(DiscordService.from_env(config.discord, bot, env=env))
     return services
 

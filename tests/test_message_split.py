@@ -9,7 +9,6 @@ import pytest
 
 from adapters.message_split import FENCE, MIN_LIMIT, split_message
 
-
 _FENCE_LINE = re.compile(r"^\s*```[\w+#.-]*\s*$", re.M)
 
 

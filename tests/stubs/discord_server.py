@@ -1,0 +1,444 @@
+"""A small fake Discord (gateway websocket + REST API) on 127.0.0.1 for tests.
+
+A real discord.py client logs in to it: ``GET /users/@me`` and
+``/oauth2/applications/@me``, then the gateway handshake (HELLO, IDENTIFY,
+READY, GUILD_CREATE, heartbeat ACKs), per shard. Tests then dispatch
+``MESSAGE_CREATE`` / ``INTERACTION_CREATE`` and read back what the bot did:
+message sends (with their ``allowed_mentions``), typing, thread creation,
+interaction callbacks and follow-ups, and command syncs. Like Discord, it
+echoes the bot's own messages back over the gateway. Tests wait on
+:meth:`FakeDiscord.wait_for` (a condition notified on every record), never on
+sleeps. :meth:`FakeDiscord.patched` points discord.py at it and restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import yarl
+from aiohttp import WSMsgType, web
+
+from tests.stubs import discord_payloads as p
+from tests.stubs.discord_payloads import Json, snowflake
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON with Discord's exact content type (discord.py compares it verbatim)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers)
+
+
+@dataclass
+class Call:
+    """One REST request the client made."""
+
+    method: str
+    path: str
+    body: Any
+    query: dict[str, str]
+
+
+@dataclass
+class Session:
+    ws: web.WebSocketResponse
+    query: dict[str, str]
+    shard: tuple[int, int] = (0, 1)
+    seq: int = 0
+    ready: bool = False
+
+
+@dataclass
+class FakeDiscord:
+    token: str = "fake-token"
+    shard_count: int = 1  # what GET /gateway/bot recommends
+    close_on_identify: int | None = None  # e.g. 4014 (privileged intent not enabled)
+    echo_own_messages: bool = True
+    send_failures: list[int] = field(default_factory=list)  # next sends' statuses (0 = ok)
+    typing_status: int = 204  # e.g. 403 where the bot may not type
+
+    calls: list[Call] = field(default_factory=list)
+    sent: list[Json] = field(default_factory=list)  # POST /channels/{id}/messages bodies
+    typing: list[str] = field(default_factory=list)  # channel ids
+    threads_created: list[Json] = field(default_factory=list)
+    callbacks: list[Json] = field(default_factory=list)  # interaction callbacks
+    followups: list[Json] = field(default_factory=list)  # webhook follow-ups and edits
+    command_syncs: list[Call] = field(default_factory=list)
+    identifies: list[Json] = field(default_factory=list)
+    presences: list[Json] = field(default_factory=list)  # op 3 updates the bot sent
+    unhandled: list[str] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bot_id = self.app_id = snowflake()
+        self.guild_id = snowflake()
+        self.channel_id = snowflake()
+        self.other_channel_id = snowflake()
+        self.dm_channel_id = snowflake()
+        self.bot_role_id = snowflake()
+        self.bot_user = p.user(self.bot_id, "guardbot", bot=True)
+        self.admin = p.user(snowflake(), "ada")
+        self.member = p.user(snowflake(), "bob")
+        self.other_bot = p.user(snowflake(), "otherbot", bot=True)
+        self.channels: dict[int, Json] = {
+            self.channel_id: p.text_channel(self.channel_id, self.guild_id, "general"),
+            self.other_channel_id: p.text_channel(self.other_channel_id, self.guild_id, "random"),
+        }
+        self.messages: dict[int, Json] = {}
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.base_url = self.gateway_url = ""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}/api/v10"
+        self.gateway_url = f"ws://127.0.0.1:{port}/gateway"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for session in self.sessions:
+            await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        """Point discord.py's REST base and default gateway here; restore after."""
+        route_base = discord.http.Route.BASE
+        gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+        discord.http.Route.BASE = self.base_url
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+        try:
+            yield
+        finally:
+            discord.http.Route.BASE = route_base
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+    async def wait_for(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+        """Until ``predicate()`` holds; re-checked after every recorded event."""
+        async with asyncio.timeout(within_s), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _record(self, bucket: list[Any], item: Any) -> None:
+        bucket.append(item)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- driving the bot ---------------------------------------------------
+
+    def guild_payload(self, shard: tuple[int, int]) -> Json | None:
+        if (self.guild_id >> 22) % shard[1] != shard[0]:
+            return None
+        bot_member = p.member(self.bot_user, roles=[self.bot_role_id])
+        return p.guild(
+            self.guild_id,
+            owner_id=int(self.admin["id"]),
+            channels=[c for c in self.channels.values() if c["type"] == 0],
+            members=[bot_member],
+            threads=[c for c in self.channels.values() if c["type"] == 11],
+            roles=[p.bot_role(self.bot_role_id, self.bot_id, "guardbot")],
+        )
+
+    async def dispatch(self, event: str, data: Json, *, guild_id: int | None = None) -> None:
+        """Send one gateway event to the shard that owns ``guild_id`` (DMs: shard 0)."""
+        for session in self.sessions:
+            shard_id, count = session.shard
+            owner = (guild_id >> 22) % count if guild_id is not None else 0
+            if session.ready and not session.ws.closed and shard_id == owner:
+                session.seq += 1
+                await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": data})
+                return
+        raise AssertionError(f"no connected shard for {event} (guild {guild_id})")
+
+    async def post(
+        self,
+        content: str,
+        *,
+        author: Json | None = None,
+        channel_id: int | None = None,
+        dm: bool = False,
+        mention_bot: bool = False,
+        mention_role: bool = False,
+        reference: Json | None = None,
+        extra: Json | None = None,
+    ) -> Json:
+        """A user posts a message; returns the MESSAGE_CREATE payload dispatched."""
+        author = author or self.member
+        mentions = [self.bot_user] if mention_bot else []
+        if mention_bot:
+            content = f"<@{self.bot_id}> {content}"
+        if mention_role:  # the bot's managed role, which users often pick by mistake
+            content = f"<@&{self.bot_role_id}> {content}"
+            extra = {**(extra or {}), "mention_roles": [str(self.bot_role_id)]}
+        if dm:
+            data = p.message(snowflake(), self.dm_channel_id, author, content, mentions=mentions)
+            guild_id = None
+        else:
+            channel_id = channel_id or self.channel_id
+            data = p.message(
+                snowflake(),
+                channel_id,
+                author,
+                content,
+                guild_id=self.guild_id,
+                mentions=mentions,
+                reference=reference,
+                extra=extra,
+            )
+            guild_id = self.guild_id
+        self.messages[int(data["id"])] = data
+        await self.dispatch("MESSAGE_CREATE", data, guild_id=guild_id)
+        return data
+
+    async def slash(
+        self,
+        subcommand: str,
+        options: dict[str, str | int | bool] | None = None,
+        *,
+        invoker: Json | None = None,
+        permissions: int = 0,
+        dm: bool = False,
+    ) -> Json:
+        """A user runs ``/guardbot subcommand``; returns the interaction dispatched."""
+        invoker = invoker or self.member
+        channel = (
+            p.dm_channel(self.dm_channel_id, invoker) if dm else self.channels[self.channel_id]
+        )
+        data = p.slash_command(
+            interaction_id=snowflake(),
+            application_id=self.app_id,
+            token=f"itoken-{snowflake()}",
+            command_id=snowflake(),
+            name="guardbot",
+            subcommand=subcommand,
+            options=options or {},
+            invoker=invoker,
+            channel=channel,
+            guild_id=None if dm else self.guild_id,
+            permissions=permissions,
+        )
+        await self.dispatch("INTERACTION_CREATE", data, guild_id=None if dm else self.guild_id)
+        return data
+
+    async def open_thread(self, name: str, *, owner: Json | None = None) -> int:
+        """A member starts a thread in #general; returns its id."""
+        owner = owner or self.member
+        thread_id = snowflake()
+        data = p.thread(thread_id, self.guild_id, self.channel_id, int(owner["id"]), name)
+        self.channels[thread_id] = data
+        await self.dispatch(
+            "THREAD_CREATE", {**data, "newly_created": True}, guild_id=self.guild_id
+        )
+        return thread_id
+
+    def sent_to(self, channel_id: int | str) -> list[Json]:
+        return [m for m in self.sent if m["channel_id"] == str(channel_id)]
+
+    # -- gateway -----------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session = Session(ws, dict(request.query))
+        self.sessions.append(session)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41_250}})
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                break
+            frame = json.loads(msg.data)
+            if frame["op"] == 1:
+                await ws.send_json({"op": 11})
+            elif frame["op"] == 2:
+                await self._identify(session, frame["d"])
+            elif frame["op"] == 3:
+                await self._record(self.presences, frame["d"])
+        return ws
+
+    async def _identify(self, session: Session, data: Json) -> None:
+        await self._record(self.identifies, data)
+        if data.get("token") != self.token:
+            await session.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        if self.close_on_identify is not None:
+            await session.ws.close(code=self.close_on_identify, message=b"Disallowed intent(s).")
+            return
+        shard = tuple(data.get("shard") or (0, 1))
+        session.shard = (int(shard[0]), int(shard[1]))
+        guild = self.guild_payload(session.shard)
+        ready = {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if guild else [],
+            "session_id": f"session-{snowflake()}",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.app_id), "flags": 0},
+            "shard": list(session.shard),
+        }
+        session.ready = True
+        session.seq += 1
+        await session.ws.send_json({"op": 0, "t": "READY", "s": session.seq, "d": ready})
+        if guild is not None:
+            await self.dispatch("GUILD_CREATE", guild, guild_id=self.guild_id)
+
+    # -- REST --------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body: Any = await request.json() if request.can_read_body else {}
+        call = Call(request.method, path, body, dict(request.query))
+        await self._record(self.calls, call)
+        parts = path.strip("/").split("/")
+        needs_auth = parts[0] not in ("interactions", "webhooks")
+        if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        route = (request.method, *parts)
+        match route:
+            case ("GET", "users", "@me"):
+                return _json(self.bot_user)
+            case ("GET", "oauth2", "applications", "@me"):
+                return _json(self._app_info())
+            case ("GET", "gateway", "bot"):
+                return _json(self._gateway_bot())
+            case ("POST", "channels", channel_id, "typing"):
+                await self._record(self.typing, channel_id)
+                if self.typing_status != 204:
+                    error = {"message": "Missing Permissions", "code": 50013}
+                    return _json(error, status=self.typing_status)
+                return web.Response(status=204)
+            case ("POST", "channels", channel_id, "messages"):
+                return await self._send(channel_id, body)
+            case ("GET", "channels", _, "messages", message_id):
+                found = self.messages.get(int(message_id))
+                if found is None:
+                    return _json({"message": "Unknown Message", "code": 10008}, status=404)
+                return _json(found)
+            case ("POST", "channels", channel_id, "messages", message_id, "threads"):
+                return await self._start_thread(int(channel_id), int(message_id), body)
+            case ("POST", "interactions", interaction_id, _, "callback"):
+                return await self._callback(interaction_id, body)
+            case ("POST", "webhooks", _, _):
+                await self._record(self.followups, {"kind": "followup", **body})
+                return _json(self._bot_message(self.channel_id, body))
+            case ("PATCH", "webhooks", _, _, "messages", _):
+                await self._record(self.followups, {"kind": "edit", **body})
+                return _json(self._bot_message(self.channel_id, body))
+            case ("PUT", "applications", _, "commands") | (
+                "PUT",
+                "applications",
+                _,
+                "guilds",
+                _,
+                "commands",
+            ):
+                await self._record(self.command_syncs, call)
+                return _json([self._command(c, parts) for c in body])
+        await self._record(self.unhandled, f"{request.method} {path}")
+        return _json({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _app_info(self) -> Json:
+        return {
+            "id": str(self.app_id),
+            "name": "guardbot",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.admin,
+            "verify_key": "0" * 64,
+            "flags": 0,
+        }
+
+    def _gateway_bot(self) -> Json:
+        return {
+            "url": self.gateway_url,
+            "shards": self.shard_count,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 999,
+                "reset_after": 0,
+                "max_concurrency": 1,
+            },
+        }
+
+    async def _send(self, channel_id: str, body: Json) -> web.Response:
+        status = self.send_failures.pop(0) if self.send_failures else 0
+        if status:
+            await self._record(self.calls, Call("FAILED", f"/channels/{channel_id}", body, {}))
+            if status == 429:
+                headers = {"Via": "1.1 google", "X-RateLimit-Scope": "user"}
+                limited = {"message": "You are being rate limited.", "retry_after": 0.01}
+                return _json({**limited, "global": False}, status=429, headers=headers)
+            error = {"message": "Missing Permissions", "code": 50013}
+            return _json(error, status=status)
+        await self._record(self.sent, {"channel_id": channel_id, **body})
+        sent = self._bot_message(int(channel_id), body)
+        self.messages[int(sent["id"])] = sent
+        if self.echo_own_messages:
+            guild_id = self.guild_id if "guild_id" in sent else None
+            await self.dispatch("MESSAGE_CREATE", sent, guild_id=guild_id)
+        return _json(sent)
+
+    def _bot_message(self, channel_id: int, body: Json) -> Json:
+        in_guild = channel_id in self.channels
+        ref = body.get("message_reference")
+        referenced = self.messages.get(int(ref["message_id"])) if ref else None
+        return p.message(
+            snowflake(),
+            channel_id,
+            self.bot_user,
+            body.get("content") or "",
+            guild_id=self.guild_id if in_guild else None,
+            reference=referenced,
+            extra={"flags": body.get("flags", 0)},
+        )
+
+    async def _start_thread(self, channel_id: int, message_id: int, body: Json) -> web.Response:
+        data = p.thread(message_id, self.guild_id, channel_id, self.bot_id, body["name"])
+        self.channels[message_id] = data
+        await self._record(self.threads_created, data)
+        await self.dispatch(
+            "THREAD_CREATE", {**data, "newly_created": True}, guild_id=self.guild_id
+        )
+        return _json(data, status=201)
+
+    async def _callback(self, interaction_id: str, body: Json) -> web.Response:
+        await self._record(self.callbacks, {"interaction_id": interaction_id, **body})
+        flags = (body.get("data") or {}).get("flags", 0)
+        result: Json = {
+            "interaction": {
+                "id": interaction_id,
+                "type": 2,
+                "response_message_loading": body["type"] == 5,
+                "response_message_ephemeral": bool(flags & 64),
+            },
+            "resource": {"type": body["type"]},
+        }
+        if body["type"] == 4:
+            result["resource"]["message"] = self._bot_message(self.channel_id, body["data"])
+        return _json(result)
+
+    def _command(self, command: Json, parts: list[str]) -> Json:
+        guild = {"guild_id": parts[3]} if "guilds" in parts else {}
+        return {
+            "id": str(snowflake()),
+            "application_id": str(self.app_id),
+            "version": str(snowflake()),
+            "dm_permission": True,
+            "nsfw": False,
+            **guild,
+            **command,
+        }

@@ -1,0 +1,200 @@
+"""Discord messages through the guarded pipeline, over a real discord.py client.
+
+Each test logs a real client in to the fake Discord on 127.0.0.1, dispatches
+gateway events as Discord would, and checks what reached the REST API (the
+sent payloads, typing, references) and what the SQLite decision log holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.stubs.discord_harness import discord_rig
+from tests.stubs.openai_server import Recorded, Reply
+
+MESSAGE_CONTENT_INTENT = 1 << 15
+MANAGE_GUILD = 1 << 5
+
+
+def pings_nobody(allowed: dict[str, object]) -> bool:
+    """An allowed_mentions payload under which Discord notifies no one at all."""
+    return (
+        allowed.get("parse") == []
+        and set(allowed) <= {"parse", "replied_user"}
+        and (allowed.get("replied_user") is not True)
+    )
+
+
+async def test_mention_is_answered_in_reply_with_typing_and_logged(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        posted = await fake.post("hello there", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        [reply] = fake.sent_to(fake.channel_id)
+        assert reply["content"] == "you said: hello there"  # the bot mention was stripped
+        assert reply["message_reference"]["message_id"] == int(posted["id"])
+        assert pings_nobody(reply["allowed_mentions"])
+        # typing was shown, and its request landed before the reply
+        order = [c.path for c in fake.calls if c.path.startswith(f"/channels/{fake.channel_id}")]
+        assert order.index(f"/channels/{fake.channel_id}/typing") < order.index(
+            f"/channels/{fake.channel_id}/messages"
+        )
+        request = rig.observed.requests[0]
+        assert (request.platform, request.channel_id, request.thread_id) == (
+            "discord", str(fake.channel_id), posted["id"],
+        )  # fmt: skip
+        assert (request.user_id, request.user_name, request.message_id) == (
+            fake.member["id"], "Bob", posted["id"],
+        )  # fmt: skip
+        assert delivered.sent and delivered.error is None
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "sent"
+        # what the client asked Discord for at start
+        [identify] = fake.identifies
+        assert identify["intents"] & MESSAGE_CONTENT_INTENT
+        [sync] = fake.command_syncs
+        assert sync.method == "PUT" and sync.path.endswith("/commands")
+        [group] = sync.body
+        assert group["name"] == "guardbot"
+        assert int(group["default_member_permissions"]) == MANAGE_GUILD
+        assert fake.unhandled == []
+
+
+async def test_direct_message_is_answered_without_a_mention(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        await fake.post("what is 2+2?", dm=True)
+        await rig.delivered(1)
+        [reply] = fake.sent_to(fake.dm_channel_id)
+        assert reply["content"] == "you said: what is 2+2?"
+        assert "message_reference" not in reply  # a DM is one conversation; no reply arrows
+        assert pings_nobody(reply["allowed_mentions"])
+        request = rig.observed.requests[0]
+        assert (request.channel_id, request.thread_id) == (str(fake.dm_channel_id), "")
+        # the DM is the conversation: the next message gets the first as history
+        await fake.post("and times 3?", dm=True)
+        await rig.delivered(2)
+        sent = rig.llm.chat_requests()[-1].body["messages"]
+        assert [m["content"] for m in sent[1:]] == [
+            "what is 2+2?", "you said: what is 2+2?", "and times 3?",
+        ]  # fmt: skip
+
+
+async def test_blocked_message_gets_the_refusal(tmp_path: Path) -> None:
+    guards = [{"name": "words", "kind": "blocklist", "stage": "input", "words": ["forbidden"]}]
+    async with discord_rig(tmp_path, config={"guards": guards}) as rig:
+        fake = rig.fake
+        await fake.post("tell me the forbidden thing", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        [reply] = fake.sent_to(fake.channel_id)
+        assert reply["content"] == "Sorry, I can't help with that."
+        assert delivered.decision.blocked and delivered.decision.blocked_by == "words"
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.action.value == "blocked"
+        assert stored.delivery.status == "sent"
+
+
+async def test_long_reply_is_split_without_breaking_code_or_words(tmp_path: Path) -> None:
+    code = "```python\n" + "\n".join(f"print('line {i:03d}')" for i in range(250)) + "\n```"
+    answer = "Here is the program:\n\n" + code + "\n\n" + "That is all. " * 60
+
+    async with discord_rig(tmp_path, script=lambda _rec: Reply(text=answer)) as rig:
+        fake = rig.fake
+        posted = await fake.post("write a long program", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        parts = fake.sent_to(fake.channel_id)
+        assert len(parts) >= 3
+        assert all(len(p["content"]) <= 2000 for p in parts)
+        assert all(p["content"].count("```") % 2 == 0 for p in parts)  # every part renders
+        assert all(pings_nobody(p["allowed_mentions"]) for p in parts)
+        assert parts[0]["message_reference"]["message_id"] == int(posted["id"])
+        assert all("message_reference" not in p for p in parts[1:])
+        lines = [ln for p in parts for ln in p["content"].split("\n") if ln.startswith("print(")]
+        assert lines == [f"print('line {i:03d}')" for i in range(250)]
+        assert " ".join(p["content"] for p in parts).split()[-3:] == ["That", "is", "all."]
+        assert delivered.sent
+
+
+async def test_everyone_in_model_output_pings_nobody(tmp_path: Path) -> None:
+    hostile = "@everyone @here look <@&123456789012345678> and <@987654321098765432>!"
+    async with discord_rig(tmp_path, script=lambda _rec: Reply(text=hostile)) as rig:
+        fake = rig.fake
+        await fake.post("ping everyone please", mention_bot=True)
+        await rig.delivered(1)
+        [reply] = fake.sent_to(fake.channel_id)
+        assert reply["content"] == hostile  # shown as text...
+        assert pings_nobody(reply["allowed_mentions"])  # ...but nobody is notified
+
+
+async def test_bot_ignores_itself_other_bots_and_unaddressed_messages(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        await fake.post("first", mention_bot=True)
+        await rig.delivered(1)  # the fake echoed this reply back as MESSAGE_CREATE
+        await fake.post("I am a bot", mention_bot=True, author=fake.other_bot)
+        await fake.post("just chatting, no mention")
+        await fake.post("second", mention_bot=True)  # events arrive in order on one socket
+        await rig.delivered(2)
+        assert [r.text for r in rig.observed.requests] == ["first", "second"]
+        echoed = [m for m in fake.messages.values() if m["author"]["id"] == fake.bot_user["id"]]
+        assert len(echoed) == 2  # the bot did see its own messages, and ignored them
+        assert len(fake.sent) == 2
+
+
+async def test_failed_send_is_recorded_in_the_decision(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.send_failures.append(403)
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert not delivered.sent
+        assert delivered.error is not None and "403" in delivered.error
+        assert "50013" in delivered.error  # Discord's "Missing Permissions" code
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "failed"
+        assert stored.delivery.error == delivered.error
+
+
+async def test_rate_limited_send_is_retried_by_discord_py(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.send_failures.append(429)
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert delivered.sent
+        assert [c.method for c in rig.fake.calls if "/messages" in c.path or c.method == "FAILED"][
+            -2:
+        ] == ["FAILED", "POST"]
+        assert len(rig.fake.sent) == 1
+
+
+async def test_model_failure_still_answers_and_is_recorded(tmp_path: Path) -> None:
+    def broken(_rec: Recorded) -> Reply:
+        return Reply(status=500)
+
+    async with discord_rig(tmp_path, script=broken) as rig:
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        [reply] = rig.fake.sent_to(rig.fake.channel_id)
+        assert reply["content"].startswith("Sorry, I couldn't produce a reply right now")
+        assert delivered.decision.action.value == "error" and delivered.sent
+
+
+async def test_a_part_that_fails_midway_is_recorded_with_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    answer = " ".join(f"word{i}" for i in range(1000))  # about 7,000 characters: 4 parts
+    async with discord_rig(tmp_path, script=lambda _rec: Reply(text=answer)) as rig:
+        rig.fake.send_failures.extend([0, 403])
+        await rig.fake.post("a long one please", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert len(rig.fake.sent) == 1
+        assert not delivered.sent
+        assert delivered.error is not None and delivered.error.endswith("(after 1 of 4 parts)")
+
+
+async def test_reply_is_sent_even_where_typing_is_forbidden(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.typing_status = 403
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert rig.fake.typing == [str(rig.fake.channel_id)]
+        assert delivered.sent and rig.fake.sent[0]["content"] == "you said: hello"
