@@ -22,6 +22,12 @@ class GuardContext:
 
 
 class Guard(Protocol):
+    """``check`` returns a fresh Verdict per call (the runner fills in policy fields).
+
+    A guard may also set ``local = True`` when it is cheap, CPU-only work with no
+    I/O: the pipeline then runs it inline instead of paying for a task.
+    """
+
     name: str
 
     async def check(self, text: str, context: GuardContext) -> Verdict: ...

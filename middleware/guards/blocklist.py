@@ -38,6 +38,8 @@ def compile_words(words: list[str]) -> re.Pattern[str] | None:
 
 
 class BlocklistGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: BlocklistGuardConfig) -> None:
         self.name = cfg.name
         self.words = list(cfg.words)

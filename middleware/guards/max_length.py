@@ -8,6 +8,8 @@ from middleware.types import Verdict
 
 
 class MaxLengthGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: MaxLengthGuardConfig) -> None:
         self.name = cfg.name
         self.max_chars = cfg.max_chars

@@ -205,6 +205,8 @@ def mask_pii(text: str) -> str:
 
 
 class PIIGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: PIIGuardConfig) -> None:
         self.name = cfg.name
         self.kinds = tuple(cfg.detect)

@@ -140,6 +140,8 @@ def deobfuscate(text: str, model: LinearProfanityModel) -> str:
 
 
 class ProfanityGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: ProfanityGuardConfig) -> None:
         self.name = cfg.name
         self.threshold = cfg.threshold

@@ -171,6 +171,8 @@ def score_injection(
 
 
 class PromptInjectionGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: PromptInjectionGuardConfig) -> None:
         self.name = cfg.name
         self.threshold = cfg.threshold

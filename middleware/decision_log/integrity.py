@@ -1,0 +1,173 @@
+"""Walking the stored chain (`guardbot verify`) and pruning old rows behind a checkpoint.
+
+Verification reads the rows back exactly as stored, recomputes each content
+hash and hands the links to :func:`chain.walk`. Pruning removes the oldest
+decisions in chunks (so a running bot never waits long for the write lock);
+each chunk first records a checkpoint with the hash of the last row it
+removes, which is where verification of the remaining chain starts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from middleware.decision_log.chain import GENESIS, ChainReport, StoredLink, content_sha256, walk
+from middleware.decision_log.decode import (
+    CANDIDATE_SELECT,
+    DECISION_SELECT,
+    LLM_CALL_SELECT,
+    VERDICT_SELECT,
+)
+from middleware.decision_log.encode import (
+    CANDIDATE_COLUMNS,
+    CANDIDATE_TEXTS,
+    DECISION_COLUMNS,
+    utc_text,
+)
+from middleware.decision_log.privacy import sha256_hex
+from middleware.decision_log.queries import children
+
+PAGE = 1000
+PRUNE_CHUNK = 5000
+
+
+async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str]:
+    """(last pruned seq, its hash), or (0, GENESIS) for a log never pruned."""
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT through_seq, through_sha256 FROM chain_checkpoints ORDER BY id DESC LIMIT 1"
+        )
+    )
+    return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+
+
+class _Lookup:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def seq_with_sha256(self, sha256: str, before_seq: int) -> int | None:
+        rows = list(
+            await self.db.execute_fetchall(
+                "SELECT seq FROM decisions WHERE sha256 = ? AND seq < ? ORDER BY seq LIMIT 1",
+                (sha256, before_seq),
+            )
+        )
+        return rows[0][0] if rows else None
+
+    async def row_after(self, seq: int) -> tuple[int, str] | None:
+        rows = list(
+            await self.db.execute_fetchall(
+                "SELECT seq, id FROM decisions WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+            )
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+
+async def _links(db: aiosqlite.Connection, after_seq: int) -> AsyncIterator[StoredLink]:
+    while True:
+        rows: list[Any] = list(
+            await db.execute_fetchall(
+                f"SELECT {DECISION_SELECT} FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, PAGE),
+            )
+        )
+        if not rows:
+            return
+        ids = [r[1] for r in rows]
+        verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
+        cands = await children(
+            db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index"
+        )
+        calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
+        for row, i in zip(rows, ids, strict=True):
+            fields, texts = row[1:-4], row[-4:-2]  # seq first; text, reply, prev, sha last
+            cand_fields = [c[:-CANDIDATE_TEXTS] for c in cands[i]]
+            content = content_sha256(fields, verdicts[i], cand_fields, calls[i])
+            if not _texts_match(texts, (row[TEXT_SHA], row[REPLY_SHA]), cands[i]):
+                content = "text does not match its stored hash"
+            yield StoredLink(row[0], i, content, row[-2], row[-1])
+        after_seq = rows[-1][0]
+
+
+TEXT_SHA = 1 + DECISION_COLUMNS.index("text_sha256")
+REPLY_SHA = 1 + DECISION_COLUMNS.index("reply_sha256")
+CAND_SHA = CANDIDATE_COLUMNS.index("text_sha256")
+
+
+def _texts_match(texts: Any, hashes: tuple[str, str], candidates: list[Any]) -> bool:
+    """Stored texts against their hashes (the chain covers the hashes, not the texts)."""
+    pairs = [*zip(texts, hashes, strict=True), *((c[-1], c[CAND_SHA]) for c in candidates)]
+    return all(text is None or sha256_hex(text) == sha for text, sha in pairs)
+
+
+async def verify(db: aiosqlite.Connection) -> ChainReport:
+    """Walk the whole chain inside one read transaction (a consistent snapshot)."""
+    await db.execute("BEGIN")
+    try:
+        start_seq, start_sha = await checkpoint(db)
+        stray = list(
+            await db.execute_fetchall(
+                "SELECT seq, id FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1", (start_seq,)
+            )
+        )
+        if stray:
+            seq, rid = stray[0]
+            return ChainReport(
+                ok=False, checked=0, head_sha256=start_sha, head_id=None, start_sha256=start_sha,
+                problem="inserted", bad_id=rid, bad_seq=seq,
+                message=f"decision {rid} (#{seq}) was inserted into the pruned part of the log",
+            )  # fmt: skip
+        return await walk(_links(db, start_seq), start_sha, start_seq, _Lookup(db))
+    finally:
+        await db.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneStep:
+    removed: int
+    through_seq: int
+    through_id: str | None
+    more: bool  # another chunk is due
+
+
+# A prefix of the chain (by seq), up to the first row not old enough.
+PREFIX_SQL = (
+    "seq <= coalesce((SELECT min(seq) - 1 FROM decisions WHERE created_utc >= ?), "
+    "(SELECT max(seq) FROM decisions))"
+)
+
+
+async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:
+    rows = await db.execute_fetchall(
+        f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
+    )
+    return int(next(iter(rows))[0])
+
+
+def prune_step(cutoff: datetime, now: datetime) -> Callable[[sqlite3.Connection], PruneStep]:
+    """One chunk of a prune, as a writer job: oldest rows created before ``cutoff``."""
+
+    def write(db: sqlite3.Connection) -> PruneStep:
+        cut = utc_text(cutoff)
+        rows = db.execute(
+            f"SELECT seq, id, sha256 FROM decisions WHERE {PREFIX_SQL} ORDER BY seq LIMIT ?",
+            (cut, PRUNE_CHUNK),
+        ).fetchall()
+        if not rows:
+            return PruneStep(0, 0, None, more=False)
+        seq, rid, sha = rows[-1]
+        db.execute(
+            "INSERT INTO chain_checkpoints (created_utc, cutoff_utc, through_seq, through_id, "
+            "through_sha256, pruned_count) VALUES (?, ?, ?, ?, ?, ?)",
+            (utc_text(now), cut, seq, rid, sha, len(rows)),
+        )
+        db.execute("DELETE FROM decisions WHERE seq <= ?", (seq,))
+        return PruneStep(len(rows), seq, rid, more=len(rows) == PRUNE_CHUNK)
+
+    return write

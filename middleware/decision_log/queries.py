@@ -1,0 +1,193 @@
+"""Read queries: decisions by filter, one decision in full, thread history, token use.
+
+Everything here runs on the read-only connection, so a slow audit query never
+holds up the writer (WAL lets readers and the writer work at once). Child
+rows are fetched for a whole page of decisions in one query per table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from middleware.decision_log.decode import (
+    CANDIDATE_SELECT,
+    DECISION_SELECT,
+    LLM_CALL_SELECT,
+    VERDICT_SELECT,
+    group,
+    stored_decision,
+)
+from middleware.decision_log.encode import utc_text
+from middleware.decision_log.rows import StoredDecision
+from middleware.types import Action, Turn
+
+FIRED = ("block", "flag", "redact", "error")  # a verdict that did something
+ACTIONS = tuple(a.value for a in Action)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    action: str | None = None
+    blocked: bool | None = None
+    guard: str | None = None
+    user_id: str | None = None
+    channel_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.action is not None:
+            if self.action not in ACTIONS:
+                raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {self.action!r}")
+            clauses.append("action = ?")
+            params.append(self.action)
+        if self.blocked is not None:
+            clauses.append("action = 'blocked'" if self.blocked else "action != 'blocked'")
+        if self.guard is not None:
+            marks = ", ".join("?" * len(FIRED))
+            clauses.append(
+                "EXISTS (SELECT 1 FROM verdicts v WHERE v.decision_id = decisions.id "
+                f"AND v.guard = ? AND v.outcome IN ({marks}))"
+            )
+            params += [self.guard, *FIRED]
+        if self.user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(self.user_id)
+        if self.channel_id is not None:
+            clauses.append("channel_id = ?")
+            params.append(self.channel_id)
+        if self.since is not None:
+            clauses.append("created_utc >= ?")
+            params.append(utc_text(self.since))
+        if self.until is not None:
+            clauses.append("created_utc < ?")
+            params.append(utc_text(self.until))
+        if self.text is not None:
+            clauses.append("seq IN (SELECT rowid FROM decisions_fts WHERE decisions_fts MATCH ?)")
+            params.append(fts_query(self.text))
+        return (" AND ".join(clauses) or "1"), params
+
+
+def fts_query(text: str) -> str:
+    """User words as quoted FTS5 terms (all must match); `word*` is a prefix search."""
+    terms = []
+    for word in text.split():
+        prefix = word.endswith("*") and len(word) > 1
+        word = word.rstrip("*") if prefix else word
+        terms.append('"' + word.replace('"', '""') + '"' + ("*" if prefix else ""))
+    if not terms:
+        raise ValueError("the search text is empty")
+    return " ".join(terms)
+
+
+async def fetch(
+    db: aiosqlite.Connection, where: str, params: Sequence[Any], *, order: str, limit: int
+) -> list[StoredDecision]:
+    rows = list(
+        await db.execute_fetchall(
+            f"SELECT {DECISION_SELECT} FROM decisions WHERE {where} ORDER BY {order} LIMIT ?",
+            (*params, limit),
+        )
+    )
+    return await with_children(db, rows)
+
+
+async def with_children(db: aiosqlite.Connection, rows: list[Any]) -> list[StoredDecision]:
+    if not rows:
+        return []
+    ids = [row[1] for row in rows]
+    verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
+    cands = await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index")
+    calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
+    deliveries = await children(
+        db, "SELECT decision_id, created_utc, status, error FROM deliveries", ids, "id"
+    )
+    return [
+        stored_decision(row, verdicts[i], cands[i], calls[i], deliveries[i])
+        for row, i in zip(rows, ids, strict=True)
+    ]
+
+
+async def children(
+    db: aiosqlite.Connection, select: str, ids: list[str], order: str
+) -> dict[str, list[Any]]:
+    found: list[Any] = []
+    for start in range(0, len(ids), 500):  # stay far below SQLite's bound-parameter limit
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        found += await db.execute_fetchall(
+            f"{select} WHERE decision_id IN ({marks}) ORDER BY decision_id, {order}", chunk
+        )
+    by_id = group(found)
+    return {i: by_id.get(i, []) for i in ids}
+
+
+async def by_id(db: aiosqlite.Connection, ref: str) -> StoredDecision | None:
+    """One decision by id, or by a unique id prefix (as `guardbot show` accepts)."""
+    found = await fetch(db, "id = ?", (ref,), order="seq", limit=1)
+    if found or not ref or len(ref) >= 26:
+        return found[0] if found else None
+    escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    found = await fetch(db, "id LIKE ? ESCAPE '\\'", (escaped + "%",), order="seq", limit=2)
+    if len(found) > 1:
+        raise ValueError(f"{ref!r} matches more than one decision; give more of the id")
+    return found[0] if found else None
+
+
+async def history(
+    db: aiosqlite.Connection,
+    platform: str,
+    channel_id: str,
+    thread_id: str,
+    *,
+    max_turns: int,
+    max_chars: int,
+    before: str | None = None,
+) -> list[Turn]:
+    """The thread's last replied exchanges, oldest first, within both bounds."""
+    if max_turns <= 0 or max_chars <= 0:
+        return []
+    where = (
+        "platform = ? AND channel_id = ? AND thread_id = ? AND action = 'replied' "
+        "AND text IS NOT NULL AND reply IS NOT NULL"
+    )
+    params: list[Any] = [platform, channel_id, thread_id]
+    if before is not None:  # as it was when that decision was made (for replay)
+        where += " AND seq < coalesce((SELECT seq FROM decisions WHERE id = ?), -1)"
+        params.append(before)
+    rows = await db.execute_fetchall(
+        f"SELECT text, reply FROM decisions WHERE {where} ORDER BY seq DESC LIMIT ?",
+        (*params, math.ceil(max_turns / 2)),
+    )
+    turns = [
+        t
+        for text, reply in reversed(list(rows))
+        for t in (Turn(role="user", content=text), Turn(role="assistant", content=reply))
+    ][-max_turns:]
+    total = sum(len(t.content) for t in turns)
+    while turns and (total > max_chars or turns[0].role == "assistant"):
+        total -= len(turns.pop(0).content)  # oldest first; never open on a reply
+    return turns
+
+
+async def tokens_used_since(
+    db: aiosqlite.Connection,
+    since: datetime,
+    *,
+    user_id: str | None = None,
+    channel_id: str | None = None,
+) -> int:
+    where, params = Filters(since=since, user_id=user_id, channel_id=channel_id).where()
+    rows = await db.execute_fetchall(
+        f"SELECT coalesce(sum(tokens_in + tokens_out), 0) FROM decisions WHERE {where}", params
+    )
+    return int(next(iter(rows))[0])

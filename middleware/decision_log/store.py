@@ -1,0 +1,309 @@
+"""`DecisionLog`: the API the bot, the admin commands, replay and the CLI use.
+
+One database file, two connections: the writer's (on its own thread, fed
+by the single :class:`Writer` task with group commits) and a read-only
+aiosqlite one for queries, so reads never see a half-written batch and never
+wait for a commit. ``record``
+returns only once the decision is committed; the bot posts a reply only
+after that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from middleware.decision_log import integrity, queries
+from middleware.decision_log import settings as settings_sql
+from middleware.decision_log import stats as stats_sql
+from middleware.decision_log.chain import ChainReport
+from middleware.decision_log.connection import connect_reader
+from middleware.decision_log.encode import encode, utc_text
+from middleware.decision_log.errors import LogUnavailable
+from middleware.decision_log.migrations import APPLIED_SQL, migrate, pending
+from middleware.decision_log.privacy import TextPolicy
+from middleware.decision_log.queries import Filters
+from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
+from middleware.decision_log.writer import CallJob, DecisionJob, DeliveryJob, Writer, WriterStats
+from middleware.types import Decision, Turn, new_id, utc_now
+
+DELIVERY_STATUSES = ("sent", "failed", "none")
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        path: Path,
+        reader: aiosqlite.Connection,
+        writer: Writer | None,
+        policy: TextPolicy,
+    ) -> None:
+        self.path = path
+        self.policy = policy
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        store_text: bool = True,
+        redact_pii: bool = False,
+        read_only: bool = False,
+    ) -> DecisionLog:
+        """Open (creating, 0600, and migrating) the log; read-only opens never write."""
+        path = Path(path)
+        writer = None
+        if not read_only:
+            writer = Writer(path)
+            try:
+                await writer.open(prepare=migrate)
+            except (sqlite3.Error, RuntimeError) as exc:
+                raise LogUnavailable(f"cannot prepare the decision log {path}: {exc}") from None
+        try:
+            reader = await connect_reader(path)
+        except BaseException:
+            if writer is not None:
+                await writer.close()
+            raise
+        log = cls(path, reader, writer, TextPolicy(store_text=store_text, redact_pii=redact_pii))
+        if read_only:
+            await log._check_schema()
+        return log
+
+    async def _check_schema(self) -> None:
+        """A read-only open cannot migrate: refuse a file that is not at the current schema."""
+        try:
+            done = [r[0] for r in await self._reader.execute_fetchall(APPLIED_SQL)]
+        except sqlite3.OperationalError:
+            done = []  # no _migrations table
+        except sqlite3.Error as exc:  # e.g. not a database at all
+            await self.close()
+            raise LogUnavailable(f"cannot read the decision log {self.path}: {exc}") from None
+        try:
+            todo = pending(done)
+        except RuntimeError as exc:
+            await self.close()
+            raise LogUnavailable(f"cannot read the decision log {self.path}: {exc}") from None
+        if todo:
+            await self.close()
+            raise LogUnavailable(
+                f"{self.path} is not a guardbot decision log at the current schema "
+                f"({len(todo)} migration(s) missing); open it once with `guardbot chat` to migrate"
+            )
+
+    async def close(self) -> None:
+        """Flush queued writes, then close both connections."""
+        # The reader goes first: the last connection to close checkpoints the WAL
+        # into the database file, and a read-only one cannot.
+        try:
+            await self._reader.close()
+        finally:
+            if self._writer is not None:
+                await self._writer.close()
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        return self._writer.stats if self._writer else WriterStats()
+
+    # -- writes (all through the one writer task) -------------------------------------
+
+    def _require_writer(self) -> Writer:
+        if self._writer is None:
+            raise LogUnavailable(f"the decision log {self.path} was opened read-only")
+        return self._writer
+
+    async def record(self, decision: Decision) -> None:
+        """Returns once the decision is committed; raises LogUnavailable if it cannot be."""
+        writer = self._require_writer()
+        await writer.submit(DecisionJob(encode(decision, self.policy)))
+
+    async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
+        if status not in DELIVERY_STATUSES:
+            raise ValueError(f"delivery status must be one of {DELIVERY_STATUSES}, not {status!r}")
+        row = (decision_id, utc_text(utc_now()), status, self.policy.mask_opt(error))
+        await self._require_writer().submit(DeliveryJob(row))
+
+    async def set_setting(
+        self,
+        scope: str,
+        key: str,
+        value: Any | None,
+        *,
+        actor: str,
+        platform: str,
+        channel_id: str,
+        command: str,
+    ) -> Any | None:
+        """Set (``value=None``: reset) a runtime setting; audited in the same transaction."""
+        settings_sql.check_scope(scope)
+        if not key:
+            raise ValueError("setting key is empty")
+        new_json = None if value is None else settings_sql.to_json(value)
+        audit = {"platform": platform, "channel_id": channel_id, "command": self._cmd(command)}
+        write = settings_sql.change_setting(
+            scope, key, new_json, now=utc_now(), actor=actor, audit=audit
+        )
+        return await self._require_writer().submit(CallJob(write))
+
+    async def record_admin_action(
+        self,
+        *,
+        actor: str,
+        platform: str,
+        channel_id: str,
+        command: str,
+        key: str | None = None,
+        scope: str | None = None,
+        old: Any = None,
+        new: Any = None,
+        allowed: bool,
+        error: str | None = None,
+    ) -> None:
+        row = settings_sql.admin_row(
+            now=utc_now(), actor=actor, platform=platform, channel_id=channel_id,
+            command=self._cmd(command), scope=scope, key=key,
+            old_json=None if old is None else settings_sql.to_json(old),
+            new_json=None if new is None else settings_sql.to_json(new),
+            allowed=allowed, error=self.policy.mask_opt(error),
+        )  # fmt: skip
+        await self._require_writer().submit(CallJob(settings_sql.insert_admin(row)))
+
+    async def record_replay_run(
+        self,
+        *,
+        actor: str,
+        config_fingerprint: str,
+        decisions_count: int,
+        changed_count: int,
+        duration_ms: float = 0.0,
+        filters: dict[str, Any] | None = None,
+        summary: Any = None,
+        changes: list[Any] | None = None,
+    ) -> str:
+        """Record one replay run (when, who, which config, what changed); returns its id."""
+        run_id = new_id()
+        row = (
+            run_id, utc_text(utc_now()), actor, config_fingerprint, int(decisions_count),
+            int(changed_count), float(duration_ms), settings_sql.to_json(filters or {}),
+            settings_sql.to_json(summary), settings_sql.to_json(changes or []),
+        )  # fmt: skip
+        await self._require_writer().submit(CallJob(settings_sql.insert_replay(row)))
+        return run_id
+
+    async def prune(self, cutoff: datetime) -> tuple[int, ChainReport]:
+        """Remove decisions created before ``cutoff``; refuses if the chain is already broken."""
+        writer = self._require_writer()
+        report = await self.verify()
+        if not report.ok:
+            raise LogUnavailable(
+                f"refusing to prune a log that fails verification: {report.message}"
+            )
+        removed = 0
+        while True:
+            step = await writer.submit(CallJob(integrity.prune_step(cutoff, utc_now())))
+            removed += step.removed
+            if not step.more:
+                break
+        return removed, await self.verify()
+
+    def _cmd(self, command: str) -> str:
+        return self.policy.mask(command)  # an admin may paste a key into a command
+
+    # -- reads (the read-only connection) ---------------------------------------------
+
+    async def get(self, decision_id: str) -> Decision | None:
+        found = await queries.by_id(self._reader, decision_id)
+        return found.decision if found else None
+
+    async def get_stored(self, ref: str) -> StoredDecision | None:
+        """By id or unique id prefix, with hashes, text lengths and delivery events."""
+        return await queries.by_id(self._reader, ref)
+
+    async def query(self, *, limit: int = 50, **filters: Any) -> list[Decision]:
+        """Newest first; filters: action blocked guard user_id channel_id since until text."""
+        return [s.decision for s in await self.query_stored(limit=limit, **filters)]
+
+    async def query_stored(self, *, limit: int = 50, **filters: Any) -> list[StoredDecision]:
+        where, params = Filters(**filters).where()
+        try:
+            return await queries.fetch(self._reader, where, params, order="seq DESC", limit=limit)
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc):
+                raise ValueError(f"cannot search for {filters.get('text')!r}: {exc}") from None
+            raise
+
+    async def iter_stored(
+        self, *, since: datetime | None = None, until: datetime | None = None, page: int = 500
+    ) -> AsyncIterator[StoredDecision]:
+        """Every decision in the window, oldest first, a page at a time (for export)."""
+        where, params = Filters(since=since, until=until).where()
+        after = 0
+        while True:
+            batch = await queries.fetch(
+                self._reader, f"{where} AND seq > ?", (*params, after), order="seq", limit=page
+            )
+            for stored in batch:
+                yield stored
+            if len(batch) < page:
+                return
+            after = batch[-1].seq
+
+    async def history(
+        self,
+        platform: str,
+        channel_id: str,
+        thread_id: str,
+        *,
+        max_turns: int,
+        max_chars: int,
+        before: str | None = None,
+    ) -> list[Turn]:
+        """Earlier messages of the thread (``max_turns`` messages, user and bot), oldest first."""
+        return await queries.history(
+            self._reader, platform, channel_id, thread_id,
+            max_turns=max_turns, max_chars=max_chars, before=before,
+        )  # fmt: skip
+
+    async def tokens_used_since(
+        self, since: datetime, *, user_id: str | None = None, channel_id: str | None = None
+    ) -> int:
+        return await queries.tokens_used_since(
+            self._reader, since, user_id=user_id, channel_id=channel_id
+        )
+
+    async def settings(self) -> list[SettingRow]:
+        return await settings_sql.settings(self._reader)
+
+    async def admin_actions(self, limit: int = 50) -> list[AdminActionRow]:
+        return await settings_sql.admin_actions(self._reader, limit)
+
+    async def replay_runs(self, limit: int = 20) -> list[ReplayRunRow]:
+        return await settings_sql.replay_runs(self._reader, limit)
+
+    async def stats(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, Any]:
+        return await stats_sql.compute(self._reader, since, until)
+
+    async def verify(self) -> ChainReport:
+        """Walk the hash chain on a connection of its own (one consistent snapshot)."""
+        db = await connect_reader(self.path)
+        try:
+            return await integrity.verify(db)
+        finally:
+            await db.close()
+
+    async def count_before(self, cutoff: datetime) -> int:
+        """How many decisions `prune` would remove for this cutoff."""
+        return await integrity.count_prunable(self._reader, cutoff)
+
+    async def integrity_check(self) -> str:
+        rows = await self._reader.execute_fetchall("PRAGMA integrity_check")
+        return "; ".join(str(r[0]) for r in rows)
