@@ -20,18 +20,26 @@ from middleware.types import Outcome, Verdict
 async def screen(
     guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
 ) -> tuple[list[Verdict], bool]:
-    """Return (verdicts, blocked). Stops early on the first blocking verdict."""
-    if not guards:
-        return [], False
-    if len(guards) == 1:  # the common case needs no task at all
-        only = await run_guard(guards[0].guard, guards[0].config, text, ctx)
-        return [only], only.blocking
+    """Return (verdicts, blocked). Stops early on the first blocking verdict.
+
+    Guards that do I/O run as tasks; ``local`` (CPU-only, microsecond) guards run
+    inline while those are in flight, since a task each would cost more than
+    the guard itself.
+    """
     verdicts: list[Verdict] = []
+    remote = [g for g in guards if not getattr(g.guard, "local", False)]
+    local = [g for g in guards if getattr(g.guard, "local", False)]
+    if not remote:
+        unrun = await _run_inline(local, text, ctx, verdicts)
+        return _with_skipped(verdicts, unrun, ctx), bool(unrun) or _blocked(verdicts)
     blocked = False
     async with asyncio.TaskGroup() as tg:
         pending = {
-            tg.create_task(run_guard(g.guard, g.config, text, ctx)): g.config.name for g in guards
+            tg.create_task(run_guard(g.guard, g.config, text, ctx)): g.config.name for g in remote
         }
+        await asyncio.sleep(0)  # let remote guards send their requests first
+        unrun = await _run_inline(local, text, ctx, verdicts)
+        blocked = _blocked(verdicts)
         while pending and not blocked:
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -41,7 +49,29 @@ async def screen(
                 blocked = blocked or result.blocking
         for task in pending:
             task.cancel()
-    for name in pending.values():
+    return _with_skipped(verdicts, [*unrun, *pending.values()], ctx), blocked
+
+
+async def _run_inline(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, verdicts: list[Verdict]
+) -> list[str]:
+    """Run guards one by one until one blocks; returns the names left unrun."""
+    for i, g in enumerate(guards):
+        result = await run_guard(g.guard, g.config, text, ctx)
+        verdicts.append(result)
+        if result.blocking:
+            return [rest.config.name for rest in guards[i + 1 :]]
+    return []
+
+
+def _blocked(verdicts: list[Verdict]) -> bool:
+    return any(v.blocking for v in verdicts)
+
+
+def _with_skipped(
+    verdicts: list[Verdict], names: Sequence[str], ctx: GuardContext
+) -> list[Verdict]:
+    for name in names:
         verdicts.append(
             Verdict(
                 guard=name,
@@ -51,4 +81,4 @@ async def screen(
                 candidate_index=ctx.candidate_index,
             )
         )
-    return verdicts, blocked
+    return verdicts
