@@ -141,6 +141,12 @@ class ConsoleChat:
         return 0
 
     async def _one(self, text: str, n: int) -> None:
+        try:
+            await self._answer(text, n)
+        except Exception as exc:  # one bad turn must not end the conversation
+            print(f"error: could not answer: {type(exc).__name__}: {exc}", file=self.stderr)
+
+    async def _answer(self, text: str, n: int) -> None:
         request = self._request(text, n)
         if text.startswith("/admin"):
             answer = await self.handler.admin(request, text[len("/admin") :].strip())

@@ -1,6 +1,6 @@
 """Latency of allowed and blocked messages against the theoretical limit.
 
-The stub LLM (on its own thread) answers generation after GEN ms and an
+The stub LLM (in its own process) answers generation after GEN ms and an
 `llm_judge` input guard after GUARD ms. For allowed messages the floor is
 max(GEN, GUARD); for blocked ones it is GUARD (generation is cancelled). The
 whole bot path is measured: GuardBot.handle with the SQLite decision log.
@@ -27,21 +27,7 @@ from bot.app import GuardBot  # noqa: E402
 from bot.config import parse_config  # noqa: E402
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
-from tests.stubs.openai_server import Recorded, Reply  # noqa: E402
-from tests.stubs.threaded import stub_in_thread  # noqa: E402
-
-SAFE = '{"unsafe": false, "category": "none", "score": 0.02, "reason": "benign"}'
-UNSAFE = '{"unsafe": true, "category": "violence", "score": 0.97, "reason": "threat"}'
-
-
-def script(gen_s: float, guard_s: float):  # type: ignore[no-untyped-def]
-    def answer(rec: Recorded) -> Reply:
-        if rec.body.get("model") == "guard-model":
-            unsafe = "BLOCKME" in rec.text()
-            return Reply(text=UNSAFE if unsafe else SAFE, delay_s=guard_s)
-        return Reply(text="Here is a helpful and harmless answer.", delay_s=gen_s)
-
-    return answer
+from tests.stubs.process import fetch_records, stub_process  # noqa: E402
 
 
 def config_text(base_url: str, db: str) -> str:
@@ -69,8 +55,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, float]:
-    with stub_in_thread(script(gen_ms / 1000, guard_ms / 1000)) as stub:
-        config = parse_config(config_text(stub.base_url, f"{folder}/g{gen_ms}.db"), "bench")
+    # The stub runs in its own process (scenario "latency" in tests/stubs/process.py),
+    # so its work does not compete with the measured bot for the GIL.
+    with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as base_url:
+        config = parse_config(config_text(base_url, f"{folder}/g{gen_ms}.db"), "bench")
         log = await DecisionLog.open(config.log.path)
         bot = GuardBot(config, log, env={})
         allowed: list[float] = []
@@ -93,9 +81,10 @@ async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, 
                 (blocked if unsafe else allowed).append(elapsed)
         finally:
             await bot.close()
-        gen_requests = [r for r in stub.chat_requests() if r.body.get("model") == "gen-model"]
-        blocked_gen = [r for r in gen_requests if "BLOCKME" in r.text()]
-        closed = sum(r.outcome == "closed_early" for r in blocked_gen)
+        records = fetch_records(base_url)
+    gen_requests = [r for r in records if r["model"] == "gen-model"]
+    blocked_gen = [r for r in gen_requests if "BLOCKME" in r["text"]]
+    closed = sum(r["outcome"] == "closed_early" for r in blocked_gen)
     floor_allowed = max(gen_ms, guard_ms)
     return {
         "generation_ms": gen_ms,

@@ -28,7 +28,9 @@ AUDIT_DOWN_REPLY = (
     "Sorry, I can't answer right now: my audit log cannot be written, and I never "
     "send replies that are not on record. An administrator needs to check the log storage."
 )
+AUDIT_DOWN_ERROR = "decision log unavailable"
 EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
+INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again."
 
 
 class GuardBot:
@@ -82,12 +84,33 @@ class GuardBot:
         return self.settings.effective(request.platform, request.channel_id)
 
     async def handle(self, request: ChatRequest) -> Decision:
-        if not request.text.strip():
-            return Decision(
-                request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
-            )
         await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
+        if not request.text.strip():
+            decision = Decision(
+                request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
+            )
+        else:
+            try:
+                decision = await self._decide(request, config, fingerprint)
+            except LogUnavailable as exc:
+                return self._audit_down(request, fingerprint, str(exc))
+            except Exception as exc:  # a bug must cost one message a clear reply, never the bot
+                log.exception("failed to handle message %s", request.message_id)
+                decision = Decision(
+                    request=request,
+                    action=Action.ERROR,
+                    reply=INTERNAL_ERROR_REPLY,
+                    error=f"internal error: {type(exc).__name__}",
+                )
+        decision.config_fingerprint = decision.config_fingerprint or fingerprint
+        try:
+            await self.log.record(decision)
+        except LogUnavailable as exc:
+            return self._audit_down(request, fingerprint, str(exc))
+        return decision
+
+    async def _decide(self, request: ChatRequest, config: Config, fingerprint: str) -> Decision:
         if not request.history and config.pipeline.history_turns:
             turns = await self.log.history(
                 request.platform,
@@ -106,32 +129,24 @@ class GuardBot:
             channel_daily_tokens=budget.channel_daily_tokens,
         )
         if spent is not None:  # refused politely, and recorded like any other decision
-            decision = budget_refusal(
-                request, spent, message=budget.message, fingerprint=fingerprint
-            )
-        else:
-            policy = self.policies.policy(config, fingerprint)
-            decision = await self.pipeline.run(request, policy)
-        try:
-            await self.log.record(decision)
-        except LogUnavailable as exc:
-            log.error("decision log unavailable, refusing to reply: %s", exc)
-            return Decision(
-                request=request,
-                action=Action.ERROR,
-                reply=AUDIT_DOWN_REPLY,
-                error=f"decision log unavailable: {exc}",
-                delivery=Delivery(status="none"),
-                config_fingerprint=fingerprint,
-            )
-        return decision
+            return budget_refusal(request, spent, message=budget.message, fingerprint=fingerprint)
+        return await self.pipeline.run(request, self.policies.policy(config, fingerprint))
+
+    def _audit_down(self, request: ChatRequest, fingerprint: str, why: str) -> Decision:
+        log.error("decision log unavailable, refusing to reply: %s", why)
+        return Decision(
+            request=request,
+            action=Action.ERROR,
+            reply=AUDIT_DOWN_REPLY,
+            error=f"{AUDIT_DOWN_ERROR}: {why}",
+            delivery=Delivery(status="none"),
+            config_fingerprint=fingerprint,
+        )
 
     async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:
         decision.delivery = Delivery(status="sent" if sent else "failed", error=error)
-        if decision.error and decision.error.startswith("decision log unavailable"):
+        if decision.error and decision.error.startswith(AUDIT_DOWN_ERROR):
             return  # it was never recorded; nothing to attach the delivery to
-        if decision.error == "empty message":
-            return
         try:
             await self.log.record_delivery(decision.id, decision.delivery.status, error)
         except LogUnavailable as exc:

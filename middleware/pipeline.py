@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from middleware.guards.base import GuardContext
+from middleware.guards.runner import run_guard
 from middleware.llm.base import LLMError, Message, ModelSettings
 from middleware.policy import ConfiguredGuard, PipelinePolicy
 from middleware.screening import screen
@@ -56,10 +57,10 @@ def _ms(seconds: float) -> float:
 class Pipeline:
     async def run(self, request: ChatRequest, policy: PipelinePolicy) -> Decision:
         started = time.perf_counter()
-        if len(request.text) > policy.max_input_chars:
-            return self._too_long(request, policy)
-        input_guards = _select(policy.guards, Stage.INPUT, request.channel_id)
-        output_guards = _select(policy.guards, Stage.OUTPUT, request.channel_id)
+        if (too_long := policy.length_verdict(request.text)) is not None:
+            return self._too_long(request, too_long, policy)
+        input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
+        output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
         messages = build_messages(policy, request)
         runs = [_Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
         gate = asyncio.Event()  # set once every input guard has passed
@@ -111,6 +112,9 @@ class Pipeline:
             timeout_s=policy.timeout_s,
             model=policy.model_for(cand.index),
         )
+        # Yield once so remote input guards (started just after us) send their
+        # requests first: they are usually the shorter path, and the one a block waits on.
+        await asyncio.sleep(0)
         began = time.perf_counter()
         try:
             async with asyncio.timeout(policy.timeout_s):
@@ -137,11 +141,12 @@ class Pipeline:
             cand.error = "model returned an empty reply"
             return False
         await gate.wait()
+        screening = time.perf_counter()  # output guard time excludes the wait for the gate
         ctx = GuardContext(Stage.OUTPUT, request, cand.index)
         run.verdicts, blocked = await screen(output_guards, cand.text, ctx)
         if not blocked:
-            cand.text = await _redact(run.verdicts, output_guards, cand.text, ctx)
-        run.screen_ms = _ms(time.perf_counter() - run.generated_at)
+            cand.text, blocked = await _redact(run.verdicts, output_guards, cand.text, ctx)
+        run.screen_ms = _ms(time.perf_counter() - screening)
         cand.safe = not blocked
         return cand.safe
 
@@ -158,7 +163,8 @@ class Pipeline:
             else:
                 errors = sorted({r.candidate.error or "no reply" for r in runs})
                 decision.error = "; ".join(errors)
-                decision.reply = policy.error_reply.format(reason=errors[0])
+                # replace, not format: an operator's template may contain other braces
+                decision.reply = policy.error_reply.replace("{reason}", errors[0])
             return
         chosen, selection = await self._select(decision, safe, request, policy)
         chosen.chosen = True
@@ -203,21 +209,12 @@ class Pipeline:
         decision.blocked_by = first.guard
         decision.reply = policy.refusal
 
-    def _too_long(self, request: ChatRequest, policy: PipelinePolicy) -> Decision:
-        reason = f"message has {len(request.text)} characters (limit {policy.max_input_chars})"
-        limit = Verdict(
-            guard="max_input_chars",
-            stage=Stage.INPUT,
-            outcome=Outcome.BLOCK,
-            blocking=True,
-            category="length",
-            reason=reason,
-        )
+    def _too_long(self, request: ChatRequest, limit: Verdict, policy: PipelinePolicy) -> Decision:
         return Decision(
             request=request,
             action=Action.BLOCKED,
             blocked_by=limit.guard,
-            reply=f"Sorry, that message is too long ({reason}).",
+            reply=f"Sorry, that message is too long ({limit.reason}).",
             verdicts=[limit],
             config_fingerprint=policy.fingerprint,
         )
@@ -270,12 +267,6 @@ class Pipeline:
         )
 
 
-def _select(
-    guards: Sequence[ConfiguredGuard], stage: Stage, channel_id: str
-) -> list[ConfiguredGuard]:
-    return [g for g in guards if g.config.applies(stage, channel_id)]
-
-
 async def _first_safe(tasks: Sequence[asyncio.Task[bool]]) -> None:
     """``first`` selection: once one candidate is safe, cancel the others."""
     for next_done in asyncio.as_completed(tasks):
@@ -287,16 +278,24 @@ async def _first_safe(tasks: Sequence[asyncio.Task[bool]]) -> None:
 
 async def _redact(
     verdicts: list[Verdict], guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
-) -> str:
-    """Apply ``redact`` verdicts. Several redacting guards are chained so each mask sticks."""
+) -> tuple[str, bool]:
+    """Apply ``redact`` verdicts; returns (text, blocked).
+
+    Several redacting guards are chained so that each mask sticks: every one
+    after the first re-checks the already-masked text, under the same runner
+    (timeout, ``on_error``) as any guard call, and its verdict is recorded.
+    """
     redacting = [v for v in verdicts if v.outcome is Outcome.REDACT and v.redacted_text is not None]
     if not redacting:
-        return text
+        return text, False
     text = redacting[0].redacted_text or text
     by_name = {g.config.name: g for g in guards}
     for v in redacting[1:]:
         g = by_name[v.guard]
-        again = await g.guard.check(text, ctx)
+        again = await run_guard(g.guard, g.config, text, ctx)
+        verdicts.append(again)
+        if again.blocking:
+            return text, True
         if again.redacted_text is not None:
             text = again.redacted_text
-    return text
+    return text, False

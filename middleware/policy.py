@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from middleware.guards.base import Guard
 from middleware.guards.config import GuardConfigBase
 from middleware.llm.base import ChatModel
+from middleware.types import Outcome, Stage, Verdict
 
 if TYPE_CHECKING:
     from middleware.selection.base import Selector
@@ -55,6 +56,23 @@ class PipelinePolicy:
     max_input_chars: int = 8000
     pricing: Mapping[str, Price] = field(default_factory=dict)
     fingerprint: str = ""
+
+    def guards_for(self, stage: Stage, channel_id: str) -> list[ConfiguredGuard]:
+        """The enabled guards of ``stage`` that apply in this channel."""
+        return [g for g in self.guards if g.config.applies(stage, channel_id)]
+
+    def length_verdict(self, text: str) -> Verdict | None:
+        """The pipeline's own length check (pseudo-guard ``max_input_chars``), or None."""
+        if len(text) <= self.max_input_chars:
+            return None
+        return Verdict(
+            guard="max_input_chars",
+            stage=Stage.INPUT,
+            outcome=Outcome.BLOCK,
+            blocking=True,
+            category="length",
+            reason=f"message has {len(text)} characters (limit {self.max_input_chars})",
+        )
 
     def temperature_for(self, index: int) -> float:
         if not self.temperatures:

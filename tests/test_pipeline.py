@@ -7,13 +7,15 @@ guard waits on, never from timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
 from middleware.guards.base import GuardContext, verdict
 from middleware.guards.config import MaxLengthGuardConfig
 from middleware.guards.max_length import MaxLengthGuard
+from middleware.llm.base import Completion, Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel
 from middleware.pipeline import Pipeline
 from middleware.policy import ConfiguredGuard, PipelinePolicy
@@ -97,26 +99,40 @@ async def test_blocking_guard_closes_generation_request(stub_llm: StubOpenAI, st
     assert decision.candidates[0].text == ""
 
 
+class Returned:
+    """Wraps a model and sets ``returned`` once a completion is back in the pipeline."""
+
+    def __init__(self, model: OpenAIChatModel) -> None:
+        self.model = model
+        self.name = model.name
+        self.returned = asyncio.Event()
+
+    async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
+        completion = await self.model.complete(messages, settings=settings)
+        self.returned.set()
+        return completion
+
+
 async def test_reply_waits_for_every_input_guard(stub_llm: StubOpenAI) -> None:
     stub_llm.script = lambda _r: Reply(text="the answer")
     release = asyncio.Event()
     slow = EventGuard("slow", release.wait, unsafe=False)
     policy = policy_for(stub_llm, ConfiguredGuard(guard_cfg("slow", timeout_s=30), slow))
+    model = Returned(policy.model)  # type: ignore[arg-type]
+    policy = dataclasses.replace(policy, model=model)
 
     task = asyncio.create_task(Pipeline().run(request(), policy))
-    await stub_llm.request_seen.wait()
-    generation = stub_llm.chat_requests()[0]
-    await generation.done.wait()
-    assert generation.outcome == "completed"
-    # Generation is finished, the guard is not: the reply must still be held back.
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await model.returned.wait()
+    # The reply is in the pipeline's hands, the guard has not finished: it must be held.
+    await asyncio.sleep(0)
     assert not task.done()
+    assert not slow.finished.is_set()
     release.set()
     decision = await task
     assert slow.finished.is_set()
     assert decision.action is Action.REPLIED
     assert decision.reply == "the answer"
+    assert stub_llm.chat_requests()[0].outcome == "completed"
 
 
 @pytest.mark.parametrize(
@@ -229,9 +245,11 @@ async def test_decision_records_timings_tokens_and_parallel_saving(stub_llm: Stu
     assert decision.action is Action.REPLIED
     assert decision.tokens_in == 12 and decision.tokens_out == 4
     t = decision.timings
-    assert t.total_ms >= t.input_guards_ms >= 0
-    # Both ran at once, so running them one after the other would have cost more.
-    assert t.saved_ms > 0
+    # The guard finished only after the generation did, so the input stage spans it,
+    # and the saving is what running one after the other would have added.
+    assert t.total_ms >= t.input_guards_ms >= t.generation_ms > 0
+    sequential = t.input_guards_ms + t.generation_ms + t.output_guards_ms + t.selection_ms
+    assert t.saved_ms == round(max(0.0, sequential - t.total_ms), 3)
     assert decision.llm_calls[0].purpose == "generation"
 
 
@@ -240,3 +258,15 @@ async def test_too_long_input_refused_without_model_call(stub_llm: StubOpenAI) -
     assert decision.action is Action.BLOCKED
     assert "too long" in decision.reply
     assert stub_llm.requests == []
+
+
+async def test_api_key_and_parameters_reach_the_server(stub_llm: StubOpenAI) -> None:
+    stub_llm.script = lambda _r: Reply(text="hi")
+    policy = policy_for(stub_llm, temperature=0.3, max_tokens=50)
+    decision = await Pipeline().run(request("what's up"), policy)
+    assert decision.action is Action.REPLIED
+    (rec,) = stub_llm.chat_requests()
+    assert rec.headers["Authorization"] == "Bearer sk-test"
+    assert rec.body["model"] == "stub-model"
+    assert rec.body["temperature"] == 0.3 and rec.body["max_tokens"] == 50
+    assert rec.body["messages"][-1] == {"role": "user", "content": "what's up"}

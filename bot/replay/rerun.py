@@ -24,7 +24,7 @@ from bot.replay.select import Logged
 from middleware.guards.base import GuardContext
 from middleware.guards.runner import run_guard
 from middleware.policy import ConfiguredGuard, PipelinePolicy
-from middleware.types import Action, Candidate, ChatRequest, Decision, Outcome, Stage, Verdict
+from middleware.types import Action, Candidate, ChatRequest, Decision, Stage, Verdict
 
 if TYPE_CHECKING:
     from bot.app import GuardBot
@@ -58,24 +58,8 @@ async def _run_all(
     return [t.result() for t in tasks]
 
 
-def _applying(policy: PipelinePolicy, stage: Stage, channel_id: str) -> list[ConfiguredGuard]:
-    return [g for g in policy.guards if g.config.applies(stage, channel_id)]
-
-
 def _first_blocking(verdicts: Sequence[Verdict]) -> str | None:
     return next((v.guard for v in verdicts if v.blocking), None)
-
-
-def _too_long(request: ChatRequest, policy: PipelinePolicy) -> Verdict:
-    """The pipeline's own length check, recorded as the pseudo-guard ``max_input_chars``."""
-    return Verdict(
-        guard="max_input_chars",
-        stage=Stage.INPUT,
-        outcome=Outcome.BLOCK,
-        blocking=True,
-        category="length",
-        reason=f"message has {len(request.text)} characters (limit {policy.max_input_chars})",
-    )
 
 
 def _replies_to_screen(old: Decision) -> list[Candidate]:
@@ -93,14 +77,13 @@ async def _screen(
 
 async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
     request = old.request
-    if len(request.text) > policy.max_input_chars:
-        limit = _too_long(request, policy)
+    if (limit := policy.length_verdict(request.text)) is not None:
         return Screened([limit], Action.BLOCKED, limit.guard)
-    input_guards = _applying(policy, Stage.INPUT, request.channel_id)
+    input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
     verdicts = await _screen(input_guards, request.text, GuardContext(Stage.INPUT, request), old)
     if blocked_by := _first_blocking(verdicts):
         return Screened(verdicts, Action.BLOCKED, blocked_by)
-    output_guards = _applying(policy, Stage.OUTPUT, request.channel_id)
+    output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
     candidates = _replies_to_screen(old)
     if not candidates:
         if old.action is Action.BLOCKED:  # blocked before any reply existed; now it passes

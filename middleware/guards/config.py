@@ -39,6 +39,14 @@ class GuardConfigBase(BaseModel):
         default=None, description="apply only in these channel ids (all channels when unset)"
     )
 
+    @model_validator(mode="after")
+    def _redact_only_on_output(self) -> GuardConfigBase:
+        # Generation starts with the user's text at once, so masking an input can
+        # not take effect; accepting it would only pretend to protect.
+        if self.action == "redact" and self.stage != "output":
+            raise ValueError('action = "redact" works only with stage = "output"')
+        return self
+
     def applies(self, stage: Stage, channel_id: str) -> bool:
         if not self.enabled:
             return False

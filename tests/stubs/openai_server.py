@@ -42,6 +42,7 @@ class Recorded:
     path: str
     body: dict[str, Any]
     started: float
+    headers: dict[str, str] = field(default_factory=dict)
     ended: float | None = None
     outcome: str = "open"  # open | completed | closed_early | dropped
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,6 +74,7 @@ class StubOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/moderations", self._moderations)
+        app.router.add_get("/_records", self._records)  # for a stub in another process
         # handler_cancellation: a client hang-up cancels the handler, which is
         # exactly the event the tests want to observe.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -96,6 +98,13 @@ class StubOpenAI:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def _records(self, _request: web.Request) -> web.Response:
+        rows = [
+            {"model": r.body.get("model"), "text": r.text()[-200:], "outcome": r.outcome}
+            for r in self.requests
+        ]
+        return web.json_response(rows)
+
     def chat_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
@@ -104,7 +113,9 @@ class StubOpenAI:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = {}
-        rec = Recorded(path=request.path, body=body, started=time.perf_counter())
+        rec = Recorded(
+            path=request.path, body=body, started=time.perf_counter(), headers=dict(request.headers)
+        )
         self.requests.append(rec)
         self.request_seen.set()
         return rec, self.script(rec)
