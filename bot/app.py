@@ -18,6 +18,7 @@ from bot.policy_builder import PolicyBuilder
 from bot.settings import RuntimeSettings
 from middleware.budget import budget_refusal, check_budget
 from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.guards.llm_guard import offline_notice
 from middleware.llm.base import ChatModel
 from middleware.pipeline import Pipeline
 from middleware.types import Action, ChatRequest, Decision, Delivery
@@ -76,8 +77,13 @@ class GuardBot:
         await self.log.close()
 
     def notice(self) -> str | None:
-        """A line the operator should see at start (e.g. the offline echo model)."""
-        return self.models.notice()
+        """Lines the operator should see at start: the offline echo model, and the
+        LLM guards that will therefore only say "skipped"."""
+        config, fingerprint = self.settings.effective("", "")
+        guards = self.policies.policy(config, fingerprint).guards
+        skipped = offline_notice((g.config.name, g.guard) for g in guards)
+        lines = [line for line in (self.models.notice(), skipped) if line]
+        return "\nnotice: ".join(lines) or None
 
     def effective_config(self, request: ChatRequest) -> tuple[Config, str]:
         """The config for this request's channel, and its fingerprint."""
