@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
-from openai import AsyncOpenAI
+from typing import TYPE_CHECKING
 
 from bot.config import LLMConfig
 from middleware.llm.base import ChatModel
 from middleware.llm.echo import ECHO_NOTICE, EchoModel
-from middleware.llm.openai_model import OpenAIChatModel
+
+if TYPE_CHECKING:  # `openai` takes a second or more to import: only when a server is used
+    from openai import AsyncOpenAI
 
 
 class ModelProvider:
@@ -64,6 +65,8 @@ class ModelProvider:
             return EchoModel()
         name, url = model or self.llm.model, base_url or self.llm.base_url
         if (name, url) not in self._models:
+            from middleware.llm.openai_model import OpenAIChatModel
+
             # One AsyncOpenAI client (one connection pool) per server, shared by every
             # model name on it, so a rarely used judge keeps warm connections too.
             self._models[(name, url)] = OpenAIChatModel(
@@ -73,6 +76,8 @@ class ModelProvider:
 
     def _client(self, url: str) -> AsyncOpenAI:
         if url not in self._clients:
+            from openai import AsyncOpenAI
+
             self._clients[url] = AsyncOpenAI(
                 # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
                 api_key=self.api_key or "not-needed",
