@@ -8,9 +8,11 @@ guarded pipeline while "is typing…" shows; the screened reply is posted
 :mod:`adapters.discord_admin`). Rate limits are discord.py's job.
 
 ``start()`` logs in, connects and returns once Discord says READY, or raises
-:class:`AdapterConfigError` with what to fix. ``stop()`` stops taking new
-messages, waits for those in flight, then logs out; the application flushes
-its decision log after that.
+:class:`AdapterConfigError` with what to fix. If the gateway later ends for
+good (a revoked token, a fatal close code), ``failed`` is set with the reason
+in ``failure``, so `guardbot run` exits instead of serving nothing. ``stop()``
+stops taking new messages, waits for those in flight, then logs out; the
+application flushes its decision log after that.
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ from adapters.discord_admin import answer_admin, answer_ephemeral
 from adapters.discord_client import PRESENCE, build_client, startup_error, wait_until_serving
 from adapters.discord_commands import GuardbotCommands
 from adapters.discord_config import DiscordConfig
-from adapters.discord_delivery import deliver, describe, thread_name, typing_while
-from adapters.discord_messages import Conversations, is_dm, message_text, should_answer, to_request
+from adapters.discord_delivery import (
+    SEND_ERRORS,
+    THREAD_NAME,
+    deliver,
+    describe,
+    describe_error,
+    typing_while,
+)
+from adapters.discord_messages import Conversations, is_dm, should_answer, to_request
 from adapters.errors import AdapterConfigError
 
 log = logging.getLogger("guardbot.discord")
@@ -92,6 +101,9 @@ class DiscordService:
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(GuardbotCommands(self.run_admin))
         self.stopping = asyncio.Event()  # set when stop() begins: no new messages after it
+        self.failed = asyncio.Event()  # set when the gateway ended on its own, for good
+        self.failure = ""  # why, for the operator
+        self._slots = asyncio.Semaphore(config.max_in_flight)  # pipelines running at once
         self._accepting = False
         self._inflight: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -166,9 +178,16 @@ class DiscordService:
             await asyncio.wait({self._runner}, timeout=10)
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None and self._accepting:
-            self._accepting = False
-            log.error("Discord: the gateway connection ended: %s", startup_error(exc))
+        """discord.py reconnects by itself; the runner ends only on close or a fatal error."""
+        if self.stopping.is_set():
+            return
+        exc = None if task.cancelled() else task.exception()
+        self._accepting = False
+        self.failure = (
+            str(startup_error(exc)) if exc is not None else "Discord: the gateway connection closed"
+        )
+        log.error("Discord: the gateway connection ended: %s", self.failure)
+        self.failed.set()
 
     @contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -218,7 +237,7 @@ class DiscordService:
             and isinstance(channel, discord.TextChannel)
             and message.reference is None
         ):
-            thread = await self._start_thread(message, me)
+            thread = await self._start_thread(message)
         target: discord.abc.Messageable = thread or channel
         own_thread = isinstance(channel, discord.Thread) and channel.owner_id == me.id
         reference = None
@@ -226,7 +245,7 @@ class DiscordService:
             reference = message.to_reference(fail_if_not_exists=False)
         request = await to_request(message, me, self.conversations, thread=thread)
         try:
-            async with typing_while(target):
+            async with typing_while(target), self._slots:  # beyond max_in_flight: wait, typing
                 decision = await self.handler.handle(request)
         except Exception:
             log.exception("Discord: handling message %s failed", message.id)
@@ -240,14 +259,15 @@ class DiscordService:
         except Exception:
             log.exception("Discord: could not record the delivery of %s", decision.id)
 
-    async def _start_thread(
-        self, message: discord.Message, me: discord.ClientUser
-    ) -> discord.Thread | None:
+    async def _start_thread(self, message: discord.Message) -> discord.Thread | None:
+        # A neutral name: the thread exists before the guards have read the message, and
+        # its title is published under the bot's name, so no user text may go into it.
         try:
-            return await message.create_thread(name=thread_name(message_text(message, me)))
-        except discord.HTTPException as exc:
+            return await message.create_thread(name=THREAD_NAME)
+        except SEND_ERRORS as exc:
             log.warning(
-                "Discord: cannot start a thread (%s); replying in the channel", describe(exc)
+                "Discord: cannot start a thread (%s); replying in the channel",
+                describe_error(exc),
             )
             return None
 

@@ -52,6 +52,9 @@ class DiscordConfig(BaseModel):
         default_factory=list,
         description="register /guardbot in these guild ids only (instant) instead of globally",
     )
+    max_in_flight: int = Field(
+        default=32, ge=1, le=1000, description="messages answered at once; more wait their turn"
+    )
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, le=600, description="on shutdown, wait this long for replies in flight"
     )

@@ -4,8 +4,10 @@ Nothing model-written may ping anyone, so every send carries
 ``AllowedMentions.none()``: ``@everyone``, ``@here``, role and user mentions
 in a reply render as text and notify nobody (the client default is the
 same, as a second line of defence). Replies over Discord's 2,000-character
-cap are split without breaking words or code blocks. A failed send is
-returned as a readable error for the decision log, never raised.
+cap are split without breaking words or code blocks. A failed send (an
+HTTP error, or the connection dropping or timing out) is returned as a
+readable error for the decision log, never raised, so no delivery stays
+"pending".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import aiohttp
 import discord
 
 from adapters.message_split import split_message
@@ -25,7 +28,9 @@ MESSAGE_LIMIT = 2000
 NO_PINGS = discord.AllowedMentions.none()
 TYPING_REFRESH_S = 8.0  # Discord shows "is typing…" for about 10 s per request
 TYPING_SETTLE_S = 2.0  # longest a reply waits for its first typing request to land
-THREAD_NAME_CHARS = 80
+THREAD_NAME = "guardbot"  # fixed: a thread's title must never carry unscreened user text
+# What a REST call can fail with besides a Discord error: the connection dropping or timing out.
+SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError)
 
 
 @asynccontextmanager
@@ -69,6 +74,14 @@ def describe(exc: discord.HTTPException) -> str:
     return f"HTTP {exc.status}{code}: {text}"[:300]
 
 
+def describe_error(exc: BaseException) -> str:
+    """Any failed REST call as one line (see :data:`SEND_ERRORS`)."""
+    if isinstance(exc, discord.HTTPException):
+        return describe(exc)
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}"[:300] if detail else type(exc).__name__
+
+
 async def deliver(
     target: discord.abc.Messageable,
     text: str,
@@ -88,17 +101,9 @@ async def deliver(
                 )
             else:
                 message = await target.send(piece, allowed_mentions=NO_PINGS)
-        except discord.HTTPException as exc:
+        except SEND_ERRORS as exc:
             where = f" (after {index} of {len(pieces)} parts)" if index else ""
-            log.warning("could not send a reply%s: %s", where, describe(exc))
-            return sent, describe(exc) + where
+            log.warning("could not send a reply%s: %s", where, describe_error(exc))
+            return sent, describe_error(exc) + where
         sent.append(message)
     return sent, None
-
-
-def thread_name(text: str) -> str:
-    """A thread title from the message: its first line, shortened on a word."""
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if len(first) > THREAD_NAME_CHARS:
-        first = first[: THREAD_NAME_CHARS - 1].rsplit(" ", 1)[0] + "…"
-    return first or "guardbot"

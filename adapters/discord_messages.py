@@ -26,6 +26,7 @@ from collections import OrderedDict
 import discord
 
 from adapters.discord_config import DiscordConfig
+from adapters.discord_delivery import SEND_ERRORS
 from middleware.types import ChatRequest
 
 log = logging.getLogger("guardbot.discord")
@@ -149,8 +150,8 @@ async def _parent(
         return None
     try:
         return await message.channel.fetch_message(ref.message_id)  # type: ignore[arg-type]
-    except discord.HTTPException as exc:
-        log.debug("reply chain: cannot fetch %s: %s", ref.message_id, exc)
+    except SEND_ERRORS as exc:  # an unreadable parent must not cost the reply
+        log.debug("reply chain: cannot fetch %s: %r", ref.message_id, exc)
         return None
 
 

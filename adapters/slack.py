@@ -6,7 +6,10 @@ the bot token with ``auth.test``, the app token with
 clear :class:`AdapterConfigError` at start, not a bot that silently never
 answers. HTTP mode serves the Events API on aiohttp; Socket Mode uses
 slack-bolt's handler. Either way the Web API client points at
-``[slack] api_url``.
+``[slack] api_url``. slack-sdk's Socket Mode client reconnects forever, even
+when Slack rejects the app token (revoked, app uninstalled); that can never
+heal, so the service sets ``failed`` (reason in ``failure``) and `guardbot run`
+exits instead of serving nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ BOT_TOKEN = "SLACK_BOT_TOKEN"
 APP_TOKEN = "SLACK_APP_TOKEN"
 SIGNING_SECRET = "SLACK_SIGNING_SECRET"
 SOCKET_CONNECT_TIMEOUT_S = 30.0
+# apps.connections.open errors that retrying cannot fix.
+FATAL_TOKEN_ERRORS = {
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+    "not_allowed_token_type",
+}
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,8 @@ class SlackService:
         self._session: aiohttp.ClientSession | None = None
         self._accepting = False
         self._warned_signature = False
+        self.failed = asyncio.Event()  # set when Socket Mode can never reconnect
+        self.failure = ""  # why, for the operator
 
     @classmethod
     def from_env(
@@ -275,7 +289,30 @@ class SlackService:
         except (aiohttp.ClientError, OSError) as exc:
             problem = f"Slack: cannot open Socket Mode ({type(exc).__name__}: {exc})."
         else:
+            self._watch_reconnects(handler)
             return
         self._socket = None
         await handler.close_async()  # type: ignore[no-untyped-call]
         raise AdapterConfigError(problem)
+
+    def _watch_reconnects(self, handler: AsyncSocketModeHandler) -> None:
+        """Notice when a reconnect is refused for good (slack-sdk would retry forever)."""
+        client = handler.client
+        issue = client.issue_new_wss_url
+
+        async def issue_or_fail() -> str:
+            try:
+                return await issue()
+            except SlackApiError as exc:
+                error = exc.response.get("error") if exc.response is not None else None
+                if error in FATAL_TOKEN_ERRORS and self._accepting and not self.failed.is_set():
+                    self._accepting = False
+                    self.failure = (
+                        f"Slack rejected {APP_TOKEN} while reconnecting Socket Mode "
+                        f"({describe('apps.connections.open', exc)}); set a valid app-level token"
+                    )
+                    log.error("slack: %s", self.failure)
+                    self.failed.set()
+                raise
+
+        client.issue_new_wss_url = issue_or_fail  # type: ignore[method-assign]

@@ -6,6 +6,11 @@ either (same event id, ``X-Slack-Retry-Num``). The router answers each user
 message at most once, keeps its hands off its own posts, edits and (unless
 configured) other bots, and follows threads it started without a mention, even
 after a restart (one ``conversations.replies`` look-up per thread, cached).
+
+History is keyed by ``(channel_id, thread_id)``. In a channel every top-level
+mention opens a thread (its ts names the conversation); a direct message
+outside a thread is answered in the DM itself with ``thread_id = ""``, so the
+whole DM is one conversation, as on Discord. A DM inside a thread keeps it.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class Incoming:
 
     request: ChatRequest
     channel: str
-    thread_ts: str
+    thread_ts: str  # "" = post in the channel itself (a DM), not in a thread
     starts_thread: bool  # the reply opens a thread under a top-level message
 
 
@@ -143,15 +148,17 @@ class EventRouter:
                 return None
         if not self.messages.add((channel, ts)):
             return None  # the same message, already taken via another event
+        # A top-level DM: answer in the DM, and the DM is the conversation.
+        reply_in = thread_ts or ("" if direct else ts)
         request = ChatRequest(
             platform="slack",
             channel_id=channel,
-            thread_id=thread_ts or ts,
+            thread_id=reply_in,
             user_id=user or str(event.get("bot_id") or ""),
             message_id=ts,
             text=from_slack(text, self.me.user_id),
         )
-        return Incoming(request, channel, thread_ts or ts, starts_thread=thread_ts is None)
+        return Incoming(request, channel, reply_in, starts_thread=thread_ts is None and not direct)
 
     async def bot_started(self, channel: str, thread_ts: str) -> bool:
         """Whether the bot wrote the first reply of this thread (cached either way)."""

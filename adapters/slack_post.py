@@ -76,10 +76,10 @@ class Poster:
         self.limit = limit
 
     async def post(self, channel: str, thread_ts: str, text: str) -> str:
-        """Post ``text`` as-is (already mrkdwn) in the thread; returns its ts."""
+        """Post ``text`` as-is (already mrkdwn) in the thread ("": the channel); returns its ts."""
         try:
             response = await self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text
+                channel=channel, thread_ts=thread_ts or None, text=text
             )
         except Exception as exc:
             raise DeliveryError(describe("chat.postMessage", exc)) from exc

@@ -4,7 +4,9 @@ Each platform is started only when it is enabled in the config and its
 secrets are in the environment; a platform that is half-configured (a bot
 token without a way to receive events, a rejected token) is a clear startup
 error. SIGINT/SIGTERM stop taking new messages, let those in flight finish,
-flush the decision log and log out.
+flush the decision log and log out. A service whose connection ends for good
+after start (it sets its ``failed`` event) stops the others too, and the
+process exits with status 1 instead of running on, serving nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ async def serve(config: Config, env: Mapping[str, str], stop: asyncio.Event | No
             await service.start()
             started.append(service)
             print(f"guardbot: {service.name} is up", file=sys.stderr, flush=True)
-        await stop.wait()
+        if failure := await _until_stopped_or_failed(stop, started):
+            print(f"guardbot: {failure.rstrip('.')}; shutting down", file=sys.stderr, flush=True)
+            return 1
         print("guardbot: shutting down (finishing messages in flight)", file=sys.stderr)
         return 0
     except AdapterConfigError as exc:
@@ -85,6 +89,26 @@ async def serve(config: Config, env: Mapping[str, str], stop: asyncio.Event | No
             except Exception:
                 log.exception("error while stopping %s", service.name)
         await bot.close()
+
+
+async def _until_stopped_or_failed(stop: asyncio.Event, services: list[Service]) -> str | None:
+    """Wait for ``stop`` or a service's optional ``failed`` event; the failure, if any."""
+    events: dict[asyncio.Event, Service | None] = {stop: None}
+    for service in services:
+        if isinstance(failed := getattr(service, "failed", None), asyncio.Event):
+            events[failed] = service
+    waits = {asyncio.ensure_future(event.wait()) for event in events}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    for event, failed_service in events.items():
+        if failed_service is not None and event.is_set():
+            reason = getattr(failed_service, "failure", "")
+            return str(reason or f"{failed_service.name}: the connection ended")
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -26,7 +26,12 @@ class UsageLog(Protocol):
     """What the budget needs from the decision log."""
 
     async def tokens_used_since(
-        self, since: datetime, *, user_id: str | None = None, channel_id: str | None = None
+        self,
+        since: datetime,
+        *,
+        user_id: str | None = None,
+        channel_id: str | None = None,
+        platform: str | None = None,
     ) -> int: ...
 
 
@@ -67,14 +72,17 @@ async def check_budget(
         ("user", request.user_id, user_daily_tokens),
         ("channel", request.channel_id, channel_daily_tokens),
     )
+    # User and channel ids are only unique within a platform: a Slack user and a
+    # console user both called "U1" are different people with different budgets.
+    platform = request.platform
     for scope, subject, limit in limits:
         if not limit or not subject:
             continue
         try:
             if scope == "user":
-                used = await usage.tokens_used_since(since, user_id=subject)
+                used = await usage.tokens_used_since(since, user_id=subject, platform=platform)
             else:
-                used = await usage.tokens_used_since(since, channel_id=subject)
+                used = await usage.tokens_used_since(since, channel_id=subject, platform=platform)
         except Exception as exc:
             log.warning("token budget skipped: cannot read usage: %s", type(exc).__name__)
             return None

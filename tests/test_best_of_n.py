@@ -2,7 +2,9 @@
 
 Every test drives the real `openai` client against the stub on 127.0.0.1 and
 checks the decision: every candidate, its verdicts, its scores, the choice and
-why. Cancellation is proven from the stub's records, never from timing.
+why. Cancellation is proven from the stub's records, never from timing; where
+"the faster candidate" decides, the test releases candidates in order
+(:class:`Race`) instead of giving them different delays.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from middleware.policy import ConfiguredGuard
 from middleware.types import Action, Outcome, Stage, Verdict
 from tests.selection_support import (
     Harness,
+    Race,
     Router,
     choose,
     config_text,
@@ -125,26 +128,28 @@ HOSTILE_JUDGE = [
 async def test_hostile_judge_output_falls_back_to_first(
     stub_llm: StubOpenAI, harness: Harness, judge_text: str
 ) -> None:
+    race = Race(stub_llm)
     stub_llm.script = Router(
         {
-            "cand-a": Reply("Paris.", delay_s=0.15),
-            "cand-b": Reply("Paris!"),
-            "cand-c": Reply("Paris?", delay_s=0.15),
+            "cand-a": race.reply("cand-a", "Paris."),
+            "cand-b": race.reply("cand-b", "Paris?"),
+            "cand-c": race.reply("cand-c", "Paris!"),
         },
         judge=lambda _r: Reply(judge_text),
     )
     _, policy = harness.policy(config_text(stub_llm.base_url, THREE + '\nselection = "judge"'))
 
-    decision = await Pipeline().run(request(), policy)
+    # cand-c answers first; the others only once the pipeline has its reply.
+    decision = await race.run(policy, ["cand-c"], ["cand-a", "cand-b"])
 
     assert decision.action is Action.REPLIED
     sel = decision.selection
     assert sel is not None
     assert sel.method == "first" and sel.fallback_from == ["judge"]
     assert "judge failed" in sel.reasoning and "fell back to first" in sel.reasoning
-    # first = the fastest safe candidate, cand-b (no delay)
+    # first = the fastest safe candidate, cand-c (released first)
     assert decision.reply == "Paris!"
-    assert [c.index for c in decision.candidates if c.chosen] == [1]
+    assert [c.index for c in decision.candidates if c.chosen] == [2]
     judge_call = next(c for c in decision.llm_calls if c.purpose == "selection")
     assert judge_call.error and "unparseable judge reply" in judge_call.error
 
@@ -153,15 +158,21 @@ async def test_judge_naming_a_dropped_candidate_falls_back(
     stub_llm: StubOpenAI, harness: Harness
 ) -> None:
     # cand-c is unsafe and dropped; the judge sees two labels and names a third.
+    race = Race(stub_llm)
     stub_llm.script = Router(
-        {"cand-a": Reply("Paris.", delay_s=0.1), "cand-b": Reply("Paris!"), "cand-c": Reply(LONG)},
+        {
+            "cand-a": race.reply("cand-a", "Paris."),
+            "cand-b": race.reply("cand-b", "Paris!"),
+            "cand-c": race.reply("cand-c", LONG),
+        },
         judge=lambda _r: Reply(json.dumps({"choice": "C", "reason": "the long one"})),
     )
     _, policy = harness.policy(
         config_text(stub_llm.base_url, THREE + '\nselection = "judge"', SHORT_OUTPUT_GUARD)
     )
 
-    decision = await Pipeline().run(request(), policy)
+    # cand-b is the faster of the two safe ones: it answers before cand-a is let go.
+    decision = await race.run(policy, ["cand-b"], ["cand-a", "cand-c"])
 
     sel = decision.selection
     assert sel is not None and sel.fallback_from == ["judge"] and sel.method == "first"
@@ -214,11 +225,12 @@ async def test_criteria_weighted_total_wins_and_ties_go_to_faster(
             all_arrived.set()
         return dataclasses.replace(scores_reply(by_text[reply_under_review(rec)]), hold=all_arrived)
 
+    race = Race(stub_llm)
     stub_llm.script = Router(
         {
-            "cand-a": Reply("Medium answer.", delay_s=0.2),
-            "cand-b": Reply("Short."),
-            "cand-c": Reply("Slow but fine.", delay_s=0.2),
+            "cand-a": race.reply("cand-a", "Medium answer."),
+            "cand-b": race.reply("cand-b", "Short."),
+            "cand-c": race.reply("cand-c", "Slow but fine."),
         },
         criteria=criteria,
     )
@@ -228,7 +240,8 @@ async def test_criteria_weighted_total_wins_and_ties_go_to_faster(
     )
     _, policy = harness.policy(config_text(stub_llm.base_url, pipeline))
 
-    decision = await Pipeline().run(request(), policy)
+    # "Short." (cand-b) is in the pipeline's hands before the others may answer.
+    decision = await race.run(policy, ["cand-b"], ["cand-a", "cand-c"])
 
     assert decision.reply == "Short."
     sel = decision.selection
@@ -239,6 +252,7 @@ async def test_criteria_weighted_total_wins_and_ties_go_to_faster(
         2: {"accuracy": 5.0, "tone": 10.0},
     }
     assert [c.score for c in decision.candidates] == [22.0, 22.0, 20.0]
+    assert decision.candidates[1].latency_ms < decision.candidates[0].latency_ms
     assert "tie with #0 went to the faster" in sel.reasoning
     recs = Router.selection(await settled(stub_llm))
     assert len(recs) == 3 and all(r.body["model"] == "judge" for r in recs)
@@ -256,12 +270,9 @@ async def test_criteria_partial_and_total_failure(stub_llm: StubOpenAI, harness:
             return Reply('{"scores": {"accuracy": 11, "helpfulness": 5, "tone": 5}}')
         return Reply(status=500)
 
+    # Only one candidate can be scored, so arrival order does not matter here.
     stub_llm.script = Router(
-        {
-            "cand-a": Reply("broken"),
-            "cand-b": Reply("errors", delay_s=0.1),
-            "cand-c": Reply("good", delay_s=0.2),
-        },
+        {"cand-a": Reply("broken"), "cand-b": Reply("errors"), "cand-c": Reply("good")},
         criteria=criteria,
     )
     _, policy = harness.policy(config_text(stub_llm.base_url, THREE + '\nselection = "criteria"'))
@@ -274,14 +285,16 @@ async def test_criteria_partial_and_total_failure(stub_llm: StubOpenAI, harness:
     assert "#1: call failed: model server answered HTTP 500" in sel.reasoning
 
     # Now nothing parses: the chain falls back to first and says why.
+    race = Race(stub_llm)
     stub_llm.script = Router(
-        {"cand-a": Reply("x", delay_s=0.1), "cand-b": Reply("y"), "cand-c": Reply("z")},
+        {m: race.reply(m, t) for m, t in (("cand-a", "x"), ("cand-b", "y"), ("cand-c", "z"))},
         criteria=lambda _r: Reply("Great answer, 10/10"),
     )
-    decision = await Pipeline().run(request(), policy)
+    decision = await race.run(policy, ["cand-c"], ["cand-a", "cand-b"])
     sel = decision.selection
     assert sel is not None and sel.method == "first" and sel.fallback_from == ["criteria"]
     assert "no candidate could be scored" in sel.reasoning
+    assert decision.reply == "z"  # first = the fastest: cand-c, released first
 
 
 @pytest.mark.parametrize(
@@ -302,9 +315,9 @@ async def test_vote_majority_confidence_and_low_confidence(
     method: str,
     confidence: float,
 ) -> None:
-    delays = [0.1, 0.0, 0.2]
+    race = Race(stub_llm)
     stub_llm.script = Router(
-        {f"cand-{k}": Reply(a, delay_s=d) for k, a, d in zip("abc", answers, delays, strict=True)},
+        {f"cand-{k}": race.reply(f"cand-{k}", a) for k, a in zip("abc", answers, strict=True)},
         judge=choose("Nice"),
     )
     pipeline = (
@@ -313,7 +326,8 @@ async def test_vote_majority_confidence_and_low_confidence(
     )
     _, policy = harness.policy(config_text(stub_llm.base_url, pipeline))
 
-    decision = await Pipeline().run(request(), policy)
+    # cand-b answers first, so it is the fastest of the majority {cand-a, cand-b}.
+    decision = await race.run(policy, ["cand-b"], ["cand-a", "cand-c"])
 
     assert decision.action is Action.REPLIED and decision.reply == reply
     sel = decision.selection
@@ -326,18 +340,21 @@ async def test_vote_majority_confidence_and_low_confidence(
 async def test_first_cancels_slower_candidates(stub_llm: StubOpenAI, harness: Harness) -> None:
     # The fastest candidate is unsafe, so the first *safe* one (cand-b) wins
     # and the slow one is cancelled with its HTTP request closed.
+    race = Race(stub_llm)
     stub_llm.script = Router(
         {
-            "cand-a": Reply(LONG),
-            "cand-b": Reply("Paris.", delay_s=0.05),
-            "cand-c": Reply("Paris, slowly.", delay_s=30),
+            "cand-a": race.reply("cand-a", LONG),
+            "cand-b": race.reply("cand-b", "Paris."),
+            "cand-c": race.reply("cand-c", "Paris, slowly."),  # never released
         },
     )
     _, policy = harness.policy(
         config_text(stub_llm.base_url, THREE + '\nselection = "first"', SHORT_OUTPUT_GUARD)
     )
 
-    decision = await Pipeline().run(request(), policy)
+    # cand-a's reply is screened (a local guard: no suspension) in the same step
+    # the pipeline receives it, so it has failed before cand-b may answer.
+    decision = await race.run(policy, ["cand-a"], ["cand-b"])
 
     assert decision.reply == "Paris." and decision.selection is not None
     assert decision.selection.method == "first"
@@ -352,8 +369,8 @@ async def test_candidate_failing_midway_is_dropped(stub_llm: StubOpenAI, harness
     stub_llm.script = Router(
         {
             "cand-a": Reply("a partial answer that never ends well", drop_after_chunks=1),
-            "cand-b": Reply("Paris.", delay_s=0.05),
-            "cand-c": Reply("late", delay_s=30),
+            "cand-b": Reply("Paris."),
+            "cand-c": Reply("late", hold=asyncio.Event()),  # never answers: times out
         },
         judge=choose("Paris"),
     )

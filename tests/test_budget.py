@@ -43,8 +43,8 @@ async def open_bot(text: str, bots: list[GuardBot]) -> GuardBot:
     return bot
 
 
-def msg(user: str, channel: str = "c1", text: str = "2+2?") -> ChatRequest:
-    return ChatRequest(platform="test", user_id=user, channel_id=channel, text=text)
+def msg(user: str, channel: str = "c1", text: str = "2+2?", platform: str = "test") -> ChatRequest:
+    return ChatRequest(platform=platform, user_id=user, channel_id=channel, text=text)
 
 
 async def test_user_budget_refuses_politely_once_spent(
@@ -114,3 +114,33 @@ async def test_budget_resets_at_midnight_utc_and_fails_open(
         await bot.close()
     # The log is closed now: reading usage fails, and the budget steps aside (fail-open).
     assert await check_budget(log, msg("alice"), now=now, **limits) is None
+
+
+async def test_same_ids_on_different_platforms_do_not_share_a_budget(
+    stub_llm: StubOpenAI, tmp_path: Path, opened: list[GuardBot]
+) -> None:
+    # Ids are only unique within a platform: console user "U1" is not Slack user "U1".
+    stub_llm.script = lambda _r: Reply("4", tokens_in=40, tokens_out=1)
+    budgets = "user_daily_tokens = 200\nchannel_daily_tokens = 300"
+    bot = await open_bot(budget_config(stub_llm, tmp_path / "log.db", budgets), opened)
+
+    for _ in range(2):
+        assert (await bot.handle(msg("U1", platform="console"))).action is Action.REPLIED
+    refused = await bot.handle(msg("U1", platform="console"))
+    assert refused.action is Action.BLOCKED and refused.blocked_by == "budget:user"
+    asked = len(stub_llm.chat_requests())
+
+    slack = await bot.handle(msg("U1", platform="slack"))
+
+    assert slack.action is Action.REPLIED and len(stub_llm.chat_requests()) == asked + 3
+    since = day_start(datetime.now(UTC))
+    assert await bot.log.tokens_used_since(since, user_id="U1", platform="console") == 246
+    assert await bot.log.tokens_used_since(since, user_id="U1", platform="slack") == 123
+    assert await bot.log.tokens_used_since(since, user_id="U1") == 369  # no platform: all
+    assert await bot.log.tokens_used_since(since, channel_id="c1", platform="slack") == 123
+    # Channels too: console "c1" reaches its 300 (246 + 123) and refuses, while Slack's
+    # "c1" has used 123 and still answers (shared, it would be at 492).
+    assert (await bot.handle(msg("U2", platform="console"))).action is Action.REPLIED
+    spent = await bot.handle(msg("U3", platform="console"))
+    assert spent.action is Action.BLOCKED and spent.blocked_by == "budget:channel"
+    assert (await bot.handle(msg("U3", platform="slack"))).action is Action.REPLIED

@@ -7,10 +7,12 @@ sent payloads, typing, references) and what the SQLite decision log holds.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.stubs.discord_harness import discord_rig
-from tests.stubs.openai_server import Recorded, Reply
+from tests.stubs.discord_server import DROP
+from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 MANAGE_GUILD = 1 << 5
@@ -198,3 +200,54 @@ async def test_reply_is_sent_even_where_typing_is_forbidden(tmp_path: Path) -> N
         [delivered] = await rig.delivered(1)
         assert rig.fake.typing == [str(rig.fake.channel_id)]
         assert delivered.sent and rig.fake.sent[0]["content"] == "you said: hello"
+
+
+async def test_a_dropped_connection_on_send_is_a_failed_delivery(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.send_failures.append(DROP)
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert [c.method for c in rig.fake.calls if c.method == "DROPPED"] == ["DROPPED"]
+        assert rig.fake.sent == []
+        assert not delivered.sent
+        assert delivered.error is not None and "ServerDisconnected" in delivered.error
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "failed"  # not left "pending"
+
+
+async def test_no_more_than_max_in_flight_pipelines_run_at_once(tmp_path: Path) -> None:
+    holds: list[asyncio.Event] = []
+    open_at_arrival: list[int] = []
+    stub: list[StubOpenAI] = []
+    two_seen, three_seen = asyncio.Event(), asyncio.Event()
+
+    def held(rec: Recorded) -> Reply:
+        # called as each generation request arrives; it is already recorded as open
+        open_at_arrival.append(sum(r.outcome == "open" for r in stub[0].chat_requests()))
+        holds.append(hold := asyncio.Event())
+        if len(holds) == 2:
+            two_seen.set()
+        elif len(holds) == 3:
+            three_seen.set()
+        return Reply(text=f"answer {len(holds)}", hold=hold)
+
+    async with discord_rig(tmp_path, discord={"max_in_flight": 2}, script=held) as rig:
+        stub.append(rig.llm)
+        fake = rig.fake
+        for text in ("one", "two", "three"):
+            await fake.post(text, mention_bot=True)
+        # typing for a message starts just before it asks for a slot, so all three are waiting
+        # for a slot or running once the fake has seen three typing calls
+        await fake.wait_for(lambda: len(fake.typing) == 3)
+        await two_seen.wait()
+        assert len(rig.observed.requests) == 2  # the third waits its turn (not dropped)
+        assert len(rig.llm.chat_requests()) == 2
+        holds[0].set()
+        await rig.delivered(1)
+        await three_seen.wait()  # a slot freed up: the third runs now
+        holds[1].set()
+        holds[2].set()
+        await rig.delivered(3)
+        assert max(open_at_arrival) == 2
+        assert sorted(r.text for r in rig.observed.requests) == ["one", "three", "two"]
+        assert len(fake.sent) == 3 and all(d.sent for d in rig.observed.deliveries)

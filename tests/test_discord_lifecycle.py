@@ -170,3 +170,36 @@ async def test_guardbot_run_serves_discord_until_stopped(tmp_path: Path) -> None
             assert row.delivery.status == "sent" and row.request.platform == "discord"
         finally:
             await log.close()
+
+
+async def test_guardbot_run_exits_when_the_gateway_ends_for_good(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After READY, Discord closes with 4004 (token reset): `guardbot run` exits 1."""
+    async with FakeDiscord(token=TOKEN) as fake:
+        config = Config.model_validate(
+            {"llm": {"provider": "echo"}, "log": {"path": str(tmp_path / "run.db")}}
+        )
+        stop = asyncio.Event()
+        with fake.patched():
+            running = asyncio.create_task(serve(config, {"DISCORD_TOKEN": TOKEN}, stop))
+            await fake.wait_for(lambda: bool(fake.presences), 10)  # serving
+            await fake.close_gateway(4004)
+            async with asyncio.timeout(10):
+                assert await running == 1
+        assert not stop.is_set()  # it did not wait for a signal
+        err = capsys.readouterr().err
+        expected = "Discord rejected the bot token at the gateway (4004); shutting down"
+        assert f"guardbot: {expected}" in err
+        assert TOKEN not in err
+
+
+async def test_the_service_reports_a_gateway_that_ended(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        assert not rig.service.failed.is_set()
+        await rig.fake.close_gateway(4004)
+        async with asyncio.timeout(5):
+            await rig.service.failed.wait()
+        assert "4004" in rig.service.failure
+        # it takes no more messages; stop() still works afterwards (the rig calls it)
+        assert not rig.service._accepting

@@ -7,6 +7,7 @@ the real GuardBot: history is checked in what the stub LLM was sent.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from adapters.discord_messages import Conversations
@@ -25,7 +26,7 @@ async def test_started_thread_answers_follow_ups_without_a_mention(tmp_path: Pat
         posted = await fake.post("hello thread\nsecond line", mention_bot=True)
         await rig.delivered(1)
         [thread] = fake.threads_created
-        assert thread["name"] == "hello thread" and thread["id"] == posted["id"]
+        assert thread["name"] == "guardbot" and thread["id"] == posted["id"]
         [first] = fake.sent_to(thread["id"])
         assert "message_reference" not in first  # the thread is the conversation
         assert fake.sent_to(fake.channel_id) == []
@@ -39,6 +40,23 @@ async def test_started_thread_answers_follow_ups_without_a_mention(tmp_path: Pat
         ]
         for request in rig.observed.requests:  # per-channel settings follow the parent
             assert (request.channel_id, request.thread_id) == (str(fake.channel_id), thread["id"])
+
+
+async def test_a_blocked_message_never_names_a_thread(tmp_path: Path) -> None:
+    """The thread exists before the guards decide, so its title must not carry user text."""
+    guards = [{"name": "words", "kind": "blocklist", "stage": "input", "words": ["forbidden"]}]
+    discord_cfg = {"start_threads": True}
+    async with discord_rig(tmp_path, discord=discord_cfg, config={"guards": guards}) as rig:
+        fake = rig.fake
+        await fake.post("the forbidden words, as a title", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert delivered.decision.blocked
+        [thread] = fake.threads_created
+        assert thread["name"] == "guardbot"
+        [reply] = fake.sent_to(thread["id"])
+        assert reply["content"] == "Sorry, I can't help with that."
+        # nothing the bot sent to Discord (thread name, messages, typing) carries the text
+        assert not any("forbidden" in json.dumps(call.body) for call in fake.calls)
 
 
 async def test_someone_elses_thread_needs_a_mention(tmp_path: Path) -> None:

@@ -47,26 +47,46 @@ async def test_mention_is_answered_in_its_thread(tmp_path: Path) -> None:
         assert stored is not None and [d.status for d in stored.deliveries] == ["sent"]
 
 
-async def test_direct_message_is_answered_and_thread_history_is_context(tmp_path: Path) -> None:
+async def test_direct_messages_are_one_conversation_answered_in_the_dm(tmp_path: Path) -> None:
     replies = iter(["Hi! How can I help?", "You said hello."])
     async with slack_rig(tmp_path, script=lambda _r: Reply(text=next(replies))) as rig:
-        first = rig.message("hello", channel="D1", channel_type="im")
-        ts = first["event"]["ts"]
-        await rig.send(first)
+        await rig.send(rig.message("hello", channel="D1", channel_type="im"))
         await rig.observed.delivered(1)
-        follow_up = rig.message("what did I say?", channel="D1", channel_type="im", thread_ts=ts)
-        await rig.send(follow_up)
-        [_, second] = await rig.observed.delivered(2)
+        await rig.send(rig.message("what did I say?", channel="D1", channel_type="im"))
+        [first, second] = await rig.observed.delivered(2)
 
-        assert [c.args["thread_ts"] for c in rig.fake.calls_to("chat.postMessage")] == [ts, ts]
+        # answered in the DM itself, not in a thread under each message
+        posts = rig.fake.calls_to("chat.postMessage")
+        assert len(posts) == 2 and all("thread_ts" not in c.args for c in posts)
+        assert [(m.text, m.thread_ts) for m in rig.fake.messages if m.user == "UBOT"] == [
+            ("Hi! How can I help?", None),
+            ("You said hello.", None),
+        ]
+        assert [d.decision.request.thread_id for d in (first, second)] == ["", ""]
         assert second.decision.reply == "You said hello."
-        # The application filled the thread's earlier turns in from the decision log.
+        # the second generation request carries the first exchange as history
         asked = rig.llm.chat_requests()[1].body["messages"]
         assert [m["content"] for m in asked[-3:]] == [
             "hello",
             "Hi! How can I help?",
             "what did I say?",
         ]
+
+
+async def test_a_direct_message_in_a_thread_is_answered_in_that_thread(tmp_path: Path) -> None:
+    replies = iter(["first answer", "second answer"])
+    async with slack_rig(tmp_path, script=lambda _r: Reply(text=next(replies))) as rig:
+        parent = rig.fake.add_message("D1", "an earlier message", user="U1")
+        await rig.send(rig.message("about this", channel="D1", channel_type="im", thread_ts=parent))
+        await rig.observed.delivered(1)
+        await rig.send(rig.message("and more", channel="D1", channel_type="im", thread_ts=parent))
+        [first, second] = await rig.observed.delivered(2)
+
+        posts = rig.fake.calls_to("chat.postMessage")
+        assert [c.args["thread_ts"] for c in posts] == [parent, parent]
+        assert [d.decision.request.thread_id for d in (first, second)] == [parent, parent]
+        asked = rig.llm.chat_requests()[1].body["messages"]
+        assert [m["content"] for m in asked[-3:]] == ["about this", "first answer", "and more"]
 
 
 async def test_blocked_message_gets_the_refusal(tmp_path: Path) -> None:

@@ -89,6 +89,19 @@ async def test_a_rejected_app_token_fails_the_start(tmp_path: Path) -> None:
             pass
 
 
+async def test_an_app_token_rejected_on_reconnect_fails_the_service(tmp_path: Path) -> None:
+    """slack-sdk would retry forever; the service reports it so `guardbot run` can exit."""
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        assert not rig.service.failed.is_set()
+        rig.fake.app_token = "xapp-1-a-new-token"  # the old one was revoked
+        await rig.fake.close_sockets()  # Slack drops the connection; the client reconnects
+        async with asyncio.timeout(10):
+            await rig.service.failed.wait()
+        assert "rejected SLACK_APP_TOKEN" in rig.service.failure
+        assert "invalid_auth" in rig.service.failure
+        assert SOCKET_ENV["SLACK_APP_TOKEN"] not in rig.service.failure
+
+
 async def test_guardbot_run_serves_slack_until_stopped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

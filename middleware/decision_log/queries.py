@@ -185,8 +185,12 @@ async def tokens_used_since(
     *,
     user_id: str | None = None,
     channel_id: str | None = None,
+    platform: str | None = None,
 ) -> int:
     where, params = Filters(since=since, user_id=user_id, channel_id=channel_id).where()
+    if platform is not None:  # ids are only unique within a platform
+        where += " AND platform = ?"
+        params.append(platform)
     rows = await db.execute_fetchall(
         f"SELECT coalesce(sum(tokens_in + tokens_out), 0) FROM decisions WHERE {where}", params
     )

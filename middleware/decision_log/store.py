@@ -272,10 +272,15 @@ class DecisionLog:
         )  # fmt: skip
 
     async def tokens_used_since(
-        self, since: datetime, *, user_id: str | None = None, channel_id: str | None = None
+        self,
+        since: datetime,
+        *,
+        user_id: str | None = None,
+        channel_id: str | None = None,
+        platform: str | None = None,
     ) -> int:
         return await queries.tokens_used_since(
-            self._reader, since, user_id=user_id, channel_id=channel_id
+            self._reader, since, user_id=user_id, channel_id=channel_id, platform=platform
         )
 
     async def settings(self) -> list[SettingRow]:

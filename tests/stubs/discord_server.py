@@ -27,6 +27,8 @@ from aiohttp import WSMsgType, web
 from tests.stubs import discord_payloads as p
 from tests.stubs.discord_payloads import Json, snowflake
 
+DROP = -1  # a send_failures entry: the connection drops instead of an answer
+
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """JSON with Discord's exact content type (discord.py compares it verbatim)."""
@@ -59,7 +61,8 @@ class FakeDiscord:
     shard_count: int = 1  # what GET /gateway/bot recommends
     close_on_identify: int | None = None  # e.g. 4014 (privileged intent not enabled)
     echo_own_messages: bool = True
-    send_failures: list[int] = field(default_factory=list)  # next sends' statuses (0 = ok)
+    # next sends' statuses: 0 = ok, DROP = hang up without answering
+    send_failures: list[int] = field(default_factory=list)
     typing_status: int = 204  # e.g. 403 where the bot may not type
 
     calls: list[Call] = field(default_factory=list)
@@ -152,6 +155,12 @@ class FakeDiscord:
             threads=[c for c in self.channels.values() if c["type"] == 11],
             roles=[p.bot_role(self.bot_role_id, self.bot_id, "guardbot")],
         )
+
+    async def close_gateway(self, code: int) -> None:
+        """Discord ends every gateway session with ``code`` (e.g. 4004 after a token reset)."""
+        for session in self.sessions:
+            if not session.ws.closed:
+                await session.ws.close(code=code, message=b"closed by the fake")
 
     async def dispatch(self, event: str, data: Json, *, guild_id: int | None = None) -> None:
         """Send one gateway event to the shard that owns ``guild_id`` (DMs: shard 0)."""
@@ -320,7 +329,7 @@ class FakeDiscord:
                     return _json(error, status=self.typing_status)
                 return web.Response(status=204)
             case ("POST", "channels", channel_id, "messages"):
-                return await self._send(channel_id, body)
+                return await self._send(channel_id, body, request)
             case ("GET", "channels", _, "messages", message_id):
                 found = self.messages.get(int(message_id))
                 if found is None:
@@ -374,8 +383,13 @@ class FakeDiscord:
             },
         }
 
-    async def _send(self, channel_id: str, body: Json) -> web.Response:
+    async def _send(self, channel_id: str, body: Json, request: web.Request) -> web.Response:
         status = self.send_failures.pop(0) if self.send_failures else 0
+        if status == DROP:
+            await self._record(self.calls, Call("DROPPED", f"/channels/{channel_id}", body, {}))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
         if status:
             await self._record(self.calls, Call("FAILED", f"/channels/{channel_id}", body, {}))
             if status == 429:

@@ -167,6 +167,12 @@ class FakeSlack:
                 await self._changed.wait()
             return result
 
+    async def close_sockets(self) -> None:
+        """Slack drops the Socket Mode connections (as on a token reset); clients reconnect."""
+        self.socket_connected.clear()
+        for ws in list(self._sockets):
+            await ws.close()
+
     async def socket_send(self, envelope: dict[str, Any]) -> None:
         await self.socket_connected.wait()
         await self._sockets[-1].send_str(json.dumps(envelope))
