@@ -86,3 +86,24 @@ def test_decode_line() -> None:
     assert decode_line(b"caf\xc3\xa9\r\n") == ("café", [])
     text, warnings = decode_line(b"\x00\xff")
     assert text == "\ufffd" and len(warnings) == 2
+
+
+def test_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "chat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"first\n")
+    proc.stdin.flush()
+    # The reply proves the chat loop is running and waiting for more input.
+    assert proc.stdout.readline() == b"(echo) first\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
