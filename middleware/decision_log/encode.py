@@ -64,6 +64,8 @@ def utc_text(moment: datetime) -> str:
 
 
 def real(value: float | None) -> float | None:
+    if value.__class__ is float and value - value == 0.0:
+        return value  # the usual case: a finite float (inf - inf and NaN - NaN are NaN)
     if value is None:
         return None
     value = float(value)
@@ -71,6 +73,8 @@ def real(value: float | None) -> float | None:
 
 
 def real0(value: float | None) -> float:
+    if value.__class__ is float and value - value == 0.0:
+        return value
     if value is None:
         return 0.0
     value = float(value)
