@@ -8,6 +8,7 @@ policy are applied uniformly by :mod:`middleware.guards.runner`.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,5 +63,33 @@ def verdict(
         reason=reason,
         raw=raw,
         candidate_index=context.candidate_index,
+        redacted_text=redacted_text,
+    )
+
+
+def findings_verdict(
+    guard: str,
+    context: GuardContext,
+    spans: list[tuple[int, int, str]],
+    *,
+    category: str,
+    nothing: str,
+    redacted_text: str,
+) -> Verdict:
+    """The verdict of a pattern scanner: unsafe when it found spans (start, end, kind).
+
+    The reason counts findings by kind and never repeats the found text itself.
+    """
+    if not spans:
+        return verdict(guard, context, unsafe=False, score=0.0, reason=nothing)
+    counts = Counter(kind for _, _, kind in spans)
+    kinds = sorted(counts)
+    return verdict(
+        guard,
+        context,
+        unsafe=True,
+        category=f"{category}:" + ",".join(kinds),
+        score=1.0,
+        reason="found " + ", ".join(f"{counts[k]} {k}" for k in kinds),
         redacted_text=redacted_text,
     )

@@ -13,10 +13,9 @@ what was found, never the value.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from middleware.guards.base import GuardContext, verdict
+from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import PII_KINDS, PIIGuardConfig
 from middleware.guards.normalize import off_loop_if_long, strip_invisible
 from middleware.types import Verdict
@@ -216,16 +215,7 @@ class PIIGuard:
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         text, spans = await off_loop_if_long(self._scan, text)
-        if not spans:
-            return verdict(self.name, context, unsafe=False, score=0.0, reason="no PII found")
-        counts = Counter(kind for _, _, kind in spans)
-        kinds = sorted(counts)
-        return verdict(
-            self.name,
-            context,
-            unsafe=True,
-            category="pii:" + ",".join(kinds),
-            score=1.0,
-            reason="found " + ", ".join(f"{counts[k]} {k}" for k in kinds),
-            redacted_text=_mask(text, spans),
+        masked = _mask(text, spans) if spans else text
+        return findings_verdict(
+            self.name, context, spans, category="pii", nothing="no PII found", redacted_text=masked
         )

@@ -11,9 +11,8 @@ runs it on everything it stores. Verdicts name the kind of secret, never the val
 from __future__ import annotations
 
 import re
-from collections import Counter
 
-from middleware.guards.base import GuardContext, verdict
+from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import SecretsGuardConfig
 from middleware.guards.normalize import off_loop_if_long, strip_invisible
 from middleware.types import Verdict
@@ -155,16 +154,12 @@ class SecretsGuard:
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         text, spans = await off_loop_if_long(_scan, text)
-        if not spans:
-            return verdict(self.name, context, unsafe=False, score=0.0, reason="no secrets found")
-        counts = Counter(kind for _, _, kind in spans)
-        kinds = sorted(counts)
-        return verdict(
+        masked = _mask(text, spans) if spans else text
+        return findings_verdict(
             self.name,
             context,
-            unsafe=True,
-            category="secret:" + ",".join(kinds),
-            score=1.0,
-            reason="found " + ", ".join(f"{counts[k]} {k}" for k in kinds),
-            redacted_text=_mask(text, spans),
+            spans,
+            category="secret",
+            nothing="no secrets found",
+            redacted_text=masked,
         )
