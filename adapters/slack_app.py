@@ -27,7 +27,7 @@ from adapters.base import MessageHandler
 from adapters.slack_config import SlackConfig
 from adapters.slack_events import EventRouter, Identity, Incoming, NotAllowed
 from adapters.slack_post import CRASH_REPLY, SHUTDOWN_REPLY, DeliveryError, Poster, describe
-from adapters.slack_text import slack_messages
+from adapters.slack_text import from_slack, slack_messages
 from middleware.types import ChatRequest, Decision
 
 log = logging.getLogger("guardbot.slack")
@@ -210,7 +210,8 @@ class SlackListeners:
     async def _command(
         self, ack: AsyncAck, command: Mapping[str, Any], respond: AsyncRespond
     ) -> None:
-        text = str(command.get("text") or "").strip()
+        # Slack escapes &, < and > in command text as it does in messages.
+        text = from_slack(command.get("text"))
         request = ChatRequest(
             platform="slack",
             channel_id=str(command.get("channel_id") or ""),

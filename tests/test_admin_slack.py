@@ -72,3 +72,13 @@ async def test_non_admin_and_bad_values_change_nothing(tmp_path: Path) -> None:
             "Sorry, I can't help with that."
         )
         assert rig.observed.requests[0].text == LONG
+
+
+async def test_slack_escapes_in_command_text_are_undone(tmp_path: Path) -> None:
+    async with slack_rig(tmp_path, config=SHORT_INPUT_GUARD) as rig:
+        # Slack sends "&", "<" and ">" typed by the admin as &amp; &lt; &gt;
+        await command(rig, "set refusal 'Q&amp;A &lt;only&gt;'", user="UADMIN")
+        [row] = await rig.bot.log.admin_actions()
+        assert row.new == "Q&A <only>"  # stored as typed, not as Slack escaped it
+        # ...and escaped again on the way out, so Slack shows exactly what was typed
+        assert await posted_reply(rig, LONG, channel="C1", count=1) == "Q&amp;A &lt;only&gt;"
