@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_show_config)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # `guardbot chat --config x.toml` should work as well as `guardbot --config x.toml chat`.
+    # SUPPRESS keeps a subcommand from resetting a --config given before it.
+    for command in sub.choices.values():
+        if "--config" not in command._option_string_actions:
+            command.add_argument(
+                "--config",
+                metavar="PATH",
+                default=argparse.SUPPRESS,
+                help="config file (as guardbot --config)",
+            )
     return parser
 
 

@@ -93,3 +93,13 @@ def test_fingerprint_changes_with_policy() -> None:
     b = parse_config("[pipeline]\nrefusal = 'nope'\n", "b")
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint() == parse_config("[pipeline]\nrefusal = 'no'\n", "c").fingerprint()
+
+
+def test_config_option_works_before_or_after_the_command() -> None:
+    from bot.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--config", "a.toml", "chat"]).config == "a.toml"
+    assert parser.parse_args(["chat", "--config", "b.toml"]).config == "b.toml"
+    assert parser.parse_args(["logs", "--config", "c.toml"]).config == "c.toml"
+    assert parser.parse_args(["chat"]).config is None
