@@ -352,3 +352,15 @@ async def test_console_admin_lines(bot: GuardBot) -> None:
     assert out[5].startswith("Sorry, I could not read that: give one decision id")
     rows = await bot.log.admin_actions()
     assert all(r.actor.startswith("console:") and r.channel_id == "console" for r in rows)
+
+
+async def test_set_temperature_says_when_per_candidate_temperatures_win(tmp_path: Path) -> None:
+    config = make_config(tmp_path).model_copy(deep=True)
+    config.pipeline.temperatures = [0.2, 0.9]
+    app = await GuardBot.open(config, env={})
+    try:
+        answer = await admin(app, "set temperature 0.1")
+        assert answer.startswith("Set temperature = 0.1 globally")
+        assert "[pipeline] temperatures is set" in answer
+    finally:
+        await app.close()

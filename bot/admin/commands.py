@@ -163,6 +163,12 @@ async def set_value(ctx: Context, cmd: Command) -> str:
             lines.append("Note: this channel has its own value, which still wins here.")
         elif shadows:
             lines.append(f"Note: {len(shadows)} channel(s) have their own value, which wins there.")
+    if key.name == "temperature" and before.pipeline.temperatures is not None:
+        # Per-candidate temperatures in config.toml take precedence over the single one.
+        lines.append(
+            "Note: [pipeline] temperatures is set in the config, and those per-candidate "
+            "values are used instead of this one."
+        )
     return "\n".join(lines)
 
 
