@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 from bot import audit_views as views
-from bot.cli_support import load_config_from_args
+from bot.cli_support import log_path, positive_int
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.report import CSV_FIELDS, csv_row, record
@@ -34,7 +33,7 @@ def register(subparsers: Any) -> None:
         description="List decisions from the log, newest first. Filters combine (AND).",
     )
     _common(logs)
-    logs.add_argument("-n", type=_positive, default=20, help="how many (default 20)")
+    logs.add_argument("-n", type=positive_int, default=20, help="how many (default 20)")
     logs.add_argument("--blocked", action="store_true", help="only blocked messages")
     logs.add_argument("--action", choices=("replied", "blocked", "error"), help="only this action")
     logs.add_argument("--guard", metavar="NAME", help="only where this guard fired (not allow)")
@@ -95,12 +94,6 @@ def _window(p: argparse.ArgumentParser, since_default: str | None = None) -> Non
     p.add_argument("--until", metavar="WHEN", help="e.g. 1h, 2024-05-02 (exclusive)")
 
 
-def _positive(text: str) -> int:
-    if not text.isdecimal() or int(text) < 1:
-        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
-    return int(text)
-
-
 class _Fail(Exception):
     """A clear one-line error for the user; exit status 1 (2 for bad arguments)."""
 
@@ -109,15 +102,9 @@ class _Fail(Exception):
         self.status = status
 
 
-def _db_path(args: argparse.Namespace) -> Path:
-    if args.db:  # an explicit file needs no (possibly broken) config
-        return Path(args.db)
-    return Path(load_config_from_args(args).log.path)
-
-
 async def _open(args: argparse.Namespace, *, read_only: bool = True) -> DecisionLog:
     try:
-        return await DecisionLog.open(_db_path(args), read_only=read_only)
+        return await DecisionLog.open(log_path(args), read_only=read_only)
     except LogUnavailable as exc:
         raise _Fail(str(exc)) from None
 

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.cli_support import load_config_from_args
+from bot.cli_support import load_config_from_args, positive_int
 from bot.config import Config, load_config, resolve_config_path
 from bot.replay.render import print_report, runs_table
 from bot.replay.report_html import render_html
@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
         "--limit",
         "-n",
         metavar="N",
-        type=_positive,
+        type=positive_int,
         help=f"at most this many, newest first (default {DEFAULT_LIMIT}; --list: 20 runs)",
     )
     how = p.add_argument_group("how")
@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
     how.add_argument(
         "--concurrency",
         metavar="N",
-        type=_positive,
+        type=positive_int,
         default=8,
         help="decisions in flight (default 8)",
     )
@@ -102,16 +102,6 @@ def register(subparsers: Any) -> None:
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--list", action="store_true", help="show past replay runs instead")
     p.set_defaults(handler=_handler, mode="guards-only")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _handler(args: argparse.Namespace) -> int:

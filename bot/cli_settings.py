@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bot.cli_support import load_config_from_args
+from bot.cli_support import load_config_from_args, log_path, positive_int
 from bot.settings import RuntimeSettings
 from middleware.decision_log import AdminActionRow, DecisionLog, LogUnavailable, SettingRow
 
@@ -41,7 +40,7 @@ def register(subparsers: Any) -> None:
         "history", help="the audit trail of admin commands: who, where, key, old -> new"
     )
     _common(history)
-    history.add_argument("-n", type=_positive, default=50, help="how many rows (default 50)")
+    history.add_argument("-n", type=positive_int, default=50, help="how many rows (default 50)")
     history.add_argument(
         "--changes", action="store_true", help="only commands that changed a setting"
     )
@@ -53,17 +52,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
 
-def _positive(text: str) -> int:
-    if not text.isdecimal() or int(text) < 1:
-        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
-    return int(text)
-
-
 async def _open(args: argparse.Namespace) -> DecisionLog | None:
-    config = load_config_from_args(args)
-    path = Path(args.db or config.log.path)
     try:
-        return await DecisionLog.open(path, read_only=True)
+        return await DecisionLog.open(log_path(args), read_only=True)
     except LogUnavailable as exc:
         print(f"guardbot settings: {exc}", file=sys.stderr)
         return None
