@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator
 
 from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import PII_KINDS, PIIGuardConfig
-from middleware.guards.normalize import off_loop_if_long, strip_invisible
+from middleware.guards.normalize import off_loop_if_long
+from middleware.guards.spans import Span, mask, non_overlapping, scan
 from middleware.types import Verdict
 
 _EMAIL = re.compile(
@@ -160,47 +161,19 @@ def _phones(text: str) -> Iterator[tuple[int, int, str]]:
             yield m.start(), m.end(), "phone"
 
 
-def find_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[tuple[int, int, str]]:
+def find_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[Span]:
     """Non-overlapping (start, end, kind) findings, earliest and longest first."""
-    found = sorted(_spans(text, kinds), key=lambda s: (s[0], -(s[1] - s[0])))
-    merged: list[tuple[int, int, str]] = []
-    for span in found:
-        if merged and span[0] < merged[-1][1]:
-            continue  # overlaps an earlier finding (e.g. a card's digits also look like a phone)
-        merged.append(span)
-    return merged
+    return non_overlapping(_spans(text, kinds))
 
 
-def _mask(text: str, spans: list[tuple[int, int, str]]) -> str:
-    out, last = [], 0
-    for start, end, kind in spans:
-        out.append(text[last:start])
-        out.append(MASKS[kind])
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _scan(text: str, kinds: Iterable[str]) -> tuple[str, list[tuple[int, int, str]]]:
-    """Findings, on the text as given or, if that hides them, on its plain form.
-
-    Full-width "＠" or zero-width spaces between digits would otherwise hide a
-    finding; when they do, the plain form (NFKC, invisible characters removed) is
-    the text the findings refer to and the one that gets masked.
-    """
-    spans = find_pii(text, kinds)
-    plain = strip_invisible(text)
-    if plain != text:
-        plain_spans = find_pii(plain, kinds)
-        if len(plain_spans) > len(spans):
-            return plain, plain_spans
-    return text, spans
+def _scan(text: str, kinds: Iterable[str]) -> tuple[str, list[Span]]:
+    return scan(lambda t: find_pii(t, kinds), text)
 
 
 def mask_pii(text: str) -> str:
     """``text`` with every e-mail, phone, card number and IBAN replaced by ``[EMAIL]`` etc."""
     scanned, spans = _scan(text, PII_KINDS)
-    return _mask(scanned, spans) if spans else text
+    return mask(scanned, spans, MASKS.__getitem__) if spans else text
 
 
 class PIIGuard:
@@ -210,12 +183,12 @@ class PIIGuard:
         self.name = cfg.name
         self.kinds = tuple(cfg.detect)
 
-    def _scan(self, text: str) -> tuple[str, list[tuple[int, int, str]]]:
+    def _scan(self, text: str) -> tuple[str, list[Span]]:
         return _scan(text, self.kinds)
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         text, spans = await off_loop_if_long(self._scan, text)
-        masked = _mask(text, spans) if spans else text
+        masked = mask(text, spans, MASKS.__getitem__) if spans else text
         return findings_verdict(
             self.name, context, spans, category="pii", nothing="no PII found", redacted_text=masked
         )

@@ -14,7 +14,8 @@ import re
 
 from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import SecretsGuardConfig
-from middleware.guards.normalize import off_loop_if_long, strip_invisible
+from middleware.guards.normalize import off_loop_if_long
+from middleware.guards.spans import Span, mask, non_overlapping, scan
 from middleware.types import Verdict
 
 _B = r"(?<![A-Za-z0-9_\-])"  # not in the middle of a longer token
@@ -101,49 +102,26 @@ def _hinted(text: str) -> bool:
     return "." in text and _DISCORD_HINT.search(text) is not None
 
 
-def find_secrets(text: str) -> list[tuple[int, int, str]]:
+def find_secrets(text: str) -> list[Span]:
     """Non-overlapping (start, end, kind) findings in text order."""
     if not _hinted(text):
         return []
-    found = [
+    return non_overlapping(
         (m.start(), m.end(), kind)
         for kind, rx in _COMPILED
         for m in rx.finditer(text)
         if kind not in _NEEDS_ENTROPY or _random_looking(m.group(0))
-    ]
-    found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
-    merged: list[tuple[int, int, str]] = []
-    for span in found:
-        if not merged or span[0] >= merged[-1][1]:
-            merged.append(span)
-    return merged
+    )
 
 
-def _mask(text: str, spans: list[tuple[int, int, str]]) -> str:
-    out, last = [], 0
-    for start, end, kind in spans:
-        out.append(text[last:start])
-        out.append(f"[SECRET:{kind}]")
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _scan(text: str) -> tuple[str, list[tuple[int, int, str]]]:
-    """Findings on the text, or on its plain form when zero-width characters hide them."""
-    spans = find_secrets(text)
-    plain = strip_invisible(text)
-    if plain != text:
-        plain_spans = find_secrets(plain)
-        if len(plain_spans) > len(spans):
-            return plain, plain_spans
-    return text, spans
+def _label(kind: str) -> str:
+    return f"[SECRET:{kind}]"
 
 
 def mask_secrets(text: str) -> str:
     """``text`` with every recognised key or token replaced by ``[SECRET:kind]``."""
-    scanned, spans = _scan(text)
-    return _mask(scanned, spans) if spans else text
+    scanned, spans = scan(find_secrets, text)
+    return mask(scanned, spans, _label) if spans else text
 
 
 class SecretsGuard:
@@ -153,8 +131,8 @@ class SecretsGuard:
         self.name = cfg.name
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
-        text, spans = await off_loop_if_long(_scan, text)
-        masked = _mask(text, spans) if spans else text
+        text, spans = await off_loop_if_long(lambda t: scan(find_secrets, t), text)
+        masked = mask(text, spans, _label) if spans else text
         return findings_verdict(
             self.name,
             context,
