@@ -42,18 +42,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from middleware.decision_log import DecisionLog  # noqa: E402
-from middleware.types import (  # noqa: E402
-    Action,
-    Candidate,
-    ChatRequest,
-    Decision,
-    LLMCall,
-    Outcome,
-    Selection,
-    Stage,
-    Timings,
-    Verdict,
-)
+from middleware.types import Action, Decision  # noqa: E402
+from tests.decision_log_support import make_decision  # noqa: E402
 
 TARGET_PER_S = 10_000
 TARGET_P50_MS = 2.0
@@ -66,50 +56,15 @@ WORDS = VOCABULARY.split()
 
 
 def decision(rng: random.Random, conversation: int) -> Decision:
-    text = " ".join(rng.choices(WORDS, k=rng.randint(6, 30)))
-    reply = " ".join(rng.choices(WORDS, k=rng.randint(10, 60)))
-    blocked = rng.random() < 0.1
-    request = ChatRequest(
-        platform="slack", channel_id=f"C{conversation % 20}", thread_id=f"T{conversation}",
-        user_id=f"U{conversation}", user_name="bench", message_id=str(rng.random()), text=text,
-    )  # fmt: skip
-    verdicts = [
-        Verdict(
-            guard="profanity",
-            stage=Stage.INPUT,
-            score=rng.random() / 2,
-            latency_ms=1.3,
-            outcome=Outcome.BLOCK if blocked else Outcome.ALLOW,
-            blocking=blocked,
-            category="profanity" if blocked else "",
-            reason="model probability",
-        )  # fmt: skip
-    ]
-    if blocked:
-        return Decision(request=request, action=Action.BLOCKED, reply="Sorry.",
-                        blocked_by="profanity", verdicts=verdicts)  # fmt: skip
-    verdicts.append(
-        Verdict(
-            guard="pii",
-            stage=Stage.OUTPUT,
-            outcome=Outcome.ALLOW,
-            candidate_index=0,
-            latency_ms=0.4,
-            reason="no findings",
-        )  # fmt: skip
+    """The tests' realistic decision, with varied text and one in ten blocked."""
+    return make_decision(
+        " ".join(rng.choices(WORDS, k=rng.randint(6, 30))),
+        reply=" ".join(rng.choices(WORDS, k=rng.randint(10, 60))),
+        action=Action.BLOCKED if rng.random() < 0.1 else Action.REPLIED,
+        channel_id=f"C{conversation % 20}",
+        thread_id=f"T{conversation}",
+        user_id=f"U{conversation}",
     )
-    return Decision(
-        request=request, action=Action.REPLIED, reply=reply, verdicts=verdicts,
-        candidates=[Candidate(index=0, text=reply, model="gpt-4o-mini", temperature=0.7,
-                              latency_ms=420.0, tokens_in=40, tokens_out=60, chosen=True,
-                              safe=True)],
-        selection=Selection(method="single"),
-        llm_calls=[LLMCall(purpose="generation", model="gpt-4o-mini", tokens_in=40,
-                           tokens_out=60, latency_ms=420.0)],
-        timings=Timings(total_ms=425.0, input_guards_ms=1.3, generation_ms=420.0,
-                        output_guards_ms=0.4, saved_ms=1.3),
-        tokens_in=40, tokens_out=60, cost_usd=0.00004,
-    )  # fmt: skip
 
 
 def pct(values: list[float], p: float) -> float:
