@@ -255,31 +255,23 @@ WHEN old.seq > (SELECT coalesce(max(through_seq), 0) FROM chain_checkpoints) BEG
     SELECT RAISE(ABORT, 'decisions are append-only; only guardbot prune removes old rows');
 END;
 
-CREATE TRIGGER verdicts_no_update BEFORE UPDATE ON verdicts BEGIN
-    SELECT RAISE(ABORT, 'verdicts are append-only');
-END;
+"""
 
-CREATE TRIGGER candidates_no_update BEFORE UPDATE ON candidates BEGIN
-    SELECT RAISE(ABORT, 'candidates are append-only');
-END;
-
-CREATE TRIGGER llm_calls_no_update BEFORE UPDATE ON llm_calls BEGIN
-    SELECT RAISE(ABORT, 'llm_calls are append-only');
-END;
-
-CREATE TRIGGER deliveries_no_update BEFORE UPDATE ON deliveries BEGIN
-    SELECT RAISE(ABORT, 'deliveries are append-only');
-END;
-
-CREATE TRIGGER admin_actions_no_update BEFORE UPDATE ON admin_actions BEGIN
-    SELECT RAISE(ABORT, 'admin_actions are append-only');
-END;
-
-CREATE TRIGGER replay_runs_no_update BEFORE UPDATE ON replay_runs BEGIN
-    SELECT RAISE(ABORT, 'replay_runs are append-only');
-END;
-
-CREATE TRIGGER chain_checkpoints_no_update BEFORE UPDATE ON chain_checkpoints BEGIN
-    SELECT RAISE(ABORT, 'chain_checkpoints are append-only');
+# Every other table is append-only in the same way as `decisions`.
+APPEND_ONLY = (
+    "verdicts",
+    "candidates",
+    "llm_calls",
+    "deliveries",
+    "admin_actions",
+    "replay_runs",
+    "chain_checkpoints",
+)
+M001_SQL += "".join(
+    f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} BEGIN
+    SELECT RAISE(ABORT, '{table} are append-only');
 END;
 """
+    for table in APPEND_ONLY
+)
