@@ -12,6 +12,7 @@ not flips: a verdict changes when what the guard *did* changes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from bot.replay.results import NOT_RUN, GuardFlip, Kind, ReplayResult
 from middleware.types import Action, Decision, Outcome, Verdict
@@ -104,19 +105,12 @@ def compare(
         error = "; ".join(
             f"{f.guard}: {f.reason}" for f in found if f.new_outcome == Outcome.ERROR.value
         )
-    return ReplayResult(
-        decision_id=old.id,
-        created_utc=old.created_utc,
-        platform=old.request.platform,
-        channel_id=old.request.channel_id,
-        user_id=old.request.user_id,
-        kind=kind,
-        old_action=old.action.value,
+    return _result(
+        old,
+        kind,
         new_action=new_action.value,
-        old_blocked_by=old.blocked_by,
         new_blocked_by=new_blocked_by,
         flips=tuple(found),
-        text=preview(old.request.text),
         error=error,
         note=note,
         fingerprint=fingerprint,
@@ -125,6 +119,11 @@ def compare(
 
 def failed(old: Decision, kind: Kind, error: str, *, fingerprint: str = "") -> ReplayResult:
     """A decision that could not be replayed (not stored, or the replay itself failed)."""
+    return _result(old, kind, new_action=None, error=error, fingerprint=fingerprint)
+
+
+def _result(old: Decision, kind: Kind, *, new_action: str | None, **found: Any) -> ReplayResult:
+    """The result for ``old``: what was recorded, plus what the replay ``found``."""
     return ReplayResult(
         decision_id=old.id,
         created_utc=old.created_utc,
@@ -133,9 +132,8 @@ def failed(old: Decision, kind: Kind, error: str, *, fingerprint: str = "") -> R
         user_id=old.request.user_id,
         kind=kind,
         old_action=old.action.value,
-        new_action=None,
+        new_action=new_action,
         old_blocked_by=old.blocked_by,
         text=preview(old.request.text),
-        error=error,
-        fingerprint=fingerprint,
+        **found,
     )
