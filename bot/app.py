@@ -29,7 +29,6 @@ AUDIT_DOWN_REPLY = (
     "Sorry, I can't answer right now: my audit log cannot be written, and I never "
     "send replies that are not on record. An administrator needs to check the log storage."
 )
-AUDIT_DOWN_ERROR = "decision log unavailable"
 EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
 INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again."
 
@@ -144,15 +143,17 @@ class GuardBot:
             request=request,
             action=Action.ERROR,
             reply=AUDIT_DOWN_REPLY,
-            error=f"{AUDIT_DOWN_ERROR}: {why}",
+            error=f"decision log unavailable: {why}",
             delivery=Delivery(status="none"),
             config_fingerprint=fingerprint,
         )
 
     async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:
+        # "none": the decision was never recorded (log down), so there is nothing to attach to.
+        recorded = decision.delivery.status != "none"
         decision.delivery = Delivery(status="sent" if sent else "failed", error=error)
-        if decision.error and decision.error.startswith(AUDIT_DOWN_ERROR):
-            return  # it was never recorded; nothing to attach the delivery to
+        if not recorded:
+            return
         try:
             await self.log.record_delivery(decision.id, decision.delivery.status, error)
         except LogUnavailable as exc:

@@ -15,6 +15,7 @@ from bot.models import ModelProvider
 from middleware.guards.registry import build_guard, guard_cache_key
 from middleware.policy import ConfiguredGuard, PipelinePolicy, Price
 from middleware.selection.base import Selector
+from middleware.selection.factory import build_selector
 
 
 class PolicyBuilder:
@@ -35,13 +36,9 @@ class PolicyBuilder:
 
     def selector(self, config: Config) -> Selector | None:
         """The best-of-N selector for `selection` (None: the pipeline's `first`)."""
-        try:
-            from middleware.selection.factory import build_selector
-        except ImportError:
-            return None
         p = config.pipeline
         judge = self.models(model=p.judge_model or config.llm.model)
-        selector: Selector | None = build_selector(
+        return build_selector(
             method=p.selection,
             model=judge,
             criteria=tuple(p.criteria),
@@ -51,7 +48,6 @@ class PolicyBuilder:
             unsure_reply=p.unsure_reply,
             timeout_s=config.llm.timeout_s,
         )
-        return selector
 
     def policy(self, config: Config, fingerprint: str | None = None) -> PipelinePolicy:
         fingerprint = fingerprint or config.fingerprint()
