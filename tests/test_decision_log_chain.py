@@ -193,7 +193,8 @@ async def test_an_insertion_with_a_valid_hash_is_named_as_inserted(tmp_path: Pat
     log = await DecisionLog.open(path)
     forged = make_decision("forged", reply="forged")
     await log.close()
-    from middleware.decision_log.encode import INSERT_DECISION, encode
+    from middleware.decision_log.columns import INSERT_DECISION
+    from middleware.decision_log.encode import encode
     from middleware.decision_log.privacy import TextPolicy
 
     enc = encode(forged, TextPolicy())

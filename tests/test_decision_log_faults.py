@@ -21,15 +21,15 @@ from middleware.types import Action, ChatRequest
 from tests.decision_log_support import make_decision
 
 
-async def on_writer(log: DecisionLog, sql: str) -> None:
-    """Run a PRAGMA on the writer's own connection (on its thread, between commits)."""
+async def on_writer(log: DecisionLog, pragma: str) -> None:
+    """Run a PRAGMA on the writer's own connection (in the writer process, between commits)."""
     assert log._writer is not None
-    await log._writer.run(lambda conn: conn.execute(sql))
+    await log._writer.pragma(pragma)
 
 
 async def fill_disk(log: DecisionLog) -> None:
     """Cap the file at its current size, then write until it is full."""
-    await on_writer(log, "PRAGMA max_page_count = 1")  # answers the current size: no shrinking
+    await on_writer(log, "max_page_count = 1")  # answers the current size: no shrinking
     # Groups of big rows first (quick), then single ever smaller rows into the last gaps.
     for size, group in ((2000, 20), (2000, 1), (200, 1), (0, 1)):
         for _ in range(2000 // group):
@@ -42,7 +42,7 @@ async def fill_disk(log: DecisionLog) -> None:
 
 
 async def free_disk(log: DecisionLog) -> None:
-    await on_writer(log, "PRAGMA max_page_count = 1073741823")
+    await on_writer(log, "max_page_count = 1073741823")
 
 
 async def test_a_full_disk_refuses_clearly_and_recovers(tmp_path: Path) -> None:
@@ -68,10 +68,10 @@ async def test_a_full_disk_refuses_clearly_and_recovers(tmp_path: Path) -> None:
 async def test_a_read_only_database_refuses_clearly_and_recovers(tmp_path: Path) -> None:
     log = await DecisionLog.open(tmp_path / "g.db")
     try:
-        await on_writer(log, "PRAGMA query_only = ON")
+        await on_writer(log, "query_only = ON")
         with pytest.raises(LogUnavailable, match="read-only"):
             await log.record(make_decision("blocked write"))
-        await on_writer(log, "PRAGMA query_only = OFF")
+        await on_writer(log, "query_only = OFF")
         await log.record(make_decision("fine again"))
         assert [d.request.text for d in await log.query()] == ["fine again"]
         assert (await log.verify()).ok

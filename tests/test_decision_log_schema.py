@@ -115,7 +115,12 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
         ):
             named[kind] = named[kind] | {name}
         assert named == {"index": INDEXES, "trigger": TRIGGERS}
-        assert [r[0] for r in db.execute("SELECT name FROM _migrations")] == ["m001_initial"]
+        assert [r[0] for r in db.execute("SELECT name FROM _migrations")] == [
+            "m001_initial",
+            "m002_search_index_without_positions",
+        ]
+        fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
+        assert "detail = none" in fts[0]
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         # Every table except the search index is STRICT (types are enforced).
         strict = {r[1] for r in db.execute("PRAGMA table_list") if r[5]}

@@ -4,7 +4,8 @@ The file is created 0600 before SQLite touches it; SQLite gives the ``-wal``
 and ``-shm`` files the same mode. ``synchronous = NORMAL`` in WAL mode keeps
 every committed transaction through a process crash (SIGKILL, OOM kill); only
 a power loss or OS crash can drop the last commits, never corrupt the file.
-Readers open ``file:...?mode=ro`` so an audit command cannot change the log.
+Readers (:mod:`.reader`) open ``file:...?mode=ro`` so an audit command cannot change
+the log. Only the standard library here: the writer process imports this.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
-
-import aiosqlite
 
 from middleware.decision_log.errors import LogUnavailable
 
@@ -33,7 +32,7 @@ def create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _target(path: Path, *, read_only: bool) -> str:
+def target(path: Path, *, read_only: bool) -> str:
     """What to hand SQLite: a read-only URI, or the path of a file made private first."""
     if read_only:
         if not path.is_file():
@@ -48,9 +47,9 @@ def _target(path: Path, *, read_only: bool) -> str:
 
 def connect_writer(path: Path) -> sqlite3.Connection:
     """The writer's connection (call it on the writer's thread), in autocommit mode."""
-    target = _target(path, read_only=False)
+    where = target(path, read_only=False)
     try:
-        db = sqlite3.connect(target, isolation_level=None)
+        db = sqlite3.connect(where, isolation_level=None)
     except sqlite3.Error as exc:
         raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
     try:
@@ -66,19 +65,4 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     except BaseException:
         db.close()
         raise
-    return db
-
-
-async def connect_reader(path: Path) -> aiosqlite.Connection:
-    """A read-only connection (``mode=ro``): queries, audits, `guardbot verify`."""
-    target = _target(path, read_only=True)
-    try:
-        db = await aiosqlite.connect(target, uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
-    try:
-        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    except sqlite3.Error as exc:
-        await db.close()
-        raise LogUnavailable(f"cannot use the decision log {path}: {exc}") from None
     return db

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from middleware.decision_log.encode import (
+from middleware.decision_log.columns import (
     CANDIDATE_COLUMNS,
     DECISION_COLUMNS,
     LLM_CALL_COLUMNS,

@@ -10,50 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from middleware.decision_log.chain import content_sha256
+from middleware.decision_log.columns import CANDIDATE_TEXTS, DECISION_TEXTS
 from middleware.decision_log.privacy import TextPolicy
 from middleware.types import Decision, Verdict
-
-# Long texts come last in these tuples: the content hash covers their SHA-256
-# columns instead of the texts themselves (verify checks each text against its
-# hash), which keeps hashing cheap however long the messages are.
-DECISION_COLUMNS = (
-    "id", "created_utc", "received_utc", "platform", "channel_id", "thread_id", "user_id",
-    "user_name", "message_id", "history_turns", "text_chars", "text_sha256", "action",
-    "reply_chars", "reply_sha256", "blocked_by", "error", "selection_method",
-    "selection_json", "total_ms", "input_guards_ms", "generation_ms", "output_guards_ms",
-    "selection_ms", "saved_ms", "tokens_in", "tokens_out", "cost_usd", "config_fingerprint",
-    "text", "reply",
-)  # fmt: skip
-VERDICT_COLUMNS = (
-    "decision_id", "position", "guard", "stage", "candidate_index", "outcome", "blocking",
-    "category", "score", "confidence", "reason", "latency_ms", "model", "tokens_in",
-    "tokens_out", "raw_output", "members_json",
-)  # fmt: skip
-CANDIDATE_COLUMNS = (
-    "decision_id", "candidate_index", "text_chars", "text_sha256", "model", "temperature",
-    "latency_ms", "tokens_in", "tokens_out", "score", "chosen", "safe", "error", "text",
-)  # fmt: skip
-DECISION_TEXTS = 2  # trailing (text, reply) of a decision row
-CANDIDATE_TEXTS = 1  # trailing text of a candidate row
-LLM_CALL_COLUMNS = (
-    "decision_id", "position", "purpose", "model", "tokens_in", "tokens_out", "latency_ms",
-    "error",
-)  # fmt: skip
-
-
-def insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-
-INSERT_DECISION = insert_sql("decisions", ("seq", *DECISION_COLUMNS, "prev_sha256", "sha256"))
-INSERT_VERDICT = insert_sql("verdicts", VERDICT_COLUMNS)
-INSERT_CANDIDATE = insert_sql("candidates", CANDIDATE_COLUMNS)
-INSERT_LLM_CALL = insert_sql("llm_calls", LLM_CALL_COLUMNS)
 
 
 def utc_text(moment: datetime) -> str:
@@ -88,13 +51,19 @@ def flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-@dataclass(slots=True)
-class EncodedDecision:
-    id: str
-    row: tuple[Any, ...]  # DECISION_COLUMNS, without the chain hashes
-    verdicts: list[tuple[Any, ...]]
-    candidates: list[tuple[Any, ...]]
-    llm_calls: list[tuple[Any, ...]]
+Row = tuple[Any, ...]
+# An exact str from a StrEnum member (rows cross to the writer process as
+# marshal data, which refuses subclasses); a C slot, unlike the `.value` property.
+plain = str.__str__
+
+
+class EncodedDecision(NamedTuple):
+    """Plain tuples of plain values: the writer process receives them as they are."""
+
+    row: Row  # DECISION_COLUMNS, without seq and the chain hashes
+    verdicts: list[Row]
+    candidates: list[Row]
+    llm_calls: list[Row]
     content_sha256: str
 
 
@@ -117,7 +86,7 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
     row = (
         did, utc_text(decision.created_utc), utc_text(req.received_at), req.platform,
         req.channel_id, req.thread_id, req.user_id, req.user_name, req.message_id,
-        len(req.history), text_chars, text_sha, decision.action, reply_chars, reply_sha,
+        len(req.history), text_chars, text_sha, plain(decision.action), reply_chars, reply_sha,
         decision.blocked_by, policy.mask_opt(decision.error), sel.method if sel else None,
         selection_json, real0(t.total_ms), real0(t.input_guards_ms), real0(t.generation_ms),
         real0(t.output_guards_ms), real0(t.selection_ms), real0(t.saved_ms),
@@ -129,9 +98,9 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
             did,
             i,
             v.guard,
-            v.stage,  # StrEnum members are str: bound and hashed as their value
+            plain(v.stage),
             v.candidate_index,
-            v.outcome,
+            plain(v.outcome),
             int(v.blocking),
             v.category,
             real(v.score),
@@ -183,7 +152,7 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
     digest = content_sha256(
         row[:-DECISION_TEXTS], verdicts, [c[:-CANDIDATE_TEXTS] for c in candidates], llm_calls
     )
-    return EncodedDecision(did, row, verdicts, candidates, llm_calls, digest)
+    return EncodedDecision(row, verdicts, candidates, llm_calls, digest)
 
 
 class _Memo:

@@ -1,40 +1,35 @@
-"""Walking the stored chain (`guardbot verify`) and pruning old rows behind a checkpoint.
+"""Walking the stored chain (`guardbot verify`) and counting what a prune would remove.
 
 Verification reads the rows back exactly as stored, recomputes each content
-hash and hands the links to :func:`chain.walk`. Pruning removes the oldest
-decisions in chunks (so a running bot never waits long for the write lock);
-each chunk first records a checkpoint with the hash of the last row it
-removes, which is where verification of the remaining chain starts.
+hash and hands the links to :func:`chain.walk`. Pruning itself is a write
+(:func:`.writes.prune_step`): the oldest decisions go in chunks, so a running
+bot never waits long for the write lock, each behind a checkpoint with the
+hash of the last row it removes, which is where verification of the
+remaining chain starts.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
 from middleware.decision_log.chain import GENESIS, ChainReport, StoredLink, content_sha256, walk
+from middleware.decision_log.columns import CANDIDATE_COLUMNS, CANDIDATE_TEXTS, DECISION_COLUMNS
 from middleware.decision_log.decode import (
     CANDIDATE_SELECT,
     DECISION_SELECT,
     LLM_CALL_SELECT,
     VERDICT_SELECT,
 )
-from middleware.decision_log.encode import (
-    CANDIDATE_COLUMNS,
-    CANDIDATE_TEXTS,
-    DECISION_COLUMNS,
-    utc_text,
-)
+from middleware.decision_log.encode import utc_text
 from middleware.decision_log.privacy import sha256_hex
 from middleware.decision_log.queries import children
+from middleware.decision_log.writes import PREFIX_SQL
 
 PAGE = 1000
-PRUNE_CHUNK = 5000
 
 
 async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str]:
@@ -128,46 +123,8 @@ async def verify(db: aiosqlite.Connection) -> ChainReport:
         await db.execute("COMMIT")
 
 
-@dataclass(frozen=True, slots=True)
-class PruneStep:
-    removed: int
-    through_seq: int
-    through_id: str | None
-    more: bool  # another chunk is due
-
-
-# A prefix of the chain (by seq), up to the first row not old enough.
-PREFIX_SQL = (
-    "seq <= coalesce((SELECT min(seq) - 1 FROM decisions WHERE created_utc >= ?), "
-    "(SELECT max(seq) FROM decisions))"
-)
-
-
 async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:
     rows = await db.execute_fetchall(
         f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
     )
     return int(next(iter(rows))[0])
-
-
-def prune_step(cutoff: datetime, now: datetime) -> Callable[[sqlite3.Connection], PruneStep]:
-    """One chunk of a prune, as a writer job: oldest rows created before ``cutoff``."""
-
-    def write(db: sqlite3.Connection) -> PruneStep:
-        cut = utc_text(cutoff)
-        rows = db.execute(
-            f"SELECT seq, id, sha256 FROM decisions WHERE {PREFIX_SQL} ORDER BY seq LIMIT ?",
-            (cut, PRUNE_CHUNK),
-        ).fetchall()
-        if not rows:
-            return PruneStep(0, 0, None, more=False)
-        seq, rid, sha = rows[-1]
-        db.execute(
-            "INSERT INTO chain_checkpoints (created_utc, cutoff_utc, through_seq, through_id, "
-            "through_sha256, pruned_count) VALUES (?, ?, ?, ?, ?, ?)",
-            (utc_text(now), cut, seq, rid, sha, len(rows)),
-        )
-        db.execute("DELETE FROM decisions WHERE seq <= ?", (seq,))
-        return PruneStep(len(rows), seq, rid, more=len(rows) == PRUNE_CHUNK)
-
-    return write

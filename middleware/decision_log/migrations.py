@@ -275,3 +275,29 @@ END;
 """
     for table in APPEND_ONLY
 )
+
+
+@migration
+def m002_search_index_without_positions(db: sqlite3.Connection) -> None:
+    """The full-text index keeps which rows hold a word, not where (FTS5 ``detail = none``).
+
+    Word positions cost a sixth of the writer's work per decision and serve
+    only phrase queries, which `guardbot logs -q` never asks (all words must
+    match, anywhere). Rebuilt from the stored texts, so no search is lost.
+    """
+    for statement in statements(M002_SQL):
+        db.execute(statement)
+
+
+M002_SQL = """
+DROP TRIGGER decisions_fts_delete;
+DROP TABLE decisions_fts;
+CREATE VIRTUAL TABLE decisions_fts USING fts5 (
+    text, reply, content = 'decisions', content_rowid = 'seq', detail = none
+);
+INSERT INTO decisions_fts (decisions_fts) VALUES ('rebuild');
+CREATE TRIGGER decisions_fts_delete AFTER DELETE ON decisions BEGIN
+    INSERT INTO decisions_fts (decisions_fts, rowid, text, reply)
+    VALUES ('delete', old.seq, old.text, old.reply);
+END;
+"""

@@ -8,6 +8,7 @@ rows are fetched for a whole page of decisions in one query per table.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,15 +78,26 @@ class Filters:
         return (" AND ".join(clauses) or "1"), params
 
 
+# What the FTS5 ``unicode61`` tokenizer keeps as a word: letters and digits.
+WORD = re.compile(r"[^\W_]+")
+
+
 def fts_query(text: str) -> str:
-    """User words as quoted FTS5 terms (all must match); `word*` is a prefix search."""
+    """The words of the search as quoted FTS5 terms, all of which must match.
+
+    ``word*`` is a prefix search. Each word is split as the index split the
+    text ("can't" is "can" and "t"): the index keeps no positions (see
+    migration m002), so a query must not ask for two tokens side by side.
+    """
     terms = []
     for word in text.split():
         prefix = word.endswith("*") and len(word) > 1
-        word = word.rstrip("*") if prefix else word
-        terms.append('"' + word.replace('"', '""') + '"' + ("*" if prefix else ""))
+        tokens = WORD.findall(word)
+        for i, token in enumerate(tokens):
+            star = "*" if prefix and i == len(tokens) - 1 else ""
+            terms.append(f'"{token}"{star}')
     if not terms:
-        raise ValueError("the search text is empty")
+        raise ValueError(f"the search {text!r} is empty: it has no letters or digits to look for")
     return " ".join(terms)
 
 

@@ -1,37 +1,27 @@
-"""Runtime settings, the admin audit trail and replay runs: SQL for the writer and readers.
+"""Runtime settings, the admin audit trail and replay runs: values in, rows out.
 
 Settings are the one mutable table (the current override per scope and key);
 every change, and every refused attempt, is an append-only ``admin_actions``
-row written in the same transaction as the change itself, so the trail can
-never disagree with the settings. Write functions here run inside the
-writer's transaction and are handed to it as jobs.
+row. The writes themselves run in the writer process (:mod:`.writes`); this
+module checks and encodes what is sent there and reads the tables back.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
+from middleware.decision_log.columns import ADMIN_COLUMNS, REPLAY_COLUMNS
 from middleware.decision_log.decode import parse_utc
 from middleware.decision_log.encode import utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
 from middleware.types import new_id
 
-ADMIN_COLUMNS = (
-    "id, created_utc, actor, platform, channel_id, command, scope, key, old_json, new_json, "
-    "allowed, error"
-)
-REPLAY_COLUMNS = (
-    "id, created_utc, actor, config_fingerprint, decisions_count, changed_count, duration_ms, "
-    "filters_json, summary_json, changes_json"
-)
-
-Write = Callable[[sqlite3.Connection], Any]  # run by the writer, inside its transaction
+ADMIN_SELECT = ", ".join(ADMIN_COLUMNS)
+REPLAY_SELECT = ", ".join(REPLAY_COLUMNS)
 
 
 def check_scope(scope: str) -> None:
@@ -74,50 +64,6 @@ def admin_row(
     )  # fmt: skip
 
 
-def insert_admin(row: tuple[Any, ...]) -> Write:
-    def write(db: sqlite3.Connection) -> None:
-        db.execute(f"INSERT INTO admin_actions ({ADMIN_COLUMNS}) VALUES ({_marks(12)})", row)
-
-    return write
-
-
-def change_setting(
-    scope: str, key: str, new_json: str | None, *, now: datetime, actor: str, audit: dict[str, Any]
-) -> Write:
-    """Upsert (or delete when ``new_json`` is None) and audit it; returns the old value."""
-
-    def write(db: sqlite3.Connection) -> Any:
-        found = db.execute(
-            "SELECT value_json FROM settings WHERE scope = ? AND key = ?", (scope, key)
-        ).fetchone()
-        old_json = found[0] if found else None
-        if new_json is None:
-            db.execute("DELETE FROM settings WHERE scope = ? AND key = ?", (scope, key))
-        else:
-            db.execute(
-                "INSERT INTO settings (scope, key, value_json, updated_utc, actor) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET "
-                "value_json = excluded.value_json, updated_utc = excluded.updated_utc, "
-                "actor = excluded.actor",
-                (scope, key, new_json, utc_text(now), actor),
-            )
-        row = admin_row(
-            now=now, actor=actor, scope=scope, key=key, old_json=old_json, new_json=new_json,
-            allowed=True, error=None, **audit,
-        )  # fmt: skip
-        insert_admin(row)(db)
-        return from_json(old_json)
-
-    return write
-
-
-def insert_replay(row: tuple[Any, ...]) -> Write:
-    def write(db: sqlite3.Connection) -> None:
-        db.execute(f"INSERT INTO replay_runs ({REPLAY_COLUMNS}) VALUES ({_marks(10)})", row)
-
-    return write
-
-
 async def settings(db: aiosqlite.Connection) -> list[SettingRow]:
     rows = await db.execute_fetchall(
         "SELECT scope, key, value_json, updated_utc, actor FROM settings ORDER BY scope, key"
@@ -127,7 +73,7 @@ async def settings(db: aiosqlite.Connection) -> list[SettingRow]:
 
 async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActionRow]:
     rows = await db.execute_fetchall(
-        f"SELECT {ADMIN_COLUMNS} FROM admin_actions ORDER BY id DESC LIMIT ?", (limit,)
+        f"SELECT {ADMIN_SELECT} FROM admin_actions ORDER BY id DESC LIMIT ?", (limit,)
     )
     return [
         AdminActionRow(
@@ -150,7 +96,7 @@ async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActio
 
 async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow]:
     rows = await db.execute_fetchall(
-        f"SELECT {REPLAY_COLUMNS} FROM replay_runs ORDER BY id DESC LIMIT ?", (limit,)
+        f"SELECT {REPLAY_SELECT} FROM replay_runs ORDER BY id DESC LIMIT ?", (limit,)
     )
     return [
         ReplayRunRow(
@@ -167,7 +113,3 @@ async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow
         )  # fmt: skip
         for r in rows
     ]
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)

@@ -1,11 +1,10 @@
 """`DecisionLog`: the API the bot, the admin commands, replay and the CLI use.
 
-One database file, two connections: the writer's (on its own thread, fed
-by the single :class:`Writer` task with group commits) and a read-only
-aiosqlite one for queries, so reads never see a half-written batch and never
-wait for a commit. ``record``
-returns only once the decision is committed; the bot posts a reply only
-after that.
+One database file, two connections: the writer's, in a process of its own
+fed by the single :class:`Writer` with group commits, and a read-only
+aiosqlite one here for queries, so reads never see a half-written batch and
+never wait for a commit. ``record`` returns only once the decision is
+committed; the bot posts a reply only after that.
 """
 
 from __future__ import annotations
@@ -18,18 +17,18 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log import integrity, queries
+from middleware.decision_log import integrity, queries, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
-from middleware.decision_log.connection import connect_reader
 from middleware.decision_log.encode import encode, utc_text
 from middleware.decision_log.errors import LogUnavailable
-from middleware.decision_log.migrations import APPLIED_SQL, migrate, pending
+from middleware.decision_log.migrations import APPLIED_SQL, pending
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import Filters
+from middleware.decision_log.reader import connect_reader
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
-from middleware.decision_log.writer import CallJob, DecisionJob, DeliveryJob, Writer, WriterStats
+from middleware.decision_log.writer import Writer, WriterStats
 from middleware.types import Decision, Turn, new_id, utc_now
 
 DELIVERY_STATUSES = ("sent", "failed", "none")
@@ -62,10 +61,7 @@ class DecisionLog:
         writer = None
         if not read_only:
             writer = Writer(path)
-            try:
-                await writer.open(prepare=migrate)
-            except (sqlite3.Error, RuntimeError) as exc:
-                raise LogUnavailable(f"cannot prepare the decision log {path}: {exc}") from None
+            await writer.open()  # creates (0600) and migrates the file; LogUnavailable if not
         try:
             reader = await connect_reader(path)
         except BaseException:
@@ -122,13 +118,14 @@ class DecisionLog:
     async def record(self, decision: Decision) -> None:
         """Returns once the decision is committed; raises LogUnavailable if it cannot be."""
         writer = self._require_writer()
-        await writer.submit(DecisionJob(encode(decision, self.policy)))
+        await writer.submit((writes.DECISION, *encode(decision, self.policy)))
 
     async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
         if status not in DELIVERY_STATUSES:
             raise ValueError(f"delivery status must be one of {DELIVERY_STATUSES}, not {status!r}")
-        row = (decision_id, utc_text(utc_now()), status, self.policy.mask_opt(error))
-        await self._require_writer().submit(DeliveryJob(row))
+        now = utc_text(utc_now())
+        job = (writes.DELIVERY, decision_id, now, status, self.policy.mask_opt(error))
+        await self._require_writer().submit(job)
 
     async def set_setting(
         self,
@@ -146,11 +143,10 @@ class DecisionLog:
         if not key:
             raise ValueError("setting key is empty")
         new_json = None if value is None else settings_sql.to_json(value)
-        audit = {"platform": platform, "channel_id": channel_id, "command": self._cmd(command)}
-        write = settings_sql.change_setting(
-            scope, key, new_json, now=utc_now(), actor=actor, audit=audit
-        )
-        return await self._require_writer().submit(CallJob(write))
+        audit = (new_id(), platform, channel_id, self._cmd(command))
+        args = (scope, key, new_json, utc_text(utc_now()), actor, audit)
+        old_json = await self._require_writer().submit((writes.OP, "setting", args))
+        return settings_sql.from_json(old_json)
 
     async def record_admin_action(
         self,
@@ -173,7 +169,7 @@ class DecisionLog:
             new_json=None if new is None else settings_sql.to_json(new),
             allowed=allowed, error=self.policy.mask_opt(error),
         )  # fmt: skip
-        await self._require_writer().submit(CallJob(settings_sql.insert_admin(row)))
+        await self._require_writer().submit((writes.OP, "admin", (row,)))
 
     async def record_replay_run(
         self,
@@ -194,7 +190,7 @@ class DecisionLog:
             int(changed_count), float(duration_ms), settings_sql.to_json(filters or {}),
             settings_sql.to_json(summary), settings_sql.to_json(changes or []),
         )  # fmt: skip
-        await self._require_writer().submit(CallJob(settings_sql.insert_replay(row)))
+        await self._require_writer().submit((writes.OP, "replay", (row,)))
         return run_id
 
     async def prune(self, cutoff: datetime) -> tuple[int, ChainReport]:
@@ -207,9 +203,10 @@ class DecisionLog:
             )
         removed = 0
         while True:
-            step = await writer.submit(CallJob(integrity.prune_step(cutoff, utc_now())))
-            removed += step.removed
-            if not step.more:
+            step = (utc_text(cutoff), utc_text(utc_now()))
+            count, _seq, _id, more = await writer.submit((writes.OP, "prune", step))
+            removed += count
+            if not more:
                 break
         return removed, await self.verify()
 
