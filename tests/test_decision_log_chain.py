@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
-from middleware.decision_log.chain import link
+from middleware.decision_log.chain import content_sha256, link
 from tests.decision_log_support import drop_guards, make_decision, raw_db
 
 
@@ -280,3 +282,14 @@ async def test_prune_refuses_a_broken_chain_and_checkpoints_are_checked(tmp_path
         db.execute("DELETE FROM chain_checkpoints")  # hiding the prune
     report = await verify(clean)
     assert report.problem == "deleted" and report.bad_id == ids[2]
+
+
+def test_the_content_hash_is_the_sha256_of_compact_json() -> None:
+    """The documented form auditors can recompute: JSON with "," and ":" separators, ASCII."""
+    row = ("id1", 'é \u2028 "quoted"', 1.5e300, -0.0, 0.1, None, 2**70, True)
+    verdicts, candidates, calls = [("id1", 0, "pii", 12.5)], [], [("id1", 0, "generation")]
+    blob = json.dumps([row, verdicts, candidates, calls], separators=(",", ":"))
+    assert (
+        content_sha256(row, verdicts, candidates, calls)
+        == hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    )

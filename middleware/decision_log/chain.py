@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+import json.encoder
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,14 +26,29 @@ GENESIS = "0" * 64
 Row = Sequence[Any]
 
 
-_CANONICAL = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+def _canonical_json() -> Callable[[Any], str]:
+    """``JSONEncoder(separators=(",", ":")).encode``, with its C encoder built once.
+
+    ``encode()`` builds the C encoder again on every call, which is an eighth
+    of the hashing time; the output is the same byte for byte.
+    """
+    plain = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator in this Python
+        return plain.encode
+    chunks = make(None, plain.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                  False, False, True)  # fmt: skip
+    return lambda value: "".join(chunks(value, 0))
+
+
+_CANONICAL = _canonical_json()
 
 
 def content_sha256(
     decision: Row, verdicts: Sequence[Row], candidates: Sequence[Row], llm_calls: Sequence[Row]
 ) -> str:
     """SHA-256 of the canonical JSON ``[decision, verdicts, candidates, llm_calls]``."""
-    blob = _CANONICAL.encode([decision, verdicts, candidates, llm_calls])
+    blob = _CANONICAL([decision, verdicts, candidates, llm_calls])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -23,7 +23,14 @@ def utc_text(moment: datetime) -> str:
     """Fixed-width ISO 8601 in UTC, so text order is time order. Naive means UTC."""
     if moment.tzinfo is not UTC:
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
+    # %-formatting the fields is 3x cheaper than isoformat() and slicing off "+00:00".
+    return _UTC_TEXT % (
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond,
+    )  # fmt: skip
+
+
+_UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 
 
 def real(value: float | None) -> float | None:
@@ -111,7 +118,7 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
             int(v.tokens_in),
             int(v.tokens_out),
             policy.payload(v.raw),
-            _members_json(v.members, policy),
+            _members_json(v.members, policy) if v.members else None,
         )  # fmt: skip
         for i, v in enumerate(decision.verdicts)
     ]
