@@ -18,6 +18,7 @@ writer: its job is committed or fails on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -34,9 +35,11 @@ from middleware.decision_log.errors import LogUnavailable
 
 START_TIMEOUT_S = 120.0  # opening runs the migrations, which may take a while on a big file
 EXIT_TIMEOUT_S = 30.0
+EXIT_GRACE_S = 2.0  # between the writer's socket closing and its exit status being known
 # A frame leaves once this many jobs wait, so the writer commits them while
 # the bot encodes the next ones (both processes busy, not taking turns).
 FRAME_JOBS = 32
+CHECKPOINT_PAGES = 10_000  # WAL pages (4 KiB) that make the writer checkpoint after a commit
 # The directory that holds the `middleware` package, for the child's import path
 # (guardbot may run from a source checkout that is not installed).
 PACKAGE_ROOT = str(Path(middleware.__file__).resolve().parents[1])
@@ -115,7 +118,7 @@ class Writer:
             # -S: no site-packages; the writer needs the standard library and
             # this package only, and starts ~40 ms sooner without them.
             [sys.executable, "-S", "-m", "middleware.decision_log.writer_process",
-             str(theirs.fileno()), str(self.path)],
+             str(theirs.fileno()), str(self.path), str(CHECKPOINT_PAGES)],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C reaches the bot, which flushes
@@ -167,6 +170,15 @@ class Writer:
             proc.kill()
             await loop.run_in_executor(None, proc.wait)
 
+    async def _exited(self, timeout_s: float) -> None:
+        """Wait (a little) until the process has exited, so its exit status can be told."""
+        proc = self._proc
+        if proc is None:
+            return
+        wait = functools.partial(proc.wait, timeout_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.get_running_loop().run_in_executor(None, wait)
+
     def _exit_text(self) -> str:
         code = self._proc.poll() if self._proc else None
         if code is None:
@@ -200,7 +212,7 @@ class Writer:
                     if not future.done():  # the caller may have been cancelled meanwhile
                         _settle(future, result)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            await self._exited(EXIT_GRACE_S)  # it closed its end because it is ending
         finally:
             self._stream = None
             error = self._gone()

@@ -7,16 +7,19 @@ tops out near 4,000 decisions/s on two cores; apart, they run side by side.
 
 The bot starts this module with ``sys.executable`` and hands it one end of a
 socket pair (see :mod:`.writer`). It opens the file (0600, WAL), applies the
-migrations, answers ``("ready", pid)`` (or ``("err", kind, message)`` and
+migrations, answers ``("ready", None)`` (or ``("err", kind, message)`` and
 exits 1), then loops: take every job that has arrived, commit them as one
 transaction (:mod:`.writes`), answer with one frame of results. When the bot
 closes its end - or dies, even by SIGKILL - the writer finishes what it
 received, closes the database (which checkpoints the WAL) and exits; it runs
 in a session of its own, so a Ctrl-C meant for the bot does not cut it short.
 
-WAL checkpoints run on a thread of their own with their own connection, so
-the fsyncs they do never hold up a commit (``synchronous = NORMAL`` commits
-do not fsync; a checkpoint does). A batch that fails on one bad job is
+WAL checkpoints happen after a commit once the WAL holds ``CHECKPOINT_PAGES``
+pages (10,000, about 40 MB, instead of SQLite's 1,000): a page written many
+times is copied into the file once, and only a checkpoint fsyncs
+(``synchronous = NORMAL`` commits do not). A checkpoint that is not held up
+by a reader lets the next transaction start the WAL from its beginning again,
+so the file stays about that size. A batch that fails on one bad job is
 retried job by job, so one caller's error never becomes another's; a storage
 failure fails the batch and the next batch tries again, so the log recovers
 as soon as the disk does.
@@ -28,7 +31,6 @@ import contextlib
 import socket
 import sqlite3
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -46,44 +48,7 @@ NO_ADAPTATION = cast(Callable[[None], None], {}.get)
 sqlite3.register_adapter(type(None), NO_ADAPTATION)
 
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
-CHECKPOINT_EVERY_S = 0.05  # at most this often; each checkpoint fsyncs the WAL and the file
-
-
-class Checkpointer:
-    """PASSIVE checkpoints after commits, on its own thread and connection, off the commit path."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._due = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="log-checkpoint", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def nudge(self) -> None:
-        self._due.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._due.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 1000")
-            while True:
-                self._due.wait()
-                if self._stopping.is_set():
-                    return
-                self._due.clear()
-                # On an error the next commit nudges again; the WAL only grows meanwhile.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self._stopping.wait(CHECKPOINT_EVERY_S)
-        finally:
-            conn.close()
+CHECKPOINT_PAGES = 10_000  # default; the bot passes its own (see writer.py)
 
 
 def run_batch(conn: sqlite3.Connection, path: str, jobs: list[Any]) -> tuple[bool, list[Any]]:
@@ -129,7 +94,7 @@ def groups(jobs: list[Any]) -> list[list[Any]]:
     return [g for g in found if g]
 
 
-def serve(sock: socket.socket, path: Path) -> int:
+def serve(sock: socket.socket, path: Path, checkpoint_pages: int = CHECKPOINT_PAGES) -> int:
     try:
         conn = connect_writer(path)
         try:
@@ -140,9 +105,7 @@ def serve(sock: socket.socket, path: Path) -> int:
     except LogUnavailable as exc:
         sock.sendall(wire.frame((wire.ERR, wire.UNAVAILABLE, str(exc))))
         return 1
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer does it, off this thread
-    checkpointer = Checkpointer(path)
-    checkpointer.start()
+    conn.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
     reader = wire.FrameReader(sock)
     name = str(path)
     try:
@@ -156,21 +119,19 @@ def serve(sock: socket.socket, path: Path) -> int:
                 # If the bot is gone, keep committing what it sent, then stop.
                 with contextlib.suppress(OSError):
                     sock.sendall(wire.frame(reply))
-            checkpointer.nudge()
     finally:
-        checkpointer.stop()
         conn.close()  # the last connection to close checkpoints the WAL and removes it
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m middleware.decision_log.writer_process SOCKET_FD DB_PATH``."""
+    """``python -m middleware.decision_log.writer_process SOCKET_FD DB_PATH CHECKPOINT_PAGES``."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[0].isdigit():
+    if len(args) != 3 or not args[0].isdigit() or not args[2].isdigit():
         print(__doc__.splitlines()[0], "- started by the bot, not by hand", file=sys.stderr)
         return 2
     with socket.socket(fileno=int(args[0])) as sock:
-        return serve(sock, Path(args[1]))
+        return serve(sock, Path(args[1]), int(args[2]))
 
 
 if __name__ == "__main__":
