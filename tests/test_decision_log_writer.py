@@ -56,6 +56,17 @@ async def test_a_killed_writer_fails_what_was_in_flight_and_is_replaced(log: Dec
     assert await log.get(first.id) is not None
 
 
+async def test_sigterm_to_the_writer_does_not_cut_the_bot_short(log: DecisionLog) -> None:
+    """A service manager signals every process; the writer ends only with its bot."""
+    pid = writer_of(log).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    await log.record(d := make_decision("still here"))
+    assert writer_of(log).pid == pid and writer_of(log).stats.processes == 1
+    assert await log.get(d.id) is not None
+
+
 async def test_closing_the_log_ends_the_writer_after_its_last_commit(tmp_path: Path) -> None:
     log = await DecisionLog.open(tmp_path / "g.db")
     pid = writer_of(log).pid

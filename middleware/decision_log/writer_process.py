@@ -11,8 +11,9 @@ migrations, answers ``("ready", None)`` (or ``("err", kind, message)`` and
 exits 1), then loops: take every job that has arrived, commit them as one
 transaction (:mod:`.writes`), answer with one frame of results. When the bot
 closes its end - or dies, even by SIGKILL - the writer finishes what it
-received, closes the database (which checkpoints the WAL) and exits; it runs
-in a session of its own, so a Ctrl-C meant for the bot does not cut it short.
+received, closes the database (which checkpoints the WAL) and exits. It
+ignores SIGINT and SIGTERM and runs in a session of its own, so a Ctrl-C or a
+service manager's stop meant for the bot does not cut its last commits short.
 
 WAL checkpoints happen after a commit once the WAL holds ``CHECKPOINT_PAGES``
 pages (10,000, about 40 MB, instead of SQLite's 1,000): a page written many
@@ -28,6 +29,7 @@ as soon as the disk does.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sqlite3
 import sys
@@ -130,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 3 or not args[0].isdigit() or not args[2].isdigit():
         print(__doc__.splitlines()[0], "- started by the bot, not by hand", file=sys.stderr)
         return 2
+    # The writer ends when its bot closes the socket or dies, never on its own: a
+    # service manager's SIGTERM to every process would otherwise cut the bot's
+    # last commits short while it shuts down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with socket.socket(fileno=int(args[0])) as sock:
         return serve(sock, Path(args[1]), int(args[2]))
 
