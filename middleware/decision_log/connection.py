@@ -46,7 +46,7 @@ def target(path: Path, *, read_only: bool) -> str:
 
 
 def connect_writer(path: Path) -> sqlite3.Connection:
-    """The writer's connection (call it on the writer's thread), in autocommit mode."""
+    """The writer's connection (in the writer process), in autocommit mode."""
     where = target(path, read_only=False)
     try:
         db = sqlite3.connect(where, isolation_level=None)
