@@ -16,7 +16,7 @@ It also reports the CPU each decision costs in the bot's process (masking,
 hashing, building rows, sending) and in the writer process (SQLite, WAL
 checkpoints). The two run side by side, so on this 2-core machine the rate
 is bound by the larger of the two, and by both together once the cores are
-full. The machine's speed varies by up to 40% from one run to the next: run
+full. The machine's speed varies by up to 2x over minutes: run
 it a few times.
 
 Prints a table; with ``--json`` one JSON object as the last line (rates end in

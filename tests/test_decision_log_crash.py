@@ -13,29 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 import sys
 from pathlib import Path
 
 from middleware.decision_log import DecisionLog
-from tests.decision_log_support import make_decision, raw_db
+from tests.decision_log_support import make_decision, raw_db, wait_for_exit
 
 DRIVER = Path(__file__).with_name("decision_log_driver.py")
 POSTED_BEFORE_KILL = 400
-
-
-def wait_for_exit(pid: int, timeout_s: float = 30.0) -> None:
-    """Until a process that is not our child has exited (its pidfd turns readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already gone
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        assert readable, f"process {pid} still runs after {timeout_s} s"
-    finally:
-        os.close(fd)
 
 
 async def run_and_kill(db: Path, *, kill_writer: bool = False) -> set[str]:

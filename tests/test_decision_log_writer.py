@@ -13,8 +13,7 @@ import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.writer import Writer
-from tests.decision_log_support import make_decision
-from tests.test_decision_log_crash import wait_for_exit
+from tests.decision_log_support import make_decision, wait_for_exit
 
 
 @pytest.fixture

@@ -179,9 +179,7 @@ def _reason(v: Verdict, policy: TextPolicy) -> str:
     return policy.prose(v.reason) if v.model else policy.mask(v.reason)
 
 
-def _members_json(members: list[Verdict], policy: TextPolicy) -> str | None:
-    if not members:
-        return None
+def _members_json(members: list[Verdict], policy: TextPolicy) -> str:
     return json.dumps([_member(m, policy) for m in members], allow_nan=False)
 
 

@@ -143,9 +143,12 @@ class DecisionLog:
         if not key:
             raise ValueError("setting key is empty")
         new_json = None if value is None else settings_sql.to_json(value)
-        audit = (new_id(), platform, channel_id, self._cmd(command))
-        args = (scope, key, new_json, utc_text(utc_now()), actor, audit)
-        old_json = await self._require_writer().submit((writes.OP, "setting", args))
+        audit = settings_sql.admin_row(
+            now=utc_now(), actor=actor, platform=platform, channel_id=channel_id,
+            command=self._cmd(command), scope=scope, key=key, old_json=None,
+            new_json=new_json, allowed=True, error=None,
+        )  # fmt: skip
+        old_json = await self._require_writer().submit((writes.OP, "setting", (audit,)))
         return settings_sql.from_json(old_json)
 
     async def record_admin_action(

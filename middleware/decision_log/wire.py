@@ -8,8 +8,8 @@ and unlike ``pickle`` it cannot run code when it loads. It refuses subclasses
 
 Replies: the writer answers each transaction with one frame
 ``(batch_failed, results)``, one result per job in the order the jobs were
-sent: ``("ok", value)`` or ``("err", kind, message)`` with a kind from
-:data:`ERROR_KINDS`.
+sent: ``("ok", value)`` or ``("err", kind, message)``, the kind being
+:data:`UNAVAILABLE` or :data:`REFUSED`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ HEADER = struct.Struct("!I")
 READ_CHUNK = 1 << 20
 OK, ERR = "ok", "err"
 UNAVAILABLE = "unavailable"  # storage failed (disk full, read-only): the caller gets LogUnavailable
-REFUSED = "refused"  # a constraint refused this one job: ValueError
-FAILED = "failed"  # the job itself was bad (a bug): ValueError with the exception's text
-ERROR_KINDS = (UNAVAILABLE, REFUSED, FAILED)
+REFUSED = "refused"  # this one job was bad (a constraint, an invalid value): ValueError
 
 
 def frame(value: Any) -> bytes:

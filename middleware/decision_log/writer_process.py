@@ -15,8 +15,9 @@ received, closes the database (which checkpoints the WAL) and exits. It
 ignores SIGINT and SIGTERM and runs in a session of its own, so a Ctrl-C or a
 service manager's stop meant for the bot does not cut its last commits short.
 
-WAL checkpoints happen after a commit once the WAL holds ``CHECKPOINT_PAGES``
-pages (10,000, about 40 MB, instead of SQLite's 1,000): a page written many
+WAL checkpoints happen after a commit once the WAL holds the number of pages
+the bot passes (``writer.CHECKPOINT_PAGES``: 10,000, about 40 MB, instead of
+SQLite's 1,000): a page written many
 times is copied into the file once, and only a checkpoint fsyncs
 (``synchronous = NORMAL`` commits do not). A checkpoint that is not held up
 by a reader lets the next transaction start the WAL from its beginning again,
@@ -50,7 +51,6 @@ NO_ADAPTATION = cast(Callable[[None], None], {}.get)
 sqlite3.register_adapter(type(None), NO_ADAPTATION)
 
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
-CHECKPOINT_PAGES = 10_000  # default; the bot passes its own (see writer.py)
 
 
 def run_batch(conn: sqlite3.Connection, path: str, jobs: list[Any]) -> tuple[bool, list[Any]]:
@@ -67,7 +67,7 @@ def run_batch(conn: sqlite3.Connection, path: str, jobs: list[Any]) -> tuple[boo
     except Exception as exc:  # a bad job (a bug or an invalid value): isolate it
         if len(jobs) > 1:
             return False, isolate(conn, path, jobs)
-        return False, [(wire.ERR, wire.FAILED, f"{type(exc).__name__}: {exc}")]
+        return False, [(wire.ERR, wire.REFUSED, f"{type(exc).__name__}: {exc}")]
     return False, [(wire.OK, value) for value in values]
 
 
@@ -82,7 +82,7 @@ def run_pragma(conn: sqlite3.Connection, path: str, job: Any) -> tuple[bool, lis
     except sqlite3.Error as exc:
         return True, [(wire.ERR, wire.UNAVAILABLE, writes.storage_error(path, exc))]
     except Exception as exc:
-        return False, [(wire.ERR, wire.FAILED, f"{type(exc).__name__}: {exc}")]
+        return False, [(wire.ERR, wire.REFUSED, f"{type(exc).__name__}: {exc}")]
 
 
 def groups(jobs: list[Any]) -> list[list[Any]]:
@@ -96,7 +96,7 @@ def groups(jobs: list[Any]) -> list[list[Any]]:
     return [g for g in found if g]
 
 
-def serve(sock: socket.socket, path: Path, checkpoint_pages: int = CHECKPOINT_PAGES) -> int:
+def serve(sock: socket.socket, path: Path, checkpoint_pages: int) -> int:
     try:
         conn = connect_writer(path)
         try:

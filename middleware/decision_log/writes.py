@@ -24,6 +24,7 @@ from typing import Any
 
 from middleware.decision_log.chain import GENESIS, link
 from middleware.decision_log.columns import (
+    ADMIN_COLUMNS,
     INSERT_ADMIN,
     INSERT_CANDIDATE,
     INSERT_DECISION,
@@ -114,25 +115,21 @@ def insert_replay(conn: sqlite3.Connection, row: Sequence[Any]) -> None:
     conn.execute(INSERT_REPLAY, tuple(row))
 
 
-def change_setting(
-    conn: sqlite3.Connection,
-    scope: str,
-    key: str,
-    new_json: str | None,
-    now_utc: str,
-    actor: str,
-    audit: Sequence[Any],
-) -> str | None:
-    """Upsert (``new_json`` None: delete) a setting and audit it; returns the old value's JSON.
+def change_setting(conn: sqlite3.Connection, audit: Sequence[Any]) -> str | None:
+    """Upsert (new value None: delete) a setting and audit it; returns the old value's JSON.
 
-    ``audit`` is ``(admin action id, platform, channel_id, command)``: the
-    audit row is written in the same transaction, so the trail can never
-    disagree with the settings.
+    ``audit`` is the admin action row (:data:`ADMIN_COLUMNS`) with the change
+    in it, all but its old value, which only this transaction knows. It is
+    written in the same transaction, so the trail can never disagree with
+    the settings.
     """
+    row = dict(zip(ADMIN_COLUMNS, audit, strict=True))
+    scope, key, new_json = row["scope"], row["key"], row["new_json"]
     found = conn.execute(
         "SELECT value_json FROM settings WHERE scope = ? AND key = ?", (scope, key)
     ).fetchone()
-    old_json = found[0] if found else None
+    old_json: str | None = found[0] if found else None
+    row["old_json"] = old_json
     if new_json is None:
         conn.execute("DELETE FROM settings WHERE scope = ? AND key = ?", (scope, key))
     else:
@@ -141,12 +138,9 @@ def change_setting(
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET "
             "value_json = excluded.value_json, updated_utc = excluded.updated_utc, "
             "actor = excluded.actor",
-            (scope, key, new_json, now_utc, actor),
+            (scope, key, new_json, row["created_utc"], row["actor"]),
         )
-    action_id, platform, channel_id, command = audit
-    row = (action_id, now_utc, actor, platform, channel_id, command, scope, key, old_json,
-           new_json, 1, None)  # fmt: skip
-    insert_admin(conn, row)
+    insert_admin(conn, tuple(row.values()))
     return old_json
 
 
