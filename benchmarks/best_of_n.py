@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import parse_config  # noqa: E402
-from bot.models import ModelProvider  # noqa: E402
-from bot.policy_builder import PolicyBuilder  # noqa: E402
-from middleware.pipeline import Pipeline  # noqa: E402
+from bot.config.policies import PolicyBuilder  # noqa: E402
+from bot.config.providers import ModelProvider  # noqa: E402
+from bot.config.schema import parse_config  # noqa: E402
+from middleware.pipeline.run import Pipeline  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI  # noqa: E402
 from tests.stubs.threaded import stub_in_thread  # noqa: E402

@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import load_config  # noqa: E402
-from middleware.guards.base import Guard, GuardContext  # noqa: E402
+from bot.config.schema import load_config  # noqa: E402
+from middleware.guards.guard import Guard, GuardContext  # noqa: E402
 from middleware.guards.normalize import forms  # noqa: E402
 from middleware.guards.registry import build_guard  # noqa: E402
 from middleware.llm.echo import EchoModel  # noqa: E402

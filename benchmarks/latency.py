@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import GuardBot  # noqa: E402
-from bot.config import parse_config  # noqa: E402
+from bot.config.schema import parse_config  # noqa: E402
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
 from tests.stubs.process import fetch_records, stub_process  # noqa: E402

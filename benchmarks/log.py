@@ -46,7 +46,7 @@ from rich.table import Table  # noqa: E402
 
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import Action, Decision  # noqa: E402
-from tests.decision_log_support import make_decision  # noqa: E402
+from tests.support.decision_log_support import make_decision  # noqa: E402
 
 TARGET_PER_S = 10_000
 TARGET_P50_MS = 2.0

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.app import GuardBot  # noqa: E402
-from bot.config import parse_config  # noqa: E402
+from bot.config.schema import parse_config  # noqa: E402
 from bot.replay import ReplayOptions, Selection, run_replay  # noqa: E402
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import ChatRequest  # noqa: E402
@@ -141,7 +141,7 @@ def replay_cli(db: Path, folder: Path, n: int, concurrency: int) -> dict[str, fl
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(policy), "replay", "--json",
+        [sys.executable, "-m", "bot.cli.main", "--config", str(policy), "replay", "--json",
          "--limit", str(n), "--concurrency", str(concurrency), "--no-progress"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip

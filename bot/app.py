@@ -12,15 +12,15 @@ import logging
 import os
 from collections.abc import Mapping
 
-from bot.config import Config
-from bot.models import ModelProvider
-from bot.policy_builder import PolicyBuilder
-from bot.settings import RuntimeSettings
-from middleware.budget import budget_refusal, check_budget
+from bot.config.policies import PolicyBuilder
+from bot.config.providers import ModelProvider
+from bot.config.runtime import RuntimeSettings
+from bot.config.schema import Config
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
-from middleware.llm.base import ChatModel
-from middleware.pipeline import Pipeline
+from middleware.llm.model import ChatModel
+from middleware.pipeline.budget import budget_refusal, check_budget
+from middleware.pipeline.run import Pipeline
 from middleware.types import Action, ChatRequest, Decision, Delivery
 
 log = logging.getLogger("guardbot")
@@ -48,7 +48,7 @@ class GuardBot:
         self.models = ModelProvider(config.llm, env, fixed=model)
         self.policies = PolicyBuilder(self.models)
         self.pipeline = Pipeline()
-        # Admin overrides from the log, layered onto config.toml (see bot/settings.py).
+        # Admin overrides from the log, layered onto config.toml (see bot/config/runtime.py).
         self.settings = RuntimeSettings(config, decision_log)
 
     @classmethod

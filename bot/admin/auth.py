@@ -10,7 +10,7 @@ setting can widen it, so an admin cannot grant admin rights from chat.
 
 from __future__ import annotations
 
-from bot.config import AdminConfig
+from bot.config.schema import AdminConfig
 from middleware.types import ChatRequest
 
 REFUSAL = (

@@ -1,6 +1,6 @@
 """The settings commands: help, status, set, reset and guard list.
 
-Changes go through :class:`bot.settings.RuntimeSettings`, which validates the
+Changes go through :class:`bot.config.runtime.RuntimeSettings`, which validates the
 value against the config schema before anything is written and reloads the
 overrides afterwards, so the next message already uses them. Answers say
 what changed, where, what it was before, and whether a channel override
@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from bot.admin.context import Context, show
 from bot.admin.parser import USAGE, Command
-from bot.setting_keys import (
+from bot.config.keys import (
     GUARD_FIELDS,
     PLAIN_KEYS,
     SECTIONS,
@@ -23,7 +23,7 @@ from bot.setting_keys import (
     parse_key,
     uses_threshold,
 )
-from bot.settings import GLOBAL
+from bot.config.runtime import GLOBAL
 from middleware.types import utc_now
 
 STATUS_WINDOW = timedelta(hours=24)

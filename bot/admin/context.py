@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.setting_keys import SettingError
-from bot.settings import GLOBAL, channel_scope
+from bot.config.keys import SettingError
+from bot.config.runtime import GLOBAL, channel_scope
 from middleware.types import ChatRequest
 
 if TYPE_CHECKING:

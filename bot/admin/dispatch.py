@@ -18,8 +18,8 @@ from bot.admin import commands, decisions
 from bot.admin.auth import REFUSAL, actor_of, is_admin
 from bot.admin.context import Context, audit_text
 from bot.admin.parser import Command, ParseError, parse
-from bot.setting_keys import SettingError
-from bot.settings import GLOBAL
+from bot.config.keys import SettingError
+from bot.config.runtime import GLOBAL
 from middleware.decision_log import LogUnavailable
 from middleware.types import ChatRequest
 

@@ -8,8 +8,8 @@ values every output is built from), :mod:`.run` (a whole run, recorded),
 """
 
 from bot.replay.results import GuardFlip, Kind, ReplayResult, RunReport, Tally
-from bot.replay.run import ReplayOptions, replay_selected, run_replay
 from bot.replay.select import Selection
+from bot.replay.session import ReplayOptions, replay_selected, run_replay
 from bot.replay.summary import replay_summary
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from middleware.guards.runner import apply_policy
-from middleware.policy import ConfiguredGuard
+from middleware.pipeline.policy import ConfiguredGuard
 from middleware.types import Outcome, Verdict
 
 SECRET_MARK = "[SECRET:"

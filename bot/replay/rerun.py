@@ -21,14 +21,14 @@ from bot.replay.diff import compare, failed
 from bot.replay.masked import carry_forward
 from bot.replay.results import Kind, ReplayResult
 from bot.replay.select import Logged
-from middleware.guards.base import GuardContext
+from middleware.guards.guard import GuardContext
 from middleware.guards.runner import run_guard
-from middleware.policy import ConfiguredGuard, PipelinePolicy
+from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.types import Action, Candidate, ChatRequest, Decision, Stage, Verdict
 
 if TYPE_CHECKING:
     from bot.app import GuardBot
-    from bot.config import Config
+    from bot.config.schema import Config
 
 Mode = Literal["guards-only", "full"]
 NOT_STORED = "text not stored ([log] store_text = false): only its hash was kept"

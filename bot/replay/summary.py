@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from bot.replay.render import describe_flip, safe_text
 from bot.replay.results import Kind
-from bot.replay.run import ReplayError, ReplayOptions, run_replay
 from bot.replay.select import Selection
+from bot.replay.session import ReplayError, ReplayOptions, run_replay
 from bot.replay.when import parse_when
 
 if TYPE_CHECKING:

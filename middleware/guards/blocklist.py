@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from middleware.guards.base import GuardContext, verdict
 from middleware.guards.config import BlocklistGuardConfig
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.normalize import fold_leet, forms, normalize, off_loop_if_long
 from middleware.types import Verdict
 

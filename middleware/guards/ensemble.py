@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from middleware.guards.base import Guard, GuardContext
 from middleware.guards.config import EnsembleGuardConfig, GuardConfigBase
+from middleware.guards.guard import Guard, GuardContext
 from middleware.guards.runner import run_guard
 from middleware.guards.voting import Voter, vote
 from middleware.types import Verdict

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 
-from middleware.guards.base import GuardContext, GuardParseError, verdict
 from middleware.guards.config import LlamaGuardGuardConfig
+from middleware.guards.guard import GuardContext, GuardParseError, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
-from middleware.llm.base import ChatModel, Message, ModelSettings
+from middleware.llm.model import ChatModel, Message, ModelSettings
 from middleware.types import Stage, Verdict
 
 HAZARDS = {

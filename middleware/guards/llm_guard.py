@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any, Protocol
 
-from middleware.guards.base import GuardContext
 from middleware.guards.config import GuardConfigBase
+from middleware.guards.guard import GuardContext
 from middleware.guards.runner import run_guard
 from middleware.guards.voting import Voter, vote
-from middleware.llm.base import ChatModel, Completion
+from middleware.llm.model import ChatModel, Completion
 from middleware.types import Outcome, Verdict
 
 OFFLINE_REASON = "skipped: no LLM configured (offline echo model)"

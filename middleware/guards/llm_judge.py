@@ -17,10 +17,10 @@ import math
 import re
 from typing import Any
 
-from middleware.guards.base import GuardContext, GuardParseError, verdict
 from middleware.guards.config import LLMJudgeGuardConfig
+from middleware.guards.guard import GuardContext, GuardParseError, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
-from middleware.llm.base import ChatModel, Message, ModelSettings
+from middleware.llm.model import ChatModel, Message, ModelSettings
 from middleware.types import Verdict
 
 DEFAULT_PROMPT = """\

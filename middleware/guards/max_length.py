@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from middleware.guards.base import GuardContext, verdict
 from middleware.guards.config import MaxLengthGuardConfig
+from middleware.guards.guard import GuardContext, verdict
 from middleware.types import Verdict
 
 

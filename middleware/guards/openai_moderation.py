@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import openai
 
-from middleware.guards.base import GuardContext, GuardParseError, verdict
 from middleware.guards.config import OpenAIModerationGuardConfig
+from middleware.guards.guard import GuardContext, GuardParseError, verdict
 from middleware.guards.llm_guard import skipped_verdict
-from middleware.llm.base import LLMError
+from middleware.llm.model import LLMError
 from middleware.llm.openai_model import describe_error
 from middleware.types import Verdict
 

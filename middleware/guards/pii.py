@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import PII_KINDS, PIIGuardConfig
+from middleware.guards.guard import GuardContext, findings_verdict
 from middleware.guards.normalize import off_loop_if_long
 from middleware.guards.spans import Span, mask, non_overlapping, scan
 from middleware.types import Verdict

@@ -21,8 +21,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from middleware.guards.base import GuardContext, verdict
 from middleware.guards.config import ProfanityGuardConfig
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.normalize import forms, off_loop_if_long
 from middleware.types import Verdict
 

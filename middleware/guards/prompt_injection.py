@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
-from middleware.guards.base import GuardContext, verdict
 from middleware.guards.config import PromptInjectionGuardConfig
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.normalize import forms, off_loop_if_long
 from middleware.types import Verdict
 

@@ -18,10 +18,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from middleware.guards.base import Guard
 from middleware.guards.config import GuardConfigBase, MaxLengthGuardConfig
+from middleware.guards.guard import Guard
 from middleware.guards.max_length import MaxLengthGuard
-from middleware.llm.base import ChatModel
+from middleware.llm.model import ChatModel
 
 
 class ModelFactory(Protocol):

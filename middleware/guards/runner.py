@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from middleware.guards.base import Guard, GuardContext, GuardParseError
 from middleware.guards.config import GuardConfigBase
+from middleware.guards.guard import Guard, GuardContext, GuardParseError
 from middleware.guards.normalize import LONG_TEXT_CHARS
-from middleware.llm.base import LLMError
+from middleware.llm.model import LLMError
 from middleware.types import Outcome, Verdict
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
-from middleware.guards.base import GuardContext, findings_verdict
 from middleware.guards.config import SecretsGuardConfig
+from middleware.guards.guard import GuardContext, findings_verdict
 from middleware.guards.normalize import off_loop_if_long
 from middleware.guards.spans import Span, mask, non_overlapping, scan
 from middleware.types import Verdict

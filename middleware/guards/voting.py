@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from middleware.guards.base import GuardContext
+from middleware.guards.guard import GuardContext
 from middleware.types import Outcome, Verdict
 
 CANCELLED = "cancelled: the vote was already decided"

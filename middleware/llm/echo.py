@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from middleware.llm.base import Completion, Message, ModelSettings
+from middleware.llm.model import Completion, Message, ModelSettings
 
 ECHO_NOTICE = (
     "offline echo model in use: no OPENAI_API_KEY or [llm] base_url is set, "

@@ -17,7 +17,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from middleware.llm.base import Completion, LLMError, Message, ModelSettings
+from middleware.llm.model import Completion, LLMError, Message, ModelSettings
 
 
 def describe_error(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from middleware.llm.base import Completion, LLMError, Message, ModelSettings
+from middleware.llm.model import Completion, LLMError, Message, ModelSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 that the pipeline calls when ``best_of > 1``; see :mod:`.factory` for the chains.
 """
 
-from middleware.selection.base import SelectionOutcome, Selector
 from middleware.selection.factory import METHODS, build_selector
+from middleware.selection.selector import SelectionOutcome, Selector
 
 __all__ = ["METHODS", "SelectionOutcome", "Selector", "build_selector"]

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from middleware.llm.base import ChatModel, Message, ModelSettings
-from middleware.selection.base import SelectionOutcome
+from middleware.llm.model import ChatModel, Message, ModelSettings
+from middleware.selection.selector import SelectionOutcome
 from middleware.selection.structured import (
     SelectionParseError,
     block,
@@ -30,7 +30,7 @@ from middleware.selection.structured import (
 from middleware.types import Candidate, ChatRequest, LLMCall, Selection
 
 if TYPE_CHECKING:
-    from middleware.policy import PipelinePolicy
+    from middleware.pipeline.policy import PipelinePolicy
 
 SYSTEM_PROMPT = """\
 You evaluate one assistant reply to a user's message. Score it from 1 (very \

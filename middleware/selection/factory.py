@@ -23,12 +23,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from middleware.llm.base import ChatModel
-from middleware.selection.base import Selector
-from middleware.selection.chain import FallbackChain
+from middleware.llm.model import ChatModel
 from middleware.selection.criteria import CriteriaSelector
+from middleware.selection.fallback import FallbackChain
 from middleware.selection.first import FirstSelector
 from middleware.selection.judge import JudgeSelector
+from middleware.selection.selector import Selector
 from middleware.selection.vote import VoteSelector
 
 METHODS = ("first", "judge", "criteria", "vote")

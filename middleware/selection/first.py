@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from middleware.selection.base import SelectionOutcome
+from middleware.selection.selector import SelectionOutcome
 from middleware.types import Candidate, ChatRequest, Selection
 
 if TYPE_CHECKING:
-    from middleware.policy import PipelinePolicy
+    from middleware.pipeline.policy import PipelinePolicy
 
 
 def fastest(candidates: Sequence[Candidate]) -> Candidate:

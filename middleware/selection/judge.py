@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from middleware.llm.base import ChatModel, Message, ModelSettings
-from middleware.selection.base import SelectionOutcome
+from middleware.llm.model import ChatModel, Message, ModelSettings
+from middleware.selection.selector import SelectionOutcome
 from middleware.selection.structured import (
     SelectionParseError,
     block,
@@ -31,7 +31,7 @@ from middleware.selection.structured import (
 from middleware.types import Candidate, ChatRequest, Selection
 
 if TYPE_CHECKING:
-    from middleware.policy import PipelinePolicy
+    from middleware.pipeline.policy import PipelinePolicy
 
 SYSTEM_PROMPT = """\
 You compare candidate replies to a user's message and pick the single best one: \

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from middleware.llm.base import ChatModel, Completion, LLMError, Message, ModelSettings
+from middleware.llm.model import ChatModel, Completion, LLMError, Message, ModelSettings
 from middleware.types import ChatRequest, LLMCall
 
 MAX_REPLY_CHARS = 20_000  # a verdict is a few hundred characters; more is not a verdict

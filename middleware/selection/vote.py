@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Literal
 
-from middleware.selection.base import SelectionOutcome
 from middleware.selection.first import fastest
+from middleware.selection.selector import SelectionOutcome
 from middleware.types import Candidate, ChatRequest, Selection
 
 if TYPE_CHECKING:
-    from middleware.policy import PipelinePolicy
+    from middleware.pipeline.policy import PipelinePolicy
 
 _WORDS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.discord_bot import DiscordService
+from adapters.discord.service import DiscordService
 from bot.app import GuardBot
-from bot.config import Config
+from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
-from middleware.llm.base import ChatModel
+from middleware.llm.model import ChatModel
 from tests.stubs.discord_server import FakeDiscord
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.stubs.slack_harness import Observed

@@ -21,11 +21,11 @@ from typing import Any
 
 import aiohttp
 
-from adapters.slack import SlackService
+from adapters.slack.service import SlackService
 from bot.app import GuardBot
-from bot.config import Config
+from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
-from middleware.llm.base import ChatModel, Completion, Message, ModelSettings
+from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
 from middleware.types import ChatRequest, Decision
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.stubs.slack_api import (

@@ -1,0 +1,1 @@
+"""Discord: a discord.py client, messages in, replies and /guardbot out."""

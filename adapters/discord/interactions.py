@@ -1,0 +1,95 @@
+"""Answering one ``/guardbot`` interaction: ephemeral, and deferred when slow.
+
+Discord drops an interaction that gets no response within 3 seconds. Most
+admin commands answer in milliseconds, so the answer is sent directly; one
+that takes longer than ``defer_after_s`` (``replay``, a slow disk) is first
+deferred ("guardbot is thinking…") and then answered with a follow-up. Both
+are ephemeral: only the admin sees them. Whether the user may run the
+command is the application's decision; this module reports Manage Server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+
+from adapters.base import MessageHandler
+from adapters.discord.delivery import MESSAGE_LIMIT, NO_PINGS, describe
+from adapters.discord.messages import home_channel_id
+from adapters.message_split import split_message
+from middleware.types import ChatRequest
+
+log = logging.getLogger("guardbot.discord")
+
+FAILED = "Sorry, that admin command failed on my side; the bot's log has the details."
+
+
+def admin_request(interaction: discord.Interaction, command: str) -> ChatRequest:
+    """Who ran the command, and where (a thread counts as its parent channel)."""
+    channel = interaction.channel
+    thread_id = str(channel.id) if isinstance(channel, discord.Thread) else ""
+    channel_id = home_channel_id(channel) or interaction.channel_id
+    return ChatRequest(
+        platform="discord",
+        channel_id=str(channel_id or ""),
+        thread_id=thread_id,
+        user_id=str(interaction.user.id),
+        user_name=interaction.user.display_name,
+        message_id=str(interaction.id),
+        text=f"/guardbot {command}",
+    )
+
+
+def has_manage_server(interaction: discord.Interaction) -> bool:
+    """Manage Server in this server (never in a DM, where no server permissions exist)."""
+    return interaction.guild is not None and interaction.permissions.manage_guild
+
+
+async def answer_admin(
+    interaction: discord.Interaction,
+    handler: MessageHandler,
+    command: str,
+    *,
+    defer_after_s: float,
+) -> None:
+    request = admin_request(interaction, command)
+    work = asyncio.create_task(
+        handler.admin(request, command, platform_admin=has_manage_server(interaction))
+    )
+    try:
+        done, _ = await asyncio.wait({work}, timeout=defer_after_s)
+        if not done:
+            await _defer(interaction)
+        answer = await work
+    except Exception:
+        log.exception("Discord: /guardbot %s failed", command.split(" ", 1)[0])
+        answer = FAILED
+    finally:
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+    await answer_ephemeral(interaction, answer)
+
+
+async def _defer(interaction: discord.Interaction) -> None:
+    try:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    except discord.HTTPException as exc:
+        log.warning("Discord: could not defer /guardbot: %s", describe(exc))
+
+
+async def answer_ephemeral(interaction: discord.Interaction, text: str) -> None:
+    """The response if none was sent yet, else follow-ups; split at 2,000 characters."""
+    pieces = split_message(text, MESSAGE_LIMIT) or ["(no output)"]
+    try:
+        for piece in pieces:
+            if interaction.response.is_done():
+                await interaction.followup.send(piece, ephemeral=True, allowed_mentions=NO_PINGS)
+            else:
+                await interaction.response.send_message(
+                    piece, ephemeral=True, allowed_mentions=NO_PINGS
+                )
+    except discord.HTTPException as exc:
+        log.warning("Discord: could not answer /guardbot: %s", describe(exc))

@@ -1,0 +1,247 @@
+"""The slack-bolt app: listeners that ack at once and answer in owned tasks.
+
+Slack wants an HTTP 200 within 3 seconds, and a model may take longer, so
+every listener only checks for a retry and starts a task: the placeholder and
+the pipeline run together after the ack, the reply replaces the placeholder,
+and the delivery is recorded with the decision. The tasks belong to this
+object, so stopping can let them finish (or tell the user they were cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.base import MessageHandler
+from adapters.slack.config import SlackConfig
+from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed
+from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, DeliveryError, Poster, describe
+from adapters.slack.text import from_slack, slack_messages
+from middleware.types import ChatRequest, Decision
+
+log = logging.getLogger("guardbot.slack")
+
+ADMIN_ACK_BUDGET_S = 2.0  # answer within the ack when we can; Slack allows 3 s in all
+NOT_ALLOWED_NOTICE = "I'm not enabled in this channel. Ask an admin, or send me a direct message."
+COMMAND_FAILED = "Sorry, that command failed. The error is in the bot's log."
+
+
+@dataclass
+class _Progress:
+    """How far one answer got, so a cut-off answer can be tidied up."""
+
+    placeholder_ts: str | None = None
+    decision: Decision | None = None
+    delivered: bool = False
+
+
+class SlackListeners:
+    def __init__(
+        self,
+        config: SlackConfig,
+        handler: MessageHandler,
+        client: AsyncWebClient,
+        me: Identity,
+        *,
+        signing_secret: str,
+        socket_mode: bool,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.client = client
+        self.router = EventRouter(config, client, me)
+        self.poster = Poster(client, limit=config.max_message_chars)
+        self.slots = asyncio.Semaphore(config.max_in_flight)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.admin_ack_budget_s = ADMIN_ACK_BUDGET_S
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=signing_secret,
+            # False: bolt returns the ack before the listener finishes (Slack's 3 s rule).
+            process_before_response=False,
+            request_verification_enabled=not socket_mode,
+            logger=logging.getLogger("guardbot.slack.bolt"),
+            name="guardbot",
+        )
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        # Any other subscribed event is acked and ignored, so Slack does not retry it.
+        self.app.event(re.compile(".*"))(self._on_other)
+        self.app.command(config.command)(self._on_command)
+
+    # -- listeners (run by bolt right after the ack) ------------------------
+
+    async def _on_mention(
+        self, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
+    ) -> None:
+        if self.router.first_delivery(body, request.headers):
+            self.spawn(self._route_and_answer(event, mention=True))
+
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
+    ) -> None:
+        if self.router.first_delivery(body, request.headers):
+            self.spawn(self._route_and_answer(event, mention=False))
+
+    async def _on_other(self, body: dict[str, Any]) -> None:
+        event = body.get("event")
+        log.debug("slack: ignoring event %s", event.get("type") if isinstance(event, dict) else "")
+
+    async def _on_command(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        self.spawn(self._command(ack, command, respond))
+
+    # -- tasks ----------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("slack: a task failed", exc_info=task.exception())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight answers finish for up to ``timeout_s``; cut off the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.tasks), timeout=left)
+        leftover = set(self.tasks)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            log.warning("slack: %d answers cut off at shutdown", len(leftover))
+            await asyncio.wait(leftover)
+
+    async def _route_and_answer(self, event: Mapping[str, Any], *, mention: bool) -> None:
+        routed = await self.router.route(event, mention=mention)
+        if isinstance(routed, NotAllowed):
+            await self.poster.ephemeral(routed.channel, routed.user, NOT_ALLOWED_NOTICE)
+        elif isinstance(routed, Incoming):
+            await self.answer(routed)
+
+    async def answer(self, incoming: Incoming) -> None:
+        progress = _Progress()
+        try:
+            await self._answer(incoming, progress)
+        except asyncio.CancelledError:
+            await self._cut_off(incoming, progress)
+            raise
+
+    async def _answer(self, incoming: Incoming, progress: _Progress) -> None:
+        if incoming.starts_thread:
+            self.router.remember_thread(incoming.channel, incoming.thread_ts)
+
+        async def placeholder() -> None:
+            progress.placeholder_ts = await self.poster.placeholder(
+                incoming.channel, incoming.thread_ts, self.config.placeholder
+            )
+
+        async def decide() -> None:
+            async with self.slots:
+                progress.decision = await self._decide(incoming.request)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(placeholder())
+            tg.create_task(decide())
+        decision = progress.decision
+        reply = decision.reply if decision is not None else CRASH_REPLY
+        error: str | None = None
+        try:
+            await self.poster.deliver(
+                incoming.channel, incoming.thread_ts, progress.placeholder_ts, reply
+            )
+        except DeliveryError as exc:
+            error = str(exc)
+            log.warning("slack: reply not delivered in %s: %s", incoming.channel, error)
+        progress.delivered = True
+        if decision is not None:
+            await self._record(decision, sent=error is None, error=error)
+
+    async def _decide(self, request: ChatRequest) -> Decision | None:
+        try:
+            return await self.handler.handle(request)
+        except Exception:
+            log.exception("slack: the pipeline failed on message %s", request.message_id)
+            return None
+
+    async def _record(self, decision: Decision, *, sent: bool, error: str | None) -> None:
+        try:
+            await self.handler.record_delivery(decision, sent=sent, error=error)
+        except Exception:
+            log.exception("slack: could not record the delivery of %s", decision.id)
+
+    async def _cut_off(self, incoming: Incoming, progress: _Progress) -> None:
+        """Shutdown cancelled an answer: say so in Slack and on the record, briefly."""
+        if progress.delivered:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                if progress.placeholder_ts:
+                    await self.poster.deliver(
+                        incoming.channel,
+                        incoming.thread_ts,
+                        progress.placeholder_ts,
+                        SHUTDOWN_REPLY,
+                    )
+                if progress.decision is not None:
+                    await self._record(
+                        progress.decision, sent=False, error="stopped before posting"
+                    )
+
+    # -- the slash command --------------------------------------------------
+
+    async def _command(
+        self, ack: AsyncAck, command: Mapping[str, Any], respond: AsyncRespond
+    ) -> None:
+        # Slack escapes &, < and > in command text as it does in messages.
+        text = from_slack(command.get("text"))
+        request = ChatRequest(
+            platform="slack",
+            channel_id=str(command.get("channel_id") or ""),
+            user_id=str(command.get("user_id") or ""),
+            user_name=str(command.get("user_name") or ""),
+            message_id=str(command.get("trigger_id") or ""),
+            text=f"{self.config.command} {text}".strip(),
+        )
+        work = self.spawn(self._admin(request, text))
+        try:
+            async with asyncio.timeout(self.admin_ack_budget_s):
+                answer = await asyncio.shield(work)
+        except TimeoutError:
+            # Slow (a big query): ack now, answer through the response_url.
+            await ack(response_type="ephemeral", text="Working on it…")
+            parts = slack_messages(await work, self.config.max_message_chars) or ["(no output)"]
+        else:
+            parts = slack_messages(answer, self.config.max_message_chars) or ["(no output)"]
+            await ack(response_type="ephemeral", text=parts.pop(0))
+        for part in parts:
+            try:
+                await respond(text=part, response_type="ephemeral")
+            except Exception as exc:
+                log.warning("slack: %s", describe("response_url", exc))
+                return
+
+    async def _admin(self, request: ChatRequest, text: str) -> str:
+        try:
+            # Slack has no counterpart of Discord's Manage Server: only [admin] users count.
+            return await self.handler.admin(request, text)
+        except Exception:
+            log.exception("slack: admin command failed")
+            return COMMAND_FAILED

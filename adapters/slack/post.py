@@ -1,0 +1,139 @@
+"""Posting to Slack: the placeholder, the reply that replaces it, the overflow.
+
+Every Web API call goes through a client whose retry handlers wait out a 429
+for as long as ``Retry-After`` says and retry 5xx and dropped connections, so
+this module only decides what to post and turns what still failed into the
+one-line delivery error that is stored with the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.text import slack_messages
+
+log = logging.getLogger("guardbot.slack")
+
+# chat.update cannot replace the placeholder (deleted, or too old): post anew.
+_GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
+CRASH_REPLY = "Sorry, something went wrong while answering. Please try again."
+SHUTDOWN_REPLY = "Sorry, I was restarted before I could answer. Please ask again."
+
+
+class AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """Retries every 5xx (with backoff), not only 500/503: gateways in front answer 502/504."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and response.status_code >= 500
+
+
+def retry_handlers(retries: int) -> list[AsyncRetryHandler]:
+    return [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
+        AnyServerErrorRetryHandler(max_retry_count=retries),
+        AsyncConnectionErrorRetryHandler(max_retry_count=retries),
+    ]
+
+
+def describe(method: str, exc: BaseException) -> str:
+    """A short, secret-free reason for the delivery record and the log."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = response.get("error") if response is not None else None
+        status = getattr(response, "status_code", None)
+        if status == 429:
+            return f"slack {method}: rate limited (429), retries exhausted"
+        return f"slack {method}: {error or f'HTTP {status}'}"
+    return f"slack {method}: {type(exc).__name__}: {exc}".rstrip(": ")
+
+
+class DeliveryError(Exception):
+    """A reply (or part of one) could not be posted; the message is for the log."""
+
+
+class Poster:
+    def __init__(self, client: AsyncWebClient, *, limit: int) -> None:
+        self.client = client
+        self.limit = limit
+
+    async def post(self, channel: str, thread_ts: str, text: str) -> str:
+        """Post ``text`` as-is (already mrkdwn) in the thread ("": the channel); returns its ts."""
+        try:
+            response = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts or None, text=text
+            )
+        except Exception as exc:
+            raise DeliveryError(describe("chat.postMessage", exc)) from exc
+        return str(response.get("ts") or "")
+
+    async def placeholder(self, channel: str, thread_ts: str, text: str) -> str | None:
+        """The progress message; None when it could not be posted (the reply is posted anew)."""
+        if not text:
+            return None
+        try:
+            return await self.post(channel, thread_ts, text) or None
+        except DeliveryError as exc:
+            log.warning("slack: placeholder not posted: %s", exc)
+            return None
+
+    async def deliver(
+        self, channel: str, thread_ts: str, placeholder_ts: str | None, reply: str
+    ) -> None:
+        """Replace the placeholder with the reply; overflow goes into the thread after it."""
+        parts = slack_messages(reply, self.limit)
+        if not parts:
+            await self._remove(channel, placeholder_ts)
+            raise DeliveryError("nothing to post: the reply was empty")
+        for index, part in enumerate(parts):
+            try:
+                if index == 0 and placeholder_ts:
+                    await self._replace(channel, thread_ts, placeholder_ts, part)
+                else:
+                    await self.post(channel, thread_ts, part)
+            except DeliveryError as exc:
+                if len(parts) > 1:
+                    raise DeliveryError(f"part {index + 1} of {len(parts)}: {exc}") from exc
+                raise
+
+    async def _replace(self, channel: str, thread_ts: str, ts: str, text: str) -> None:
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text)
+        except SlackApiError as exc:
+            if exc.response is None or exc.response.get("error") not in _GONE:
+                raise DeliveryError(describe("chat.update", exc)) from exc
+            await self.post(channel, thread_ts, text)
+        except Exception as exc:
+            raise DeliveryError(describe("chat.update", exc)) from exc
+
+    async def _remove(self, channel: str, ts: str | None) -> None:
+        if not ts:
+            return
+        try:
+            await self.client.chat_delete(channel=channel, ts=ts)
+        except Exception as exc:
+            log.warning("slack: placeholder not removed: %s", describe("chat.delete", exc))
+
+    async def ephemeral(self, channel: str, user: str, text: str) -> None:
+        try:
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=text)
+        except Exception as exc:
+            log.warning("slack: %s", describe("chat.postEphemeral", exc))

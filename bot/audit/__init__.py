@@ -1,0 +1,1 @@
+"""Audit views: how decisions, stats and exports are shown to people."""

@@ -1,0 +1,1 @@
+"""The guardbot command line: one module per command group."""

@@ -1,0 +1,278 @@
+"""`guardbot logs | show | stats | verify | prune | export`: the decision log from the shell.
+
+Reading commands open the database read-only (``file:...?mode=ro``), so an
+audit can never change what it inspects, and can run while the bot writes.
+Each prints a readable table by default and JSON with ``--json``; `export`
+streams every decision as JSON lines or CSV. Only `prune` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from bot.audit import views
+from bot.cli.common import log_path, positive_int
+from bot.replay.when import WhenError, parse_when
+from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log.report import CSV_FIELDS, csv_row, record
+
+
+def register(subparsers: Any) -> None:
+    logs = subparsers.add_parser(
+        "logs",
+        help="recent decisions, newest first, with filters and full-text search",
+        description="List decisions from the log, newest first. Filters combine (AND).",
+    )
+    _common(logs)
+    logs.add_argument("-n", type=positive_int, default=20, help="how many (default 20)")
+    logs.add_argument("--blocked", action="store_true", help="only blocked messages")
+    logs.add_argument("--action", choices=("replied", "blocked", "error"), help="only this action")
+    logs.add_argument("--guard", metavar="NAME", help="only where this guard fired (not allow)")
+    logs.add_argument("--user", metavar="ID", help="only this user id")
+    logs.add_argument("--channel", metavar="ID", help="only this channel id")
+    _window(logs)
+    logs.add_argument("-q", "--query", metavar="TEXT", help="full-text search of message and reply")
+    logs.set_defaults(handler=_logs)
+
+    show = subparsers.add_parser(
+        "show", help="one decision in full: verdicts, candidates, choice, timings, delivery"
+    )
+    _common(show)
+    show.add_argument("id", help="decision id, or a unique prefix of it")
+    show.set_defaults(handler=_show)
+
+    stats = subparsers.add_parser(
+        "stats", help="block rates, latency by stage, time saved, tokens and cost"
+    )
+    _common(stats)
+    _window(stats, since_default="24h")
+    stats.set_defaults(handler=_stats)
+
+    verify = subparsers.add_parser(
+        "verify", help="check the hash chain: names the first decision changed, inserted or deleted"
+    )
+    _common(verify)
+    verify.set_defaults(handler=_verify)
+
+    prune = subparsers.add_parser(
+        "prune", help="remove old decisions, keeping the hash chain verifiable"
+    )
+    _common(prune)
+    prune.add_argument(
+        "--older-than", required=True, metavar="AGE", help="e.g. 90d, 12w, or a date (UTC)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.set_defaults(handler=_prune)
+
+    export = subparsers.add_parser("export", help="every decision as JSON lines or CSV")
+    export.add_argument("--db", metavar="PATH", help="the decision log (default: [log] path)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (0600), not stdout")
+    _window(export)
+    export.set_defaults(handler=_export)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="the decision log (default: [log] path)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+
+def _window(p: argparse.ArgumentParser, since_default: str | None = None) -> None:
+    extra = f" (default {since_default})" if since_default else ""
+    p.add_argument(
+        "--since", default=since_default, metavar="WHEN", help=f"e.g. 24h, 7d, 2024-05-01{extra}"
+    )
+    p.add_argument("--until", metavar="WHEN", help="e.g. 1h, 2024-05-02 (exclusive)")
+
+
+class _Fail(Exception):
+    """A clear one-line error for the user; exit status 1 (2 for bad arguments)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _open(args: argparse.Namespace, *, read_only: bool = True) -> DecisionLog:
+    try:
+        return await DecisionLog.open(log_path(args), read_only=read_only)
+    except LogUnavailable as exc:
+        raise _Fail(str(exc)) from None
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_when(text)
+    except WhenError as exc:
+        raise _Fail(f"{option}: {exc}", 2) from None
+
+
+def _command(fn: Any) -> Any:
+    """Turn _Fail and bad filter values into one line on stderr and an exit status."""
+
+    async def run(args: argparse.Namespace) -> int:
+        try:
+            return int(await fn(args))
+        except _Fail as exc:
+            print(f"guardbot {args.command}: {exc}", file=sys.stderr)
+            return exc.status
+        except ValueError as exc:
+            print(f"guardbot {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@_command
+async def _logs(args: argparse.Namespace) -> int:
+    filters = {
+        "action": args.action,
+        "blocked": True if args.blocked else None,
+        "guard": args.guard,
+        "user_id": args.user,
+        "channel_id": args.channel,
+        "since": _when(args.since, "--since"),
+        "until": _when(args.until, "--until"),
+        "text": args.query,
+    }
+    log = await _open(args)
+    try:
+        found = await log.query_stored(limit=args.n, **filters)
+    finally:
+        await log.close()
+    if args.json:
+        _print_json([record(s) for s in found])
+    else:
+        views.logs_table(found)
+    return 0
+
+
+@_command
+async def _show(args: argparse.Namespace) -> int:
+    log = await _open(args)
+    try:
+        found = await log.get_stored(args.id.strip())
+    finally:
+        await log.close()
+    if found is None:
+        raise _Fail(f"no decision {args.id!r} in the log")
+    if args.json:
+        _print_json(record(found))
+    else:
+        views.show(found)
+    return 0
+
+
+@_command
+async def _stats(args: argparse.Namespace) -> int:
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    log = await _open(args)
+    try:
+        data = await log.stats(since=since, until=until)
+    finally:
+        await log.close()
+    if args.json:
+        _print_json(data)
+    else:
+        views.stats(data)
+    return 0
+
+
+@_command
+async def _verify(args: argparse.Namespace) -> int:
+    log = await _open(args)
+    try:
+        report = await log.verify()
+        integrity = await log.integrity_check()
+    finally:
+        await log.close()
+    ok = report.ok and integrity == "ok"
+    if args.json:
+        data = {**asdict(report), "chain_ok": report.ok, "ok": ok, "integrity_check": integrity}
+        _print_json(data)
+    else:
+        views.verify(report, integrity)
+    return 0 if ok else 1
+
+
+@_command
+async def _prune(args: argparse.Namespace) -> int:
+    cutoff = _when(args.older_than, "--older-than")
+    assert cutoff is not None
+    if cutoff > datetime.now(UTC):
+        raise _Fail("--older-than must be in the past", 2)
+    log = await _open(args, read_only=args.dry_run)
+    try:
+        if args.dry_run:
+            count = await log.count_before(cutoff)
+            removed, report = count, None
+        else:
+            removed, report = await log.prune(cutoff)
+    except LogUnavailable as exc:
+        raise _Fail(str(exc)) from None
+    finally:
+        await log.close()
+    result = {
+        "cutoff_utc": cutoff.isoformat(),
+        "dry_run": args.dry_run,
+        "removed": removed,
+        "chain_ok": report.ok if report else None,
+        "remaining": report.checked if report else None,
+    }
+    if args.json:
+        _print_json(result)
+    else:
+        views.pruned(result, report)
+    return 0 if report is None or report.ok else 1
+
+
+@_command
+async def _export(args: argparse.Namespace) -> int:
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    log = await _open(args)
+    count = 0
+    try:
+        with _output(args.output) as out:
+            writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if args.format == "csv" else None
+            if writer:
+                writer.writeheader()
+            async for stored in log.iter_stored(since=since, until=until):
+                rec = record(stored)
+                if writer:
+                    writer.writerow(csv_row(rec))
+                else:
+                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                count += 1
+    finally:
+        await log.close()
+    if args.output:
+        print(f"exported {count} decisions to {args.output}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    try:  # an export holds message text: owner-only, like the log itself
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _Fail(f"cannot write {path}: {exc.strerror}") from None
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        yield out

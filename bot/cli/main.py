@@ -1,0 +1,124 @@
+"""The `guardbot` command line: chat, config, and the commands other modules register.
+
+Each command module exposes ``register(subparsers)`` and sets a ``handler``
+default taking the parsed arguments and returning an exit code (or an
+awaitable of one). Configuration errors and Ctrl-C end in one clear line,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.cli.common import load_config_from_args
+from bot.config.schema import ConfigError
+
+# Modules that add subcommands; each has `register(subparsers)`.
+COMMAND_MODULES: list[str] = [
+    "bot.cli.audit",
+    "bot.cli.replay",
+    "bot.cli.screen",
+    "bot.cli.settings",
+    "bot.cli.run",
+]
+
+
+def _chat(args: argparse.Namespace) -> int:
+    return asyncio.run(_chat_async(args))
+
+
+async def _chat_async(args: argparse.Namespace) -> int:
+    from adapters.console import run_console
+    from bot.app import GuardBot
+
+    config = load_config_from_args(args)
+    bot = await GuardBot.open(config)
+    try:
+        if notice := bot.notice():
+            print(f"notice: {notice}", file=sys.stderr, flush=True)
+        return await run_console(bot, show_explain=args.explain).run()
+    finally:
+        await bot.close()
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from bot.config.providers import ModelProvider
+
+    config = load_config_from_args(args)
+    data = config.model_dump(mode="json")
+    provider = ModelProvider(config.llm)
+    # Only the name of the key's variable is config; the value is shown masked.
+    data["llm"]["api_key"] = "***set***" if provider.api_key else "(not set)"
+    data["llm"]["effective_provider"] = "echo" if provider.offline else "openai-compatible"
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guardbot",
+        description="A chat bot whose middleware screens every message while the reply is "
+        "generated, and audits every decision in SQLite.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $GUARDBOT_CONFIG, ./config.toml, or the packaged defaults)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chat = sub.add_parser("chat", help="talk to the bot in the terminal (offline by default)")
+    chat.add_argument("--explain", action="store_true", help="show verdicts and timings per turn")
+    chat.set_defaults(handler=_chat)
+    show = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    show.set_defaults(handler=_show_config)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    # `guardbot chat --config x.toml` should work as well as `guardbot --config x.toml chat`.
+    # SUPPRESS keeps a subcommand from resetting a --config given before it.
+    for command in sub.choices.values():
+        if "--config" not in command._option_string_actions:
+            command.add_argument(
+                "--config",
+                metavar="PATH",
+                default=argparse.SUPPRESS,
+                help="config file (as guardbot --config)",
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        result = handler(args)
+        if inspect.isawaitable(result):
+            result = asyncio.run(result)  # type: ignore[arg-type]
+        return int(result or 0)
+    except ConfigError as exc:
+        print(f"guardbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

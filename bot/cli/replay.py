@@ -1,0 +1,317 @@
+"""`guardbot replay`: re-run logged decisions through today's policy (or another one).
+
+Answers "what would this policy have done to last week's traffic?" from the
+shell and in CI (``--fail-on-change``), with a progress bar, a table, JSON and
+a self-contained HTML report. It opens the decision log, never an adapter, so
+nothing is ever posted; the only thing it writes is the record of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.cli.common import load_config_from_args, positive_int
+from bot.config.schema import Config, load_config, resolve_config_path
+from bot.replay.render import print_report, runs_table
+from bot.replay.report_html import render_html
+from bot.replay.results import ReplayResult, RunReport, Tally
+from bot.replay.select import DEFAULT_LIMIT, Selection, SelectionError, select
+from bot.replay.session import ReplayError, ReplayOptions, prepare, replay_selected
+from bot.replay.when import WhenError, parse_when
+
+EXIT_CHANGED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="re-run logged decisions through the current (or another) policy",
+        description="Re-run logged decisions through the current configuration and runtime "
+        "settings, or through --config FILE, and report which decisions would change. "
+        "Nothing is posted to Slack or Discord.",
+    )
+    pick = p.add_argument_group("which decisions")
+    pick.add_argument("--since", metavar="WHEN", help="e.g. 7d, 12h, 2024-05-01 (UTC)")
+    pick.add_argument("--until", metavar="WHEN", help="end of the window (exclusive)")
+    pick.add_argument("--channel", metavar="ID", help="only this channel id")
+    pick.add_argument("--user", metavar="ID", help="only this user id")
+    pick.add_argument("--action", choices=("replied", "blocked", "error"), help="only this action")
+    pick.add_argument(
+        "--ids", metavar="ID", nargs="+", action="extend", help="these decision ids (or prefixes)"
+    )
+    pick.add_argument(
+        "--limit",
+        "-n",
+        metavar="N",
+        type=positive_int,
+        help=f"at most this many, newest first (default {DEFAULT_LIMIT}; --list: 20 runs)",
+    )
+    how = p.add_argument_group("how")
+    how.add_argument(
+        "--config",
+        dest="policy_config",
+        metavar="FILE",
+        help="try this policy instead of the current one (runtime settings still apply)",
+    )
+    how.add_argument("--db", metavar="PATH", help="the decision log (default: [log] path)")
+    mode = how.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--guards-only",
+        dest="mode",
+        action="store_const",
+        const="guards-only",
+        help="re-run the guards on the recorded message and reply (default; no generation)",
+    )
+    mode.add_argument(
+        "--full",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="also regenerate the reply with the configured model (calls it: may cost)",
+    )
+    how.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        default=8,
+        help="decisions in flight (default 8)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML page")
+    out.add_argument(
+        "--fail-on-change",
+        action="store_true",
+        help="exit 1 if any decision changes or cannot be evaluated (for CI)",
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--list", action="store_true", help="show past replay runs instead")
+    p.set_defaults(handler=_handler, mode="guards-only")
+
+
+def _handler(args: argparse.Namespace) -> int:
+    base = load_config_from_args(args)
+    db = Path(args.db or base.log.path)
+    if not db.is_file():
+        return _fail(f"no decision log at {db} (use --db, or run `guardbot chat` to create one)")
+    if args.list:
+        return asyncio.run(_list(db, args))
+    try:
+        selection = _selection(args)
+    except WhenError as exc:
+        return _fail(str(exc))
+    policy, source = _policy_config(args, base)
+    outcome = asyncio.run(_replay(args, base, policy, source, db, selection))
+    return outcome if isinstance(outcome, int) else _finish(outcome, args)
+
+
+def _fail(message: str) -> int:
+    print(f"guardbot replay: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def actor_name() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"cli:uid{os.getuid()}"
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    ids = tuple(i for chunk in args.ids or () for i in chunk.split(",") if i.strip())
+    return Selection(
+        since=parse_when(args.since) if args.since else None,
+        until=parse_when(args.until) if args.until else None,
+        channel_id=args.channel,
+        user_id=args.user,
+        action=args.action,
+        ids=tuple(i.strip() for i in ids),
+        limit=args.limit or DEFAULT_LIMIT,
+    )
+
+
+async def _replay(
+    args: argparse.Namespace,
+    base: Config,
+    policy: Config,
+    source: str,
+    db: Path,
+    selection: Selection,
+) -> RunReport | int:
+    """The run itself; an int is an exit code for a problem already reported."""
+    from bot.app import GuardBot
+    from middleware.decision_log import DecisionLog, LogUnavailable
+
+    try:
+        log = await DecisionLog.open(
+            db, store_text=base.log.store_text, redact_pii=base.log.redact_pii
+        )
+    except LogUnavailable as exc:
+        try:  # e.g. an auditor's read-only copy: replay it, but the run cannot be recorded
+            log = await DecisionLog.open(db, read_only=True)
+        except LogUnavailable:
+            return _fail(str(exc))
+        print(f"warning: {exc}; this run will not be recorded", file=sys.stderr)
+    bot = GuardBot(policy, log)
+    try:
+        try:
+            items, limited = await select(log, selection)
+            await prepare(bot)  # before the progress bar: building guards can take seconds
+        except (SelectionError, ReplayError, ValueError) as exc:
+            return _fail(str(exc))
+        options = ReplayOptions(
+            selection=selection,
+            mode=args.mode,
+            concurrency=args.concurrency,
+            actor=actor_name(),
+            config_source=source,
+        )
+        stderr = Console(stderr=True)
+        show_progress = not args.no_progress and stderr.is_terminal
+        with _interrupts() as stop, _progress(stderr, len(items), show_progress) as on_result:
+            report = await replay_selected(
+                bot, items, options, limited=limited, on_result=on_result, stop=stop
+            )
+    finally:
+        await bot.close()
+    return report
+
+
+def _policy_config(args: argparse.Namespace, base: Config) -> tuple[Config, str]:
+    if args.policy_config:
+        return load_config(Path(args.policy_config)), str(args.policy_config)
+    path = resolve_config_path(getattr(args, "config", None))
+    return base, str(path) if path else "packaged defaults"
+
+
+@contextmanager
+def _interrupts() -> Iterator[asyncio.Event]:
+    """Ctrl-C sets an event instead of raising, so the run can stop cleanly and report.
+
+    Only the first one: the handler removes itself, so a second Ctrl-C interrupts at once.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first_ctrl_c() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    with suppress(NotImplementedError, RuntimeError):  # not the main thread / no signals
+        loop.add_signal_handler(signal.SIGINT, first_ctrl_c)
+    try:
+        yield stop
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)  # False when it already removed itself
+
+
+@contextmanager
+def _progress(console: Console, total: int, enabled: bool) -> Iterator[Any]:
+    progress = Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[bold]{task.fields[changed]}[/] changed · {task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not enabled,
+    )
+    task = progress.add_task("replay", total=total, changed=0, errors=0)
+
+    def on_result(_: ReplayResult, tally: Tally) -> None:
+        summary = tally.summary()
+        progress.update(
+            task,
+            completed=tally.done,
+            changed=tally.changed,
+            errors=summary["errors"] + summary["not_replayable"],
+        )
+
+    with progress:
+        yield on_result
+
+
+def _finish(report: RunReport, args: argparse.Namespace) -> int:
+    data = report.to_json()
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print_report(Console(highlight=False), report)
+    if args.report:
+        try:
+            Path(args.report).write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            print(f"guardbot replay: cannot write {args.report}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"report written to {args.report}", file=sys.stderr)
+    if data["not_replayable"]:
+        print(
+            f"note: {data['not_replayable']} decision(s) could not be replayed: their text was "
+            "not stored ([log] store_text = false)",
+            file=sys.stderr,
+        )
+    if report.interrupted:
+        print(
+            f"interrupted: {report.tally.done} of {report.tally.selected} decisions replayed "
+            f"(run {report.run_id or '(not recorded)'} marked interrupted)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if args.fail_on_change and (report.tally.changed or data["errors"]):
+        return EXIT_CHANGED
+    return 0
+
+
+async def _list(db: Path, args: argparse.Namespace) -> int:
+    from middleware.decision_log import DecisionLog, LogUnavailable
+
+    try:
+        log = await DecisionLog.open(db, read_only=True)
+    except LogUnavailable as exc:
+        return _fail(str(exc))
+    try:
+        runs = await log.replay_runs(args.limit or 20)
+    finally:
+        await log.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "created_utc": r.created_utc.isoformat(),
+                        "actor": r.actor,
+                        "config_fingerprint": r.config_fingerprint,
+                        "decisions_count": r.decisions_count,
+                        "changed_count": r.changed_count,
+                        "duration_ms": r.duration_ms,
+                        "filters": r.filters,
+                        "summary": r.summary,
+                        "changes": r.changes,
+                    }
+                    for r in runs
+                ],
+                ensure_ascii=False,
+            )
+        )
+    elif runs:
+        Console(highlight=False).print(runs_table(runs))
+    else:
+        print("no replay runs recorded yet")
+    return 0

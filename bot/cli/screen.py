@@ -1,0 +1,136 @@
+"""`guardbot screen`: run the configured guards of one stage on texts from the shell.
+
+It is how an admin tries a policy before deploying it: the guards are built
+from the same config (and the same builder) as the bot's, every guard that
+applies runs to the end (no stopping at the first block, so all verdicts
+show), and the result is a table, or one JSON object per text with
+``--json``. ``-`` reads one message per line from stdin (invalid UTF-8 is
+replaced, not fatal). LLM guards on the offline echo model report
+``skipped`` and say why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterator, Sequence
+
+from bot.cli.common import load_config_from_args
+from bot.config.policies import PolicyBuilder
+from bot.config.providers import ModelProvider
+from middleware.guards.guard import GuardContext
+from middleware.guards.llm_guard import offline_notice
+from middleware.guards.runner import run_guard
+from middleware.pipeline.policy import ConfiguredGuard
+from middleware.types import ChatRequest, Outcome, Stage, Verdict
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "screen",
+        help="run the configured guards on text and print their verdicts",
+        description="Run the guards of one stage on each text and print every verdict.",
+    )
+    p.add_argument("text", nargs="+", help="the text to screen, or - to read one per line")
+    p.add_argument("--stage", choices=("input", "output"), default="input", help="default: input")
+    p.add_argument("--channel", default="", help="channel id (guards limited to channels)")
+    p.add_argument("--prompt", default="", help="output stage: the user message replied to")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.set_defaults(handler=_screen)
+
+
+def _texts(args: argparse.Namespace) -> Iterator[str]:
+    if args.text == ["-"]:
+        for raw in sys.stdin.buffer:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line.strip():
+                yield line
+    else:
+        yield " ".join(args.text)
+
+
+async def screen_all(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+) -> tuple[list[Verdict], str]:
+    """Every guard's verdict (all run to the end) and the text after redaction."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(run_guard(g.guard, g.config, text, ctx)) for g in guards]
+    verdicts = [t.result() for t in tasks]
+    redacted = text
+    for g, v in zip(guards, verdicts, strict=True):
+        if v.outcome is Outcome.REDACT:
+            again = await g.guard.check(redacted, ctx)  # chain masks, as the pipeline does
+            redacted = again.redacted_text or redacted
+    return verdicts, redacted
+
+
+def _row(v: Verdict) -> str:
+    score = "" if v.score is None else f"{v.score:.2f}"
+    extra = f" (confidence {v.confidence:.2f})" if v.confidence is not None else ""
+    return (
+        f"  {v.guard:<16} {v.outcome.value:<8} {v.category[:34]:<34} {score:>5} "
+        f"{v.latency_ms:>8.2f}  {v.reason}{extra}"
+    )
+
+
+def _print_table(index: int, text: str, verdicts: list[Verdict], redacted: str) -> None:
+    blocking = [v.guard for v in verdicts if v.blocking]
+    shown = text if len(text) <= 70 else text[:67] + "..."
+    status = f"BLOCKED by {', '.join(blocking)}" if blocking else "allowed"
+    print(f"[{index}] {shown!r}: {status}")
+    print(f"  {'guard':<16} {'outcome':<8} {'category':<34} {'score':>5} {'ms':>8}  reason")
+    for v in verdicts:
+        print(_row(v))
+        for m in v.members:
+            print("    " + _row(m).strip())
+    if redacted != text and not blocking:
+        print(f"  redacted: {redacted!r}")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    config = load_config_from_args(args)
+    models = ModelProvider(config.llm)
+    try:
+        stage = Stage(args.stage)
+        guards = [
+            g for g in PolicyBuilder(models).guards(config) if g.config.applies(stage, args.channel)
+        ]
+        if not guards:
+            print(f"guardbot: no enabled guards for the {stage.value} stage", file=sys.stderr)
+        skipped = offline_notice((g.config.name, g.guard) for g in guards)
+        for notice in (models.notice(), skipped):
+            if notice:
+                print(f"notice: {notice}", file=sys.stderr)
+        for index, text in enumerate(_texts(args), start=1):
+            request = ChatRequest(
+                platform="cli",
+                channel_id=args.channel,
+                text=text if stage is Stage.INPUT else args.prompt,
+            )
+            verdicts, redacted = await screen_all(guards, text, GuardContext(stage, request))
+            if args.json:
+                print(json.dumps(_json(text, stage, verdicts, redacted), ensure_ascii=False))
+            else:
+                _print_table(index, text, verdicts, redacted)
+            sys.stdout.flush()
+    finally:
+        await models.close()
+    return 0
+
+
+def _json(text: str, stage: Stage, verdicts: list[Verdict], redacted: str) -> dict[str, object]:
+    blocking = [v.guard for v in verdicts if v.blocking]
+    return {
+        "text": text,
+        "stage": stage.value,
+        "blocked": bool(blocking),
+        "blocked_by": blocking,
+        "redacted_text": redacted if redacted != text else None,
+        "verdicts": [v.model_dump(mode="json", exclude_defaults=True) for v in verdicts],
+    }
+
+
+def _screen(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))

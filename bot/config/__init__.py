@@ -1,0 +1,1 @@
+"""Configuration: config.toml -> Config, runtime settings and their keys, policy building."""

@@ -1,0 +1,1 @@
+"""The run of one message: input gate, generation, output screening, selection."""

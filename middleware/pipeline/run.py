@@ -1,0 +1,301 @@
+"""The pipeline: input guards and generation at the same time, then output guards.
+
+All candidates and all input guards start together. A blocking input verdict
+cancels every candidate still generating (closing its HTTP request); a
+candidate's reply waits behind a gate until every input guard has passed, and
+then goes through the output guards. Nothing unscreened leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from middleware.guards.guard import GuardContext
+from middleware.guards.runner import run_guard
+from middleware.llm.model import LLMError, Message, ModelSettings
+from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
+from middleware.pipeline.screening import screen
+from middleware.types import (
+    Action,
+    Candidate,
+    ChatRequest,
+    Decision,
+    LLMCall,
+    Outcome,
+    Selection,
+    Stage,
+    Verdict,
+)
+
+CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class _Run:
+    """One candidate's progress; filled in place so a cancelled one still shows."""
+
+    candidate: Candidate
+    verdicts: list[Verdict] = field(default_factory=list)
+    generated_at: float | None = None
+    screen_ms: float = 0.0
+
+
+def build_messages(policy: PipelinePolicy, request: ChatRequest) -> list[Message]:
+    messages = [Message("system", policy.system_prompt)] if policy.system_prompt else []
+    messages.extend(Message(t.role, t.content) for t in request.history)
+    messages.append(Message("user", request.text))
+    return messages
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class Pipeline:
+    async def run(self, request: ChatRequest, policy: PipelinePolicy) -> Decision:
+        started = time.perf_counter()
+        if (too_long := policy.length_verdict(request.text)) is not None:
+            return self._too_long(request, too_long, policy)
+        input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
+        output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
+        messages = build_messages(policy, request)
+        runs = [_Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
+        gate = asyncio.Event()  # set once every input guard has passed
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._candidate(run, messages, request, policy, output_guards, gate))
+                for run in runs
+            ]
+            in_ctx = GuardContext(Stage.INPUT, request)
+            await asyncio.sleep(0)  # let the generation requests start before CPU-bound guards
+            input_verdicts, blocked = await screen(input_guards, request.text, in_ctx)
+            input_done = time.perf_counter()
+            if blocked:
+                cancel_reason = "cancelled: an input guard blocked"
+                for task in tasks:
+                    task.cancel()
+            else:
+                gate.set()
+                cancel_reason = "cancelled: another candidate passed first"
+                if policy.best_of > 1 and policy.selection == "first":
+                    await _first_safe(tasks)
+        for run, task in zip(runs, tasks, strict=True):
+            if task.cancelled() or run.candidate.error == CANCELLED:
+                run.candidate.error = cancel_reason
+        decision = Decision(request=request, action=Action.ERROR, verdicts=input_verdicts)
+        if blocked:
+            self._blocked(decision, input_verdicts, policy)
+        else:
+            await self._choose(decision, runs, request, policy)
+        self._account(decision, runs, policy, started, input_done)
+        return decision
+
+    async def _candidate(
+        self,
+        run: _Run,
+        messages: Sequence[Message],
+        request: ChatRequest,
+        policy: PipelinePolicy,
+        output_guards: Sequence[ConfiguredGuard],
+        gate: asyncio.Event,
+    ) -> bool:
+        """Generate, wait for the input gate, screen. Returns True when safe."""
+        cand = run.candidate
+        cand.temperature = policy.temperature_for(cand.index)
+        cand.model = policy.model_for(cand.index) or policy.model.name
+        settings = ModelSettings(
+            temperature=cand.temperature,
+            max_tokens=policy.max_tokens,
+            timeout_s=policy.timeout_s,
+            model=policy.model_for(cand.index),
+        )
+        # Yield once so remote input guards (started just after us) send their
+        # requests first: they are usually the shorter path, and the one a block waits on.
+        await asyncio.sleep(0)
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(policy.timeout_s):
+                completion = await policy.model.complete(messages, settings=settings)
+        except TimeoutError:
+            cand.error = f"model timed out after {policy.timeout_s:g}s"
+            return False
+        except LLMError as exc:
+            cand.error = str(exc)
+            return False
+        except Exception as exc:  # one broken candidate must not sink the others
+            cand.error = f"model call failed: {type(exc).__name__}"
+            return False
+        except asyncio.CancelledError:
+            cand.error = CANCELLED  # the reason is filled in by whoever cancelled
+            raise
+        finally:
+            cand.latency_ms = _ms(time.perf_counter() - began)
+        run.generated_at = time.perf_counter()
+        cand.text, cand.model = completion.text, completion.model
+        cand.tokens_in, cand.tokens_out = completion.tokens_in, completion.tokens_out
+        cand.error = None
+        if not cand.text.strip():
+            cand.error = "model returned an empty reply"
+            return False
+        await gate.wait()
+        screening = time.perf_counter()  # output guard time excludes the wait for the gate
+        ctx = GuardContext(Stage.OUTPUT, request, cand.index)
+        run.verdicts, blocked = await screen(output_guards, cand.text, ctx)
+        if not blocked:
+            cand.text, blocked = await _redact(run.verdicts, output_guards, cand.text, ctx)
+        run.screen_ms = _ms(time.perf_counter() - screening)
+        cand.safe = not blocked
+        return cand.safe
+
+    async def _choose(
+        self, decision: Decision, runs: list[_Run], request: ChatRequest, policy: PipelinePolicy
+    ) -> None:
+        for run in runs:
+            decision.verdicts.extend(run.verdicts)
+        safe = [r.candidate for r in runs if r.candidate.safe]
+        if not safe:
+            unsafe = [v for r in runs for v in r.verdicts if v.blocking]
+            if unsafe:
+                self._blocked(decision, unsafe, policy)
+            else:
+                errors = sorted({r.candidate.error or "no reply" for r in runs})
+                decision.error = "; ".join(errors)
+                # replace, not format: an operator's template may contain other braces
+                decision.reply = policy.error_reply.replace("{reason}", errors[0])
+            return
+        chosen, selection = await self._select(decision, safe, request, policy)
+        chosen.chosen = True
+        decision.action = Action.REPLIED
+        decision.reply = decision.reply or chosen.text
+        decision.selection = selection
+
+    async def _select(
+        self,
+        decision: Decision,
+        safe: list[Candidate],
+        request: ChatRequest,
+        policy: PipelinePolicy,
+    ) -> tuple[Candidate, Selection]:
+        if policy.best_of <= 1:
+            return safe[0], Selection(method="single")
+        # `first` before `only_safe`: with `first` the others were cancelled on purpose.
+        if policy.selection == "first" or policy.selector is None:
+            winner = min(safe, key=lambda c: c.latency_ms)
+            return winner, Selection(method="first", reasoning="first candidate to pass its guards")
+        if len(safe) == 1:
+            return safe[0], Selection(method="only_safe")
+        began = time.perf_counter()
+        outcome = await policy.selector.select(request, safe, policy)
+        decision.timings.selection_ms = _ms(time.perf_counter() - began)
+        decision.llm_calls.extend(outcome.llm_calls)
+        for cand in safe:
+            cand.score = outcome.scores.get(cand.index, cand.score)
+        by_index = {c.index: c for c in safe}
+        named = by_index.get(outcome.chosen_index if outcome.chosen_index is not None else -1)
+        winner = named or min(safe, key=lambda c: c.latency_ms)
+        if named is None:  # a selector must name a safe candidate; never index blindly
+            outcome.selection.fallback_from.append(outcome.selection.method)
+            outcome.selection.method = "first"
+        if outcome.reply_override is not None:
+            decision.reply = outcome.reply_override
+        return winner, outcome.selection
+
+    def _blocked(self, decision: Decision, verdicts: list[Verdict], policy: PipelinePolicy) -> None:
+        first = next(v for v in verdicts if v.blocking)
+        decision.action = Action.BLOCKED
+        decision.blocked_by = first.guard
+        decision.reply = policy.refusal
+
+    def _too_long(self, request: ChatRequest, limit: Verdict, policy: PipelinePolicy) -> Decision:
+        return Decision(
+            request=request,
+            action=Action.BLOCKED,
+            blocked_by=limit.guard,
+            reply=f"Sorry, that message is too long ({limit.reason}).",
+            verdicts=[limit],
+            config_fingerprint=policy.fingerprint,
+        )
+
+    def _account(
+        self,
+        decision: Decision,
+        runs: list[_Run],
+        policy: PipelinePolicy,
+        started: float,
+        input_done: float,
+    ) -> None:
+        t = decision.timings
+        t.total_ms = _ms(time.perf_counter() - started)
+        t.input_guards_ms = _ms(input_done - started)
+        t.generation_ms = max((r.candidate.latency_ms for r in runs), default=0.0)
+        t.output_guards_ms = max((r.screen_ms for r in runs), default=0.0)
+        sequential = t.input_guards_ms + t.generation_ms + t.output_guards_ms + t.selection_ms
+        t.saved_ms = round(max(0.0, sequential - t.total_ms), 3)
+        decision.candidates = [r.candidate for r in runs]
+        decision.config_fingerprint = policy.fingerprint
+        for r in runs:
+            c = r.candidate
+            decision.llm_calls.append(
+                LLMCall(
+                    purpose="generation",
+                    model=c.model,
+                    tokens_in=c.tokens_in,
+                    tokens_out=c.tokens_out,
+                    latency_ms=c.latency_ms,
+                    error=c.error,
+                )
+            )
+        for v in decision.verdicts:
+            if v.model:
+                decision.llm_calls.append(
+                    LLMCall(
+                        purpose=f"guard:{v.guard}",
+                        model=v.model,
+                        tokens_in=v.tokens_in,
+                        tokens_out=v.tokens_out,
+                        latency_ms=v.latency_ms,
+                        error=v.reason if v.outcome is Outcome.ERROR else None,
+                    )
+                )
+        decision.tokens_in = sum(c.tokens_in for c in decision.llm_calls)
+        decision.tokens_out = sum(c.tokens_out for c in decision.llm_calls)
+        decision.cost_usd = sum(
+            policy.cost_usd(c.model, c.tokens_in, c.tokens_out) for c in decision.llm_calls
+        )
+
+
+async def _first_safe(tasks: Sequence[asyncio.Task[bool]]) -> None:
+    """``first`` selection: once one candidate is safe, cancel the others."""
+    for next_done in asyncio.as_completed(tasks):
+        if await next_done:
+            break
+    for task in tasks:
+        task.cancel()
+
+
+async def _redact(
+    verdicts: list[Verdict], guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+) -> tuple[str, bool]:
+    """Apply ``redact`` verdicts; returns (text, blocked).
+
+    Several redacting guards are chained so that each mask sticks: every one
+    after the first re-checks the already-masked text, under the same runner
+    (timeout, ``on_error``) as any guard call, and its verdict is recorded.
+    """
+    redacting = [v for v in verdicts if v.outcome is Outcome.REDACT and v.redacted_text is not None]
+    if not redacting:
+        return text, False
+    text = redacting[0].redacted_text or text
+    by_name = {g.config.name: g for g in guards}
+    for v in redacting[1:]:
+        g = by_name[v.guard]
+        again = await run_guard(g.guard, g.config, text, ctx)
+        verdicts.append(again)
+        if again.blocking:
+            return text, True
+        if again.redacted_text is not None:
+            text = again.redacted_text
+    return text, False

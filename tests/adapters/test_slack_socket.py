@@ -1,0 +1,142 @@
+"""Socket Mode against a local WebSocket: the same answers, acked over the socket.
+
+The fake Slack hands out its own ``ws://127.0.0.1`` URL from
+``apps.connections.open``; slack-sdk's real Socket Mode client connects to it,
+receives envelopes and acks them, and the bot answers through the Web API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.errors import AdapterConfigError
+from bot.cli.run import serve
+from bot.config.schema import Config
+from tests.stubs.openai_server import Reply, StubOpenAI
+from tests.stubs.slack_api import FakeSlack, event_callback, slash_command
+from tests.stubs.slack_harness import SOCKET_ENV, SlackRig, slack_rig
+
+SOCKET = {"mode": "auto"}  # SLACK_APP_TOKEN is set, so auto means Socket Mode
+
+
+def envelope(
+    envelope_id: str, payload: dict[str, Any], kind: str = "events_api", retry: int = 0
+) -> dict[str, Any]:
+    return {
+        "envelope_id": envelope_id,
+        "type": kind,
+        "payload": payload,
+        "accepts_response_payload": kind != "events_api",
+        "retry_attempt": retry,
+        "retry_reason": "timeout" if retry else "",
+    }
+
+
+async def acked(rig: SlackRig, envelope_id: str) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        return next((a for a in rig.fake.socket_acks if a.get("envelope_id") == envelope_id), None)
+
+    return await rig.fake.wait_until(find)
+
+
+async def test_mention_over_socket_mode_is_acked_and_answered(tmp_path: Path) -> None:
+    script = lambda _r: Reply(text="hello over the socket")  # noqa: E731
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV, script=script) as rig:
+        assert rig.service.mode == "socket" and rig.fake.socket_connected.is_set()
+        payload = rig.mention("hi")
+        await rig.fake.socket_send(envelope("env-1", payload))
+        assert await acked(rig, "env-1") == {"envelope_id": "env-1"}
+        [done] = await rig.observed.delivered(1)
+
+        assert done.sent and done.decision.request.thread_id == payload["event"]["ts"]
+        assert rig.fake.calls_to("chat.update")[0].args["text"] == "hello over the socket"
+        opened = rig.fake.calls_to("apps.connections.open")
+        assert len(opened) == 1 and opened[0].token == SOCKET_ENV["SLACK_APP_TOKEN"]
+
+
+async def test_socket_mode_retry_is_not_answered_twice(tmp_path: Path) -> None:
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        payload = rig.mention("once")
+        await rig.fake.socket_send(envelope("env-1", payload))
+        await rig.observed.delivered(1)
+        await rig.fake.socket_send(envelope("env-2", payload, retry=1))
+        await acked(rig, "env-2")
+        await rig.fake.socket_send(envelope("env-3", rig.mention("twice")))
+        await rig.observed.delivered(2)
+        assert [r.text for r in rig.observed.requests] == ["once", "twice"]
+
+
+async def test_slash_command_over_socket_mode_is_ephemeral(tmp_path: Path) -> None:
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        form = slash_command("help", user_id="U2", response_url=rig.fake.response_url("x"))
+        await rig.fake.socket_send(envelope("env-9", form, kind="slash_commands"))
+        ack = await acked(rig, "env-9")
+        assert ack["payload"]["response_type"] == "ephemeral"
+        assert ack["payload"]["text"].startswith(
+            "Sorry, admin commands are only for this bot's admins"
+        )
+
+
+async def test_a_rejected_app_token_fails_the_start(tmp_path: Path) -> None:
+    with pytest.raises(AdapterConfigError, match=r"rejected SLACK_APP_TOKEN .*invalid_auth"):
+        async with slack_rig(
+            tmp_path, slack=SOCKET, env={**SOCKET_ENV, "SLACK_APP_TOKEN": "xapp-wrong"}
+        ):
+            pass
+
+
+async def test_an_app_token_rejected_on_reconnect_fails_the_service(tmp_path: Path) -> None:
+    """slack-sdk would retry forever; the service reports it so `guardbot run` can exit."""
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        assert not rig.service.failed.is_set()
+        rig.fake.app_token = "xapp-1-a-new-token"  # the old one was revoked
+        await rig.fake.close_sockets()  # Slack drops the connection; the client reconnects
+        async with asyncio.timeout(10):
+            await rig.service.failed.wait()
+        assert "rejected SLACK_APP_TOKEN" in rig.service.failure
+        assert "invalid_auth" in rig.service.failure
+        assert SOCKET_ENV["SLACK_APP_TOKEN"] not in rig.service.failure
+
+
+async def test_guardbot_run_serves_slack_until_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeSlack() as fake, StubOpenAI(lambda _r: Reply(text="served")) as llm:
+        config = Config.model_validate(
+            {
+                "llm": {"provider": "openai", "base_url": llm.base_url},
+                "log": {"path": str(tmp_path / "guardbot.db")},
+                "slack": {"api_url": fake.api_url},
+            }
+        )
+        stop = asyncio.Event()
+        serving = asyncio.create_task(serve(config, SOCKET_ENV | {"OPENAI_API_KEY": "sk"}, stop))
+        await fake.socket_connected.wait()
+        mention = {
+            "type": "app_mention",
+            "user": "U1",
+            "text": "<@UBOT> hi",
+            "ts": "5.5",
+            "channel": "C1",
+        }
+        await fake.socket_send(envelope("env-1", event_callback(mention, event_id="Ev1")))
+        await fake.wait_until(lambda: fake.calls_to("chat.update"))
+        stop.set()
+        assert await serving == 0
+        assert fake.calls_to("chat.update")[0].args["text"] == "served"
+        assert "Slack (Socket Mode) is up" in capsys.readouterr().err
+
+
+async def test_guardbot_run_reports_a_rejected_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeSlack(app_token="xapp-another") as fake:
+        config = Config.model_validate(
+            {"log": {"path": str(tmp_path / "guardbot.db")}, "slack": {"api_url": fake.api_url}}
+        )
+        assert await serve(config, SOCKET_ENV) == 2
+        assert "rejected SLACK_APP_TOKEN" in capsys.readouterr().err

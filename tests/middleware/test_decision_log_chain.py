@@ -1,0 +1,295 @@
+"""Tamper evidence: `verify` names the first decision changed, inserted or deleted; pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log.chain import content_sha256, link
+from tests.support.decision_log_support import drop_guards, make_decision, raw_db
+
+
+async def fill(path: Path, n: int, *, old: int = 0) -> list[str]:
+    """n decisions; the first ``old`` of them 100 days old."""
+    log = await DecisionLog.open(path)
+    ids = []
+    for i in range(n):
+        created = datetime.now(UTC) - timedelta(days=100) if i < old else None
+        d = make_decision(f"message {i}", reply=f"reply {i}", created=created)
+        await log.record(d)
+        ids.append(d.id)
+    await log.close()
+    return ids
+
+
+async def verify(path: Path):  # type: ignore[no-untyped-def]
+    log = await DecisionLog.open(path, read_only=True)
+    try:
+        return await log.verify()
+    finally:
+        await log.close()
+
+
+async def test_an_untouched_log_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 5)
+    report = await verify(path)
+    assert report.ok and report.checked == 5 and report.head_id == ids[-1]
+    empty = tmp_path / "empty.db"
+    await (await DecisionLog.open(empty)).close()
+    assert (await verify(empty)).ok
+
+
+async def test_the_log_refuses_updates_and_deletes(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    await fill(path, 2)
+    with raw_db(path) as db:
+        for sql in (
+            "UPDATE decisions SET reply = 'x'",
+            "DELETE FROM decisions",
+            "UPDATE verdicts SET outcome = 'allow'",
+            "UPDATE candidates SET chosen = 0",
+            "UPDATE llm_calls SET tokens_in = 0",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE decisions SET reply = 'I never said that' WHERE seq = 3",
+        "UPDATE decisions SET action = 'blocked', blocked_by = 'judge' WHERE seq = 3",
+        "UPDATE decisions SET cost_usd = 0 WHERE seq = 3",
+        "UPDATE verdicts SET outcome = 'block' WHERE decision_id = (SELECT id FROM decisions "
+        "WHERE seq = 3) AND position = 0",
+        "DELETE FROM candidates WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)",
+        "INSERT INTO llm_calls SELECT decision_id, 9, purpose, model, 0, 0, 0, NULL FROM "
+        "llm_calls WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)",
+    ],
+)
+async def test_an_edit_names_the_row(tmp_path: Path, sql: str) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 5)
+    with raw_db(path) as db:
+        drop_guards(db)
+        assert db.execute(sql).rowcount == 1
+    report = await verify(path)
+    assert not report.ok and report.problem == "changed"
+    assert report.bad_id == ids[2] and report.bad_seq == 3
+    assert ids[2] in report.message
+
+
+async def test_an_edit_with_a_recomputed_hash_still_names_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 5)
+    log = await DecisionLog.open(path)
+    forged = make_decision("message 2", reply="a reply I prefer")
+    await log.close()
+    with raw_db(path) as db:
+        drop_guards(db)
+        # Rewrite row 3 as a careful forger would: new content, hash recomputed from row 2.
+        prev = db.execute("SELECT prev_sha256 FROM decisions WHERE seq = 3").fetchone()[0]
+        from middleware.decision_log.encode import encode
+        from middleware.decision_log.privacy import TextPolicy
+
+        enc = encode(forged.model_copy(update={"id": ids[2]}), TextPolicy())
+        db.execute(
+            "UPDATE decisions SET reply = ?, reply_sha256 = ?, reply_chars = ?, sha256 = ? "
+            "WHERE seq = 3",
+            (enc.row[-1], enc.row[14], enc.row[13], link(prev, enc.content_sha256)),
+        )
+        db.execute(
+            "UPDATE candidates SET text = ?, text_sha256 = ?, text_chars = ? WHERE decision_id = ?",
+            (enc.candidates[0][-1], enc.candidates[0][3], enc.candidates[0][2], ids[2]),
+        )
+    report = await verify(path)
+    assert not report.ok and report.problem == "changed" and report.bad_id == ids[2]
+
+
+async def test_a_text_edit_is_caught_by_its_hash(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 3)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute("UPDATE candidates SET text = 'edited' WHERE decision_id = ?", (ids[1],))
+    report = await verify(path)
+    assert report.problem == "changed" and report.bad_id == ids[1]
+
+
+async def test_a_deletion_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 5)
+    with raw_db(path) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        drop_guards(db)
+        db.execute("DELETE FROM decisions WHERE seq = 3")
+    report = await verify(path)
+    assert not report.ok and report.problem == "deleted"
+    assert report.bad_id == ids[3] and report.checked == 2
+    assert f"after decision {ids[1]}" in report.message
+
+
+async def test_deleting_the_first_rows_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 3)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute("DELETE FROM decisions WHERE seq = 1")
+    report = await verify(path)
+    assert report.problem == "deleted" and report.bad_id == ids[1]
+    assert "start of the log" in report.message
+
+
+async def test_a_cut_tail_written_on_is_caught_by_the_gap(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    await fill(path, 4)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute("DELETE FROM decisions WHERE seq >= 3")
+    report = await verify(path)
+    assert report.ok  # a cut tail alone is invisible to a chain; the head hash tells
+    new_ids = await fill(path, 1)  # ...but the next decision leaves a gap in seq
+    report = await verify(path)
+    assert report.problem == "deleted" and report.bad_id == new_ids[0]
+    assert "#3..#4" in report.message
+
+
+async def test_an_insertion_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 4)
+    with raw_db(path) as db:
+        drop_guards(db)
+        # Make room after row 2 and insert a forged row that chains correctly to row 2.
+        db.execute("UPDATE decisions SET seq = seq + 10 WHERE seq >= 3")
+        db.execute("UPDATE sqlite_sequence SET seq = seq + 10 WHERE name = 'decisions'")
+        prev = db.execute("SELECT sha256 FROM decisions WHERE seq = 2").fetchone()[0]
+        columns = [r[1] for r in db.execute("PRAGMA table_info(decisions)")]
+        keep = ", ".join(c for c in columns if c not in ("seq", "id", "prev_sha256", "sha256"))
+        db.execute(
+            f"INSERT INTO decisions (seq, id, {keep}, prev_sha256, sha256) "
+            f"SELECT 3, 'forged-id', {keep}, ?, ? FROM decisions WHERE seq = 2",
+            (prev, link(prev, "0" * 64)),
+        )
+    report = await verify(path)
+    assert not report.ok and report.problem in ("inserted", "changed")
+    assert report.bad_id == "forged-id" and report.bad_seq == 3
+    assert ids[2] not in (report.bad_id or "")
+
+
+async def test_an_insertion_with_a_valid_hash_is_named_as_inserted(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 3)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute("UPDATE decisions SET seq = seq + 10 WHERE seq >= 2")
+        # A perfect forgery of its own content, chained to row 1: only row 2's link shows it.
+        row = db.execute("SELECT * FROM decisions WHERE seq = 1").fetchone()
+        columns = [r[1] for r in db.execute("PRAGMA table_info(decisions)")]
+    log = await DecisionLog.open(path)
+    forged = make_decision("forged", reply="forged")
+    await log.close()
+    from middleware.decision_log.columns import INSERT_DECISION
+    from middleware.decision_log.encode import encode
+    from middleware.decision_log.privacy import TextPolicy
+
+    enc = encode(forged, TextPolicy())
+    prev = row[columns.index("sha256")]
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute(INSERT_DECISION, (2, *enc.row, prev, link(prev, enc.content_sha256)))
+        for sql, rows in (
+            ("INSERT INTO verdicts VALUES (" + ",".join("?" * 17) + ")", enc.verdicts),
+        ):
+            db.executemany(sql, rows)
+        db.executemany("INSERT INTO candidates (decision_id, candidate_index, text_chars, "
+                       "text_sha256, model, temperature, latency_ms, tokens_in, tokens_out, "
+                       "score, chosen, safe, error, text) VALUES (" + ",".join("?" * 14) + ")",
+                       enc.candidates)  # fmt: skip
+        db.executemany("INSERT INTO llm_calls VALUES (?,?,?,?,?,?,?,?)", enc.llm_calls)
+    report = await verify(path)
+    assert report.problem == "inserted" and report.bad_id == forged.id and report.bad_seq == 2
+    assert ids[1] in report.message
+
+
+async def test_prune_keeps_the_chain_verifiable(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 6, old=4)
+    log = await DecisionLog.open(path)
+    try:
+        await log.record_delivery(ids[0], "sent", None)
+        assert await log.count_before(datetime.now(UTC) - timedelta(days=90)) == 4
+        removed, report = await log.prune(datetime.now(UTC) - timedelta(days=90))
+        assert removed == 4 and report.ok and report.checked == 2
+        assert report.start_sha256 != "0" * 64
+        assert [d.id for d in await log.query()] == ids[:3:-1]
+        assert await log.prune(datetime.now(UTC) - timedelta(days=90)) == (0, report)
+        await log.record(make_decision("after the prune"))
+        assert (await log.verify()).ok
+        assert len(await log.query(text="message")) == 2  # search index pruned too
+    finally:
+        await log.close()
+    with raw_db(path) as db:
+        (through, count) = db.execute(
+            "SELECT through_id, pruned_count FROM chain_checkpoints"
+        ).fetchone()
+        assert (through, count) == (ids[3], 4)
+        for table in ("verdicts", "candidates", "llm_calls", "deliveries"):
+            assert db.execute(
+                f"SELECT count(*) FROM {table} WHERE decision_id IN ({','.join('?' * 4)})",
+                ids[:4],
+            ).fetchone() == (0,)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # Deleting past the checkpoint is still refused.
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM decisions")
+
+
+async def test_prune_stops_at_the_first_recent_row(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    log = await DecisionLog.open(path)
+    old = datetime.now(UTC) - timedelta(days=200)
+    for created in (old, None, old):  # an old row *after* a recent one stays: prefix only
+        await log.record(make_decision(created=created))
+    removed, report = await log.prune(datetime.now(UTC) - timedelta(days=90))
+    assert removed == 1 and report.ok and report.checked == 2
+    await log.close()
+
+
+async def test_prune_refuses_a_broken_chain_and_checkpoints_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    ids = await fill(path, 4, old=2)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute("UPDATE decisions SET reply = 'x' WHERE seq = 1")
+    log = await DecisionLog.open(path)
+    with pytest.raises(LogUnavailable, match="refusing to prune.*changed"):
+        await log.prune(datetime.now(UTC) - timedelta(days=90))
+    await log.close()
+    clean = tmp_path / "clean.db"
+    ids = await fill(clean, 4, old=2)
+    log = await DecisionLog.open(clean)
+    await log.prune(datetime.now(UTC) - timedelta(days=90))
+    await log.close()
+    with raw_db(clean) as db:
+        drop_guards(db)
+        db.execute("DELETE FROM chain_checkpoints")  # hiding the prune
+    report = await verify(clean)
+    assert report.problem == "deleted" and report.bad_id == ids[2]
+
+
+def test_the_content_hash_is_the_sha256_of_compact_json() -> None:
+    """The documented form auditors can recompute: JSON with "," and ":" separators, ASCII."""
+    row = ("id1", 'é \u2028 "quoted"', 1.5e300, -0.0, 0.1, None, 2**70, True)
+    verdicts, candidates, calls = [("id1", 0, "pii", 12.5)], [], [("id1", 0, "generation")]
+    blob = json.dumps([row, verdicts, candidates, calls], separators=(",", ":"))
+    assert (
+        content_sha256(row, verdicts, candidates, calls)
+        == hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    )

@@ -1,0 +1,52 @@
+"""The labelled evaluation set and the offline guards' accuracy targets on it.
+
+The numbers come from ``benchmarks/guards.py`` (the same code, imported), so
+the test and the printed benchmark can never disagree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CATEGORIES = {"benign", "toxic", "pii", "secrets", "injection", "blocklist", "harm"}
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_guards", REPO / "benchmarks/guards.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_set_is_well_formed() -> None:
+    lines = (REPO / "tests/data/guard_eval.jsonl").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in lines if line.strip()]
+    assert len(items) >= 150
+    assert len({it["text"] for it in items}) == len(items)  # no duplicates
+    for it in items:
+        assert it["category"] in CATEGORIES and it["text"].strip()
+        assert it["label"] == ("safe" if it["category"] == "benign" else "unsafe")
+    per_category = {c: sum(it["category"] == c for it in items) for c in CATEGORIES}
+    assert per_category["benign"] >= 60 and min(per_category.values()) >= 5
+    assert sum(bool(it.get("obfuscated")) for it in items) >= 30
+
+
+async def test_offline_guards_meet_their_targets(bench: ModuleType) -> None:
+    items = bench.load_items()
+    guards = bench.offline_guards()
+    acc = await bench.accuracy(guards, items)
+    assert set(acc["guards"]) == set(bench.OWN_CATEGORY)
+    for kind, row in acc["guards"].items():
+        assert row["precision_ratio"] >= 0.95, (kind, row["false_positives"])
+        assert row["recall_ratio"] >= 0.90, (kind, row["misses"])
+    assert acc["benign_fp_ratio"] <= 0.02
+    lat = await bench.latency(guards, items, passes=1)
+    assert max(lat["median_ms"].values()) <= 5 and lat["all_median_ms"] <= 10
