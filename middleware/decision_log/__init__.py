@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         SettingRow,
         StoredDecision,
     )
+    from middleware.decision_log.storage import DecisionStore
     from middleware.decision_log.store import DecisionLog
     from middleware.decision_log.writer import WriterStats
 
@@ -36,6 +37,7 @@ _LAZY = {
     "ReplayRunRow": "rows",
     "SettingRow": "rows",
     "StoredDecision": "rows",
+    "DecisionStore": "storage",
     "WriterStats": "writer",
 }
 
@@ -43,6 +45,7 @@ __all__ = [
     "AdminActionRow",
     "ChainReport",
     "DecisionLog",
+    "DecisionStore",
     "DeliveryRow",
     "LogUnavailable",
     "ReplayRunRow",

@@ -28,6 +28,7 @@ from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import Filters
 from middleware.decision_log.reader import connect_reader
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
+from middleware.decision_log.storage import DecisionStore
 from middleware.decision_log.writer import Writer, WriterStats
 from middleware.types import Decision, Turn, new_id, utc_now
 
@@ -312,3 +313,7 @@ class DecisionLog:
     async def integrity_check(self) -> str:
         rows = await self._reader.execute_fetchall("PRAGMA integrity_check")
         return "; ".join(str(r[0]) for r in rows)
+
+
+def _conforms(log: DecisionLog) -> DecisionStore:
+    return log  # mypy checks that the SQLite log implements the storage protocol
