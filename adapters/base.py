@@ -1,14 +1,27 @@
-"""What an adapter needs from the application, as a protocol.
+"""The contracts between the application and its platform edges.
 
 Adapters sit below `bot` in the import graph, so they receive an object with
-this shape (``bot.app.GuardBot``) instead of importing it.
+the :class:`MessageHandler` shape (``bot.app.GuardBot``) instead of importing
+it, and `guardbot run` drives every platform through the :class:`Service`
+shape without knowing which one it is. :class:`AdapterConfigError` is how a
+service says it cannot start as configured.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from middleware.types import ChatRequest, Decision
+
+
+class AdapterConfigError(Exception):
+    """The adapter cannot start as configured; the message says what to fix.
+
+    ``guardbot run`` turns it into one clear line for the operator (a missing
+    token, a rejected token, a privileged intent not enabled) instead of a
+    traceback, so messages name the variable, never its value.
+    """
 
 
 class MessageHandler(Protocol):
@@ -24,4 +37,23 @@ class MessageHandler(Protocol):
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:
         """Run an admin command (text after `/guardbot` or `/admin`); returns the answer."""
+        ...
+
+
+class Service(Protocol):
+    """A platform `guardbot run` serves: started once, stopped once, may fail in between."""
+
+    name: str
+    # Set when the platform connection ended for good after start (a revoked
+    # token, a fatal close code): retrying cannot heal it, so the runner stops.
+    failed: asyncio.Event
+    # Why ``failed`` was set, for the operator; empty until then.
+    failure: str
+
+    async def start(self) -> None:
+        """Connect and return once serving, or raise :class:`AdapterConfigError`."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop taking messages, let those in flight finish, then disconnect."""
         ...

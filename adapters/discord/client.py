@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import discord
 
+from adapters.base import AdapterConfigError
 from adapters.discord.config import DiscordConfig
 from adapters.discord.delivery import NO_PINGS
-from adapters.errors import AdapterConfigError
 
 log = logging.getLogger("guardbot.discord")
 

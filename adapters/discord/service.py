@@ -28,7 +28,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from adapters.base import MessageHandler
+from adapters.base import AdapterConfigError, MessageHandler
 from adapters.discord.client import PRESENCE, build_client, startup_error, wait_until_serving
 from adapters.discord.commands import GuardbotCommands
 from adapters.discord.config import DiscordConfig
@@ -42,7 +42,6 @@ from adapters.discord.delivery import (
 )
 from adapters.discord.interactions import answer_admin, answer_ephemeral
 from adapters.discord.messages import Conversations, is_dm, should_answer, to_request
-from adapters.errors import AdapterConfigError
 
 log = logging.getLogger("guardbot.discord")
 

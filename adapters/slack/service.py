@@ -28,8 +28,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import MessageHandler
-from adapters.errors import AdapterConfigError
+from adapters.base import AdapterConfigError, MessageHandler
 from adapters.slack.app import SlackListeners
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import Identity

@@ -5,7 +5,7 @@ secrets are in the environment; a platform that is half-configured (a bot
 token without a way to receive events, a rejected token) is a clear startup
 error. SIGINT/SIGTERM stop taking new messages, let those in flight finish,
 flush the decision log and log out. A service whose connection ends for good
-after start (it sets its ``failed`` event) stops the others too, and the
+after start (it sets :attr:`Service.failed`) stops the others too, and the
 process exits with status 1 instead of running on, serving nothing.
 """
 
@@ -18,9 +18,8 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from typing import Protocol
 
-from adapters.errors import AdapterConfigError
+from adapters.base import AdapterConfigError, Service
 from bot.app import GuardBot
 from bot.cli.common import load_config_from_args
 from bot.config.schema import Config
@@ -32,14 +31,6 @@ NOTHING_TO_SERVE = (
     "SLACK_SIGNING_SECRET (HTTP Events API), and/or DISCORD_TOKEN; "
     "or try the bot offline with `guardbot chat`"
 )
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def build_services(config: Config, bot: GuardBot, env: Mapping[str, str]) -> list[Service]:
@@ -92,22 +83,18 @@ async def serve(config: Config, env: Mapping[str, str], stop: asyncio.Event | No
 
 
 async def _until_stopped_or_failed(stop: asyncio.Event, services: list[Service]) -> str | None:
-    """Wait for ``stop`` or a service's optional ``failed`` event; the failure, if any."""
-    events: dict[asyncio.Event, Service | None] = {stop: None}
-    for service in services:
-        if isinstance(failed := getattr(service, "failed", None), asyncio.Event):
-            events[failed] = service
-    waits = {asyncio.ensure_future(event.wait()) for event in events}
+    """Wait for ``stop`` or any service's ``failed`` event; the failure, if any."""
+    events = [stop, *(service.failed for service in services)]
+    waits = {asyncio.create_task(event.wait()) for event in events}
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiting in waits:
             waiting.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
-    for event, failed_service in events.items():
-        if failed_service is not None and event.is_set():
-            reason = getattr(failed_service, "failure", "")
-            return str(reason or f"{failed_service.name}: the connection ended")
+    for service in services:
+        if service.failed.is_set():
+            return service.failure or f"{service.name}: the connection ended"
     return None
 
 

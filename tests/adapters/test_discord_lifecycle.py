@@ -13,9 +13,9 @@ from pathlib import Path
 import discord
 import pytest
 
+from adapters.base import AdapterConfigError
 from adapters.discord.config import DiscordConfig
 from adapters.discord.service import DiscordService, discord_requested, read_token
-from adapters.errors import AdapterConfigError
 from bot.app import GuardBot
 from bot.cli.run import serve
 from bot.config.schema import Config

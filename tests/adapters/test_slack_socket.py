@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters.errors import AdapterConfigError
+from adapters.base import AdapterConfigError
 from bot.cli.run import serve
 from bot.config.schema import Config
 from tests.stubs.openai_server import Reply, StubOpenAI

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.errors import AdapterConfigError
+from adapters.base import AdapterConfigError
 from adapters.slack.config import SlackConfig
 from adapters.slack.service import SlackService, read_secrets, slack_requested
 from bot.config.schema import ConfigError, parse_config
