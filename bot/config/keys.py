@@ -160,8 +160,10 @@ def coerce(key: SettingKey, raw: str, config: Config) -> Any:
                 f"guard {key.guard!r} ({getattr(cfg, 'kind', '?')}) has no threshold to set"
             )
     value = _typed(key, raw, info, bad)
+    # Built at run time from the field, so not a static type form; Any says so to mypy.
+    field_type: Any = Annotated[info.annotation, info]
     try:  # the field's own constraints (ranges), so the error can name them
-        TypeAdapter(Annotated[info.annotation, info]).validate_python(value, strict=True)
+        TypeAdapter(field_type).validate_python(value, strict=True)
     except ValidationError:
         raise bad from None
     return value
