@@ -5,21 +5,41 @@ discord.py calls hooks on the client object; the two thin subclasses here
 Startup failures are turned into :class:`AdapterConfigError` messages that
 tell the operator what to change, because a raw ``ConnectionClosed 4014`` or a
 bot that silently never answers is no help at 3 a.m.
+
+discord.py lets any exception from reading a gateway frame end ``connect()``,
+so one malformed event (a MESSAGE_CREATE without ``content``) or one frame that
+is not JSON would stop the bot for good. :func:`tolerate_bad_frames` turns the
+first into a skipped event and the second into a RESUME (Discord replays what
+was missed); only close codes discord.py cannot recover from stay fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import aiohttp
 import discord
+from discord.gateway import DiscordWebSocket, ReconnectWebSocket
 
 from adapters.base import AdapterConfigError
 from adapters.discord.config import DiscordConfig
 from adapters.discord.delivery import NO_PINGS
 
 log = logging.getLogger("guardbot.discord")
+
+# What discord.py's reconnect logic already handles (or raises on purpose): passed on.
+_HANDLED_BY_DISCORD_PY = (
+    ReconnectWebSocket,
+    discord.ConnectionClosed,
+    discord.HTTPException,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+_MAX_DETAIL = 200  # gateway data is not ours: keep its part of a log line short
 
 # Shown under the bot's name: how to talk to it.
 PRESENCE = discord.Activity(type=discord.ActivityType.listening, name="@mentions and DMs")
@@ -89,7 +109,65 @@ def build_client(
         count = None if config.shards == "auto" else config.shards
         client = ShardedGuardClient(shard_count=count, **options)
     client.owner = owner
+    tolerate_bad_frames(client)
     return client
+
+
+def _detail(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def tolerate_bad_frames(client: discord.Client) -> None:
+    """Skip events discord.py cannot parse; resume the session after an unreadable frame.
+
+    Both hooks sit on the client's own connection state, so every websocket it
+    opens (each reconnect, each shard) gets them, and no module of discord.py
+    is patched.
+    """
+    state = client._connection
+    for event, parse in list(state.parsers.items()):
+        state.parsers[event] = _skipping(event, parse)
+    update_references = state._update_references
+
+    def on_new_websocket(ws: DiscordWebSocket) -> None:
+        _resume_on_bad_frame(ws)
+        update_references(ws)
+
+    state._update_references = on_new_websocket  # type: ignore[method-assign]
+
+
+def _skipping(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+    def parse_or_skip(data: Any) -> None:
+        try:
+            parse(data)
+        except Exception as exc:
+            # The sequence number was taken already, so a later RESUME will not replay it.
+            log.warning("Discord: skipped a malformed %s event (%s)", event, _detail(exc))
+
+    return parse_or_skip
+
+
+def _resume_on_bad_frame(ws: DiscordWebSocket) -> None:
+    receive = ws.received_message
+
+    async def received_message(msg: Any, /) -> None:
+        try:
+            await receive(msg)
+        except _HANDLED_BY_DISCORD_PY:
+            raise
+        except Exception as exc:
+            if ws.session_id is None:
+                raise  # no session to resume yet: a start-up failure, reported as one
+            log.warning(
+                "Discord: shard %s got a gateway frame it cannot read (%s); resuming the session",
+                ws.shard_id or 0,
+                _detail(exc),
+            )
+            await ws.close(code=4000)  # not 1000: a normal close would end the session
+            raise ReconnectWebSocket(ws.shard_id, resume=True) from None
+
+    ws.received_message = received_message  # type: ignore[method-assign]
 
 
 async def wait_until_serving(

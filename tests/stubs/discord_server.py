@@ -53,6 +53,7 @@ class Session:
     shard: tuple[int, int] = (0, 1)
     seq: int = 0
     ready: bool = False
+    session_id: str = ""
 
 
 @dataclass
@@ -73,6 +74,7 @@ class FakeDiscord:
     followups: list[Json] = field(default_factory=list)  # webhook follow-ups and edits
     command_syncs: list[Call] = field(default_factory=list)
     identifies: list[Json] = field(default_factory=list)
+    resumes: list[Json] = field(default_factory=list)  # op 6 RESUME payloads
     presences: list[Json] = field(default_factory=list)  # op 3 updates the bot sent
     unhandled: list[str] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
@@ -172,6 +174,11 @@ class FakeDiscord:
                 await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": data})
                 return
         raise AssertionError(f"no connected shard for {event} (guild {guild_id})")
+
+    async def send_raw(self, frame: str) -> None:
+        """Send ``frame`` verbatim on the (first) live gateway session: broken JSON and all."""
+        session = next(s for s in self.sessions if s.ready and not s.ws.closed)
+        await session.ws.send_str(frame)
 
     async def post(
         self,
@@ -275,7 +282,22 @@ class FakeDiscord:
                 await self._identify(session, frame["d"])
             elif frame["op"] == 3:
                 await self._record(self.presences, frame["d"])
+            elif frame["op"] == 6:
+                await self._resume(session, frame["d"])
         return ws
+
+    async def _resume(self, session: Session, data: Json) -> None:
+        """RESUME of a known session on this new connection (no events are replayed)."""
+        await self._record(self.resumes, data)
+        old = next((s for s in self.sessions if s.session_id == data.get("session_id")), None)
+        if data.get("token") != self.token or old is None:
+            await session.ws.send_json({"op": 9, "d": False})  # invalid session: identify
+            return
+        session.shard, session.session_id, session.seq = old.shard, old.session_id, old.seq
+        old.ready = False
+        session.ready = True
+        session.seq += 1
+        await session.ws.send_json({"op": 0, "t": "RESUMED", "s": session.seq, "d": {}})
 
     async def _identify(self, session: Session, data: Json) -> None:
         await self._record(self.identifies, data)
@@ -288,11 +310,12 @@ class FakeDiscord:
         shard = tuple(data.get("shard") or (0, 1))
         session.shard = (int(shard[0]), int(shard[1]))
         guild = self.guild_payload(session.shard)
+        session.session_id = f"session-{snowflake()}"
         ready = {
             "v": 10,
             "user": self.bot_user,
             "guilds": [{"id": str(self.guild_id), "unavailable": True}] if guild else [],
-            "session_id": f"session-{snowflake()}",
+            "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0},
             "shard": list(session.shard),
