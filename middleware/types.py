@@ -1,7 +1,7 @@
 """The data that flows through the pipeline and into the decision log.
 
 These pydantic models are the contract between adapters, the pipeline, the
-guards and the decision log (see DESIGN.md, "Core types"). They are what gets
+guards and the decision log (the README's architecture section). They are what gets
 stored and serialised, so they validate; hot loops build them once per event.
 """
 

@@ -1,10 +1,11 @@
 """`guardbot screen`: run the configured guards of one stage on texts from the shell.
 
 It is how an admin tries a policy before deploying it: the guards are built
-from the same config (and the same builder) as the bot's, every guard that
-applies runs to the end (no stopping at the first block, so all verdicts
-show), and the result is a table, or one JSON object per text with
-``--json``. ``-`` reads one message per line from stdin (invalid UTF-8 is
+from the same config (and the same builder) as the bot's and run by the
+pipeline's own screening (same timeouts, ``on_error`` and chained
+redactions), except that every guard that applies runs to the end (no
+stopping at the first block, so all verdicts show). The result is a table,
+or one JSON object per text with ``--json``. ``-`` reads one message per line from stdin (invalid UTF-8 is
 replaced, not fatal). LLM guards on the offline echo model report
 ``skipped`` and say why.
 """
@@ -15,16 +16,15 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from bot.cli.common import load_config_from_args
 from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from middleware.guards.guard import GuardContext
 from middleware.guards.llm_guard import offline_notice
-from middleware.guards.runner import run_guard
-from middleware.pipeline.policy import ConfiguredGuard
-from middleware.types import ChatRequest, Outcome, Stage, Verdict
+from middleware.pipeline.screening import screen
+from middleware.types import ChatRequest, Stage, Verdict
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,21 +49,6 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
                 yield line
     else:
         yield " ".join(args.text)
-
-
-async def screen_all(
-    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
-) -> tuple[list[Verdict], str]:
-    """Every guard's verdict (all run to the end) and the text after redaction."""
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(run_guard(g.guard, g.config, text, ctx)) for g in guards]
-    verdicts = [t.result() for t in tasks]
-    redacted = text
-    for g, v in zip(guards, verdicts, strict=True):
-        if v.outcome is Outcome.REDACT:
-            again = await g.guard.check(redacted, ctx)  # chain masks, as the pipeline does
-            redacted = again.redacted_text or redacted
-    return verdicts, redacted
 
 
 def _row(v: Verdict) -> str:
@@ -109,7 +94,8 @@ async def _run(args: argparse.Namespace) -> int:
                 channel_id=args.channel,
                 text=text if stage is Stage.INPUT else args.prompt,
             )
-            verdicts, redacted = await screen_all(guards, text, GuardContext(stage, request))
+            screened = await screen(guards, text, GuardContext(stage, request), every_guard=True)
+            verdicts, redacted = screened.verdicts, screened.text
             if args.json:
                 print(json.dumps(_json(text, stage, verdicts, redacted), ensure_ascii=False))
             else:

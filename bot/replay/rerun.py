@@ -15,20 +15,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from bot.replay.diff import compare, failed
 from bot.replay.masked import carry_forward
 from bot.replay.results import Kind, ReplayResult
 from bot.replay.select import Logged
+from bot.config.runtime import RuntimeSettings
+from bot.config.schema import Config
+from middleware.decision_log.storage import DecisionStore
 from middleware.guards.guard import GuardContext
-from middleware.guards.runner import run_guard
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
+from middleware.pipeline.run import Pipeline
+from middleware.pipeline.screening import screen
 from middleware.types import Action, Candidate, ChatRequest, Decision, Stage, Verdict
 
-if TYPE_CHECKING:
-    from bot.app import GuardBot
-    from bot.config.schema import Config
 
 Mode = Literal["guards-only", "full"]
 NOT_STORED = "text not stored ([log] store_text = false): only its hash was kept"
@@ -47,17 +48,6 @@ class Screened:
     note: str | None = None
 
 
-async def _run_all(
-    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
-) -> list[Verdict]:
-    """Every guard's verdict, in config order (not stopping at the first block)."""
-    if len(guards) <= 1:
-        return [await run_guard(g.guard, g.config, text, ctx) for g in guards]
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(run_guard(g.guard, g.config, text, ctx)) for g in guards]
-    return [t.result() for t in tasks]
-
-
 def _first_blocking(verdicts: Sequence[Verdict]) -> str | None:
     return next((v.guard for v in verdicts if v.blocking), None)
 
@@ -71,8 +61,9 @@ def _replies_to_screen(old: Decision) -> list[Candidate]:
 async def _screen(
     guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, old: Decision
 ) -> list[Verdict]:
-    found = await _run_all(guards, text, ctx)
-    return carry_forward(found, guards, text, old.verdicts)
+    # The pipeline's own screening, every guard to the end (the report shows each one).
+    found = await screen(guards, text, ctx, every_guard=True)
+    return carry_forward(found.verdicts, guards, text, old.verdicts)
 
 
 async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
@@ -90,7 +81,7 @@ async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
             return Screened(verdicts, Action.REPLIED, None, NO_REPLY_NOTE)
         return Screened(verdicts, old.action, None)
     any_safe = False
-    for cand in candidates:  # few candidates, each screened in parallel inside _run_all
+    for cand in candidates:  # few candidates, each screened with its guards in parallel
         out_ctx = GuardContext(Stage.OUTPUT, request, cand.index)
         found = await _screen(output_guards, cand.text, out_ctx, old)
         verdicts.extend(found)
@@ -100,24 +91,37 @@ async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
     return Screened(verdicts, Action.BLOCKED, _first_blocking(verdicts))
 
 
-class Replayer:
-    """Replays one logged decision at a time against ``bot``'s effective policy."""
+class ReplayHost(Protocol):
+    """What replay uses of the bot: its runtime settings (loaded before a run), today's
+    policy for a request, the pipeline (``full`` mode) and the log it reads and records in."""
 
-    def __init__(self, bot: GuardBot, mode: Mode = "guards-only") -> None:
-        self.bot = bot
-        self.mode = mode
+    @property
+    def settings(self) -> RuntimeSettings: ...
+
+    @property
+    def log(self) -> DecisionStore: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
 
     def policy_for(self, request: ChatRequest) -> tuple[Config, PipelinePolicy]:
-        """The policy the bot would apply to ``request`` now (config + runtime settings)."""
-        config, fingerprint = self.bot.effective_config(request)
-        return config, self.bot.policies.policy(config, fingerprint)
+        """The config and policy the bot would apply to ``request`` now."""
+        ...
+
+
+class Replayer:
+    """Replays one logged decision at a time against ``host``'s effective policy."""
+
+    def __init__(self, host: ReplayHost, mode: Mode = "guards-only") -> None:
+        self.host = host
+        self.mode = mode
 
     async def replay(self, item: Logged) -> ReplayResult:
         old = item.decision
         if not item.text_stored:
             return failed(old, Kind.NOT_REPLAYABLE, NOT_STORED)
         try:
-            config, policy = self.policy_for(old.request)
+            config, policy = self.host.policy_for(old.request)
             if self.mode == "full":
                 return await self._full(old, config, policy)
             found = await screen_recorded(old, policy)
@@ -138,7 +142,7 @@ class Replayer:
 
     async def _full(self, old: Decision, config: Config, policy: PipelinePolicy) -> ReplayResult:
         r = old.request
-        history = await self.bot.log.history(
+        history = await self.host.log.history(
             r.platform,
             r.channel_id,
             r.thread_id,
@@ -147,7 +151,7 @@ class Replayer:
             before=old.id,  # the thread as it was when this message arrived
         )
         request = r.model_copy(update={"history": tuple(history)})
-        new = await self.bot.pipeline.run(request, policy)  # never recorded, never posted
+        new = await self.host.pipeline.run(request, policy)  # never recorded, never posted
         return compare(
             old, new.verdicts, new.action, new.blocked_by, fingerprint=policy.fingerprint
         )

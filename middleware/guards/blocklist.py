@@ -39,6 +39,7 @@ def compile_words(words: list[str]) -> re.Pattern[str] | None:
 
 class BlocklistGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: BlocklistGuardConfig) -> None:
         self.name = cfg.name

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from middleware.errors import GuardConfigError
 from middleware.types import Stage
 
 
 class GuardConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    if TYPE_CHECKING:  # every kind declares it as a Literal (the union's discriminator)
+        kind: str
 
     name: str = Field(min_length=1, description="unique name, used in logs and admin commands")
     enabled: bool = Field(default=True, description="a disabled guard is not run")
@@ -276,18 +280,22 @@ def _check_regexes(patterns: list[str]) -> list[str]:
 
 
 def check_guard_references(guards: Sequence[GuardConfigBase]) -> None:
-    """Ensembles must name existing guards, not themselves, and form no cycle."""
+    """Ensembles must name existing guards, not themselves, and form no cycle.
+
+    Raises :class:`~middleware.errors.GuardConfigError` (a ValueError) naming the problem.
+    """
     by_name = {g.name: g for g in guards}
 
     def visit(name: str, path: tuple[str, ...]) -> None:
         cfg = by_name[name]
-        for member in getattr(cfg, "members", ()):
+        members = cfg.members if isinstance(cfg, EnsembleGuardConfig) else []
+        for member in members:
             if member not in by_name:
-                raise ValueError(f"ensemble {name!r}: no guard named {member!r}")
+                raise GuardConfigError(f"ensemble {name!r}: no guard named {member!r}")
             if member == name:
-                raise ValueError(f"ensemble {name!r} cannot contain itself")
+                raise GuardConfigError(f"ensemble {name!r} cannot contain itself")
             if member in path:
-                raise ValueError(f"ensemble {name!r}: cycle through {member!r}")
+                raise GuardConfigError(f"ensemble {name!r}: cycle through {member!r}")
             visit(member, (*path, name))
 
     for g in guards:

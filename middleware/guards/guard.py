@@ -25,21 +25,22 @@ class GuardContext:
 class Guard(Protocol):
     """``check`` returns a fresh Verdict per call (the runner fills in policy fields).
 
-    A guard may also set ``local = True`` when it is cheap, CPU-only work with no
-    I/O: the pipeline then runs it inline instead of paying for a task.
+    ``local``: cheap, CPU-only work with no I/O; screening runs it inline instead
+    of paying for a task, and without a timer on short texts (it cannot suspend).
+    ``offline``: it can only answer ``skipped`` (an LLM guard with no model
+    configured); operators are told, and an ensemble of such members is offline too.
+    A bad model answer is raised as :class:`~middleware.errors.VerdictParseError`.
     """
 
     name: str
 
+    @property
+    def local(self) -> bool: ...
+
+    @property
+    def offline(self) -> bool: ...
+
     async def check(self, text: str, context: GuardContext) -> Verdict: ...
-
-
-class GuardParseError(Exception):
-    """A model's verdict did not follow the required format; counts as a guard error."""
-
-    def __init__(self, message: str, raw: str | None = None) -> None:
-        super().__init__(message)
-        self.raw = raw
 
 
 def verdict(

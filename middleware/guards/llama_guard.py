@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 
+from middleware.errors import VerdictParseError
 from middleware.guards.config import LlamaGuardGuardConfig
-from middleware.guards.guard import GuardContext, GuardParseError, verdict
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
 from middleware.llm.model import ChatModel, Message, ModelSettings
 from middleware.types import Stage, Verdict
@@ -39,17 +40,17 @@ _CODE = re.compile(r"S(?:[1-9]|1[0-4])")
 
 
 def parse_llama_guard(raw: str) -> list[str]:
-    """[] for ``safe``, the hazard codes for ``unsafe\\nS1,S2``; GuardParseError otherwise."""
+    """[] for ``safe``, the hazard codes for ``unsafe\\nS1,S2``; VerdictParseError otherwise."""
     # Servers often wrap the answer in blank lines; nothing else is tolerated.
     lines = raw.strip().split("\n")
     if lines == ["safe"]:
         return []
     if len(lines) != 2 or lines[0].strip() != "unsafe":
-        raise GuardParseError("expected 'safe' or 'unsafe' followed by hazard codes", raw)
+        raise VerdictParseError("expected 'safe' or 'unsafe' followed by hazard codes", raw)
     codes = [c.strip() for c in lines[1].split(",")]
     bad = [c for c in codes if not _CODE.fullmatch(c)]
     if bad:
-        raise GuardParseError(f"unknown hazard codes {bad}", raw)
+        raise VerdictParseError(f"unknown hazard codes {bad}", raw)
     return list(dict.fromkeys(codes))
 
 

@@ -15,17 +15,13 @@ from functools import partial
 from typing import Any, Protocol
 
 from middleware.guards.config import GuardConfigBase
-from middleware.guards.guard import GuardContext
+from middleware.guards.guard import Guard, GuardContext
 from middleware.guards.runner import run_guard
 from middleware.guards.voting import Voter, vote
 from middleware.llm.model import ChatModel, Completion
 from middleware.types import Outcome, Verdict
 
 OFFLINE_REASON = "skipped: no LLM configured (offline echo model)"
-
-
-def is_offline(model: object) -> bool:
-    return getattr(model, "name", None) == "echo"
 
 
 def skipped_verdict(name: str, ctx: GuardContext, reason: str = OFFLINE_REASON) -> Verdict:
@@ -38,9 +34,9 @@ def skipped_verdict(name: str, ctx: GuardContext, reason: str = OFFLINE_REASON) 
     )
 
 
-def offline_notice(guards: Iterable[tuple[str, object]]) -> str | None:
+def offline_notice(guards: Iterable[tuple[str, Guard]]) -> str | None:
     """A line for operators naming the (name, guard) pairs that will only say "skipped"."""
-    names = [name for name, guard in guards if getattr(guard, "offline", False)]
+    names = [name for name, guard in guards if guard.offline]
     if not names:
         return None
     return f"LLM guards {', '.join(names)} will be skipped: no LLM configured (offline echo model)"
@@ -69,6 +65,9 @@ class _VotingConfig(Protocol):
 class _Once:
     """One run of the judge at a fixed temperature, shaped like a guard for the runner."""
 
+    local = False
+    offline = False
+
     def __init__(self, owner: LLMGuard, temperature: float) -> None:
         self.name = owner.name
         self._owner = owner
@@ -79,12 +78,14 @@ class _Once:
 
 
 class LLMGuard:
-    """Base class: subclasses implement :meth:`judge_once` (raise GuardParseError on junk)."""
+    """Base class: subclasses implement :meth:`judge_once` (raise VerdictParseError on junk)."""
+
+    local = False  # a model call: runs as a task, under its timeout
 
     def __init__(self, cfg: Any, model: ChatModel) -> None:
         self.name: str = cfg.name
         self.model = model
-        self.offline = is_offline(model)
+        self.offline = model.offline
         self._voting: _VotingConfig = cfg
         base: GuardConfigBase = cfg
         # Runs report what they judged; the ensemble's own action applies once, on the result.

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
+from middleware.errors import VerdictParseError
 from middleware.guards.config import LLMJudgeGuardConfig
-from middleware.guards.guard import GuardContext, GuardParseError, verdict
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
-from middleware.llm.model import ChatModel, Message, ModelSettings
+from middleware.llm.model import ChatModel, Message, ModelSettings, strict_json_object
 from middleware.types import Verdict
 
 DEFAULT_PROMPT = """\
@@ -54,49 +54,26 @@ VERDICT_SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dupes = {k for k in keys if keys.count(k) > 1}
-    if dupes:
-        raise ValueError(f"duplicate keys {sorted(dupes)}")
-    return dict(pairs)
 
 
 def parse_judge_verdict(raw: str, screened: str = "") -> tuple[bool, str, float, str]:
-    """(unsafe, category, score, reason) from the judge's answer; GuardParseError otherwise."""
+    """(unsafe, category, score, reason) from the judge's answer; VerdictParseError otherwise."""
     body = raw.strip()
-    if not body:
-        raise GuardParseError("empty answer", raw)
-    fenced = _FENCE.match(body)
-    if fenced:  # a whole answer in one markdown fence is still only the object
-        body = fenced.group(1).strip()
     if screened and len(body) >= 8 and body in screened:
-        raise GuardParseError("the judge repeated the screened text instead of judging it", raw)
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise GuardParseError(f"not a single JSON object ({exc})", raw) from None
-    if not isinstance(data, dict):
-        raise GuardParseError(f"expected a JSON object, got {type(data).__name__}", raw)
+        raise VerdictParseError("the judge repeated the screened text instead of judging it", raw)
+    data = strict_json_object(raw, fenced=True)
     missing = [k for k in ("unsafe", "category", "score", "reason") if k not in data]
     if missing:
-        raise GuardParseError(f"missing keys {missing}", raw)
+        raise VerdictParseError(f"missing keys {missing}", raw)
     unsafe, category, score, reason = (data[k] for k in ("unsafe", "category", "score", "reason"))
     if not isinstance(unsafe, bool):
-        raise GuardParseError(f"'unsafe' must be true or false, got {unsafe!r}", raw)
+        raise VerdictParseError(f"'unsafe' must be true or false, got {unsafe!r}", raw)
     if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        raise GuardParseError(f"'score' must be a number, got {score!r}", raw)
+        raise VerdictParseError(f"'score' must be a number, got {score!r}", raw)
     if not 0 <= score <= 1:
-        raise GuardParseError(f"'score' must be between 0 and 1, got {score}", raw)
+        raise VerdictParseError(f"'score' must be between 0 and 1, got {score}", raw)
     if not isinstance(category, str) or not isinstance(reason, str):
-        raise GuardParseError("'category' and 'reason' must be strings", raw)
+        raise VerdictParseError("'category' and 'reason' must be strings", raw)
     return unsafe, category.strip()[:100], float(score), reason.strip()[:500]
 
 

@@ -9,6 +9,7 @@ from middleware.types import Verdict
 
 class MaxLengthGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: MaxLengthGuardConfig) -> None:
         self.name = cfg.name

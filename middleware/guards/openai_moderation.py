@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import openai
 
+from middleware.errors import LLMError, VerdictParseError
 from middleware.guards.config import OpenAIModerationGuardConfig
-from middleware.guards.guard import GuardContext, GuardParseError, verdict
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import skipped_verdict
-from middleware.llm.model import LLMError
 from middleware.llm.openai_model import describe_error
 from middleware.types import Verdict
 
@@ -50,18 +50,20 @@ class OpenAIModeration:
         try:
             data = json.loads(body)
         except ValueError:
-            raise GuardParseError("moderation response is not JSON", body[:500]) from None
+            raise VerdictParseError("moderation response is not JSON", body[:500]) from None
         results = data.get("results") if isinstance(data, dict) else None
         scores = (
             results[0].get("category_scores") if results and isinstance(results[0], dict) else None
         )
         if not isinstance(scores, dict):
-            raise GuardParseError("moderation response has no category scores", body[:500])
+            raise VerdictParseError("moderation response has no category scores", body[:500])
         # null = a category this model does not score
         return {str(k): v for k, v in scores.items() if v is not None}
 
 
 class OpenAIModerationGuard:
+    local = False  # an HTTP call
+
     def __init__(self, cfg: OpenAIModerationGuardConfig, client: ModerationClient | None) -> None:
         self.name = cfg.name
         self.cfg = cfg
@@ -80,13 +82,13 @@ class OpenAIModerationGuard:
         checked: dict[str, float] = {}
         for name, score in scores.items():
             if isinstance(score, bool) or not isinstance(score, int | float):
-                raise GuardParseError(f"score of {name!r} is not a number", raw)
+                raise VerdictParseError(f"score of {name!r} is not a number", raw)
             if not math.isfinite(score) or not 0 <= score <= 1:
-                raise GuardParseError(f"score of {name!r} is out of range", raw)
+                raise VerdictParseError(f"score of {name!r} is out of range", raw)
             if canonical(name) not in self.ignore:
                 checked[name] = float(score)
         if not scores:
-            raise GuardParseError("moderation returned no category scores", raw)
+            raise VerdictParseError("moderation returned no category scores", raw)
         over = sorted(
             ((n, s) for n, s in checked.items() if s >= self._threshold(n)), key=lambda x: -x[1]
         )

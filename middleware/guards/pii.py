@@ -178,6 +178,7 @@ def mask_pii(text: str) -> str:
 
 class PIIGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: PIIGuardConfig) -> None:
         self.name = cfg.name

@@ -141,6 +141,7 @@ def deobfuscate(text: str, model: LinearProfanityModel) -> str:
 
 class ProfanityGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: ProfanityGuardConfig) -> None:
         self.name = cfg.name

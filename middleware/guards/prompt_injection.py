@@ -172,6 +172,7 @@ def score_injection(
 
 class PromptInjectionGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: PromptInjectionGuardConfig) -> None:
         self.name = cfg.name

@@ -3,9 +3,10 @@
 LLM-backed guards get their model through a :class:`ModelFactory` supplied by
 the application, so this module stays free of provider and secret handling.
 The moderation guard needs the moderations endpoint rather than a chat
-model; it asks the factory for ``moderation_client(base_url=)`` or, failing
-that, for the raw client via ``openai_client(base_url)``. ``ensemble`` guards
-need the other guards' configs: pass them as ``all_configs``.
+model: a factory that also is a :class:`ModerationSource` (or an
+:class:`OpenAIClientSource`, like the bot's model provider) supplies it; a
+plain factory whose model is offline gets an offline (skipping) guard.
+``ensemble`` guards need the other guards' configs: pass them as ``all_configs``.
 
 Guard modules are imported inside the builders, so importing this module is
 cheap; in particular scikit-learn (the profanity model) loads at the first
@@ -16,24 +17,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from middleware.guards.config import GuardConfigBase, MaxLengthGuardConfig
+from middleware.errors import GuardConfigError
+from middleware.guards.config import EnsembleGuardConfig, GuardConfigBase, MaxLengthGuardConfig
 from middleware.guards.guard import Guard
 from middleware.guards.max_length import MaxLengthGuard
 from middleware.llm.model import ChatModel
 
+if TYPE_CHECKING:
+    from middleware.guards.openai_moderation import ModerationClient
+
 
 class ModelFactory(Protocol):
-    """Returns the chat model for a guard: the default one, or per-guard overrides.
-
-    Optionally also ``moderation_client(*, base_url=None)`` returning an object
-    with ``async moderate(text, *, model, timeout_s) -> dict[str, float]`` (or
-    None when no provider is configured), or ``openai_client(base_url)``
-    returning an ``AsyncOpenAI`` (or None).
-    """
+    """Returns the chat model for a guard: the default one, or per-guard overrides."""
 
     def __call__(self, *, model: str | None = None, base_url: str | None = None) -> ChatModel: ...
+
+
+@runtime_checkable
+class ModerationSource(Protocol):
+    """A factory that supplies moderation clients (None: no provider, offline)."""
+
+    def moderation_client(self, *, base_url: str | None = None) -> ModerationClient | None: ...
+
+
+@runtime_checkable
+class OpenAIClientSource(Protocol):
+    """A factory that supplies the raw ``AsyncOpenAI`` client (None: offline)."""
+
+    def openai_client(self, base_url: str | None = None) -> Any: ...
 
 
 Builder = Callable[[Any, ModelFactory], Guard]
@@ -52,20 +65,18 @@ def _llama_guard(cfg: Any, models: ModelFactory) -> Guard:
     return LlamaGuard(cfg, models(model=cfg.model, base_url=cfg.base_url))
 
 
-def moderation_client_for(models: ModelFactory, base_url: str | None) -> Any:
+def moderation_client_for(models: ModelFactory, base_url: str | None) -> ModerationClient | None:
     """The factory's moderation client, or None when it has no provider (offline)."""
     from middleware.guards.openai_moderation import OpenAIModeration
 
-    make = getattr(models, "moderation_client", None)
-    if make is not None:
-        return make(base_url=base_url)
-    raw_client = getattr(models, "openai_client", None)
-    if raw_client is not None:
-        client = raw_client(base_url)
+    if isinstance(models, ModerationSource):
+        return models.moderation_client(base_url=base_url)
+    if isinstance(models, OpenAIClientSource):
+        client = models.openai_client(base_url)
         return OpenAIModeration(client) if client is not None else None
-    if getattr(models(base_url=base_url), "name", None) == "echo":
+    if models(base_url=base_url).offline:
         return None
-    raise ValueError("the model factory offers no moderation client (moderation_client)")
+    raise GuardConfigError("the model factory offers no moderation client (moderation_client)")
 
 
 def _openai_moderation(cfg: Any, models: ModelFactory) -> Guard:
@@ -104,6 +115,12 @@ def _blocklist(cfg: Any, _models: ModelFactory) -> Guard:
     return BlocklistGuard(cfg)
 
 
+def _classifier(cfg: Any, _models: ModelFactory) -> Guard:
+    from middleware.guards.classifier import ClassifierGuard
+
+    return ClassifierGuard(cfg)
+
+
 BUILDERS: dict[str, Builder] = {
     "max_length": lambda cfg, _models: MaxLengthGuard(cfg),
     "llm_judge": _llm_judge,
@@ -114,6 +131,7 @@ BUILDERS: dict[str, Builder] = {
     "secrets": _secrets,
     "prompt_injection": _prompt_injection,
     "blocklist": _blocklist,
+    "classifier": _classifier,
     # "ensemble" is built by build_guard itself: it needs the other configs.
 }
 
@@ -139,22 +157,21 @@ def _build(
     by_name: dict[str, GuardConfigBase],
     path: tuple[str, ...],
 ) -> Guard:
-    kind = getattr(cfg, "kind", None)
-    if kind == "ensemble":
-        from middleware.guards.ensemble import EnsembleGuard
+    if isinstance(cfg, EnsembleGuardConfig):
+        from middleware.guards.voting import EnsembleGuard
 
-        members = []
-        for name in getattr(cfg, "members", ()):
+        members: list[tuple[GuardConfigBase, Guard]] = []
+        for name in cfg.members:
             member = by_name.get(name)
             if member is None:
-                raise ValueError(f"ensemble {cfg.name!r}: no guard named {name!r}")
+                raise GuardConfigError(f"ensemble {cfg.name!r}: no guard named {name!r}")
             if name in path or name == cfg.name:
-                raise ValueError(f"ensemble {cfg.name!r}: cycle through {name!r}")
+                raise GuardConfigError(f"ensemble {cfg.name!r}: cycle through {name!r}")
             members.append((member, _build(member, models, by_name, (*path, cfg.name))))
-        return EnsembleGuard(cfg, members)  # type: ignore[arg-type]
-    builder = BUILDERS.get(str(kind))
+        return EnsembleGuard(cfg, members)
+    builder = BUILDERS.get(cfg.kind)
     if builder is None:
-        raise ValueError(f"guard {cfg.name!r}: unknown kind {kind!r}")
+        raise GuardConfigError(f"guard {cfg.name!r}: unknown kind {cfg.kind!r}")
     return builder(cfg, models)
 
 
@@ -163,14 +180,16 @@ def guard_cache_key(cfg: GuardConfigBase, all_configs: Configs | None = None) ->
     by_name = _by_name(all_configs)
     parts = [cfg.model_dump(mode="json")]
     seen = {cfg.name}
-    queue = list(getattr(cfg, "members", ()))
+    queue = [cfg]
     while queue:
-        name = queue.pop(0)
-        if name in seen or name not in by_name:
-            continue
-        seen.add(name)
-        parts.append(by_name[name].model_dump(mode="json"))
-        queue.extend(getattr(by_name[name], "members", ()))
+        current = queue.pop(0)
+        names = current.members if isinstance(current, EnsembleGuardConfig) else []
+        for name in names:
+            if name in seen or name not in by_name:
+                continue
+            seen.add(name)
+            parts.append(by_name[name].model_dump(mode="json"))
+            queue.append(by_name[name])
     return json.dumps(parts, sort_keys=True)
 
 
@@ -178,6 +197,8 @@ __all__ = [
     "BUILDERS",
     "MaxLengthGuardConfig",
     "ModelFactory",
+    "ModerationSource",
+    "OpenAIClientSource",
     "build_guard",
     "guard_cache_key",
     "moderation_client_for",

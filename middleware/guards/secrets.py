@@ -126,6 +126,7 @@ def mask_secrets(text: str) -> str:
 
 class SecretsGuard:
     local = True  # CPU-only and fast: run inline, no task
+    offline = False
 
     def __init__(self, cfg: SecretsGuardConfig) -> None:
         self.name = cfg.name

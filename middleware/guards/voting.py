@@ -1,7 +1,10 @@
 """Quorum voting for guard ensembles: k voters in parallel, block on m unsafe.
 
 Used both by ``votes = k`` (k runs of the same LLM judge) and by the
-``ensemble`` kind (other configured guards as members). Every voter runs as a
+``ensemble`` kind (:class:`EnsembleGuard`: other configured guards as members,
+usually configured with ``enabled = false`` so they do not also run on their
+own; each runs under its own ``timeout_s`` and ``on_error``, and the
+ensemble's own ``action`` applies once, to the result). Every voter runs as a
 task; the vote stops as soon as the outcome is decided (m unsafe votes, or
 too few voters left to reach m) and cancels the rest, which closes their HTTP
 requests. Each member's verdict is kept; cancelled ones are recorded as
@@ -17,9 +20,12 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from middleware.guards.guard import GuardContext
+from middleware.guards.config import EnsembleGuardConfig, GuardConfigBase
+from middleware.guards.guard import Guard, GuardContext
+from middleware.guards.runner import run_guard
 from middleware.types import Outcome, Verdict
 
 CANCELLED = "cancelled: the vote was already decided"
@@ -133,3 +139,30 @@ def _summary(
         reason=tally,
         **base,  # type: ignore[arg-type]
     )
+
+
+class EnsembleGuard:
+    """``ensemble``: other configured guards as voters, blocking on a quorum."""
+
+    local = False  # its members may call models: it runs as a task, under its timeout
+
+    def __init__(
+        self, cfg: EnsembleGuardConfig, members: list[tuple[GuardConfigBase, Guard]]
+    ) -> None:
+        self.name = cfg.name
+        self.quorum = cfg.effective_quorum()
+        # Members report what they judged; flag/redact is the ensemble's call.
+        self.members = [(c.model_copy(update={"action": "block"}), g) for c, g in members]
+        # Offline when no member can vote (every one an LLM guard without a model).
+        self.offline = all(g.offline for _, g in members)
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        voters = [
+            Voter(
+                name=cfg.name,
+                run=partial(run_guard, guard, cfg, text, context),
+                error_is_unsafe=cfg.on_error == "block",
+            )
+            for cfg, guard in self.members
+        ]
+        return await vote(self.name, context, voters, self.quorum)

@@ -19,6 +19,7 @@ ECHO_NOTICE = (
 
 class EchoModel:
     name = "echo"
+    offline = True  # it only repeats the message: it cannot judge anything
 
     async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
         started = time.perf_counter()

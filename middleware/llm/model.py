@@ -1,15 +1,26 @@
-"""The one-method protocol every chat model implements.
+"""The protocol every chat model implements, and what a structured answer must be.
 
-The pipeline, the LLM guards and the best-of-N judge all talk to models only
-through :class:`ChatModel`, so tests, demos and replay can swap in the
-scripted model without touching HTTP.
+The pipeline, the LLM guards and the best-of-N selectors all talk to models
+only through :class:`ChatModel`, so tests, demos and replay can swap in the
+scripted model without touching HTTP. Guards and selectors that ask a model
+for JSON read its answer with the one strict parser here,
+:func:`strict_json_object`: prose, duplicate keys, NaN, truncation and
+non-objects are a :class:`~middleware.errors.VerdictParseError`, never a guess.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from middleware.errors import LLMError as LLMError  # re-exported: callers catch it here
+from middleware.errors import VerdictParseError
+
+MAX_ANSWER_CHARS = 20_000  # a verdict is a few hundred characters; more is not a verdict
+_FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +48,63 @@ class Completion:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-class LLMError(Exception):
-    """A model call failed for a reason worth showing to an operator (never a secret)."""
-
-
 class ChatModel(Protocol):
-    """Anything that can complete a chat. ``name`` is the default model name."""
+    """Anything that can complete a chat. ``name`` is the default model name.
+
+    ``offline`` is true for a model that cannot judge anything (the echo model):
+    LLM guards on it report ``skipped`` instead of pretending to pass or fail.
+    """
 
     name: str
+
+    @property
+    def offline(self) -> bool: ...
 
     async def complete(
         self, messages: Sequence[Message], *, settings: ModelSettings
     ) -> Completion: ...
+
+
+def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``response_format`` asking for strict JSON-schema output."""
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"duplicate key(s) {', '.join(map(repr, repeated))}")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-JSON constant {name}")
+
+
+def strict_json_object(text: str, *, fenced: bool = False) -> dict[str, Any]:
+    """``text`` as exactly one JSON object, or :class:`VerdictParseError` (``raw`` = text).
+
+    ``fenced`` accepts one markdown fence around the whole answer (still only the
+    object): guards may prompt a model that has no JSON mode, and such models fence.
+    """
+    body = text.strip()
+    if not body:
+        raise VerdictParseError("empty reply", text)
+    if len(body) > MAX_ANSWER_CHARS:
+        raise VerdictParseError(f"reply too long ({len(body)} characters)", text)
+    if fenced and (match := _FENCE.match(body)):
+        body = match.group(1).strip()
+    if not body.startswith("{"):
+        raise VerdictParseError("reply is not a JSON object", text)
+    try:
+        value = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise VerdictParseError(f"reply is not valid JSON ({exc.msg})", text) from None
+    except RecursionError:
+        raise VerdictParseError("reply is nested too deeply", text) from None
+    except ValueError as exc:  # from the hooks: duplicate keys, NaN/Infinity
+        raise VerdictParseError(str(exc), text) from None
+    if not isinstance(value, dict):
+        raise VerdictParseError("reply is not a JSON object", text)
+    return value

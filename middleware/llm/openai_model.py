@@ -17,7 +17,8 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from middleware.llm.model import Completion, LLMError, Message, ModelSettings
+from middleware.errors import LLMError
+from middleware.llm.model import Completion, Message, ModelSettings
 
 
 def describe_error(exc: BaseException) -> str:
@@ -34,6 +35,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 class OpenAIChatModel:
+    offline = False
+
     def __init__(
         self,
         *,

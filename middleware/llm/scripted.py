@@ -13,7 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from middleware.llm.model import Completion, LLMError, Message, ModelSettings
+from middleware.errors import LLMError
+from middleware.llm.model import Completion, Message, ModelSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,11 @@ class Scripted:
 
 
 class ScriptedModel:
-    def __init__(self, replies: Sequence[str | Scripted], *, name: str = "scripted") -> None:
+    def __init__(
+        self, replies: Sequence[str | Scripted], *, name: str = "scripted", offline: bool = False
+    ) -> None:
         self.name = name
+        self.offline = offline  # True: stands in for the echo model (guards skip)
         self._replies = [r if isinstance(r, Scripted) else Scripted(text=r) for r in replies]
         self.calls: list[tuple[list[Message], ModelSettings]] = []
 
@@ -61,8 +65,9 @@ ReplyFn = Callable[[Sequence[Message], ModelSettings], str | Awaitable[str]]
 class FunctionModel:
     """A model whose reply is ``fn(messages, settings)`` (sync or async)."""
 
-    def __init__(self, fn: ReplyFn, *, name: str = "function") -> None:
+    def __init__(self, fn: ReplyFn, *, name: str = "function", offline: bool = False) -> None:
         self.name = name
+        self.offline = offline
         self._fn = fn
         self.calls = 0
 

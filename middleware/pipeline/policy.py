@@ -10,16 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from middleware.guards.config import GuardConfigBase
 from middleware.guards.guard import Guard
 from middleware.llm.model import ChatModel
+from middleware.selection.selector import Selector
 from middleware.types import Outcome, Stage, Verdict
-
-if TYPE_CHECKING:
-    from middleware.selection.selector import Selector
-
 
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 

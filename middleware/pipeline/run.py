@@ -13,11 +13,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from middleware.errors import LLMError
 from middleware.guards.guard import GuardContext
-from middleware.guards.runner import run_guard
-from middleware.llm.model import LLMError, Message, ModelSettings
+from middleware.llm.model import Message, ModelSettings
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.screening import screen
+from middleware.selection.selector import fastest
 from middleware.types import (
     Action,
     Candidate,
@@ -71,7 +72,8 @@ class Pipeline:
             ]
             in_ctx = GuardContext(Stage.INPUT, request)
             await asyncio.sleep(0)  # let the generation requests start before CPU-bound guards
-            input_verdicts, blocked = await screen(input_guards, request.text, in_ctx)
+            screened = await screen(input_guards, request.text, in_ctx)
+            input_verdicts, blocked = screened.verdicts, screened.blocked
             input_done = time.perf_counter()
             if blocked:
                 cancel_reason = "cancelled: an input guard blocked"
@@ -143,11 +145,10 @@ class Pipeline:
         await gate.wait()
         screening = time.perf_counter()  # output guard time excludes the wait for the gate
         ctx = GuardContext(Stage.OUTPUT, request, cand.index)
-        run.verdicts, blocked = await screen(output_guards, cand.text, ctx)
-        if not blocked:
-            cand.text, blocked = await _redact(run.verdicts, output_guards, cand.text, ctx)
+        screened = await screen(output_guards, cand.text, ctx)
+        run.verdicts, cand.text = screened.verdicts, screened.text
         run.screen_ms = _ms(time.perf_counter() - screening)
-        cand.safe = not blocked
+        cand.safe = not screened.blocked
         return cand.safe
 
     async def _choose(
@@ -183,19 +184,19 @@ class Pipeline:
             return safe[0], Selection(method="single")
         # `first` before `only_safe`: with `first` the others were cancelled on purpose.
         if policy.selection == "first" or policy.selector is None:
-            winner = min(safe, key=lambda c: c.latency_ms)
+            winner = fastest(safe)
             return winner, Selection(method="first", reasoning="first candidate to pass its guards")
         if len(safe) == 1:
             return safe[0], Selection(method="only_safe")
         began = time.perf_counter()
-        outcome = await policy.selector.select(request, safe, policy)
+        outcome = await policy.selector.select(request, safe)
         decision.timings.selection_ms = _ms(time.perf_counter() - began)
         decision.llm_calls.extend(outcome.llm_calls)
         for cand in safe:
             cand.score = outcome.scores.get(cand.index, cand.score)
         by_index = {c.index: c for c in safe}
         named = by_index.get(outcome.chosen_index if outcome.chosen_index is not None else -1)
-        winner = named or min(safe, key=lambda c: c.latency_ms)
+        winner = named or fastest(safe)
         if named is None:  # a selector must name a safe candidate; never index blindly
             outcome.selection.fallback_from.append(outcome.selection.method)
             outcome.selection.method = "first"
@@ -274,28 +275,3 @@ async def _first_safe(tasks: Sequence[asyncio.Task[bool]]) -> None:
             break
     for task in tasks:
         task.cancel()
-
-
-async def _redact(
-    verdicts: list[Verdict], guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
-) -> tuple[str, bool]:
-    """Apply ``redact`` verdicts; returns (text, blocked).
-
-    Several redacting guards are chained so that each mask sticks: every one
-    after the first re-checks the already-masked text, under the same runner
-    (timeout, ``on_error``) as any guard call, and its verdict is recorded.
-    """
-    redacting = [v for v in verdicts if v.outcome is Outcome.REDACT and v.redacted_text is not None]
-    if not redacting:
-        return text, False
-    text = redacting[0].redacted_text or text
-    by_name = {g.config.name: g for g in guards}
-    for v in redacting[1:]:
-        g = by_name[v.guard]
-        again = await run_guard(g.guard, g.config, text, ctx)
-        verdicts.append(again)
-        if again.blocking:
-            return text, True
-        if again.redacted_text is not None:
-            text = again.redacted_text
-    return text, False

@@ -1,36 +1,69 @@
-"""Runs a set of guards on one text in parallel and stops at the first block.
+"""Screening: the one way a set of guards is run on one text.
 
-Every finished verdict is recorded before a blocking one cancels the guards
-still running (the verdict is data; the trip is control flow). Guards that
-were cancelled are recorded as ``skipped`` so the audit shows they never
-finished, rather than silently missing.
+The pipeline, replay and ``guardbot screen`` all call :func:`screen`, so every
+guard call everywhere has the same timeout, ``on_error`` policy and action
+(through :func:`middleware.guards.runner.run_guard`), and redactions are
+chained the same way. Guards that do I/O run in parallel as tasks; ``local``
+(CPU-only, microsecond) guards run inline while those are in flight, since a
+task each would cost more than the guard itself.
+
+By default screening stops at the first blocking verdict: every finished
+verdict is recorded before the block cancels the guards still running (the
+verdict is data; the trip is control flow), and cancelled guards are recorded
+as ``skipped`` so the audit shows they never finished. With
+``every_guard=True`` (replay and ``guardbot screen``, which report what each
+guard thinks) every guard runs to the end and verdicts come in config order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from middleware.guards.guard import GuardContext
 from middleware.guards.runner import run_guard
 from middleware.pipeline.policy import ConfiguredGuard
 from middleware.types import Outcome, Verdict
 
+SKIPPED_REASON = "cancelled: another guard already blocked"
+
+
+@dataclass(slots=True)
+class Screening:
+    """What the guards said about one text, and the text as it may be shown."""
+
+    verdicts: list[Verdict]
+    blocked: bool
+    text: str  # after every ``redact`` verdict was applied (unchanged when none)
+
+    @property
+    def blocked_by(self) -> str | None:
+        return next((v.guard for v in self.verdicts if v.blocking), None)
+
 
 async def screen(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, *, every_guard: bool = False
+) -> Screening:
+    """Run ``guards`` on ``text``; then, unless blocked, chain their redactions."""
+    if every_guard:
+        verdicts = await _run_every(guards, text, ctx)
+        blocked = any(v.blocking for v in verdicts)
+    else:
+        verdicts, blocked = await _run_until_blocked(guards, text, ctx)
+    if not blocked:
+        text, blocked = await _redact(verdicts, guards, text, ctx)
+    return Screening(verdicts, blocked, text)
+
+
+async def _run_until_blocked(
     guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
 ) -> tuple[list[Verdict], bool]:
-    """Return (verdicts, blocked). Stops early on the first blocking verdict.
-
-    Guards that do I/O run as tasks; ``local`` (CPU-only, microsecond) guards run
-    inline while those are in flight, since a task each would cost more than
-    the guard itself.
-    """
     verdicts: list[Verdict] = []
-    remote = [g for g in guards if not getattr(g.guard, "local", False)]
-    local = [g for g in guards if getattr(g.guard, "local", False)]
+    remote = [g for g in guards if not g.guard.local]
+    local = [g for g in guards if g.guard.local]
     if not remote:
-        unrun = await _run_inline(local, text, ctx, verdicts)
+        unrun = await _run_inline(local, text, ctx, verdicts, stop_at_block=True)
         return _with_skipped(verdicts, unrun, ctx), bool(unrun) or _blocked(verdicts)
     blocked = False
     async with asyncio.TaskGroup() as tg:
@@ -38,7 +71,7 @@ async def screen(
             tg.create_task(run_guard(g.guard, g.config, text, ctx)): g.config.name for g in remote
         }
         await asyncio.sleep(0)  # let remote guards send their requests first
-        unrun = await _run_inline(local, text, ctx, verdicts)
+        unrun = await _run_inline(local, text, ctx, verdicts, stop_at_block=True)
         blocked = _blocked(verdicts)
         while pending and not blocked:
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -52,16 +85,64 @@ async def screen(
     return _with_skipped(verdicts, [*unrun, *pending.values()], ctx), blocked
 
 
+async def _run_every(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+) -> list[Verdict]:
+    """Every guard's verdict, in config order (no stopping at the first block)."""
+    local = [g for g in guards if g.guard.local]
+    remote = [g for g in guards if not g.guard.local]
+    found: list[Verdict] = []
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(run_guard(g.guard, g.config, text, ctx)) for g in remote]
+        if tasks:
+            await asyncio.sleep(0)  # let remote guards send their requests first
+        await _run_inline(local, text, ctx, found, stop_at_block=False)
+    by_name = {v.guard: v for v in found} | {
+        g.config.name: t.result() for g, t in zip(remote, tasks, strict=True)
+    }
+    return [by_name[g.config.name] for g in guards]
+
+
 async def _run_inline(
-    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, verdicts: list[Verdict]
+    guards: Sequence[ConfiguredGuard],
+    text: str,
+    ctx: GuardContext,
+    verdicts: list[Verdict],
+    *,
+    stop_at_block: bool,
 ) -> list[str]:
-    """Run guards one by one until one blocks; returns the names left unrun."""
+    """Run guards one by one (until one blocks); returns the names left unrun."""
     for i, g in enumerate(guards):
         result = await run_guard(g.guard, g.config, text, ctx)
         verdicts.append(result)
-        if result.blocking:
+        if result.blocking and stop_at_block:
             return [rest.config.name for rest in guards[i + 1 :]]
     return []
+
+
+async def _redact(
+    verdicts: list[Verdict], guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+) -> tuple[str, bool]:
+    """Apply ``redact`` verdicts; returns (text, blocked).
+
+    Several redacting guards are chained so that each mask sticks: every one
+    after the first re-checks the already-masked text, under the same runner
+    (timeout, ``on_error``) as any guard call, and its verdict is recorded.
+    """
+    redacting = [v for v in verdicts if v.outcome is Outcome.REDACT and v.redacted_text is not None]
+    if not redacting:
+        return text, False
+    text = redacting[0].redacted_text or text
+    by_name = {g.config.name: g for g in guards}
+    for v in redacting[1:]:
+        g = by_name[v.guard]
+        again = await run_guard(g.guard, g.config, text, ctx)
+        verdicts.append(again)
+        if again.blocking:
+            return text, True
+        if again.redacted_text is not None:
+            text = again.redacted_text
+    return text, False
 
 
 def _blocked(verdicts: list[Verdict]) -> bool:
@@ -77,7 +158,7 @@ def _with_skipped(
                 guard=name,
                 stage=ctx.stage,
                 outcome=Outcome.SKIPPED,
-                reason="cancelled: another guard already blocked",
+                reason=SKIPPED_REASON,
                 candidate_index=ctx.candidate_index,
             )
         )

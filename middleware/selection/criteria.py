@@ -14,23 +14,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from middleware.llm.model import ChatModel, Message, ModelSettings
-from middleware.selection.selector import SelectionOutcome
-from middleware.selection.structured import (
-    SelectionParseError,
-    block,
-    call_model,
-    conversation,
+from middleware.errors import SelectionConfigError, VerdictParseError
+from middleware.llm.model import (
+    ChatModel,
+    Message,
+    ModelSettings,
     json_schema_format,
-    quote,
     strict_json_object,
 )
+from middleware.selection.selector import SelectionOutcome
+from middleware.selection.structured import block, call_model, conversation, quote
 from middleware.types import Candidate, ChatRequest, LLMCall, Selection
-
-if TYPE_CHECKING:
-    from middleware.pipeline.policy import PipelinePolicy
 
 SYSTEM_PROMPT = """\
 You evaluate one assistant reply to a user's message. Score it from 1 (very \
@@ -62,19 +58,19 @@ def criteria_schema(criteria: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_scores(text: str, criteria: Sequence[str]) -> dict[str, float]:
-    """Score per criterion, each a number in 1..10; raises :class:`SelectionParseError`."""
+    """Score per criterion, each a number in 1..10; raises :class:`VerdictParseError`."""
     obj = strict_json_object(text)
     scores = obj.get("scores")
     if not isinstance(scores, dict):
-        raise SelectionParseError("'scores' is missing or not an object")
+        raise VerdictParseError("'scores' is missing or not an object")
     out: dict[str, float] = {}
     for name in criteria:
         value = scores.get(name)
         # bool is an int in Python; a "true" score is not a score.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SelectionParseError(f"score for {name!r} is missing or not a number")
+            raise VerdictParseError(f"score for {name!r} is missing or not a number")
         if not 1 <= value <= 10:
-            raise SelectionParseError(f"score for {name!r} is {value}, outside 1..10")
+            raise VerdictParseError(f"score for {name!r} is {value}, outside 1..10")
         out[name] = float(value)
     return out
 
@@ -92,16 +88,16 @@ class CriteriaSelector:
 
     def __init__(
         self,
-        model: ChatModel | None = None,
+        model: ChatModel,
         *,
         criteria: Sequence[str] = ("accuracy", "helpfulness", "tone"),
         weights: Mapping[str, float] | None = None,
-        timeout_s: float | None = None,
+        timeout_s: float = 30.0,
         max_candidate_chars: int = 6000,
         max_tokens: int = 300,
     ) -> None:
         if not criteria:
-            raise ValueError("criteria selection needs at least one criterion")
+            raise SelectionConfigError("criteria selection needs at least one criterion")
         self.model = model
         self.criteria = tuple(criteria)
         self.weights = {name: float((weights or {}).get(name, 1.0)) for name in self.criteria}
@@ -117,9 +113,7 @@ class CriteriaSelector:
     def total(self, scores: Mapping[str, float]) -> float:
         return round(sum(self.weights[name] * scores[name] for name in self.criteria), 4)
 
-    async def _evaluate(
-        self, model: ChatModel, request: ChatRequest, cand: Candidate, timeout_s: float
-    ) -> _Evaluation:
+    async def _evaluate(self, request: ChatRequest, cand: Candidate) -> _Evaluation:
         user = (
             f"{conversation(request, self.max_candidate_chars)}\n\n"
             f"{block('reply', cand.text, self.max_candidate_chars)}"
@@ -128,27 +122,23 @@ class CriteriaSelector:
         settings = ModelSettings(
             temperature=0.0,
             max_tokens=self.max_tokens,
-            timeout_s=timeout_s,
+            timeout_s=self.timeout_s,
             response_format=self.response_format,
         )
-        completion, call = await call_model(model, messages, settings)
+        completion, call = await call_model(self.model, messages, settings)
         if completion is None:
             return _Evaluation(cand, call, failure=f"call failed: {call.error}")
         try:
             return _Evaluation(cand, call, scores=parse_scores(completion.text, self.criteria))
-        except SelectionParseError as exc:
+        except VerdictParseError as exc:
             call.error = f"unparseable criteria reply: {exc}"
             return _Evaluation(cand, call, failure=f"{exc}; raw {quote(completion.text)}")
 
     async def select(
-        self, request: ChatRequest, candidates: Sequence[Candidate], policy: PipelinePolicy
+        self, request: ChatRequest, candidates: Sequence[Candidate]
     ) -> SelectionOutcome:
-        model = self.model or policy.model
-        timeout_s = self.timeout_s or policy.timeout_s
         async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(self._evaluate(model, request, c, timeout_s)) for c in candidates
-            ]
+            tasks = [tg.create_task(self._evaluate(request, c)) for c in candidates]
         evaluations = [t.result() for t in tasks]
         calls = [e.call for e in evaluations]
         scored = [e for e in evaluations if e.scores is not None]

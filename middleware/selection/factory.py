@@ -23,12 +23,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from middleware.errors import SelectionConfigError
 from middleware.llm.model import ChatModel
 from middleware.selection.criteria import CriteriaSelector
-from middleware.selection.fallback import FallbackChain
-from middleware.selection.first import FirstSelector
 from middleware.selection.judge import JudgeSelector
-from middleware.selection.selector import Selector
+from middleware.selection.selector import FallbackChain, FirstSelector, Selector
 from middleware.selection.vote import VoteSelector
 
 METHODS = ("first", "judge", "criteria", "vote")
@@ -40,22 +39,24 @@ _cache: dict[tuple[object, ...], Selector] = {}
 def build_selector(
     *,
     method: str,
-    model: ChatModel | None = None,
+    model: ChatModel,
+    timeout_s: float,
     criteria: Sequence[str] = ("accuracy", "helpfulness", "tone"),
     weights: Mapping[str, float] | None = None,
     min_confidence: float = 0.5,
     on_low_confidence: Literal["unsure", "fallback"] = "unsure",
     unsure_reply: str = "I'm not sure about this one; my answers disagreed.",
-    timeout_s: float | None = None,
     seed: int | None = None,
 ) -> Selector:
-    """The selector for ``method``; ``model`` judges (None: the policy's generation model).
+    """The selector for ``method``; ``model`` judges and scores, each call under ``timeout_s``.
 
-    Raises ValueError for an unknown method or inconsistent criteria/weights, with
-    a message naming the offending value.
+    Raises :class:`~middleware.errors.SelectionConfigError` (a ValueError) for an
+    unknown method or inconsistent criteria/weights, naming the offending value.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown selection {method!r}; expected one of {', '.join(METHODS)}")
+        raise SelectionConfigError(
+            f"unknown selection {method!r}; expected one of {', '.join(METHODS)}"
+        )
     crit = tuple(criteria)
     weight_items = tuple(sorted((weights or {}).items()))
     if method == "criteria":
@@ -94,13 +95,13 @@ def build_selector(
 
 def _build(
     method: str,
-    model: ChatModel | None,
+    model: ChatModel,
     criteria: tuple[str, ...],
     weights: dict[str, float],
     min_confidence: float,
     on_low_confidence: Literal["unsure", "fallback"],
     unsure_reply: str,
-    timeout_s: float | None,
+    timeout_s: float,
     seed: int | None,
 ) -> Selector:
     if method == "first":
@@ -120,17 +121,19 @@ def _build(
 
 
 def check_criteria(criteria: tuple[str, ...], weights: Mapping[str, float]) -> None:
-    """Raise ValueError unless ``criteria`` and ``weights`` make a usable scoring (for config)."""
+    """Raise SelectionConfigError unless ``criteria`` and ``weights`` score usably (for config)."""
     if not criteria:
-        raise ValueError("criteria selection needs at least one criterion")
+        raise SelectionConfigError("criteria selection needs at least one criterion")
     blank = [c for c in criteria if not c.strip()]
     if blank or len(set(criteria)) != len(criteria):
-        raise ValueError("criteria must be non-empty and unique")
+        raise SelectionConfigError("criteria must be non-empty and unique")
     unknown = sorted(set(weights) - set(criteria))
     if unknown:
-        raise ValueError(f"criteria_weights name unknown criteria: {', '.join(unknown)}")
+        raise SelectionConfigError(f"criteria_weights name unknown criteria: {', '.join(unknown)}")
     bad = sorted(k for k, w in weights.items() if not math.isfinite(w) or w < 0)
     if bad:
-        raise ValueError(f"criteria_weights must be finite and >= 0: {', '.join(bad)}")
+        raise SelectionConfigError(f"criteria_weights must be finite and >= 0: {', '.join(bad)}")
     if all(weights.get(c, 1.0) == 0 for c in criteria):
-        raise ValueError("criteria_weights are all zero; at least one criterion must count")
+        raise SelectionConfigError(
+            "criteria_weights are all zero; at least one criterion must count"
+        )

@@ -15,23 +15,19 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from middleware.llm.model import ChatModel, Message, ModelSettings
-from middleware.selection.selector import SelectionOutcome
-from middleware.selection.structured import (
-    SelectionParseError,
-    block,
-    call_model,
-    conversation,
+from middleware.errors import VerdictParseError
+from middleware.llm.model import (
+    ChatModel,
+    Message,
+    ModelSettings,
     json_schema_format,
-    quote,
     strict_json_object,
 )
+from middleware.selection.selector import SelectionOutcome
+from middleware.selection.structured import block, call_model, conversation, quote
 from middleware.types import Candidate, ChatRequest, Selection
-
-if TYPE_CHECKING:
-    from middleware.pipeline.policy import PipelinePolicy
 
 SYSTEM_PROMPT = """\
 You compare candidate replies to a user's message and pick the single best one: \
@@ -73,18 +69,18 @@ def judge_schema(labels: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_choice(text: str, labels: Sequence[str]) -> tuple[str, str]:
-    """The label the judge chose and its reason; raises :class:`SelectionParseError`."""
+    """The label the judge chose and its reason; raises :class:`VerdictParseError`."""
     obj = strict_json_object(text)
     choice = obj.get("choice")
     if not isinstance(choice, str):
-        raise SelectionParseError("'choice' is missing or not a string")
+        raise VerdictParseError("'choice' is missing or not a string")
     label = choice.strip().upper()
     if label not in labels:
         offered = ", ".join(labels)
-        raise SelectionParseError(f"choice {quote(choice)} is not an offered label ({offered})")
+        raise VerdictParseError(f"choice {quote(choice)} is not an offered label ({offered})")
     reason = obj.get("reason", "")
     if not isinstance(reason, str):
-        raise SelectionParseError("'reason' is not a string")
+        raise VerdictParseError("'reason' is not a string")
     return label, " ".join(reason.split())[:500]
 
 
@@ -93,9 +89,9 @@ class JudgeSelector:
 
     def __init__(
         self,
-        model: ChatModel | None = None,
+        model: ChatModel,
         *,
-        timeout_s: float | None = None,
+        timeout_s: float = 30.0,
         max_candidate_chars: int = 6000,
         max_tokens: int = 400,
         seed: int | None = None,
@@ -125,9 +121,8 @@ class JudgeSelector:
         return [Message("system", SYSTEM_PROMPT), Message("user", user)]
 
     async def select(
-        self, request: ChatRequest, candidates: Sequence[Candidate], policy: PipelinePolicy
+        self, request: ChatRequest, candidates: Sequence[Candidate]
     ) -> SelectionOutcome:
-        model = self.model or policy.model
         ordered = self.order(request, candidates)
         labelled = dict(zip(labels_for(len(ordered)), ordered, strict=True))
         mapping = {label: c.index for label, c in labelled.items()}
@@ -135,17 +130,17 @@ class JudgeSelector:
         settings = ModelSettings(
             temperature=0.0,
             max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s or policy.timeout_s,
+            timeout_s=self.timeout_s,
             response_format=json_schema_format("judge_choice", judge_schema(list(mapping))),
         )
-        completion, call = await call_model(model, self.messages(request, labelled), settings)
+        completion, call = await call_model(self.model, self.messages(request, labelled), settings)
         selection = Selection(method=self.method, labels=mapping)
         if completion is None:
             selection.reasoning = f"judge call failed: {call.error} [labels {shown}]"
             return SelectionOutcome(None, selection, llm_calls=[call])
         try:
             label, reason = parse_choice(completion.text, list(mapping))
-        except SelectionParseError as exc:
+        except VerdictParseError as exc:
             call.error = f"unparseable judge reply: {exc}"
             selection.reasoning = f"{call.error}; raw {quote(completion.text)} [labels {shown}]"
             return SelectionOutcome(None, selection, llm_calls=[call])

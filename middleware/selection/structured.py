@@ -1,10 +1,12 @@
-"""Shared plumbing for the LLM-backed selectors: one guarded call, strict JSON.
+"""Shared plumbing for the LLM-backed selectors: one guarded call, tagged blocks.
 
 The judge and the criteria scorer both ask a model for JSON that follows a
 schema (``response_format``), and neither may trust what comes back: servers
 that ignore the schema, truncated replies, prose, duplicate keys and NaN all
-have to become a clear :class:`SelectionParseError` that the fallback chain
-records, never an exception that reaches the pipeline. Candidate texts are put
+have to become a clear :class:`~middleware.errors.VerdictParseError` (from the
+one strict parser, :func:`middleware.llm.model.strict_json_object`) that the
+fallback chain records, never an exception that reaches the pipeline. A model
+call that fails or times out becomes an ``LLMCall`` with its error. Candidate texts are put
 in tagged blocks whose closing tag they cannot forge, so a hostile reply cannot
 pose as the end of its block.
 """
@@ -12,57 +14,14 @@ pose as the end of its block.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
-from middleware.llm.model import ChatModel, Completion, LLMError, Message, ModelSettings
+from middleware.errors import LLMError
+from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
 from middleware.types import ChatRequest, LLMCall
 
-MAX_REPLY_CHARS = 20_000  # a verdict is a few hundred characters; more is not a verdict
 RAW_IN_REASON = 200  # how much of a bad reply the audit reasoning quotes
-
-
-class SelectionParseError(ValueError):
-    """A selector model's reply did not follow the required JSON shape."""
-
-
-def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``response_format`` asking for strict JSON-schema output."""
-    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise SelectionParseError(f"duplicate key(s) {', '.join(map(repr, repeated))}")
-    return dict(pairs)
-
-
-def _no_constants(name: str) -> Any:
-    raise SelectionParseError(f"non-JSON constant {name}")
-
-
-def strict_json_object(text: str) -> dict[str, Any]:
-    """Parse ``text`` as exactly one JSON object, or raise :class:`SelectionParseError`."""
-    body = text.strip()
-    if not body:
-        raise SelectionParseError("empty reply")
-    if len(body) > MAX_REPLY_CHARS:
-        raise SelectionParseError(f"reply too long ({len(body)} characters)")
-    if not body.startswith("{"):
-        raise SelectionParseError("reply is not a JSON object")
-    try:
-        value = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
-        raise SelectionParseError(f"reply is not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise SelectionParseError("reply is nested too deeply") from None
-    if not isinstance(value, dict):
-        raise SelectionParseError("reply is not a JSON object")
-    return value
 
 
 def quote(text: str) -> str:

@@ -15,14 +15,11 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from middleware.selection.first import fastest
-from middleware.selection.selector import SelectionOutcome
+from middleware.errors import SelectionConfigError
+from middleware.selection.selector import SelectionOutcome, fastest
 from middleware.types import Candidate, ChatRequest, Selection
-
-if TYPE_CHECKING:
-    from middleware.pipeline.policy import PipelinePolicy
 
 _WORDS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -81,15 +78,15 @@ class VoteSelector:
         unsure_reply: str = "I'm not sure about this one; my answers disagreed.",
     ) -> None:
         if not 0 <= min_confidence <= 1:
-            raise ValueError("min_confidence must be between 0 and 1")
+            raise SelectionConfigError("min_confidence must be between 0 and 1")
         if on_low_confidence not in ("unsure", "fallback"):
-            raise ValueError("on_low_confidence must be 'unsure' or 'fallback'")
+            raise SelectionConfigError("on_low_confidence must be 'unsure' or 'fallback'")
         self.min_confidence = min_confidence
         self.on_low_confidence = on_low_confidence
         self.unsure_reply = unsure_reply
 
     async def select(
-        self, request: ChatRequest, candidates: Sequence[Candidate], policy: PipelinePolicy
+        self, request: ChatRequest, candidates: Sequence[Candidate]
     ) -> SelectionOutcome:
         if not candidates:
             return SelectionOutcome(None, Selection(method=self.method, reasoning="no candidates"))

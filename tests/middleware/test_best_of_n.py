@@ -429,6 +429,8 @@ class BlockWhenStreaming:
     """An input guard that blocks once every candidate has started streaming its reply."""
 
     name = "stop"
+    local = False
+    offline = False
 
     def __init__(self, stub: StubOpenAI, count: int) -> None:
         self.stub, self.count = stub, count

@@ -26,6 +26,9 @@ from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 class EventGuard:
     """A guard whose verdict is released by the test: ``await release`` then judge."""
 
+    local = False
+    offline = False
+
     def __init__(
         self, name: str, release: Callable[[], asyncio.Future[object] | object], *, unsafe: bool
     ) -> None:
@@ -105,6 +108,7 @@ class Returned:
     def __init__(self, model: OpenAIChatModel) -> None:
         self.model = model
         self.name = model.name
+        self.offline = model.offline
         self.returned = asyncio.Event()
 
     async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
@@ -157,6 +161,8 @@ async def test_guard_timeout_follows_on_error(
 
 class RaisingGuard:
     name = "broken"
+    local = False
+    offline = False
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         raise RuntimeError("boom")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from middleware.errors import SelectionConfigError
+from middleware.llm.echo import EchoModel
 from middleware.pipeline.run import Pipeline
 from middleware.selection import build_selector
 from tests.stubs.openai_server import Reply, StubOpenAI
@@ -109,12 +112,21 @@ async def test_vote_costs_no_extra_tokens(stub_llm: StubOpenAI, harness: Harness
     assert decision.tokens_in + decision.tokens_out == 5 * 51
 
 
+JUDGE = EchoModel()  # the selectors are cached per model object: one for every test here
+BOUND: dict[str, Any] = {"model": JUDGE, "timeout_s": 5.0}
+
+
 def test_selector_factory_is_cached_by_plain_values() -> None:
-    a = build_selector(method="criteria", criteria=("accuracy", "tone"), weights={"tone": 2})
-    b = build_selector(method="criteria", criteria=["accuracy", "tone"], weights={"tone": 2.0})
-    c = build_selector(method="criteria", criteria=("accuracy",))
-    assert a is b and a is not c
-    assert repr(build_selector(method="vote", on_low_confidence="fallback")) == (
+    a = build_selector(
+        method="criteria", criteria=("accuracy", "tone"), weights={"tone": 2}, **BOUND
+    )
+    b = build_selector(
+        method="criteria", criteria=["accuracy", "tone"], weights={"tone": 2.0}, **BOUND
+    )
+    c = build_selector(method="criteria", criteria=("accuracy",), **BOUND)
+    d = build_selector(method="criteria", criteria=("accuracy",), model=JUDGE, timeout_s=9.0)
+    assert a is b and a is not c and c is not d
+    assert repr(build_selector(method="vote", on_low_confidence="fallback", **BOUND)) == (
         "FallbackChain(vote -> judge -> first)"
     )
 
@@ -131,5 +143,5 @@ def test_selector_factory_is_cached_by_plain_values() -> None:
     ],
 )
 def test_selector_factory_rejects_bad_settings(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        build_selector(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(SelectionConfigError, match=message):
+        build_selector(**kwargs, **BOUND)

@@ -9,14 +9,13 @@ from collections.abc import Sequence
 
 import pytest
 
+from middleware.errors import VerdictParseError
 from middleware.llm.echo import EchoModel
-from middleware.pipeline.policy import PipelinePolicy
+from middleware.llm.model import strict_json_object
 from middleware.selection.criteria import parse_scores
-from middleware.selection.fallback import FallbackChain
-from middleware.selection.first import FirstSelector
 from middleware.selection.judge import JudgeSelector, labels_for, parse_choice
-from middleware.selection.selector import SelectionOutcome
-from middleware.selection.structured import SelectionParseError, block, strict_json_object
+from middleware.selection.selector import FallbackChain, FirstSelector, SelectionOutcome
+from middleware.selection.structured import block
 from middleware.selection.vote import normalise_answer
 from middleware.types import Candidate, ChatRequest, Selection
 
@@ -60,7 +59,7 @@ def test_judge_choice_accepts_only_offered_labels(text: str, expected: tuple[str
     ],
 )
 def test_judge_choice_rejects_hostile_replies(text: str, error: str) -> None:
-    with pytest.raises(SelectionParseError, match=re.escape(error)):
+    with pytest.raises(VerdictParseError, match=re.escape(error)):
         parse_choice(text, LABELS)
 
 
@@ -75,9 +74,9 @@ def test_criteria_scores_parse_strictly() -> None:
         ({"accuracy": 0, "tone": 9}, "outside 1..10"),
         ({"accuracy": 7, "tone": 10.5}, "outside 1..10"),
     ]:
-        with pytest.raises(SelectionParseError, match=error):
+        with pytest.raises(VerdictParseError, match=error):
             parse_scores(json.dumps({"scores": scores}), crit)
-    with pytest.raises(SelectionParseError, match="'scores' is missing"):
+    with pytest.raises(VerdictParseError, match="'scores' is missing"):
         parse_scores('{"accuracy": 7, "tone": 9}', crit)
 
 
@@ -124,7 +123,7 @@ def _cands(n: int) -> list[Candidate]:
 
 
 def test_shuffle_is_replayable_and_spreads_positions() -> None:
-    judge = JudgeSelector()
+    judge = JudgeSelector(EchoModel())
     cands = _cands(3)
     req = ChatRequest(platform="t", text="q", message_id="m")
     first = [c.index for c in judge.order(req, cands)]
@@ -134,7 +133,7 @@ def test_shuffle_is_replayable_and_spreads_positions() -> None:
         judge.order(ChatRequest(platform="t", text=f"q{i}"), cands)[0].index for i in range(600)
     )
     assert set(shown_first) == {0, 1, 2} and min(shown_first.values()) > 150
-    fixed = JudgeSelector(seed=7)
+    fixed = JudgeSelector(EchoModel(), seed=7)
     assert [c.index for c in fixed.order(req, cands)] == [
         c.index for c in fixed.order(ChatRequest(platform="t", text="other"), cands)
     ]
@@ -144,7 +143,7 @@ class Broken:
     method = "broken"
 
     async def select(
-        self, request: ChatRequest, candidates: Sequence[Candidate], policy: PipelinePolicy
+        self, request: ChatRequest, candidates: Sequence[Candidate]
     ) -> SelectionOutcome:
         raise KeyError("oops")
 
@@ -153,15 +152,14 @@ class NamesUnsafe:
     method = "liar"
 
     async def select(
-        self, request: ChatRequest, candidates: Sequence[Candidate], policy: PipelinePolicy
+        self, request: ChatRequest, candidates: Sequence[Candidate]
     ) -> SelectionOutcome:
         return SelectionOutcome(99, Selection(method=self.method, reasoning="picked 99"))
 
 
 async def test_chain_survives_crashing_and_lying_selectors() -> None:
     chain = FallbackChain([Broken(), NamesUnsafe(), FirstSelector()])
-    policy = PipelinePolicy(model=EchoModel())
-    outcome = await chain.select(ChatRequest(platform="t", text="q"), _cands(3), policy)
+    outcome = await chain.select(ChatRequest(platform="t", text="q"), _cands(3))
     assert outcome.chosen_index == 0
     sel = outcome.selection
     assert sel.method == "first" and sel.fallback_from == ["broken", "liar"]
@@ -172,7 +170,6 @@ async def test_chain_survives_crashing_and_lying_selectors() -> None:
 async def test_echo_model_judge_falls_back_offline() -> None:
     # The offline echo model cannot answer in JSON; best-of-N still replies.
     chain = FallbackChain([JudgeSelector(EchoModel()), FirstSelector()])
-    policy = PipelinePolicy(model=EchoModel())
-    outcome = await chain.select(ChatRequest(platform="t", text="q"), _cands(2), policy)
+    outcome = await chain.select(ChatRequest(platform="t", text="q"), _cands(2))
     assert outcome.chosen_index == 0 and outcome.selection.fallback_from == ["judge"]
     assert outcome.llm_calls[0].model == "echo" and outcome.llm_calls[0].error

@@ -145,6 +145,7 @@ class Observed:
     def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
         self.name = inner.name
+        self.offline = inner.offline
         self.returned: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
