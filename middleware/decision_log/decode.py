@@ -1,6 +1,6 @@
 """Stored rows turned back into :class:`Decision` objects (for `show`, replay and admins).
 
-The inverse of :mod:`encode`, as far as the stored form allows: texts that
+The inverse of :func:`.records.encode`, as far as the stored form allows: texts that
 were not stored come back as empty strings (``StoredDecision.text_stored``
 says so) and the request's history is not stored (it is the log itself), only
 how many turns were given.
@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from middleware.decision_log.columns import (
+from middleware.decision_log.records import (
     CANDIDATE_COLUMNS,
-    DECISION_COLUMNS,
+    CHAINED_COLUMNS,
     LLM_CALL_COLUMNS,
     VERDICT_COLUMNS,
 )
@@ -34,7 +34,7 @@ from middleware.types import (
     Verdict,
 )
 
-DECISION_SELECT = ", ".join(("seq", *DECISION_COLUMNS, "prev_sha256", "sha256"))
+DECISION_SELECT = ", ".join(CHAINED_COLUMNS)
 VERDICT_SELECT = ", ".join(VERDICT_COLUMNS)
 CANDIDATE_SELECT = ", ".join(CANDIDATE_COLUMNS)
 LLM_CALL_SELECT = ", ".join(LLM_CALL_COLUMNS)
@@ -61,7 +61,7 @@ def stored_decision(
     llm_calls: list[Row],
     deliveries: list[Row],
 ) -> StoredDecision:
-    d = dict(zip(("seq", *DECISION_COLUMNS, "prev_sha256", "sha256"), row, strict=True))
+    d = dict(zip(CHAINED_COLUMNS, row, strict=True))
     request = ChatRequest(
         platform=d["platform"],
         channel_id=d["channel_id"],

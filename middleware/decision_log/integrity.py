@@ -16,17 +16,23 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.chain import GENESIS, ChainReport, StoredLink, content_sha256, walk
-from middleware.decision_log.columns import CANDIDATE_COLUMNS, CANDIDATE_TEXTS, DECISION_COLUMNS
+from middleware.decision_log.chain import GENESIS, ChainReport, StoredLink, walk
 from middleware.decision_log.decode import (
     CANDIDATE_SELECT,
     DECISION_SELECT,
     LLM_CALL_SELECT,
     VERDICT_SELECT,
 )
-from middleware.decision_log.encode import utc_text
 from middleware.decision_log.privacy import sha256_hex
 from middleware.decision_log.queries import children
+from middleware.decision_log.records import (
+    CANDIDATE_COLUMNS,
+    CHAINED_COLUMNS,
+    LLM_CALL_COLUMNS,
+    VERDICT_COLUMNS,
+    content_sha256_of,
+    utc_text,
+)
 from middleware.decision_log.writes import PREFIX_SQL
 
 PAGE = 1000
@@ -80,24 +86,25 @@ async def _links(db: aiosqlite.Connection, after_seq: int) -> AsyncIterator[Stor
             db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index"
         )
         calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
-        for row, i in zip(rows, ids, strict=True):
-            fields, texts = row[1:-4], row[-4:-2]  # seq first; text, reply, prev, sha last
-            cand_fields = [c[:-CANDIDATE_TEXTS] for c in cands[i]]
-            content = content_sha256(fields, verdicts[i], cand_fields, calls[i])
-            if not _texts_match(texts, (row[TEXT_SHA], row[REPLY_SHA]), cands[i]):
+        for values, i in zip(rows, ids, strict=True):
+            row = dict(zip(CHAINED_COLUMNS, values, strict=True))
+            v = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in verdicts[i]]
+            c = [dict(zip(CANDIDATE_COLUMNS, r, strict=True)) for r in cands[i]]
+            calls_i = [dict(zip(LLM_CALL_COLUMNS, r, strict=True)) for r in calls[i]]
+            content = content_sha256_of(row, v, c, calls_i)
+            if not _texts_match(row, c):
                 content = "text does not match its stored hash"
-            yield StoredLink(row[0], i, content, row[-2], row[-1])
+            yield StoredLink(row["seq"], i, content, row["prev_sha256"], row["sha256"])
         after_seq = rows[-1][0]
 
 
-TEXT_SHA = 1 + DECISION_COLUMNS.index("text_sha256")
-REPLY_SHA = 1 + DECISION_COLUMNS.index("reply_sha256")
-CAND_SHA = CANDIDATE_COLUMNS.index("text_sha256")
-
-
-def _texts_match(texts: Any, hashes: tuple[str, str], candidates: list[Any]) -> bool:
+def _texts_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> bool:
     """Stored texts against their hashes (the chain covers the hashes, not the texts)."""
-    pairs = [*zip(texts, hashes, strict=True), *((c[-1], c[CAND_SHA]) for c in candidates)]
+    pairs = [
+        (row["text"], row["text_sha256"]),
+        (row["reply"], row["reply_sha256"]),
+        *((c["text"], c["text_sha256"]) for c in candidates),
+    ]
     return all(text is None or sha256_hex(text) == sha for text, sha in pairs)
 
 

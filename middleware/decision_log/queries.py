@@ -24,7 +24,7 @@ from middleware.decision_log.decode import (
     group,
     stored_decision,
 )
-from middleware.decision_log.encode import utc_text
+from middleware.decision_log.records import utc_text
 from middleware.decision_log.rows import StoredDecision
 from middleware.types import Action, Turn
 

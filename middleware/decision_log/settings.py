@@ -2,8 +2,8 @@
 
 Settings are the one mutable table (the current override per scope and key);
 every change, and every refused attempt, is an append-only ``admin_actions``
-row. The writes themselves run in the writer process (:mod:`.writes`); this
-module checks and encodes what is sent there and reads the tables back.
+row. The writes themselves run in the writer's transactions (:mod:`.writes`);
+this module checks and encodes their rows and reads the tables back.
 """
 
 from __future__ import annotations
@@ -14,11 +14,19 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.columns import ADMIN_COLUMNS, REPLAY_COLUMNS
 from middleware.decision_log.decode import parse_utc
-from middleware.decision_log.encode import utc_text
+from middleware.decision_log.records import utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
 from middleware.types import new_id
+
+ADMIN_COLUMNS = (
+    "id", "created_utc", "actor", "platform", "channel_id", "command", "scope", "key",
+    "old_json", "new_json", "allowed", "error",
+)  # fmt: skip
+REPLAY_COLUMNS = (
+    "id", "created_utc", "actor", "config_fingerprint", "decisions_count", "changed_count",
+    "duration_ms", "filters_json", "summary_json", "changes_json",
+)  # fmt: skip
 
 ADMIN_SELECT = ", ".join(ADMIN_COLUMNS)
 REPLAY_SELECT = ", ".join(REPLAY_COLUMNS)
@@ -57,11 +65,33 @@ def admin_row(
     new_json: str | None,
     allowed: bool,
     error: str | None,
-) -> tuple[Any, ...]:
-    return (
-        new_id(), utc_text(now), actor, platform, channel_id, command, scope, key, old_json,
-        new_json, int(allowed), error,
-    )  # fmt: skip
+) -> dict[str, Any]:
+    return {
+        "id": new_id(), "created_utc": utc_text(now), "actor": actor, "platform": platform,
+        "channel_id": channel_id, "command": command, "scope": scope, "key": key,
+        "old_json": old_json, "new_json": new_json, "allowed": int(allowed), "error": error,
+    }  # fmt: skip
+
+
+def replay_row(
+    *,
+    now: datetime,
+    actor: str,
+    config_fingerprint: str,
+    decisions_count: int,
+    changed_count: int,
+    duration_ms: float,
+    filters: dict[str, Any],
+    summary: Any,
+    changes: list[Any],
+) -> dict[str, Any]:
+    return {
+        "id": new_id(), "created_utc": utc_text(now), "actor": actor,
+        "config_fingerprint": config_fingerprint, "decisions_count": int(decisions_count),
+        "changed_count": int(changed_count), "duration_ms": float(duration_ms),
+        "filters_json": to_json(filters), "summary_json": to_json(summary),
+        "changes_json": to_json(changes),
+    }  # fmt: skip
 
 
 async def settings(db: aiosqlite.Connection) -> list[SettingRow]:

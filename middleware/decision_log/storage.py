@@ -26,13 +26,16 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from middleware.decision_log.chain import ChainReport
-from middleware.decision_log.errors import LogUnavailable
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
 from middleware.types import Decision, Turn
 
 __all__ = ["DELIVERY_STATUSES", "DecisionStore", "LogUnavailable"]
 
 DELIVERY_STATUSES = ("sent", "failed", "none")
+
+
+class LogUnavailable(Exception):
+    """The decision log cannot be written (or opened); the message says why and where."""
 
 
 class DecisionStore(Protocol):

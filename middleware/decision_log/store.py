@@ -1,10 +1,10 @@
-"""`DecisionLog`: the API the bot, the admin commands, replay and the CLI use.
+"""`DecisionLog`: the SQLite backend of :class:`~.storage.DecisionStore`.
 
-One database file, two connections: the writer's, in a process of its own
-fed by the single :class:`Writer` with group commits, and a read-only
-aiosqlite one here for queries, so reads never see a half-written batch and
-never wait for a commit. ``record`` returns only once the decision is
-committed; the bot posts a reply only after that.
+One database file, two aiosqlite connections in this process: the single
+:class:`~.writer.Writer`'s, with group commits, and a read-only one for
+queries, so reads never see a half-written batch and never wait for a
+commit. ``record`` returns only once the decision is committed; the bot
+posts a reply only after that.
 """
 
 from __future__ import annotations
@@ -21,18 +21,14 @@ from middleware.decision_log import integrity, queries, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
-from middleware.decision_log.encode import encode, utc_text
-from middleware.decision_log.errors import LogUnavailable
 from middleware.decision_log.migrations import APPLIED_SQL, pending
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import Filters
-from middleware.decision_log.reader import connect_reader
+from middleware.decision_log.records import encode, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
-from middleware.decision_log.storage import DecisionStore
-from middleware.decision_log.writer import Writer, WriterStats
-from middleware.types import Decision, Turn, new_id, utc_now
-
-DELIVERY_STATUSES = ("sent", "failed", "none")
+from middleware.decision_log.storage import DELIVERY_STATUSES, DecisionStore, LogUnavailable
+from middleware.decision_log.writer import Writer, WriterStats, connect
+from middleware.types import Decision, Turn, utc_now
 
 
 class DecisionLog:
@@ -64,7 +60,7 @@ class DecisionLog:
             writer = Writer(path)
             await writer.open()  # creates (0600) and migrates the file; LogUnavailable if not
         try:
-            reader = await connect_reader(path)
+            reader = await connect(path, read_only=True)
         except BaseException:
             if writer is not None:
                 await writer.close()
@@ -119,14 +115,16 @@ class DecisionLog:
     async def record(self, decision: Decision) -> None:
         """Returns once the decision is committed; raises LogUnavailable if it cannot be."""
         writer = self._require_writer()
-        await writer.submit((writes.DECISION, *encode(decision, self.policy)))
+        await writer.submit(encode(decision, self.policy))
 
     async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
         if status not in DELIVERY_STATUSES:
             raise ValueError(f"delivery status must be one of {DELIVERY_STATUSES}, not {status!r}")
-        now = utc_text(utc_now())
-        job = (writes.DELIVERY, decision_id, now, status, self.policy.mask_opt(error))
-        await self._require_writer().submit(job)
+        row = {
+            "decision_id": decision_id, "created_utc": utc_text(utc_now()), "status": status,
+            "error": self.policy.mask_opt(error),
+        }  # fmt: skip
+        await self._require_writer().submit(writes.Delivery(row))
 
     async def set_setting(
         self,
@@ -149,7 +147,7 @@ class DecisionLog:
             command=self._cmd(command), scope=scope, key=key, old_json=None,
             new_json=new_json, allowed=True, error=None,
         )  # fmt: skip
-        old_json = await self._require_writer().submit((writes.OP, "setting", (audit,)))
+        old_json = await self._require_writer().submit(writes.change_setting(audit))
         return settings_sql.from_json(old_json)
 
     async def record_admin_action(
@@ -173,7 +171,7 @@ class DecisionLog:
             new_json=None if new is None else settings_sql.to_json(new),
             allowed=allowed, error=self.policy.mask_opt(error),
         )  # fmt: skip
-        await self._require_writer().submit((writes.OP, "admin", (row,)))
+        await self._require_writer().submit(writes.insert_admin(row))
 
     async def record_replay_run(
         self,
@@ -188,14 +186,14 @@ class DecisionLog:
         changes: list[Any] | None = None,
     ) -> str:
         """Record one replay run (when, who, which config, what changed); returns its id."""
-        run_id = new_id()
-        row = (
-            run_id, utc_text(utc_now()), actor, config_fingerprint, int(decisions_count),
-            int(changed_count), float(duration_ms), settings_sql.to_json(filters or {}),
-            settings_sql.to_json(summary), settings_sql.to_json(changes or []),
+        row = settings_sql.replay_row(
+            now=utc_now(), actor=actor, config_fingerprint=config_fingerprint,
+            decisions_count=decisions_count, changed_count=changed_count,
+            duration_ms=duration_ms, filters=filters or {}, summary=summary,
+            changes=changes or [],
         )  # fmt: skip
-        await self._require_writer().submit((writes.OP, "replay", (row,)))
-        return run_id
+        await self._require_writer().submit(writes.insert_replay(row))
+        return str(row["id"])
 
     async def prune(self, cutoff: datetime) -> tuple[int, ChainReport]:
         """Remove decisions created before ``cutoff``; refuses if the chain is already broken."""
@@ -207,8 +205,8 @@ class DecisionLog:
             )
         removed = 0
         while True:
-            step = (utc_text(cutoff), utc_text(utc_now()))
-            count, _seq, _id, more = await writer.submit((writes.OP, "prune", step))
+            step = writes.prune_step(utc_text(cutoff), utc_text(utc_now()))
+            count, more = await writer.submit(step)
             removed += count
             if not more:
                 break
@@ -300,7 +298,7 @@ class DecisionLog:
 
     async def verify(self) -> ChainReport:
         """Walk the hash chain on a connection of its own (one consistent snapshot)."""
-        db = await connect_reader(self.path)
+        db = await connect(self.path, read_only=True)
         try:
             return await integrity.verify(db)
         finally:

@@ -1,274 +1,288 @@
-"""The one writer, seen from the bot: jobs go to the writer process, results come back.
+"""The one writer: an aiosqlite connection, a task that group-commits, and how files open.
 
-Every write to the log goes through :class:`Writer`. ``submit`` adds the job
-to the frame being gathered; every job submitted in the same turn of the
-event loop leaves in one frame, and the writer process commits everything
-that has arrived while its previous transaction ran as one transaction (group
-commit, see :mod:`.writer_process`). Alone, a decision is committed at once
-(no timer). A reader task resolves each caller's future, in order, from the
-process's answers; a caller is told its decision is committed only after the
-COMMIT.
+Every write goes through :class:`Writer`. ``submit`` queues a job and waits;
+the writer task takes everything queued (up to :data:`MAX_BATCH`) and commits
+it as one transaction (:func:`.writes.commit`), so jobs submitted while a
+transaction runs share the next one: group commit without a timer, and alone
+a job is committed at once. A caller hears about its job only after COMMIT.
 
-If the process dies, every job in flight fails with :class:`LogUnavailable`
-(none of them was acknowledged, so no reply was posted for any) and the next
-``submit`` starts a new process. Cancelling a caller never disturbs the
-writer: its job is committed or fails on its own.
+Failures: a storage error (disk full, read-only file, lock held too long)
+fails every job of the transaction with :class:`LogUnavailable`, and the next
+transaction simply tries again, so the log recovers as soon as the storage
+does. A bad job (a constraint, an invalid value) is retried alone so that only
+it fails, with ``ValueError``. If the connection itself is lost, the jobs in
+flight fail with :class:`LogUnavailable` and the next write opens a new one.
+Cancelling a caller never disturbs the writer: its job is committed or fails
+on its own.
+
+Files: created 0600 before SQLite touches them (SQLite gives ``-wal`` and
+``-shm`` the same mode). ``synchronous = NORMAL`` in WAL mode keeps every
+committed transaction through a process crash (SIGKILL, OOM kill); only a
+power loss or OS crash can drop the last commits, never corrupt the file.
+The WAL is checkpointed after a commit once it holds :data:`CHECKPOINT_PAGES`
+pages instead of SQLite's 1,000: a page written many times is copied into
+the file once, and a checkpoint not held up by a reader lets the WAL start
+over, so it stays about that size. Readers open ``file:...?mode=ro`` so an
+audit command cannot change the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
-import socket
-import subprocess
-import sys
-from collections import deque
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
-import middleware
-from middleware.decision_log import wire, writes
-from middleware.decision_log.errors import LogUnavailable
+import aiosqlite
 
-START_TIMEOUT_S = 120.0  # opening runs the migrations, which may take a while on a big file
-EXIT_TIMEOUT_S = 30.0
-EXIT_GRACE_S = 2.0  # between the writer's socket closing and its exit status being known
-# A frame leaves once this many jobs wait, so the writer commits them while
-# the bot encodes the next ones (both processes busy, not taking turns).
-FRAME_JOBS = 32
+from middleware.decision_log import writes
+from middleware.decision_log.migrations import migrate
+from middleware.decision_log.records import EncodedDecision
+from middleware.decision_log.storage import LogUnavailable
+
+BUSY_TIMEOUT_MS = 5000  # another process (a CLI prune, a second bot) may hold the lock briefly
+MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
 CHECKPOINT_PAGES = 10_000  # WAL pages (4 KiB) that make the writer checkpoint after a commit
-# The directory that holds the `middleware` package, for the child's import path
-# (guardbot may run from a source checkout that is not installed).
-PACKAGE_ROOT = str(Path(middleware.__file__).resolve().parents[1])
+
+# Binding None makes the sqlite3 module look for an adapter on a type object,
+# which formats and discards an AttributeError every time; many stored values
+# are NULL. A registered adapter is found first; `{}.get` answers None.
+sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
 
 
 @dataclass(slots=True)
 class WriterStats:
-    batches: int = 0  # transactions the writer process committed (or tried to)
+    batches: int = 0  # transactions committed (or tried)
     jobs: int = 0
     decisions: int = 0
     max_batch: int = 0
     failed_batches: int = 0
-    processes: int = 0  # writer processes started (more than one: one died and was replaced)
+    connections: int = 0  # writer connections opened (more than one: one was lost)
 
 
 class Writer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.stats = WriterStats()
-        self._proc: subprocess.Popen[Any] | None = None
-        self._stream: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._gathering: list[tuple[Any, asyncio.Future[Any]]] = []  # not sent yet
-        self._in_flight: deque[tuple[str, asyncio.Future[Any]]] = deque()  # sent, unanswered
-        self._starting = asyncio.Lock()
+        self._db: aiosqlite.Connection | None = None
+        self._queue: list[tuple[writes.Job, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     async def open(self) -> None:
-        """Start the writer process; raises LogUnavailable if it cannot open the log."""
-        await self._start()
+        """Create (0600), migrate and connect; raises LogUnavailable if the file cannot be."""
+        await asyncio.to_thread(prepare, self.path)
+        await self._connect()
+        self._task = asyncio.create_task(self._run(), name="decision-log-writer")
 
-    async def submit(self, job: tuple[Any, ...]) -> Any:
-        """Send one job (see :mod:`.writes`); its result once committed."""
+    async def submit(self, job: writes.Job) -> Any:
+        """Queue one job (see :mod:`.writes`); its result once committed."""
         if self._closing:
             raise LogUnavailable(f"the decision log {self.path} is closed")
-        if self._stream is None:
-            await self._restart()
         future = asyncio.get_running_loop().create_future()
-        if not self._gathering:
-            asyncio.get_running_loop().call_soon(self._send)
-        self._gathering.append((job, future))
-        if len(self._gathering) >= FRAME_JOBS:
-            self._send()
+        self._queue.append((job, future))
+        self._wake.set()
         return await future
 
     async def pragma(self, text: str) -> Any:
         """``PRAGMA text`` on the writer's connection, between two transactions."""
-        return await self.submit((writes.PRAGMA, text))
+        return await self.submit(writes.Pragma(text))
 
     async def close(self) -> None:
-        """Let what was submitted finish, then stop the process (it checkpoints the WAL)."""
+        """Commit what was submitted, then close the connection (it checkpoints the WAL)."""
         if self._closing:
             return
         self._closing = True
-        waiting = [f for _, f in self._gathering] + [f for _, f in self._in_flight]
-        if waiting:
-            await asyncio.wait(waiting)
-        await self._stop()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
 
-    # -- the process ------------------------------------------------------------------
+    # -- the writer task --------------------------------------------------------------
 
-    async def _restart(self) -> None:
-        async with self._starting:
-            if self._stream is None and not self._closing:
-                await self._stop()  # collect the old one
-                await self._start()
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            size = 0  # up to the first pragma, which runs alone
+            while size < min(len(self._queue), MAX_BATCH) and not _is_pragma(self._queue[size]):
+                size += 1
+            size = size or 1
+            batch, self._queue = self._queue[:size], self._queue[size:]
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # a bug here must not strand callers or stop the log
+                error = LogUnavailable(f"the decision log writer failed: {exc!r}")
+                _settle(batch, [error] * len(batch))
 
-    async def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        spawn = functools.partial(
-            subprocess.Popen,
-            # -S: no site-packages; the writer needs the standard library and
-            # this package only, and starts ~40 ms sooner without them.
-            [sys.executable, "-S", "-m", "middleware.decision_log.writer_process",
-             str(theirs.fileno()), str(self.path), str(CHECKPOINT_PAGES)],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the bot, which flushes
-            env={**os.environ, "PYTHONPATH": _import_path()},
-        )  # fmt: skip
-        try:
-            self._proc = await asyncio.get_running_loop().run_in_executor(None, spawn)
-        except OSError as exc:
-            ours.close()
-            raise LogUnavailable(f"cannot start the decision log writer: {exc}") from None
-        finally:
-            theirs.close()
-        self.stats.processes += 1
-        reader, stream = await asyncio.open_connection(sock=ours)
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                hello = await _read(reader)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            hello = None
-        if hello is None or hello[0] != "ready":
-            stream.close()
-            await self._reap()
-            if hello is None:
-                raise LogUnavailable(
-                    f"the decision log writer for {self.path} exited before it was ready "
-                    f"({self._exit_text()}); its error is above"
-                )
-            raise LogUnavailable(hello[2])
-        self._stream = stream
-        self._reader_task = asyncio.create_task(self._read_results(reader), name="log-writer")
-
-    async def _stop(self) -> None:
-        if self._stream is not None:
-            self._stream.close()  # end of input: the process commits the rest and exits
-            self._stream = None
-        if self._reader_task is not None:
-            await self._reader_task
-            self._reader_task = None
-        await self._reap()
-
-    async def _reap(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(None, proc.wait), EXIT_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            await loop.run_in_executor(None, proc.wait)
-
-    async def _exited(self, timeout_s: float) -> None:
-        """Wait (a little) until the process has exited, so its exit status can be told."""
-        proc = self._proc
-        if proc is None:
-            return
-        wait = functools.partial(proc.wait, timeout_s)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            await asyncio.get_running_loop().run_in_executor(None, wait)
-
-    def _exit_text(self) -> str:
-        code = self._proc.poll() if self._proc else None
-        if code is None:
-            return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-
-    # -- jobs and results -------------------------------------------------------------
-
-    def _send(self) -> None:
-        jobs, self._gathering = self._gathering, []
-        if not jobs:
-            return
-        if self._stream is None:  # died since these were submitted
-            self._fail([f for _, f in jobs], self._gone())
-            return
-        try:
-            data = wire.frame([job for job, _ in jobs])
-        except ValueError:  # a value marshal refuses (a str subclass, say): send plain copies
-            data = wire.frame([_plain(job) for job, _ in jobs])
-        self._in_flight.extend((job[0], future) for job, future in jobs)
-        self._stream.write(data)
-
-    async def _read_results(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                failed, results = await _read(reader)
-                self._count(failed, len(results))
-                for result in results:
-                    kind, future = self._in_flight.popleft()
-                    self.stats.decisions += kind == writes.DECISION
-                    if not future.done():  # the caller may have been cancelled meanwhile
-                        _settle(future, result)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await self._exited(EXIT_GRACE_S)  # it closed its end because it is ending
-        finally:
-            self._stream = None
-            error = self._gone()
-            self._fail([f for _, f in self._in_flight], error)
-            self._in_flight.clear()
-
-    def _count(self, failed: bool, size: int) -> None:
+    async def _commit(self, batch: list[tuple[writes.Job, asyncio.Future[Any]]]) -> None:
         self.stats.batches += 1
-        self.stats.jobs += size
-        self.stats.max_batch = max(self.stats.max_batch, size)
-        self.stats.failed_batches += bool(failed)
+        self.stats.jobs += len(batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        results = await self._results([job for job, _ in batch])
+        if any(isinstance(r, LogUnavailable) for r in results):
+            self.stats.failed_batches += 1
+        else:
+            self.stats.decisions += sum(isinstance(j, EncodedDecision) for j, _ in batch)
+        _settle(batch, results)
 
-    def _gone(self) -> LogUnavailable:
-        if self._closing:
-            return LogUnavailable(f"the decision log {self.path} is closed")
-        return LogUnavailable(
-            f"the decision log writer for {self.path} stopped ({self._exit_text()}); "
-            "the next write starts a new one"
-        )
+    async def _results(self, jobs: list[writes.Job]) -> list[Any]:
+        """One result per job: its value, or the exception its caller gets."""
+        if self._db is None:  # lost with an earlier batch: a new connection
+            try:
+                await self._connect()
+            except LogUnavailable as exc:
+                return [exc] * len(jobs)
+        assert self._db is not None
+        try:
+            if isinstance(jobs[0], writes.Pragma):
+                return [await writes.pragma(self._db, jobs[0].text)]
+            return await writes.commit(self._db, jobs)
+        except sqlite3.IntegrityError as exc:
+            if len(jobs) > 1:
+                return [(await self._results([job]))[0] for job in jobs]
+            return [ValueError(f"the decision log refused this write: {exc}")]
+        except (sqlite3.Error, ValueError) as exc:
+            if not await _alive(self._db):  # aiosqlite: "Connection closed"
+                await self._drop()
+                lost = f"the decision log {self.path} lost its connection ({exc}); "
+                return [LogUnavailable(lost + "the next write opens a new one")] * len(jobs)
+            if isinstance(exc, sqlite3.Error):
+                return [LogUnavailable(storage_error(self.path, exc))] * len(jobs)
+            return await self._refused(jobs, exc)
+        except Exception as exc:  # a bad job (a bug or an invalid value): isolate it
+            return await self._refused(jobs, exc)
 
-    @staticmethod
-    def _fail(futures: list[asyncio.Future[Any]], error: BaseException) -> None:
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
+    async def _refused(self, jobs: list[writes.Job], exc: Exception) -> list[Any]:
+        if len(jobs) > 1:
+            return [(await self._results([job]))[0] for job in jobs]
+        return [ValueError(f"{type(exc).__name__}: {exc}")]
+
+    async def _connect(self) -> None:
+        db = await connect(self.path, read_only=False)
+        try:
+            await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise LogUnavailable(f"cannot use the decision log {self.path}: {exc}") from None
+        self._db = db
+        self.stats.connections += 1
+
+    async def _drop(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):  # already gone
+                await db.close()
 
 
-async def _read(reader: asyncio.StreamReader) -> Any:
-    (size,) = wire.HEADER.unpack(await reader.readexactly(wire.HEADER.size))
-    return wire.load(await reader.readexactly(size))
+def _is_pragma(queued: tuple[writes.Job, asyncio.Future[Any]]) -> bool:
+    return isinstance(queued[0], writes.Pragma)
 
 
-def _settle(future: asyncio.Future[Any], result: Any) -> None:
-    if result[0] == wire.OK:
-        future.set_result(result[1])
-    elif result[1] == wire.UNAVAILABLE:
-        future.set_exception(LogUnavailable(result[2]))
+async def _alive(db: aiosqlite.Connection) -> bool:
+    try:
+        await db.execute_fetchall("SELECT 1")
+    except (sqlite3.Error, ValueError):
+        return False
+    return True
+
+
+def _settle(batch: list[tuple[writes.Job, asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():  # the caller was cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def storage_error(path: Path, exc: BaseException) -> str:
+    """An operator's explanation of a failed write (disk full, read-only, locked)."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        why = "the disk or the log's size limit is full"
+    elif "readonly" in low or "read-only" in low:
+        why = "the database file or its directory is read-only"
+    elif "locked" in low or "busy" in low:
+        why = "another process has held the write lock too long"
     else:
-        future.set_exception(ValueError(result[2]))
+        why = "a storage error"
+    return f"cannot write the decision log {path}: {text} ({why})"
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with every str, int and float subclass (enum members) made plain."""
-    if isinstance(value, tuple | list):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)  # not str(): a subclass may override __str__
-    if isinstance(value, int):
-        return int.__index__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    return value
+# -- opening files ---------------------------------------------------------------------
 
 
-def _import_path() -> str:
-    inherited = os.environ.get("PYTHONPATH")
-    return PACKAGE_ROOT if not inherited else os.pathsep.join((PACKAGE_ROOT, inherited))
+def create_private(path: Path) -> None:
+    """Create the file (and missing parent directories) readable by the owner only."""
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # an older file left group/world readable
+    finally:
+        os.close(fd)
+
+
+def target(path: Path, *, read_only: bool) -> str:
+    """What to hand SQLite: a read-only URI, or the path of a file made private first."""
+    if read_only:
+        if not path.is_file():
+            raise LogUnavailable(f"no decision log at {path} (run `guardbot chat` to create one)")
+        return f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        create_private(path)
+    except OSError as exc:
+        raise LogUnavailable(f"cannot create the decision log {path}: {exc.strerror}") from None
+    return str(path)
+
+
+def prepare(path: Path) -> None:
+    """Create the file (0600), switch it to WAL and apply pending migrations (blocking)."""
+    try:
+        db = sqlite3.connect(target(path, read_only=False), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise LogUnavailable(f"{path}: cannot switch the decision log to WAL mode")
+        migrate(db)
+    except (sqlite3.Error, RuntimeError) as exc:
+        raise LogUnavailable(f"cannot prepare the decision log {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+async def connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
+    """The writer's connection (autocommit, WAL, NORMAL sync) or a read-only one."""
+    where = target(path, read_only=read_only)
+    try:
+        db = await aiosqlite.connect(where, uri=read_only, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
+    try:
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not read_only:
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        await db.close()
+        raise LogUnavailable(f"cannot use the decision log {path}: {exc}") from None
+    return db

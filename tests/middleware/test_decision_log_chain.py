@@ -96,18 +96,19 @@ async def test_an_edit_with_a_recomputed_hash_still_names_the_row(tmp_path: Path
         drop_guards(db)
         # Rewrite row 3 as a careful forger would: new content, hash recomputed from row 2.
         prev = db.execute("SELECT prev_sha256 FROM decisions WHERE seq = 3").fetchone()[0]
-        from middleware.decision_log.encode import encode
         from middleware.decision_log.privacy import TextPolicy
+        from middleware.decision_log.records import encode
 
         enc = encode(forged.model_copy(update={"id": ids[2]}), TextPolicy())
         db.execute(
-            "UPDATE decisions SET reply = ?, reply_sha256 = ?, reply_chars = ?, sha256 = ? "
-            "WHERE seq = 3",
-            (enc.row[-1], enc.row[14], enc.row[13], link(prev, enc.content_sha256)),
+            "UPDATE decisions SET reply = :reply, reply_sha256 = :reply_sha256, "
+            "reply_chars = :reply_chars, sha256 = :sha256 WHERE seq = 3",
+            {**enc.row, "sha256": link(prev, enc.content_sha256)},
         )
         db.execute(
-            "UPDATE candidates SET text = ?, text_sha256 = ?, text_chars = ? WHERE decision_id = ?",
-            (enc.candidates[0][-1], enc.candidates[0][3], enc.candidates[0][2], ids[2]),
+            "UPDATE candidates SET text = :text, text_sha256 = :text_sha256, "
+            "text_chars = :text_chars WHERE decision_id = :decision_id",
+            {**enc.candidates[0], "decision_id": ids[2]},
         )
     report = await verify(path)
     assert not report.ok and report.problem == "changed" and report.bad_id == ids[2]
@@ -195,24 +196,18 @@ async def test_an_insertion_with_a_valid_hash_is_named_as_inserted(tmp_path: Pat
     log = await DecisionLog.open(path)
     forged = make_decision("forged", reply="forged")
     await log.close()
-    from middleware.decision_log.columns import INSERT_DECISION
-    from middleware.decision_log.encode import encode
     from middleware.decision_log.privacy import TextPolicy
+    from middleware.decision_log.records import encode
+    from middleware.decision_log.writes import INSERT_CHILDREN, INSERT_DECISION
 
     enc = encode(forged, TextPolicy())
     prev = row[columns.index("sha256")]
     with raw_db(path) as db:
         drop_guards(db)
-        db.execute(INSERT_DECISION, (2, *enc.row, prev, link(prev, enc.content_sha256)))
-        for sql, rows in (
-            ("INSERT INTO verdicts VALUES (" + ",".join("?" * 17) + ")", enc.verdicts),
-        ):
-            db.executemany(sql, rows)
-        db.executemany("INSERT INTO candidates (decision_id, candidate_index, text_chars, "
-                       "text_sha256, model, temperature, latency_ms, tokens_in, tokens_out, "
-                       "score, chosen, safe, error, text) VALUES (" + ",".join("?" * 14) + ")",
-                       enc.candidates)  # fmt: skip
-        db.executemany("INSERT INTO llm_calls VALUES (?,?,?,?,?,?,?,?)", enc.llm_calls)
+        chained = {**enc.row, "seq": 2, "prev_sha256": prev}
+        db.execute(INSERT_DECISION, {**chained, "sha256": link(prev, enc.content_sha256)})
+        for sql, at in INSERT_CHILDREN:
+            db.executemany(sql, enc[at])
     report = await verify(path)
     assert report.problem == "inserted" and report.bad_id == forged.id and report.bad_seq == 2
     assert ids[1] in report.message
@@ -287,9 +282,32 @@ async def test_prune_refuses_a_broken_chain_and_checkpoints_are_checked(tmp_path
 def test_the_content_hash_is_the_sha256_of_compact_json() -> None:
     """The documented form auditors can recompute: JSON with "," and ":" separators, ASCII."""
     row = ("id1", 'é \u2028 "quoted"', 1.5e300, -0.0, 0.1, None, 2**70, True)
-    verdicts, candidates, calls = [("id1", 0, "pii", 12.5)], [], [("id1", 0, "generation")]
+    verdicts, calls = [("id1", 0, "pii", 12.5)], [("id1", 0, "generation")]
+    candidates: list[tuple[object, ...]] = []
     blob = json.dumps([row, verdicts, candidates, calls], separators=(",", ":"))
     assert (
         content_sha256(row, verdicts, candidates, calls)
         == hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    )
+
+
+def test_the_chain_format_is_unchanged() -> None:
+    """Hashes of logs written by earlier versions (v1 format) must keep verifying."""
+    from middleware.decision_log.privacy import TextPolicy
+    from middleware.decision_log.records import encode
+
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    d = make_decision("mail me at ann@example.com, key sk-abcdefghijklmnopqrstuvwx", created=at)
+    d = d.model_copy(
+        update={
+            "id": "01JGOLDEN0000000000000000",
+            "request": d.request.model_copy(update={"received_at": at}),
+        }
+    )
+    # Computed by the version that wrote rows as positional tuples (commit 605edc5).
+    assert encode(d, TextPolicy()).content_sha256 == (
+        "d0a5b65884fd0f0be9d4e6c0759cf1e9b64db30b6fde6f0a6f9b19fe6e4c7653"
+    )
+    assert encode(d, TextPolicy(store_text=False, redact_pii=True)).content_sha256 == (
+        "e5b3f52d18dee877462a50883d40de53fb5ec35cb27a1b0302456249f7aedf99"
     )

@@ -1,10 +1,9 @@
-"""The writer process: one per open log, replaced when it dies, gone when the log closes."""
+"""The one in-process writer: a lost connection, bad jobs, cancelled callers, the WAL."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
@@ -13,7 +12,8 @@ import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.writer import Writer
-from tests.support.decision_log_support import make_decision, wait_for_exit
+from middleware.decision_log.writes import Op
+from tests.support.decision_log_support import make_decision
 
 
 @pytest.fixture
@@ -28,54 +28,57 @@ def writer_of(log: DecisionLog) -> Writer:
     return log._writer
 
 
-async def test_writes_happen_in_a_process_of_its_own(log: DecisionLog) -> None:
-    pid = writer_of(log).pid
-    assert pid is not None and pid != os.getpid()
-    await log.record(d := make_decision("hello"))
+async def test_callers_share_one_transaction_and_hear_only_after_commit(
+    log: DecisionLog,
+) -> None:
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_db: object) -> None:  # runs inside the group's transaction
+        inside.set()
+        await release.wait()
+
+    first = asyncio.create_task(writer_of(log).submit(Op(held)))
+    second = asyncio.create_task(log.record(d := make_decision("grouped")))
+    await inside.wait()
+    # The decision was inserted in the same, still open, transaction: nobody has
+    # been told it is committed, and a reader cannot see it yet.
+    assert not second.done() and await log.get(d.id) is None
+    release.set()
+    await asyncio.gather(first, second)
     assert await log.get(d.id) is not None
-    os.kill(pid, 0)  # it runs (raises if not)
+    stats = writer_of(log).stats
+    assert (stats.batches, stats.jobs, stats.connections) == (1, 2, 1)
 
 
-async def test_a_killed_writer_fails_what_was_in_flight_and_is_replaced(log: DecisionLog) -> None:
+async def test_a_lost_connection_fails_what_was_in_flight_and_is_replaced(
+    log: DecisionLog,
+) -> None:
     await log.record(first := make_decision("first"))
-    old = writer_of(log).pid
-    assert old is not None
-    os.kill(old, signal.SIGKILL)
-    # Whatever was sent to the dead writer was never acknowledged: the caller is told.
-    with pytest.raises(LogUnavailable, match="stopped .*killed by signal 9"):
-        async with asyncio.timeout(10):
-            while True:  # until the bot has noticed the writer is gone
-                await log.record(make_decision("in flight"))
-    # The next write starts a new writer, and the chain carries on unbroken.
+    writer = writer_of(log)
+    assert writer._db is not None
+    await writer._db.close()  # the connection dies under the writer (its thread is gone)
+    # Nothing in that transaction was committed: its caller is told, with why.
+    with pytest.raises(LogUnavailable, match="lost its connection.*next write opens a new one"):
+        await log.record(make_decision("in flight"))
+    # The next write opens a new connection, and the chain carries on unbroken.
     await log.record(after := make_decision("after"))
-    assert writer_of(log).pid not in (None, old)
-    assert writer_of(log).stats.processes == 2
+    assert writer.stats.connections == 2
     report = await log.verify()
-    assert report.ok and report.head_id == after.id
+    assert report.ok and report.head_id == after.id and report.checked == 2
     assert await log.get(first.id) is not None
 
 
-async def test_sigterm_to_the_writer_does_not_cut_the_bot_short(log: DecisionLog) -> None:
-    """A service manager signals every process; the writer ends only with its bot."""
-    pid = writer_of(log).pid
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    os.kill(pid, signal.SIGINT)
-    await log.record(d := make_decision("still here"))
-    assert writer_of(log).pid == pid and writer_of(log).stats.processes == 1
-    assert await log.get(d.id) is not None
-
-
-async def test_closing_the_log_ends_the_writer_after_its_last_commit(tmp_path: Path) -> None:
+async def test_closing_the_log_commits_what_was_submitted_and_checkpoints(
+    tmp_path: Path,
+) -> None:
     log = await DecisionLog.open(tmp_path / "g.db")
-    pid = writer_of(log).pid
-    assert pid is not None
     pending = [asyncio.create_task(log.record(make_decision(f"m{i}"))) for i in range(50)]
     await asyncio.sleep(0)  # all fifty are submitted before the close
     await log.close()
     assert all(t.done() and t.exception() is None for t in pending)
-    wait_for_exit(pid, timeout_s=5)  # close() waited for it: already gone
-    # The writer was the last connection: it checkpointed the WAL into the file.
+    with pytest.raises(LogUnavailable, match="closed"):
+        await log.record(make_decision("too late"))
+    # The writer's was the last connection: it checkpointed the WAL into the file.
     assert not await asyncio.to_thread(os.path.exists, f"{tmp_path / 'g.db'}-wal")
     reopened = await DecisionLog.open(tmp_path / "g.db", read_only=True)
     try:
@@ -89,8 +92,7 @@ class Status(StrEnum):
     SENT = "sent"
 
 
-async def test_str_subclasses_are_sent_as_plain_values(log: DecisionLog) -> None:
-    """marshal refuses a StrEnum member; such a job is sent as plain copies instead."""
+async def test_str_subclasses_are_stored_as_plain_values(log: DecisionLog) -> None:
     await log.record(d := make_decision("hello"))
     await log.record_delivery(d.id, Status.SENT, None)  # type: ignore[arg-type]
     stored = await log.get_stored(d.id)
@@ -98,11 +100,17 @@ async def test_str_subclasses_are_sent_as_plain_values(log: DecisionLog) -> None
 
 
 async def test_a_bad_job_fails_alone_and_the_writer_carries_on(log: DecisionLog) -> None:
-    bad = writer_of(log).submit(("op", "no-such-operation", ()))
-    good = log.record(d := make_decision("fine"))
-    results = await asyncio.gather(bad, good, return_exceptions=True)
-    assert isinstance(results[0], ValueError) and "no-such-operation" in str(results[0])
-    assert results[1] is None and await log.get(d.id) is not None
+    async def broken(_db: object) -> None:
+        raise KeyError("no-such-column")
+
+    early = log.record(a := make_decision("before the bad one"))
+    bad = writer_of(log).submit(Op(broken))
+    good = log.record(b := make_decision("fine"))
+    results = await asyncio.gather(early, bad, good, return_exceptions=True)
+    assert isinstance(results[1], ValueError) and "no-such-column" in str(results[1])
+    assert results[0] is None and results[2] is None  # retried alone, committed
+    assert await log.get(a.id) is not None and await log.get(b.id) is not None
+    assert (await log.verify()).ok
 
 
 async def test_search_words_with_punctuation_find_their_rows(log: DecisionLog) -> None:

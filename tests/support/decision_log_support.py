@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import select
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,16 +134,3 @@ def drop_guards(db: sqlite3.Connection) -> None:
     for name in names:
         if name.endswith(("_no_update", "_no_delete")):
             db.execute(f"DROP TRIGGER {name}")
-
-
-def wait_for_exit(pid: int, timeout_s: float = 30.0) -> None:
-    """Until a process that is not our child has exited (its pidfd turns readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already gone
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        assert readable, f"process {pid} still runs after {timeout_s} s"
-    finally:
-        os.close(fd)

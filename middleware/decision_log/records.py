@@ -1,0 +1,252 @@
+"""A :class:`Decision` turned into the rows that are stored, by column name, and their hash.
+
+Each table's columns are listed once here, in the order the content hash
+covers them (:func:`content_sha256_of`): that order is the chain's format, so
+it never changes for an existing column; rows themselves are dicts keyed by
+column name. Values are coerced to exactly what SQLite hands back (``bool``
+-> int, REAL columns -> float, non-finite floats -> NULL) so that the hash
+computed here equals the one `guardbot verify` recomputes from the stored
+rows. Every text passes through the :class:`TextPolicy` first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from middleware.decision_log.chain import content_sha256
+from middleware.decision_log.privacy import TextPolicy
+from middleware.types import Decision, Verdict
+
+# Long texts come last: the content hash covers their SHA-256 columns instead
+# of the texts themselves (verify checks each text against its hash), which
+# keeps hashing cheap however long the messages are.
+DECISION_TEXTS = ("text", "reply")
+CANDIDATE_TEXTS = ("text",)
+DECISION_COLUMNS = (
+    "id", "created_utc", "received_utc", "platform", "channel_id", "thread_id", "user_id",
+    "user_name", "message_id", "history_turns", "text_chars", "text_sha256", "action",
+    "reply_chars", "reply_sha256", "blocked_by", "error", "selection_method",
+    "selection_json", "total_ms", "input_guards_ms", "generation_ms", "output_guards_ms",
+    "selection_ms", "saved_ms", "tokens_in", "tokens_out", "cost_usd", "config_fingerprint",
+    *DECISION_TEXTS,
+)  # fmt: skip
+VERDICT_COLUMNS = (
+    "decision_id", "position", "guard", "stage", "candidate_index", "outcome", "blocking",
+    "category", "score", "confidence", "reason", "latency_ms", "model", "tokens_in",
+    "tokens_out", "raw_output", "members_json",
+)  # fmt: skip
+CANDIDATE_COLUMNS = (
+    "decision_id", "candidate_index", "text_chars", "text_sha256", "model", "temperature",
+    "latency_ms", "tokens_in", "tokens_out", "score", "chosen", "safe", "error",
+    *CANDIDATE_TEXTS,
+)  # fmt: skip
+LLM_CALL_COLUMNS = (
+    "decision_id", "position", "purpose", "model", "tokens_in", "tokens_out", "latency_ms",
+    "error",
+)  # fmt: skip
+CHAINED_COLUMNS = ("seq", *DECISION_COLUMNS, "prev_sha256", "sha256")  # a decision as stored
+DECISION_HASHED = DECISION_COLUMNS[: -len(DECISION_TEXTS)]
+CANDIDATE_HASHED = CANDIDATE_COLUMNS[: -len(CANDIDATE_TEXTS)]
+
+Row = dict[str, Any]
+
+
+def content_sha256_of(
+    decision: Mapping[str, Any],
+    verdicts: Sequence[Mapping[str, Any]],
+    candidates: Sequence[Mapping[str, Any]],
+    llm_calls: Sequence[Mapping[str, Any]],
+) -> str:
+    """The content hash of a decision's rows (as encoded, or as read back by verify)."""
+    return content_sha256(
+        [decision[c] for c in DECISION_HASHED],
+        [[v[c] for c in VERDICT_COLUMNS] for v in verdicts],
+        [[c[k] for k in CANDIDATE_HASHED] for c in candidates],
+        [[call[c] for c in LLM_CALL_COLUMNS] for call in llm_calls],
+    )
+
+
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    """``INSERT`` binding each column by name from a row dict."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (:{', :'.join(columns)})"
+
+
+def utc_text(moment: datetime) -> str:
+    """Fixed-width ISO 8601 in UTC, so text order is time order. Naive means UTC."""
+    if moment.tzinfo is not UTC:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    # %-formatting the fields is 3x cheaper than isoformat() and slicing off "+00:00".
+    return _UTC_TEXT % (
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond,
+    )  # fmt: skip
+
+
+_UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+
+
+def real(value: float | None) -> float | None:
+    if value.__class__ is float and value - value == 0.0:
+        return value  # the usual case: a finite float (inf - inf and NaN - NaN are NaN)
+    if value is None:
+        return None
+    value = float(value)
+    return value if _FINITE(value) else None  # SQLite stores NaN as NULL
+
+
+def real0(value: float | None) -> float:
+    if value.__class__ is float and value - value == 0.0:
+        return value
+    if value is None:
+        return 0.0
+    value = float(value)
+    return value if _FINITE(value) else 0.0
+
+
+_FINITE = math.isfinite
+
+
+def flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+# An exact str from a StrEnum member: the hash's JSON and SQLite see the value.
+plain = str.__str__
+
+
+class EncodedDecision(NamedTuple):
+    """A decision's rows, ready to insert; the writer adds ``seq`` and the chain hashes."""
+
+    row: Row  # DECISION_COLUMNS
+    verdicts: list[Row]
+    candidates: list[Row]
+    llm_calls: list[Row]
+    content_sha256: str
+
+
+def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
+    req, t, sel = decision.request, decision.timings, decision.selection
+    content = _Memo(policy)  # the reply is usually also a candidate's text: mask it once
+    text, text_chars, text_sha = content(req.text)
+    reply, reply_chars, reply_sha = content(decision.reply)
+    selection_json = None
+    if sel is not None and (sel.reasoning or sel.votes):
+        sel = sel.model_copy(
+            update={
+                "reasoning": policy.prose(sel.reasoning),
+                "votes": {policy.label(k): v for k, v in sel.votes.items()},
+            }
+        )
+    if sel is not None:
+        selection_json = sel.model_dump_json()
+    did = decision.id
+    row = {
+        "id": did, "created_utc": utc_text(decision.created_utc),
+        "received_utc": utc_text(req.received_at), "platform": req.platform,
+        "channel_id": req.channel_id, "thread_id": req.thread_id, "user_id": req.user_id,
+        "user_name": req.user_name, "message_id": req.message_id,
+        "history_turns": len(req.history), "text_chars": text_chars, "text_sha256": text_sha,
+        "action": plain(decision.action), "reply_chars": reply_chars, "reply_sha256": reply_sha,
+        "blocked_by": decision.blocked_by, "error": policy.mask_opt(decision.error),
+        "selection_method": sel.method if sel else None, "selection_json": selection_json,
+        "total_ms": real0(t.total_ms), "input_guards_ms": real0(t.input_guards_ms),
+        "generation_ms": real0(t.generation_ms), "output_guards_ms": real0(t.output_guards_ms),
+        "selection_ms": real0(t.selection_ms), "saved_ms": real0(t.saved_ms),
+        "tokens_in": int(decision.tokens_in), "tokens_out": int(decision.tokens_out),
+        "cost_usd": real0(decision.cost_usd), "config_fingerprint": decision.config_fingerprint,
+        "text": text, "reply": reply,
+    }  # fmt: skip
+    verdicts = [
+        {
+            "decision_id": did,
+            "position": i,
+            "guard": v.guard,
+            "stage": plain(v.stage),
+            "candidate_index": v.candidate_index,
+            "outcome": plain(v.outcome),
+            "blocking": int(v.blocking),
+            "category": v.category,
+            "score": real(v.score),
+            "confidence": real(v.confidence),
+            "reason": _reason(v, policy),
+            "latency_ms": real0(v.latency_ms),
+            "model": v.model,
+            "tokens_in": int(v.tokens_in),
+            "tokens_out": int(v.tokens_out),
+            "raw_output": policy.payload(v.raw),
+            "members_json": _members_json(v.members, policy) if v.members else None,
+        }  # fmt: skip
+        for i, v in enumerate(decision.verdicts)
+    ]
+    candidates = []
+    for c in decision.candidates:
+        c_text, c_chars, c_sha = content(c.text)
+        candidates.append(
+            {
+                "decision_id": did,
+                "candidate_index": c.index,
+                "text_chars": c_chars,
+                "text_sha256": c_sha,
+                "model": c.model,
+                "temperature": real(c.temperature),
+                "latency_ms": real0(c.latency_ms),
+                "tokens_in": int(c.tokens_in),
+                "tokens_out": int(c.tokens_out),
+                "score": real(c.score),
+                "chosen": int(c.chosen),
+                "safe": flag(c.safe),
+                "error": policy.mask_opt(c.error),
+                "text": c_text,
+            }  # fmt: skip
+        )
+    llm_calls = [
+        {
+            "decision_id": did,
+            "position": i,
+            "purpose": call.purpose,
+            "model": call.model,
+            "tokens_in": int(call.tokens_in),
+            "tokens_out": int(call.tokens_out),
+            "latency_ms": real0(call.latency_ms),
+            "error": policy.mask_opt(call.error),
+        }  # fmt: skip
+        for i, call in enumerate(decision.llm_calls)
+    ]
+    digest = content_sha256_of(row, verdicts, candidates, llm_calls)
+    return EncodedDecision(row, verdicts, candidates, llm_calls, digest)
+
+
+class _Memo:
+    def __init__(self, policy: TextPolicy) -> None:
+        self.policy = policy
+        self.seen: dict[str, tuple[str | None, int, str]] = {}
+
+    def __call__(self, text: str) -> tuple[str | None, int, str]:
+        found = self.seen.get(text)
+        if found is None:
+            found = self.seen[text] = self.policy.content(text)
+        return found
+
+
+def _reason(v: Verdict, policy: TextPolicy) -> str:
+    """A model-backed guard's reason is model prose that may quote the text; ours is a template."""
+    return policy.prose(v.reason) if v.model else policy.mask(v.reason)
+
+
+def _members_json(members: list[Verdict], policy: TextPolicy) -> str:
+    return json.dumps([_member(m, policy) for m in members], allow_nan=False)
+
+
+def _member(v: Verdict, policy: TextPolicy) -> dict[str, Any]:
+    data = v.model_dump(mode="json", exclude={"redacted_text", "members"})
+    data["score"], data["confidence"] = real(v.score), real(v.confidence)
+    data["latency_ms"] = real0(v.latency_ms)
+    data["reason"] = _reason(v, policy)
+    data["raw"] = policy.payload(v.raw)
+    if v.members:
+        data["members"] = [_member(m, policy) for m in v.members]
+    return data
