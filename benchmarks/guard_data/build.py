@@ -161,9 +161,11 @@ def benign() -> list[Item]:
             out.append(item(s, "benign", f"docstrings/{pkg}", lic, "heldout"))
     refusals = pkg_dir("pyrit") / "datasets" / "scorer_evals" / "refusal_scorer" / "refusal.csv"
     rows = [r for r in csv.DictReader(_skip_comments(refusals)) if r.get("assistant_response")]
-    texts = [r["assistant_response"] for r in rows if 20 <= len(r["assistant_response"]) <= 1500]
+    # refusals only (human_score 1): the other answers may carry what was asked for
+    texts = [r["assistant_response"] for r in rows
+             if r.get("human_score") == "1" and 20 <= len(r["assistant_response"]) <= 1500]  # fmt: skip
     for t in rng.sample(sorted(set(texts)), min(250, len(set(texts)))):
-        out.append(item(t, "benign", "pyrit/refusal_scorer responses", "MIT", "heldout"))
+        out.append(item(t, "benign", "pyrit/refusal_scorer refusals", "MIT", "heldout"))
     return out
 
 

@@ -4,7 +4,9 @@ Each rule is a precompiled pattern with a weight (how sure one match alone
 makes us); the score combines the matched weights as independent evidence,
 ``1 - prod(1 - w)``, so one strong signal ("ignore all previous instructions")
 blocks on its own while weak ones ("from now on", "stay in character") only
-block together. Patterns run on normalised text (homoglyphs, zero-width
+block together. A learned model (:mod:`middleware.guards.injection_model`)
+is the other signal: the score is the larger of the two, so role-play
+jailbreaks that no pattern names are caught too. Both run on normalised text (homoglyphs, zero-width
 characters, spaced letters and leetspeak undone), so obfuscation does not help.
 """
 
@@ -14,6 +16,7 @@ import re
 
 from middleware.guards.config import PromptInjectionGuardConfig
 from middleware.guards.guard import GuardContext, verdict
+from middleware.guards.injection_model import load_injection_model
 from middleware.guards.normalize import forms, off_loop_if_long
 from middleware.types import Verdict
 
@@ -152,9 +155,13 @@ _COMPILED = tuple(
 
 
 def score_injection(
-    text: str, extra: tuple[re.Pattern[str], ...] = (), extra_weight: float = 0.6
+    text: str,
+    extra: tuple[re.Pattern[str], ...] = (),
+    extra_weight: float = 0.6,
+    *,
+    learned: bool = True,
 ) -> tuple[float, list[tuple[str, str]]]:
-    """(score 0..1, [(rule, category), ...]) for ``text``."""
+    """(score 0..1, [(rule, category), ...]) for ``text``; ``learned=False``: patterns only."""
     norm, folded = forms(text)
     variants = (norm,) if folded == norm else (norm, folded)
     matched: list[tuple[str, str]] = []
@@ -167,7 +174,13 @@ def score_injection(
         if any(rx.search(v) for v in variants):
             matched.append((f"extra_{i + 1}", "custom"))
             remaining *= 1.0 - extra_weight
-    return round(1.0 - remaining, 4), matched
+    score = 1.0 - remaining
+    if learned:
+        probability = load_injection_model().probability(folded)
+        if probability > score:
+            matched.append(("learned_model", "learned"))
+            score = probability
+    return round(score, 4), matched
 
 
 class PromptInjectionGuard:
