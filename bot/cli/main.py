@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli.screen",
     "bot.cli.settings",
     "bot.cli.run",
+    "bot.cli.eval",
 ]
 
 

@@ -270,6 +270,70 @@ class EnsembleGuardConfig(GuardConfigBase):
         return self.quorum if self.quorum is not None else len(self.members) // 2 + 1
 
 
+class ClassifierGuardConfig(GuardConfigBase):
+    """A text classification model on an inference server (see middleware/guards/classifier.py)."""
+
+    kind: Literal["classifier"]
+    api: Literal["tei", "vllm"] = Field(
+        description="tei: text-embeddings-inference POST /predict; vllm: POST /classify"
+    )
+    url: str = Field(
+        pattern=r"^https?://\S+$", description="the server's base URL, e.g. http://localhost:8080"
+    )
+    model: str | None = Field(default=None, description="vllm: the served model name (required)")
+    class_labels: list[str] | None = Field(
+        default=None,
+        min_length=2,
+        description="vllm: label names in the model's class order (its id2label); required "
+        "there, since /classify returns probabilities by class index",
+    )
+    labels: dict[str, str] = Field(
+        min_length=1,
+        description="unsafe labels -> the category they report, e.g. "
+        '{LABEL_1 = "prompt_injection"}; labels not listed are safe',
+    )
+    threshold: float = Field(
+        default=0.5, ge=0, le=1, description="probability at or above which an unsafe label blocks"
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per-label thresholds overriding `threshold`"
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the server's API key (sent as "
+        "a Bearer token); never the key itself",
+    )
+    truncate: bool = Field(
+        default=False,
+        description="tei: let the server cut texts longer than the model's context (the rest "
+        "is then not screened); off: such texts are errors and follow on_error",
+    )
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> ClassifierGuardConfig:
+        if self.api == "vllm" and (not self.model or not self.class_labels):
+            raise ValueError('api = "vllm" needs `model` and `class_labels`')
+        if self.api == "tei" and self.class_labels is not None:
+            raise ValueError('`class_labels` is for api = "vllm"; TEI answers with label names')
+        if self.class_labels is not None:
+            if len(set(self.class_labels)) != len(self.class_labels):
+                raise ValueError("class_labels must not repeat")
+            unknown = sorted(set(self.labels) - set(self.class_labels))
+            if unknown:
+                raise ValueError(f"labels {unknown} are not in class_labels")
+        stray = sorted(set(self.thresholds) - set(self.labels))
+        if stray:
+            raise ValueError(f"thresholds for {stray}, which are not unsafe labels in `labels`")
+        bad = sorted(k for k, t in self.thresholds.items() if not 0 <= t <= 1)
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1: {', '.join(bad)}")
+        return self
+
+    def threshold_for(self, label: str) -> float:
+        return self.thresholds.get(label, self.threshold)
+
+
 def _check_regexes(patterns: list[str]) -> list[str]:
     for pattern in patterns:
         try:
@@ -312,6 +376,7 @@ GuardConfig = Annotated[
     | SecretsGuardConfig
     | PromptInjectionGuardConfig
     | BlocklistGuardConfig
-    | EnsembleGuardConfig,
+    | EnsembleGuardConfig
+    | ClassifierGuardConfig,
     Field(discriminator="kind"),
 ]
