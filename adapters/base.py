@@ -10,8 +10,9 @@ service says it cannot start as configured.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
+from adapters.admin import AdminCommands
 from middleware.types import ChatRequest, Decision
 
 
@@ -37,6 +38,11 @@ class MessageHandler(Protocol):
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:
         """Run an admin command (text after `/guardbot` or `/admin`); returns the answer."""
+        ...
+
+    @property
+    def admin_commands(self) -> AdminCommands[Any]:
+        """The admin commands as declared, for a platform that builds a form from them."""
         ...
 
 

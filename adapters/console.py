@@ -16,7 +16,8 @@ import uuid
 from typing import BinaryIO, TextIO
 
 from adapters.base import MessageHandler
-from middleware.types import ChatRequest, Decision, Outcome
+from adapters.render import explain
+from middleware.types import ChatRequest
 
 EXIT_WORDS = {"/quit", "/exit"}
 
@@ -46,39 +47,6 @@ def decode_line(raw: bytes) -> tuple[str, list[str]]:
         text = text.replace("\x00", "")
         warnings.append("NUL bytes were removed from the input")
     return text.rstrip("\r\n"), warnings
-
-
-def explain(decision: Decision) -> str:
-    t = decision.timings
-    lines = [
-        f"  decision {decision.id}: {decision.action.value}"
-        + (f" by {decision.blocked_by}" if decision.blocked_by else "")
-        + (f" ({decision.error})" if decision.error else ""),
-        f"  timings: total {t.total_ms:.1f} ms, input guards {t.input_guards_ms:.1f} ms, "
-        f"generation {t.generation_ms:.1f} ms, output guards {t.output_guards_ms:.1f} ms, "
-        f"saved by running in parallel {t.saved_ms:.1f} ms",
-    ]
-    for v in decision.verdicts:
-        where = f"{v.stage.value}" + (
-            f"[{v.candidate_index}]" if v.candidate_index is not None else ""
-        )
-        score = f" score {v.score:.2f}" if v.score is not None else ""
-        mark = " BLOCKS" if v.blocking else ""
-        reason = f" - {v.reason}" if v.reason else ""
-        lines.append(
-            f"  {where:<9} {v.guard:<18} {v.outcome.value:<7}{score} "
-            f"({v.latency_ms:.1f} ms){mark}{reason}"
-        )
-        if v.outcome is Outcome.SKIPPED and not reason:
-            lines[-1] += " - skipped"
-    for c in decision.candidates:
-        state = (
-            "chosen" if c.chosen else (c.error or ("unsafe" if c.safe is False else "not chosen"))
-        )
-        lines.append(f"  candidate {c.index}: {c.model} {c.latency_ms:.0f} ms, {state}")
-    if decision.selection and decision.selection.method not in ("single",):
-        lines.append(f"  selection: {decision.selection.method} {decision.selection.reasoning}")
-    return "\n".join(lines)
 
 
 class ConsoleChat:
@@ -155,7 +123,7 @@ class ConsoleChat:
         decision = await self.handler.handle(request)
         self._say(decision.reply)
         if self.show_explain:
-            print(explain(decision), file=self.stderr, flush=True)
+            print(explain(decision, every_verdict=True), file=self.stderr, flush=True)
         await self.handler.record_delivery(decision, sent=True, error=None)
 
 

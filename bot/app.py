@@ -12,14 +12,19 @@ import logging
 import os
 from collections.abc import Mapping
 
+from adapters.admin import AdminCommands
+from bot.admin import REGISTRY, run_admin_command
+from bot.admin.context import Handler
 from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
-from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log import DecisionLog
+from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
 from middleware.llm.model import ChatModel
 from middleware.pipeline.budget import budget_refusal, check_budget
+from middleware.pipeline.policy import PipelinePolicy
 from middleware.pipeline.run import Pipeline
 from middleware.types import Action, ChatRequest, Decision, Delivery
 
@@ -34,16 +39,19 @@ INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. 
 
 
 class GuardBot:
+    """One request end to end; also the host the admin commands and replay work through
+    (:class:`bot.admin.AdminHost`, :class:`bot.replay.rerun.ReplayHost`)."""
+
     def __init__(
         self,
         config: Config,
-        decision_log: DecisionLog,
+        decision_log: DecisionStore,
         *,
         env: Mapping[str, str] | None = None,
         model: ChatModel | None = None,
     ) -> None:
         self.config = config
-        self.log = decision_log
+        self.log: DecisionStore = decision_log
         env = os.environ if env is None else env
         self.models = ModelProvider(config.llm, env, fixed=model)
         self.policies = PolicyBuilder(self.models)
@@ -84,9 +92,24 @@ class GuardBot:
         lines = [line for line in (self.models.notice(), skipped) if line]
         return "\nnotice: ".join(lines) or None
 
+    @property
+    def offline(self) -> bool:
+        """Whether the offline echo model answers (no key, or ``provider = "echo"``)."""
+        return self.models.offline
+
+    @property
+    def admin_commands(self) -> AdminCommands[Handler]:
+        """Every admin command, for the platforms to build their forms from."""
+        return REGISTRY
+
     def effective_config(self, request: ChatRequest) -> tuple[Config, str]:
         """The config for this request's channel, and its fingerprint."""
         return self.settings.effective(request.platform, request.channel_id)
+
+    def policy_for(self, request: ChatRequest) -> tuple[Config, PipelinePolicy]:
+        """The config and the built policy for this request's channel, as of now."""
+        config, fingerprint = self.effective_config(request)
+        return config, self.policies.policy(config, fingerprint)
 
     async def handle(self, request: ChatRequest) -> Decision:
         await self.settings.ensure_loaded()
@@ -162,6 +185,4 @@ class GuardBot:
     async def admin(
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:
-        from bot.admin import run_admin_command
-
         return await run_admin_command(self, request, command, platform_admin=platform_admin)

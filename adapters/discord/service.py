@@ -98,7 +98,7 @@ class DiscordService:
         self.conversations = Conversations()
         self.client = build_client(config, self, guild_ready_timeout_s=guild_ready_timeout_s)
         self.tree = app_commands.CommandTree(self.client)
-        self.tree.add_command(GuardbotCommands(self.run_admin))
+        self.tree.add_command(GuardbotCommands(handler.admin_commands, self.run_admin))
         self.stopping = asyncio.Event()  # set when stop() begins: no new messages after it
         self.failed = asyncio.Event()  # set when the gateway ended on its own, for good
         self.failure = ""  # why, for the operator

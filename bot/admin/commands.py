@@ -11,56 +11,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.admin.context import Context, show
-from bot.admin.parser import USAGE, Command
-from bot.config.keys import (
-    GUARD_FIELDS,
-    PLAIN_KEYS,
-    SECTIONS,
-    SettingError,
-    allowed,
-    current_value,
-    parse_key,
-    uses_threshold,
-)
+from dataclasses import replace
+
+from bot.admin.context import Command, Context, Handler, show
+from bot.config.keys import GUARD_FIELDS, SettingError, current_value, parse_key, uses_threshold
 from bot.config.runtime import GLOBAL
 from middleware.types import utc_now
 
 STATUS_WINDOW = timedelta(hours=24)
 STATUS_SAMPLE = 2000
-MODEL_HINT = "a model name such as gpt-4o-mini or llama3.1:8b"
-
-
-async def help_text(ctx: Context, cmd: Command) -> str:
-    if cmd.target is None:
-        lines = ["Admin commands (scope: global by default, --here for this channel only):"]
-        lines += [f"  {usage}  - {summary}" for usage, summary in USAGE.values()]
-        lines.append("`help set` lists the settable keys and their allowed values.")
-        return "\n".join(lines)
-    usage, summary = USAGE[cmd.target]
-    lines = [f"{usage}\n  {summary}"]
-    if cmd.target in ("set", "reset"):
-        lines.append("Keys:")
-        for key, (section, field) in PLAIN_KEYS.items():
-            what = MODEL_HINT if key == "model" else _allowed(section, field)
-            lines.append(f"  {key}: {what}  ([{section}] {field})")
-        lines.append(
-            "  guard.NAME.threshold: a number (range depends on the guard kind)\n"
-            "  guard.NAME.action: block, flag or redact\n"
-            "  guard.NAME.on_error: block (fail-closed) or allow (fail-open)\n"
-            "  guard.NAME.enabled: true or false"
-        )
-        lines.append("Channel values win over global ones, global over config.toml.")
-    return "\n".join(lines)
-
-
-def _allowed(section: str, field: str) -> str:
-    return allowed(SECTIONS[section].model_fields[field])
 
 
 def _origin(ctx: Context, key: str) -> str:
     """Where the effective value of ``key`` in this channel comes from."""
-    settings = ctx.bot.settings
+    settings = ctx.host.settings
     if key in settings.overrides(ctx.here):
         return " [this channel]"
     if key in settings.overrides(GLOBAL):
@@ -69,8 +33,8 @@ def _origin(ctx: Context, key: str) -> str:
 
 
 async def status(ctx: Context, cmd: Command) -> str:
-    config, fingerprint = ctx.bot.effective_config(ctx.request)
-    offline = ctx.bot.models.offline
+    config, fingerprint = ctx.host.effective_config(ctx.request)
+    offline = ctx.host.offline
     llm, p = config.llm, config.pipeline
     model = f"{show(llm.model)}{_origin(ctx, 'model')}"
     if offline:
@@ -95,7 +59,7 @@ async def guard_list(ctx: Context, cmd: Command) -> str:
 
 
 def guard_lines(ctx: Context) -> list[str]:
-    config = ctx.bot.settings.effective_for_scope(ctx.here)
+    config = ctx.host.settings.effective_for_scope(ctx.here)
     if not config.guards:
         return ["  (none configured)"]
     lines = []
@@ -105,7 +69,7 @@ def guard_lines(ctx: Context) -> list[str]:
             f", threshold {show(g.threshold)}{marks['threshold']}" if uses_threshold(g) else ""
         )
         lines.append(
-            f"  {g.name} ({getattr(g, 'kind', '?')}, {g.stage}): "
+            f"  {g.name} ({g.kind}, {g.stage}): "
             f"{'on' if g.enabled else 'OFF'}{marks['enabled']}, "
             f"action {g.action}{marks['action']}, on_error {g.on_error}{marks['on_error']}"
             f"{threshold}"
@@ -115,7 +79,7 @@ def guard_lines(ctx: Context) -> list[str]:
 
 async def block_rate(ctx: Context) -> str:
     since = utc_now() - STATUS_WINDOW
-    decisions = await ctx.bot.log.query(since=since, limit=STATUS_SAMPLE)
+    decisions = await ctx.host.log.query(since=since, limit=STATUS_SAMPLE)
     if not decisions:
         return "recent block rate: no messages in the last 24h"
     blocked = sum(1 for d in decisions if d.blocked)
@@ -127,7 +91,7 @@ async def block_rate(ctx: Context) -> str:
 
 
 def _override_lines(ctx: Context) -> list[str]:
-    settings = ctx.bot.settings
+    settings = ctx.host.settings
     lines = []
     for scope, label in ((GLOBAL, "global"), (ctx.here, "this channel")):
         found = settings.overrides(scope)
@@ -143,8 +107,43 @@ def _override_lines(ctx: Context) -> list[str]:
 
 
 async def set_value(ctx: Context, cmd: Command) -> str:
+    return await _changing(ctx, cmd, _set)
+
+
+async def reset_value(ctx: Context, cmd: Command) -> str:
+    return await _changing(ctx, cmd, _reset)
+
+
+async def guard_enable(ctx: Context, cmd: Command) -> str:
+    return await set_value(ctx, _guard_setting(cmd, "enabled", "true"))
+
+
+async def guard_disable(ctx: Context, cmd: Command) -> str:
+    return await set_value(ctx, _guard_setting(cmd, "enabled", "false"))
+
+
+async def guard_threshold(ctx: Context, cmd: Command) -> str:
+    return await set_value(ctx, _guard_setting(cmd, "threshold", cmd.value))
+
+
+def _guard_setting(cmd: Command, field: str, value: str | None) -> Command:
+    """``guard enable NAME`` is ``set guard.NAME.enabled true``, and so on."""
+    return replace(cmd, name="set", key=f"guard.{cmd.name_arg}.{field}", value=value)
+
+
+async def _changing(ctx: Context, cmd: Command, change: Handler) -> str:
+    """Run a change; a value the settings refuse is answered and recorded, not raised."""
+    try:
+        return await change(ctx, cmd)
+    except SettingError as exc:
+        scope = ctx.here if cmd.here else GLOBAL
+        await ctx.record(key=cmd.key, scope=scope, error=str(exc))
+        return f"Not changed: {exc}"
+
+
+async def _set(ctx: Context, cmd: Command) -> str:
     assert cmd.key is not None and cmd.value is not None
-    settings = ctx.bot.settings
+    settings = ctx.host.settings
     scope = ctx.scope(cmd.here)
     before = settings.effective_for_scope(scope)
     key, value = settings.validate(scope, cmd.key, cmd.value)
@@ -172,9 +171,9 @@ async def set_value(ctx: Context, cmd: Command) -> str:
     return "\n".join(lines)
 
 
-async def reset_value(ctx: Context, cmd: Command) -> str:
+async def _reset(ctx: Context, cmd: Command) -> str:
     assert cmd.key is not None
-    settings = ctx.bot.settings
+    settings = ctx.host.settings
     scope = ctx.scope(cmd.here)
     settings.effective_for_scope(scope)  # finds the rows it has to ignore
     stale = settings.problems.get((scope, cmd.key))
@@ -197,7 +196,7 @@ async def reset_value(ctx: Context, cmd: Command) -> str:
 
 
 async def _write(ctx: Context, scope: str, key: str, value: object) -> None:
-    await ctx.bot.settings.write(
+    await ctx.host.settings.write(
         scope,
         key,
         value,

@@ -1,31 +1,67 @@
-"""What every admin command handler receives: the bot, the request, who and where.
+"""What every admin command handler receives: the parsed command, and a context.
 
-Kept apart from the handlers so the settings commands and the decision
-commands share one notion of "this channel" (the scope ``--here`` names) and
-one way of quoting user-supplied text back safely.
+The context holds the request (who, where), and the narrow :class:`AdminHost`
+the commands read and write through: runtime settings, the decision log,
+today's policy. It is a protocol, not the bot, so the admin commands sit below
+``bot.app`` in the import graph. Kept apart from the handlers so the settings
+commands and the decision commands share one notion of "this channel" (the
+scope ``--here`` names) and one way of quoting user-supplied text back safely.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
+from adapters.admin import AdminCommands, CommandSpec
+from adapters.render import quote
 from bot.config.keys import SettingError
 from bot.config.runtime import GLOBAL, channel_scope
+from bot.config.schema import Config
+from bot.replay.rerun import ReplayHost
 from middleware.types import ChatRequest
 
-if TYPE_CHECKING:
-    from bot.app import GuardBot
-
 AUDIT_COMMAND_CHARS = 500
-# Mentions in quoted user text must not ping anyone when an admin reads it back.
-_MENTION = re.compile(r"(<[!@#]|@(?=everyone|here|channel))")
+DEFAULT_COUNT = 10
+
+
+class AdminHost(ReplayHost, Protocol):
+    """What admin commands use of the bot: its settings and log (from ReplayHost), the
+    config (for who is an admin), the effective config of a channel, and whether the
+    offline echo model answers."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def offline(self) -> bool: ...
+
+    def effective_config(self, request: ChatRequest) -> tuple[Config, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed command: ``name`` is the registry's, the rest are its arguments by name."""
+
+    name: str
+    key: str | None = None
+    value: str | None = None  # `set`: the raw value text
+    name_arg: str | None = None  # `guard ...`: the guard's name
+    command: str | None = None  # `help`: the topic
+    decision: str | None = None  # `why`: the decision id
+    count: int = DEFAULT_COUNT
+    blocked: bool = False
+    here: bool = False
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    bot: GuardBot
+    host: AdminHost
+    registry: Registry
     request: ChatRequest
     actor: str
     text: str  # the command as typed, clipped for the audit row
@@ -48,7 +84,7 @@ class Context:
         error: str | None = None,
     ) -> None:
         """One admin_actions row for a command that changed nothing."""
-        await self.bot.log.record_admin_action(
+        await self.host.log.record_admin_action(
             actor=self.actor,
             platform=self.request.platform,
             channel_id=self.request.channel_id,
@@ -65,6 +101,11 @@ class Context:
         return f"in this channel ({scope.removeprefix('channel:')})"
 
 
+Handler = Callable[[Context, Command], Awaitable[str]]
+Spec = CommandSpec[Handler]
+Registry = AdminCommands[Handler]
+
+
 def audit_text(command: str) -> str:
     return command if len(command) <= AUDIT_COMMAND_CHARS else command[:AUDIT_COMMAND_CHARS] + "…"
 
@@ -78,10 +119,3 @@ def show(value: Any, limit: int = 80) -> str:
     if isinstance(value, str):
         return '"' + quote(value, limit) + '"'
     return str(value)
-
-
-def quote(text: str, limit: int = 80) -> str:
-    """User or admin text on one line, clipped, with mentions defused."""
-    flat = " ".join(text.split())
-    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
-    return _MENTION.sub(lambda m: m.group(1) + "\u200b", flat)

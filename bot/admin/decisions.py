@@ -1,4 +1,4 @@
-"""The read-only decision commands: recent, why, stats and the replay summary.
+"""The read-only decision commands: recent, why, stats and replay.
 
 They answer from the decision log in a few short lines, because the answer
 lands in a chat message (Discord caps one at 2,000 characters). User text is
@@ -8,19 +8,26 @@ the shell commands (`guardbot show ID`, `guardbot logs`).
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.admin.context import Context, quote
-from bot.admin.parser import Command
-from middleware.types import Decision, Outcome, utc_now
+from adapters.render import explain, plain, quote, summary_line
+from bot.admin.context import Command, Context
+from bot.replay.render import describe_flip
+from bot.replay.rerun import ReplayHost
+from bot.replay.results import Kind
+from bot.replay.select import DecisionFilter
+from bot.replay.session import ReplayError, ReplayOptions, run_replay
+from bot.replay.when import parse_when
+from middleware.types import utc_now
 
 DEFAULT_STATS_WINDOW = timedelta(hours=24)
+CHAT_LIMIT = 1000  # a chat command must answer in seconds, not minutes
+SHOWN_CHANGES = 5
 
 
 async def recent(ctx: Context, cmd: Command) -> str:
-    decisions = await ctx.bot.log.query(
+    decisions = await ctx.host.log.query(
         blocked=True if cmd.blocked else None,
         channel_id=ctx.request.channel_id if cmd.here else None,
         limit=cmd.count,
@@ -29,85 +36,24 @@ async def recent(ctx: Context, cmd: Command) -> str:
     if not decisions:
         return f"No {what} yet" + (" in this channel." if cmd.here else ".")
     lines = [f"Last {len(decisions)} {what} (newest first; `why ID` explains one):"]
-    for d in decisions:
-        r = d.request
-        by = f" by {d.blocked_by}" if d.blocked_by else ""
-        text = quote(r.text, 50) if r.text else "(text not stored)"
-        lines.append(
-            f"{d.id}  {d.created_utc:%m-%d %H:%M}  {r.platform}:{r.channel_id}  "
-            f"{quote(r.user_name or r.user_id, 20)}  {d.action.value}{by}  {text}"
-        )
+    lines += [summary_line(d) for d in decisions]
     return "\n".join(lines)
 
 
 async def why(ctx: Context, cmd: Command) -> str:
-    assert cmd.target is not None
+    assert cmd.decision is not None
     try:
-        decision = await ctx.bot.log.get(cmd.target)
+        decision = await ctx.host.log.get(cmd.decision)
     except ValueError as exc:  # an ambiguous id prefix
         return str(exc)
     if decision is None:
-        return f"No decision with id {quote(cmd.target, 64)}; `recent` lists the latest ids."
+        return f"No decision with id {quote(cmd.decision, 64)}; `recent` lists the latest ids."
     return explain(decision)
-
-
-def explain(d: Decision) -> str:
-    r = d.request
-    head = f"Decision {d.id}: {d.action.value}" + (f" by {d.blocked_by}" if d.blocked_by else "")
-    lines = [
-        head,
-        f"when: {d.created_utc:%Y-%m-%d %H:%M:%S} UTC in {r.platform}:{r.channel_id}, "
-        f"from {quote(r.user_name or r.user_id, 30)}",
-        "message: " + (quote(r.text, 200) if r.text else "(text not stored)"),
-    ]
-    for v in d.verdicts:
-        if v.blocking:
-            score = f", score {v.score:.2f}" if v.score is not None else ""
-            category = f", category {v.category}" if v.category else ""
-            lines.append(
-                f"because: guard {v.guard} ({v.stage.value}) said {v.outcome.value}"
-                f"{category}{score}" + (f": {quote(v.reason, 150)}" if v.reason else "")
-            )
-    if d.error:
-        lines.append(f"error: {quote(d.error, 200)}")
-    counts = Counter(v.outcome.value for v in d.verdicts)
-    if counts:
-        fired = [
-            f"{v.guard} {v.outcome.value}"
-            for v in d.verdicts
-            if not v.blocking and v.outcome in (Outcome.FLAG, Outcome.REDACT, Outcome.ERROR)
-        ]
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-        lines.append(f"verdicts: {summary}" + (f" (also: {', '.join(fired)})" if fired else ""))
-    if d.candidates:
-        chosen = next((c for c in d.candidates if c.chosen), None)
-        errors = Counter(c.error for c in d.candidates if c.error)
-        text = f"candidates: {len(d.candidates)}"
-        if errors:
-            text += " (" + ", ".join(f"{n} {quote(e, 60)}" for e, n in errors.items()) + ")"
-        if chosen is not None:
-            text += f"; #{chosen.index} chosen ({chosen.model})"
-        if d.selection and d.selection.method not in ("single",):
-            text += f" by {d.selection.method}"
-            if d.selection.reasoning:
-                text += f": {quote(d.selection.reasoning, 120)}"
-        lines.append(text)
-    lines.append("reply: " + (quote(d.reply, 200) if d.reply else "(none)"))
-    t = d.timings
-    lines.append(
-        f"timings: total {t.total_ms:.0f} ms, input guards {t.input_guards_ms:.0f} ms, "
-        f"generation {t.generation_ms:.0f} ms, saved by running in parallel {t.saved_ms:.0f} ms"
-    )
-    lines.append(
-        f"tokens {d.tokens_in}+{d.tokens_out}, cost ${d.cost_usd:.4f}, "
-        f"config {d.config_fingerprint or '?'}, delivery {d.delivery.status}"
-    )
-    return "\n".join(lines)
 
 
 async def stats(ctx: Context, cmd: Command) -> str:
     since = cmd.since or utc_now() - DEFAULT_STATS_WINDOW
-    return summarize(await ctx.bot.log.stats(since=since), since=since)
+    return summarize(await ctx.host.log.stats(since=since), since=since)
 
 
 def summarize(data: dict[str, Any], *, since: datetime) -> str:
@@ -139,6 +85,55 @@ def _ms(value: float | None) -> str:
 
 
 async def replay(ctx: Context, cmd: Command) -> str:
-    from bot.replay import replay_summary  # replay pulls in the pipeline re-runner; load late
+    return await replay_summary(ctx.host, since=cmd.since or "24h", actor=ctx.actor)
 
-    return await replay_summary(ctx.bot, since=cmd.since or "24h", actor=ctx.actor)
+
+async def replay_summary(
+    host: ReplayHost,
+    since: str | datetime | None = "24h",
+    *,
+    actor: str = "chat",
+    limit: int = CHAT_LIMIT,
+    concurrency: int = 8,
+) -> str:
+    """Replay recent decisions guards-only under the bot's current policy; a short report.
+
+    ``since`` is a datetime or what ``--since`` accepts (``7d``, ``2024-05-01``);
+    a bad value raises :class:`bot.replay.when.WhenError` (a ValueError) whose
+    message can be shown to the admin as is.
+    """
+    start = parse_when(since) if isinstance(since, str) else since
+    options = ReplayOptions(
+        selection=DecisionFilter(since=start, limit=limit),
+        concurrency=concurrency,
+        actor=actor,
+        config_source="current configuration",
+    )
+    try:
+        report = await run_replay(host, options)
+    except ReplayError as exc:
+        return f"Replay failed: {exc}"
+    s = report.tally.summary()
+    window = f"since {start:%Y-%m-%d %H:%M} UTC" if start else "all logged decisions"
+    lines = [
+        f"Replay of {s['selected']} decision(s) {window} under the current policy "
+        f"(config {report.config_fingerprint}, run {report.run_id}):",
+        f"unchanged {s['unchanged']} · newly blocked {s['newly_blocked']} · "
+        f"newly allowed {s['newly_allowed']} · verdicts changed {s['verdicts_changed']} · "
+        f"errors {s['errors']} · not replayable {s['not_replayable']}",
+    ]
+    changed = [r for r in report.tally.sorted_notable() if r.kind is not Kind.NOT_REPLAYABLE]
+    for r in changed[:SHOWN_CHANGES]:
+        why = "; ".join(describe_flip(f) for f in r.flips) or (r.error or r.note or "")
+        lines.append(
+            f"- {r.decision_id} {r.kind.value.replace('_', ' ')}: "
+            f"{r.old_action} → {r.new_action or '–'} ({plain(why, 160)})"
+        )
+    if len(changed) > SHOWN_CHANGES:
+        lines.append(
+            f"… and {len(changed) - SHOWN_CHANGES} more: `guardbot replay --since ...` "
+            "shows them all"
+        )
+    if report.limited:
+        lines.append(f"(only the newest {limit} decisions were replayed)")
+    return "\n".join(lines)

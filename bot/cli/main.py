@@ -17,7 +17,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from adapters.console import run_console
+from bot.app import GuardBot
 from bot.cli.common import load_config_from_args
+from bot.config.providers import ModelProvider
 from bot.config.schema import ConfigError
 
 # Modules that add subcommands; each has `register(subparsers)`.
@@ -36,9 +39,6 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 async def _chat_async(args: argparse.Namespace) -> int:
-    from adapters.console import run_console
-    from bot.app import GuardBot
-
     config = load_config_from_args(args)
     bot = await GuardBot.open(config)
     try:
@@ -50,8 +50,6 @@ async def _chat_async(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from bot.config.providers import ModelProvider
-
     config = load_config_from_args(args)
     data = config.model_dump(mode="json")
     provider = ModelProvider(config.llm)

@@ -23,14 +23,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bot.app import GuardBot
 from bot.cli.common import load_config_from_args, positive_int
 from bot.config.schema import Config, load_config, resolve_config_path
 from bot.replay.render import print_report, runs_table
 from bot.replay.report_html import render_html
 from bot.replay.results import ReplayResult, RunReport, Tally
-from bot.replay.select import DEFAULT_LIMIT, Selection, SelectionError, select
+from bot.replay.select import DEFAULT_LIMIT, DecisionFilter, SelectionError, select
 from bot.replay.session import ReplayError, ReplayOptions, prepare, replay_selected
 from bot.replay.when import WhenError, parse_when
+from middleware.decision_log import DecisionLog, LogUnavailable
 
 EXIT_CHANGED = 1
 EXIT_USAGE = 2
@@ -132,9 +134,9 @@ def actor_name() -> str:
         return f"cli:uid{os.getuid()}"
 
 
-def _selection(args: argparse.Namespace) -> Selection:
+def _selection(args: argparse.Namespace) -> DecisionFilter:
     ids = tuple(i for chunk in args.ids or () for i in chunk.split(",") if i.strip())
-    return Selection(
+    return DecisionFilter(
         since=parse_when(args.since) if args.since else None,
         until=parse_when(args.until) if args.until else None,
         channel_id=args.channel,
@@ -151,12 +153,9 @@ async def _replay(
     policy: Config,
     source: str,
     db: Path,
-    selection: Selection,
+    selection: DecisionFilter,
 ) -> RunReport | int:
     """The run itself; an int is an exit code for a problem already reported."""
-    from bot.app import GuardBot
-    from middleware.decision_log import DecisionLog, LogUnavailable
-
     try:
         log = await DecisionLog.open(
             db, store_text=base.log.store_text, redact_pii=base.log.redact_pii
@@ -279,8 +278,6 @@ def _finish(report: RunReport, args: argparse.Namespace) -> int:
 
 
 async def _list(db: Path, args: argparse.Namespace) -> int:
-    from middleware.decision_log import DecisionLog, LogUnavailable
-
     try:
         log = await DecisionLog.open(db, read_only=True)
     except LogUnavailable as exc:

@@ -40,7 +40,9 @@ class SelectionError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Selection:
+class DecisionFilter:
+    """Which logged decisions to replay (every filter optional; they combine)."""
+
     since: datetime | None = None
     until: datetime | None = None
     channel_id: str | None = None
@@ -75,7 +77,7 @@ def as_logged(found: StoredDecision) -> Logged:
     return Logged(found.decision, found.text_stored)
 
 
-async def select(log: DecisionSource, sel: Selection) -> tuple[list[Logged], bool]:
+async def select(log: DecisionSource, sel: DecisionFilter) -> tuple[list[Logged], bool]:
     """(decisions oldest first, whether ``limit`` cut the selection short)."""
     if sel.ids:
         found: list[Logged] = []

@@ -13,16 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from bot.replay.rerun import Mode, Replayer, replay_all
+from bot.replay.rerun import Mode, Replayer, ReplayHost, replay_all
 from bot.replay.results import ReplayResult, RunReport, Tally
-from bot.replay.select import Logged, Selection, select
-from middleware.decision_log import LogUnavailable
+from bot.replay.select import DecisionFilter, Logged, select
+from middleware.decision_log.storage import LogUnavailable
 from middleware.types import ChatRequest, utc_now
-
-if TYPE_CHECKING:
-    from bot.app import GuardBot
 
 log = logging.getLogger("guardbot.replay")
 MAX_STORED_CHANGES = 1000  # the run record keeps this many changed decisions in full
@@ -30,7 +25,7 @@ MAX_STORED_CHANGES = 1000  # the run record keeps this many changed decisions in
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
-    selection: Selection = Selection()
+    selection: DecisionFilter = DecisionFilter()
     mode: Mode = "guards-only"
     concurrency: int = 8
     actor: str = "cli"
@@ -41,24 +36,23 @@ class ReplayError(Exception):
     """The run cannot start (e.g. the policy's guards cannot be built); the message says why."""
 
 
-async def prepare(bot: GuardBot) -> str:
+async def prepare(host: ReplayHost) -> str:
     """Load runtime settings and build the policy's guards once, before any decision.
 
     Returns the fingerprint of the policy outside any channel's own settings. A
     policy whose guards cannot be built fails here, once and clearly, rather
     than as the same error on every decision.
     """
-    await bot.settings.ensure_loaded()
-    config, fingerprint = bot.effective_config(ChatRequest(platform="replay", text=""))
+    await host.settings.ensure_loaded()
     try:
-        bot.policies.policy(config, fingerprint)
+        _, policy = host.policy_for(ChatRequest(platform="replay", text=""))
     except Exception as exc:
         raise ReplayError(f"cannot build the policy: {type(exc).__name__}: {exc}") from exc
-    return fingerprint
+    return policy.fingerprint
 
 
 async def replay_selected(
-    bot: GuardBot,
+    host: ReplayHost,
     items: list[Logged],
     options: ReplayOptions,
     *,
@@ -67,7 +61,7 @@ async def replay_selected(
     stop: asyncio.Event | None = None,
 ) -> RunReport:
     """Replay ``items`` and record the run; ``stop`` ends it early (marked interrupted)."""
-    fingerprint = await prepare(bot)  # cached: free when the caller already prepared
+    fingerprint = await prepare(host)  # cached: free when the caller already prepared
     created = utc_now()
     started = time.perf_counter()
     tally = Tally(selected=len(items))
@@ -77,7 +71,7 @@ async def replay_selected(
         if on_result is not None:
             on_result(result, tally)
 
-    replayer = Replayer(bot, options.mode)
+    replayer = Replayer(host, options.mode)
     work = asyncio.ensure_future(
         replay_all(replayer, items, concurrency=options.concurrency, on_result=collect)
     )
@@ -108,11 +102,11 @@ async def replay_selected(
         interrupted=interrupted,
         limited=limited,
     )
-    report.run_id = await record_run(bot, report)
+    report.run_id = await record_run(host, report)
     return report
 
 
-async def record_run(bot: GuardBot, report: RunReport) -> str:
+async def record_run(host: ReplayHost, report: RunReport) -> str:
     """Write the run to the log; returns its id, or "" when the log cannot be written."""
     data = report.to_json()
     changes = data.pop("changes")
@@ -120,7 +114,7 @@ async def record_run(bot: GuardBot, report: RunReport) -> str:
         data.pop(key)
     summary = {**data, "stored_changes": min(len(changes), MAX_STORED_CHANGES)}
     try:
-        return await bot.log.record_replay_run(
+        return await host.log.record_replay_run(
             actor=report.actor,
             config_fingerprint=report.config_fingerprint,
             decisions_count=report.tally.done,
@@ -136,16 +130,16 @@ async def record_run(bot: GuardBot, report: RunReport) -> str:
 
 
 async def run_replay(
-    bot: GuardBot,
+    host: ReplayHost,
     options: ReplayOptions,
     *,
     on_selected: Callable[[int], None] | None = None,
     on_result: Callable[[ReplayResult, Tally], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> RunReport:
-    items, limited = await select(bot.log, options.selection)
+    items, limited = await select(host.log, options.selection)
     if on_selected is not None:
         on_selected(len(items))
     return await replay_selected(
-        bot, items, options, limited=limited, on_result=on_result, stop=stop
+        host, items, options, limited=limited, on_result=on_result, stop=stop
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import GuardBot
-from bot.replay import Kind, ReplayOptions, RunReport, Selection, replay_summary, run_replay
+from bot.admin.decisions import replay_summary
+from bot.replay import DecisionFilter, Kind, ReplayOptions, RunReport, run_replay
 from middleware.decision_log import DecisionLog
 from middleware.llm.scripted import FunctionModel
 from tests.stubs.openai_server import Reply, StubOpenAI
@@ -105,7 +106,7 @@ async def test_output_guard_change_is_seen_on_the_recorded_reply(built: BuiltLog
     bot = GuardBot(config(moved, built.db), log, env={})
     try:
         report = await run_replay(
-            bot, ReplayOptions(selection=Selection(ids=(built.ids["email"],)))
+            bot, ReplayOptions(selection=DecisionFilter(ids=(built.ids["email"],)))
         )
     finally:
         await bot.close()
@@ -149,15 +150,15 @@ async def test_unstored_text_is_reported_not_replayable(built: BuiltLog) -> None
     assert report.to_json()["not_replayable_ids"] == [unstored]
 
 
-def selection_named(name: str, built: BuiltLog) -> Selection:
+def selection_named(name: str, built: BuiltLog) -> DecisionFilter:
     return {
-        "channel c1": Selection(channel_id="c1"),
-        "user bob": Selection(user_id="bob"),
-        "action blocked": Selection(action="blocked"),
-        "ids": Selection(ids=(built.ids["apple"], built.ids["hello"])),
-        "until midpoint": Selection(until=built.midpoint),
-        "since midpoint": Selection(since=built.midpoint),
-        "limit 3": Selection(limit=3),
+        "channel c1": DecisionFilter(channel_id="c1"),
+        "user bob": DecisionFilter(user_id="bob"),
+        "action blocked": DecisionFilter(action="blocked"),
+        "ids": DecisionFilter(ids=(built.ids["apple"], built.ids["hello"])),
+        "until midpoint": DecisionFilter(until=built.midpoint),
+        "since midpoint": DecisionFilter(since=built.midpoint),
+        "limit 3": DecisionFilter(limit=3),
     }[name]
 
 
@@ -216,7 +217,7 @@ async def test_full_mode_regenerates_and_screens_the_new_reply(built: BuiltLog) 
         report = await run_replay(
             bot,
             ReplayOptions(
-                mode="full", selection=Selection(ids=(built.ids["silly"], built.ids["hello"]))
+                mode="full", selection=DecisionFilter(ids=(built.ids["silly"], built.ids["hello"]))
             ),
         )
     finally:
@@ -234,7 +235,7 @@ async def test_max_input_chars_is_part_of_the_policy(built: BuiltLog) -> None:
     bot = GuardBot(config(tight, built.db), log, env={})
     try:
         report = await run_replay(
-            bot, ReplayOptions(selection=Selection(ids=(built.ids["silly"],)))
+            bot, ReplayOptions(selection=DecisionFilter(ids=(built.ids["silly"],)))
         )
     finally:
         await bot.close()
@@ -266,7 +267,7 @@ async def test_a_guard_that_fails_on_replay_is_an_error(
     bot = GuardBot(config(judged, built.db), log, env={"OPENAI_API_KEY": "sk-test"})
     try:
         report = await run_replay(
-            bot, ReplayOptions(selection=Selection(ids=(built.ids["hello"],)))
+            bot, ReplayOptions(selection=DecisionFilter(ids=(built.ids["hello"],)))
         )
     finally:
         await bot.close()

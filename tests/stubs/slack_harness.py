@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.admin import AdminCommands
 from adapters.slack.service import SlackService
 from bot.app import GuardBot
 from bot.config.schema import Config
@@ -78,11 +79,27 @@ class Observed:
         await self.admin_gate.wait()
         return await self.inner.admin(request, command, platform_admin=platform_admin)
 
+    @property
+    def admin_commands(self) -> AdminCommands[Any]:
+        return self.inner.admin_commands
+
     async def delivered(self, count: int = 1, within_s: float = 10.0) -> list[Delivered]:
         async with asyncio.timeout(within_s), self._changed:
             while len(self.deliveries) < count:
                 await self._changed.wait()
         return self.deliveries
+
+    async def answered(self, text: str, within_s: float = 10.0) -> Delivered:
+        """The delivery of the answer to the message ``text`` (others may come and go)."""
+
+        def found() -> Delivered | None:
+            return next((d for d in self.deliveries if d.decision.request.text == text), None)
+
+        async with asyncio.timeout(within_s), self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        done = found()
+        assert done is not None
+        return done
 
 
 class GatedModel:

@@ -1,0 +1,162 @@
+"""The one way a Decision becomes text for people, and the one way hostile text is made inert.
+
+The console's ``--explain``, the admin ``why`` and ``recent`` answers, the
+audit tables of ``guardbot show`` / ``guardbot logs`` and the replay report all
+describe decisions; they build their lines here, so a verdict, a timing or a
+candidate reads the same everywhere. It lives in ``adapters`` because the
+console is an adapter and may not import the application; ``bot`` imports it.
+
+Message text from the log is hostile: :func:`plain` replaces control
+characters (terminal escapes, bidi overrides) so a message cannot restyle or
+take over a terminal, and :func:`quote` also defuses chat mentions so reading
+a decision back in Slack or Discord pings nobody.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Mentions in quoted user text must not ping anyone when an admin reads it back.
+_MENTION = re.compile(r"(<[!@#]|@(?=everyone|here|channel))")
+NOTICED = (Outcome.FLAG, Outcome.REDACT, Outcome.ERROR)
+
+
+def clip(text: str, limit: int | None) -> str:
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain(text: str | None, limit: int | None = None, *, one_line: bool = True) -> str:
+    """Text safe for a terminal: control characters replaced, optionally on one line."""
+    value = _CONTROL.sub("\ufffd", text or "")
+    if one_line:
+        value = value.replace("\r", " ").replace("\n", " ⏎ ").replace("\t", " ")
+    return clip(value, limit)
+
+
+def quote(text: str, limit: int = 80) -> str:
+    """User or admin text for a chat answer: one line, clipped, mentions defused."""
+    flat = clip(" ".join(_CONTROL.sub("\ufffd", text).split()), limit)
+    return _MENTION.sub(lambda m: m.group(1) + "\u200b", flat)
+
+
+def stage_of(v: Verdict) -> str:
+    """``input``, ``output[1]``: the stage, and the candidate an output verdict is about."""
+    return v.stage.value + (f"[{v.candidate_index}]" if v.candidate_index is not None else "")
+
+
+def outcome_of(v: Verdict) -> str:
+    return v.outcome.value + (" BLOCKS" if v.blocking else "")
+
+
+def verdict_line(v: Verdict, *, reason_chars: int = 150) -> str:
+    """One verdict: where, guard, outcome, category, score, latency and reason."""
+    category = f", category {v.category}" if v.category else ""
+    score = f", score {v.score:.2f}" if v.score is not None else ""
+    reason = v.reason or ("skipped" if v.outcome is Outcome.SKIPPED else "")
+    return (
+        f"{stage_of(v):<9} {v.guard:<18} {outcome_of(v)}{category}{score} ({v.latency_ms:.1f} ms)"
+        + (f": {quote(reason, reason_chars)}" if reason else "")
+    )
+
+
+def candidate_state(c: Candidate) -> str:
+    if c.chosen:
+        return "chosen"
+    return c.error or ("unsafe" if c.safe is False else "not chosen")
+
+
+def timings_line(t: Timings) -> str:
+    return (
+        f"timings: total {t.total_ms:.1f} ms, input guards {t.input_guards_ms:.1f} ms, "
+        f"generation {t.generation_ms:.1f} ms, output guards {t.output_guards_ms:.1f} ms, "
+        f"selection {t.selection_ms:.1f} ms; saved by running in parallel {t.saved_ms:.1f} ms"
+    )
+
+
+def head_line(d: Decision) -> str:
+    return f"Decision {d.id}: {d.action.value}" + (f" by {d.blocked_by}" if d.blocked_by else "")
+
+
+def fired(d: Decision) -> list[str]:
+    """The guards that did something (not a plain allow or skip), in order."""
+    return list(dict.fromkeys(v.guard for v in d.verdicts if v.outcome.value not in ("allow", "skipped")))
+
+
+def summary_line(d: Decision) -> str:
+    """One decision in a list (the admin ``recent`` answer)."""
+    r = d.request
+    by = f" by {d.blocked_by}" if d.blocked_by else ""
+    text = quote(r.text, 50) if r.text else "(text not stored)"
+    return (
+        f"{d.id}  {d.created_utc:%m-%d %H:%M}  {r.platform}:{r.channel_id}  "
+        f"{quote(r.user_name or r.user_id, 20)}  {d.action.value}{by}  {text}"
+    )
+
+
+def explain(d: Decision, *, every_verdict: bool = False) -> str:
+    """A decision in a few lines: why it ended as it did, what ran, how long it took.
+
+    ``every_verdict`` adds one line per verdict and per candidate (the console's
+    ``--explain``); without it the answer stays short enough for one chat message.
+    """
+    r = d.request
+    lines = [
+        head_line(d),
+        f"when: {d.created_utc:%Y-%m-%d %H:%M:%S} UTC in {r.platform}:{r.channel_id}, "
+        f"from {quote(r.user_name or r.user_id, 30)}",
+        "message: " + (quote(r.text, 200) if r.text else "(text not stored)"),
+    ]
+    for v in d.verdicts:
+        if v.blocking:
+            score = f", score {v.score:.2f}" if v.score is not None else ""
+            category = f", category {v.category}" if v.category else ""
+            lines.append(
+                f"because: guard {v.guard} ({v.stage.value}) said {v.outcome.value}"
+                f"{category}{score}" + (f": {quote(v.reason, 150)}" if v.reason else "")
+            )
+    if d.error:
+        lines.append(f"error: {quote(d.error, 200)}")
+    counts = Counter(v.outcome.value for v in d.verdicts)
+    if counts:
+        noticed = [
+            f"{v.guard} {v.outcome.value}"
+            for v in d.verdicts
+            if not v.blocking and v.outcome in NOTICED
+        ]
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        lines.append(f"verdicts: {summary}" + (f" (also: {', '.join(noticed)})" if noticed else ""))
+    if every_verdict:
+        lines += [f"  {verdict_line(v)}" for v in d.verdicts]
+    if d.candidates:
+        lines.append(_candidates(d))
+    if every_verdict:
+        lines += [
+            f"  candidate {c.index}: {c.model} {c.latency_ms:.0f} ms, {candidate_state(c)}"
+            for c in d.candidates
+        ]
+    lines.append("reply: " + (quote(d.reply, 200) if d.reply else "(none)"))
+    lines.append(timings_line(d.timings))
+    lines.append(
+        f"tokens {d.tokens_in}+{d.tokens_out}, cost ${d.cost_usd:.4f}, "
+        f"config {d.config_fingerprint or '?'}, delivery {d.delivery.status}"
+    )
+    return "\n".join(lines)
+
+
+def _candidates(d: Decision) -> str:
+    chosen = next((c for c in d.candidates if c.chosen), None)
+    errors = Counter(c.error for c in d.candidates if c.error)
+    text = f"candidates: {len(d.candidates)}"
+    if errors:
+        text += " (" + ", ".join(f"{n} {quote(e, 60)}" for e, n in errors.items()) + ")"
+    if chosen is not None:
+        text += f"; #{chosen.index} chosen ({chosen.model})"
+    if d.selection and d.selection.method != "single":
+        text += f" by {d.selection.method}"
+        if d.selection.reasoning:
+            text += f": {quote(d.selection.reasoning, 120)}"
+    return text
