@@ -5,6 +5,13 @@ every listener only checks for a retry and starts a task: the placeholder and
 the pipeline run together after the ack, the reply replaces the placeholder,
 and the delivery is recorded with the decision. The tasks belong to this
 object, so stopping can let them finish (or tell the user they were cut off).
+
+An HTTP request reaches bolt only after :meth:`SlackListeners.dispatch_http`
+checked, in this order, its signature (401), its encoding and JSON (400) and
+its shape (400, see :func:`adapters.slack.events.malformed`): bolt itself
+parses the body before checking the signature and answers a body it cannot
+read with a 500 and a traceback, so anyone could fill the log. A rejected
+request costs one log line, without its (untrusted) body.
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.internals import (
+    build_normalized_headers,
+    extract_content_type,
+    parse_body,
+)
+from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import MessageHandler
 from adapters.slack.config import SlackConfig
-from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed
+from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, malformed
 from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, DeliveryError, Poster, describe
 from adapters.slack.text import from_slack, slack_messages
 from middleware.types import ChatRequest, Decision
@@ -65,6 +79,7 @@ class SlackListeners:
         self.slots = asyncio.Semaphore(config.max_in_flight)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.admin_ack_budget_s = ADMIN_ACK_BUDGET_S
+        self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self.app = AsyncApp(
             client=client,
             signing_secret=signing_secret,
@@ -79,6 +94,48 @@ class SlackListeners:
         # Any other subscribed event is acked and ignored, so Slack does not retry it.
         self.app.event(re.compile(".*"))(self._on_other)
         self.app.command(config.command)(self._on_command)
+
+    # -- HTTP requests -------------------------------------------------------
+
+    async def dispatch_http(
+        self, raw: bytes, headers: Mapping[str, str], *, query: str = "", peer: str = "?"
+    ) -> BoltResponse:
+        """One Events API or slash-command request: checked here, then answered by bolt."""
+        if not self._signed(raw, headers):
+            log.warning(
+                "slack: rejected a request from %s with a bad or stale signature (if Slack's "
+                "own requests fail too, check SLACK_SIGNING_SECRET)",
+                peer,
+            )
+            return BoltResponse(status=401, body={"error": "invalid request signature"})
+        try:
+            text = raw.decode("utf-8")
+            content_type = extract_content_type(build_normalized_headers(dict(headers)))
+            problem = malformed(parse_body(text, content_type))
+        except UnicodeDecodeError:
+            problem = "the body is not UTF-8"
+        except ValueError:  # json.JSONDecodeError
+            problem = "the body (or its payload field) is not JSON"
+        if problem is None:
+            try:
+                request = AsyncBoltRequest(body=text, query=query, headers=dict(headers))
+            except Exception as exc:  # a shape malformed() does not know yet
+                problem = f"bolt cannot read it ({type(exc).__name__})"
+            else:
+                return await self.app.async_dispatch(request)
+        log.warning("slack: rejected a malformed request from %s: %s", peer, problem)
+        return BoltResponse(status=400, body={"error": f"malformed request: {problem}"})
+
+    def _signed(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        if self.verifier is None:
+            return False
+        lowered = {name.lower(): value for name, value in headers.items()}
+        try:
+            return self.verifier.is_valid(
+                raw, lowered.get("x-slack-request-timestamp"), lowered.get("x-slack-signature")
+            )
+        except (ValueError, TypeError):  # a timestamp that is not a number, a non-ASCII digest
+            return False
 
     # -- listeners (run by bolt right after the ack) ------------------------
 

@@ -11,6 +11,10 @@ History is keyed by ``(channel_id, thread_id)``. In a channel every top-level
 mention opens a thread (its ts names the conversation); a direct message
 outside a thread is answered in the DM itself with ``thread_id = ""``, so the
 whole DM is one conversation, as on Discord. A DM inside a thread keeps it.
+
+Before any of that, :func:`malformed` checks the shape of a request body:
+slack-bolt assumes Slack's shapes (``body["event"]["type"]``, a list of
+authorizations, ...) and answers anything else with a 500 and a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +33,68 @@ from adapters.slack.text import from_slack, mentions
 from middleware.types import ChatRequest
 
 log = logging.getLogger("guardbot.slack")
+
+_OBJECT = (dict, type(None))
+_NAME_OR_OBJECT = (str, dict, type(None))
+# The fields slack-bolt reads in any request or event, and the types it can read them as.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "type": (str, type(None)),
+    "command": (str, type(None)),
+    "callback_id": (str, type(None)),
+    "event": _OBJECT,
+    "team": _NAME_OR_OBJECT,
+    "enterprise": _NAME_OR_OBJECT,
+    "user": _NAME_OR_OBJECT,
+    "channel": _NAME_OR_OBJECT,
+    "view": _OBJECT,
+    "message": _OBJECT,
+    "previous_message": _OBJECT,
+    "item": _OBJECT,
+    "container": _OBJECT,
+    "assistant_thread": _OBJECT,
+    "function_data": _OBJECT,
+}
+_LISTS_OF_OBJECTS = ("authorizations", "response_urls", "actions")
+
+
+def malformed(body: object) -> str | None:
+    """Why ``body`` (a parsed request) is not a Slack request the app can read, or None."""
+    if not isinstance(body, dict):
+        return f"the body is a JSON {_json_kind(body)}, not an object"
+    problem = _bad_fields(body, "")
+    if problem:
+        return problem
+    if "type" not in body and "command" not in body and "ssl_check" not in body:
+        return "neither an event, a slash command nor an interaction"
+    if body.get("type") == "url_verification" and not isinstance(body.get("challenge"), str):
+        return "a url_verification without a challenge"
+    if body.get("type") == "event_callback":
+        event = body.get("event")
+        if not isinstance(event, dict):
+            return "an event_callback without an event object"
+        if not isinstance(event.get("type"), str):
+            return "an event without a type"
+        return _bad_fields(event, "event.")
+    return None
+
+
+def _bad_fields(body: Mapping[str, Any], where: str) -> str | None:
+    for name, types in _FIELD_TYPES.items():
+        if not isinstance(body.get(name), types):
+            return f"{where}{name} is a JSON {_json_kind(body[name])}"
+    for name in _LISTS_OF_OBJECTS:
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, dict) for v in value)
+        ):
+            return f"{where}{name} is not a list of objects"
+    return None
+
+
+def _json_kind(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
 
 # A user's message; file shares and "also send to channel" replies still carry text.
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -116,6 +182,8 @@ class EventRouter:
         if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
             return None
         subtype = event.get("subtype")
+        if not isinstance(subtype, str | None):
+            return None  # not a shape Slack sends (and a list would not even hash)
         if "edited" in event or (subtype not in ANSWERED_SUBTYPES and subtype != "bot_message"):
             return None  # edits, deletions, joins, topic changes, ...
         user = event.get("user") if isinstance(event.get("user"), str) else ""

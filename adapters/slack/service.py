@@ -23,7 +23,7 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -142,7 +142,6 @@ class SlackService:
         self._socket: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._accepting = False
-        self._warned_signature = False
         self.failed = asyncio.Event()  # set when Socket Mode can never reconnect
         self.failure = ""  # why, for the operator
 
@@ -249,18 +248,12 @@ class SlackService:
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
         if not self._accepting or self.listeners is None:
             return web.Response(status=503, text="shutting down")
-        try:
-            bolt_request = await to_bolt_request(request)
-        except UnicodeDecodeError:
-            return web.Response(status=400, text="the body is not UTF-8")
-        response = await self.listeners.app.async_dispatch(bolt_request)
-        if response.status == 401 and not self._warned_signature:
-            self._warned_signature = True
-            log.warning(
-                "slack: rejected a request with a bad or stale signature; if Slack's own "
-                "requests fail too, check %s",
-                SIGNING_SECRET,
-            )
+        response = await self.listeners.dispatch_http(
+            await request.read(),
+            request.headers,
+            query=request.query_string,
+            peer=request.remote or "?",
+        )
         return await to_aiohttp_response(response)
 
     async def _connect_socket(self) -> None:

@@ -145,12 +145,20 @@ async def test_empty_mention_gets_a_hint_not_a_model_call(tmp_path: Path) -> Non
 
 async def test_hostile_payloads_do_not_break_the_bot(tmp_path: Path) -> None:
     async with slack_rig(tmp_path) as rig:
-        for event in (
-            {"type": "app_mention", "user": "U1", "text": None, "ts": "1.1", "channel": None},
-            {"type": "app_mention", "user": ["x"], "text": 42, "ts": 7, "channel": "C1"},
-            {"type": "message", "channel": "D1", "channel_type": "im", "text": "\x00\x00"},
+        for event, status in (
+            (
+                {"type": "app_mention", "user": "U1", "text": None, "ts": "1.1", "channel": None},
+                200,
+            ),
+            ({"type": "app_mention", "user": "U1", "text": 42, "ts": 7, "channel": "C1"}, 200),
+            (
+                {"type": "app_mention", "user": ["x"], "text": "hi", "ts": "1.2", "channel": "C1"},
+                400,
+            ),
+            ({"type": "message", "channel": "D1", "channel_type": "im", "text": "\x00\x00"}, 200),
         ):
-            assert (await rig.send(rig.event(**event)))[0] == 200
+            # a user that is a list is not a Slack event at all: 400 (see test_slack_requests)
+            assert (await rig.send(rig.event(**event)))[0] == status
         bad_json = {"Content-Type": "application/json"}
         async with rig.http.post(rig.service.url, data=b"\xff\xfe{", headers=bad_json) as response:
             assert response.status in (400, 401)
