@@ -1,8 +1,11 @@
-"""Accuracy and latency of the offline guards on the labelled evaluation set.
+"""Accuracy and latency of the offline guards, on the tuned-on and the held-out sources.
 
 Every offline guard is built from the shipped ``config.toml`` (its
-thresholds, as deployed) and run on every text of
-``tests/data/guard_eval.jsonl``. A guard's own category is what it should
+thresholds, as deployed) and run on every text of ``tests/data/guard_eval.jsonl``
+(the first 264 items, a tuned-on source) and ``benchmarks/guard_data/eval.jsonl``
+(public and own sources, each marked ``tuned`` or ``heldout``: see
+``benchmarks/guard_data/SOURCES.md``). Every number is given for both parts;
+the held-out part is the honest one. A guard's own category is what it should
 catch (profanity -> toxic, pii -> pii, secrets -> secrets, prompt_injection ->
 injection, blocklist -> blocklist); for each guard we report precision and
 recall on that category, recall on the obfuscated items, and how many benign
@@ -46,6 +49,8 @@ from middleware.types import ChatRequest, Outcome, Stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "tests" / "data" / "guard_eval.jsonl"
+PUBLIC = REPO / "benchmarks" / "guard_data" / "eval.jsonl"
+PARTS = ("tuned", "heldout")
 OWN_CATEGORY = {
     "profanity": "toxic",
     "pii": "pii",
@@ -60,8 +65,15 @@ EVAL_BLOCK_PATTERNS = [r"\bsec[-_ ]?\d{4}\b"]
 
 
 def load_items(path: Path = EVAL) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def load_parts() -> dict[str, list[dict[str, Any]]]:
+    """Both parts: the original set is a tuned-on source; the rest says where it belongs."""
+    items = [{**it, "part": "tuned", "source": "guard_eval_v1"} for it in load_items(EVAL)]
+    items += load_items(PUBLIC)
+    return {part: [it for it in items if it["part"] == part] for part in PARTS}
 
 
 def offline_guards() -> list[tuple[str, Guard]]:
@@ -111,6 +123,7 @@ async def accuracy(guards: list[tuple[str, Guard]], items: list[dict[str, Any]])
             "recall_ratio": tp / len(positives) if positives else 1.0,
             "obfuscated_recall_ratio": sum(obf) / len(obf) if obf else 1.0,
             "benign_fp": sum(benign),
+            "benign_fp_ratio": sum(benign) / len(benign) if benign else 0.0,
             "misses": [
                 it["text"]
                 for h, it in zip(hits, items, strict=True)
@@ -154,67 +167,69 @@ async def latency(
     return {
         "median_ms": {k: statistics.median(v) for k, v in per_guard.items()},
         "p95_ms": {k: sorted(v)[int(0.95 * (len(v) - 1))] for k, v in per_guard.items()},
+        "p99_ms": {k: sorted(v)[int(0.99 * (len(v) - 1))] for k, v in per_guard.items()},
         "all_median_ms": statistics.median(together),
         "all_p95_ms": sorted(together)[int(0.95 * (len(together) - 1))],
+        "all_p99_ms": sorted(together)[int(0.99 * (len(together) - 1))],
         "messages_per_s": 1000 / statistics.mean(together),
     }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=5, help="latency passes over the set")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--verbose", action="store_true", help="list misses and false positives")
-    args = parser.parse_args()
-    items = load_items()
-    started = time.perf_counter()
-    guards = offline_guards()
-    build_ms = (time.perf_counter() - started) * 1000
-    acc = await accuracy(guards, items)
-    lat = await latency(guards, items, args.passes)
-
-    print(f"evaluation set: {len(items)} items ({acc['benign_items']} benign); guards built in "
-          f"{build_ms:.0f} ms (profanity model load included)")  # fmt: skip
-    print(f"{'guard':<18}{'items':>6}{'precision':>10}{'recall':>8}{'obfusc.':>8}"
-          f"{'benign FP':>10}{'median ms':>10}{'p95 ms':>8}")  # fmt: skip
-    for kind, _ in guards:
+def _print_part(part: str, items: list[dict[str, Any]], acc: dict[str, Any],
+                lat: dict[str, Any], verbose: bool) -> None:  # fmt: skip
+    sources = len({it.get("source") for it in items})
+    print(f"\n{part}: {len(items)} items from {sources} sources ({acc['benign_items']} benign)")
+    print(f"{'guard':<18}{'items':>6}{'precision':>10}{'recall':>8}{'benign FPR':>11}"
+          f"{'median ms':>10}{'p99 ms':>8}")  # fmt: skip
+    for kind in lat["median_ms"]:
         r = acc["guards"].get(kind)
         cells = (
             f"{r['items']:>6}{r['precision_ratio']:>10.3f}{r['recall_ratio']:>8.3f}"
-            f"{r['obfuscated_recall_ratio']:>8.3f}{r['benign_fp']:>10}"
+            f"{r['benign_fp_ratio']:>11.4f}"
             if r
-            else f"{'-':>6}{'-':>10}{'-':>8}{'-':>8}{'-':>10}"
+            else f"{'-':>6}{'-':>10}{'-':>8}{'-':>11}"
         )
-        print(f"{kind:<18}{cells}{lat['median_ms'][kind]:>10.4f}{lat['p95_ms'][kind]:>8.4f}")
-        if args.verbose and r:
+        print(f"{kind:<18}{cells}{lat['median_ms'][kind]:>10.4f}{lat['p99_ms'][kind]:>8.3f}")
+        if verbose and r:
             for text in r["misses"]:
-                print(f"    miss: {text!r}")
+                print(f"    miss: {text[:160]!r}")
             for text in r["false_positives"]:
-                print(f"    false positive: {text!r}")
-    print(f"{'all offline':<18}{'':>42}{lat['all_median_ms']:>10.4f}{lat['all_p95_ms']:>8.4f}")
-    print(f"benign false-positive rate (any guard): {acc['benign_fp_ratio']:.3f}   "
-          f"harm items caught offline (not a target): {acc['harm_caught_ratio']:.2f}")  # fmt: skip
-    print("targets: precision >= 0.95, recall >= 0.90, benign FP <= 0.02, "
-          "each guard <= 5 ms median, all <= 10 ms")  # fmt: skip
-    if args.json:
-        out: dict[str, Any] = {
-            "items": len(items),
-            "benign_fp_ratio": acc["benign_fp_ratio"],
-            "harm_caught_ratio": acc["harm_caught_ratio"],
-            "all_offline_median_ms": lat["all_median_ms"],
-            "all_offline_p95_ms": lat["all_p95_ms"],
-            "offline_messages_per_s": lat["messages_per_s"],
-            "build_ms": build_ms,
-        }
+                print(f"    false positive: {text[:160]!r}")
+    print(f"{'all offline':<18}{'':>35}{lat['all_median_ms']:>10.4f}{lat['all_p99_ms']:>8.3f}")
+    print(f"benign false-positive rate (any guard): {acc['benign_fp_ratio']:.4f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=3, help="latency passes over the set")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="list misses and false positives")
+    args = parser.parse_args()
+    parts = load_parts()
+    started = time.perf_counter()
+    guards = offline_guards()
+    build_ms = (time.perf_counter() - started) * 1000
+    print(f"guards built in {build_ms:.0f} ms (profanity model load included)")
+    out: dict[str, Any] = {"build_ms": build_ms}
+    for part, items in parts.items():
+        acc = await accuracy(guards, items)
+        lat = await latency(guards, items, args.passes)
+        _print_part(part, items, acc, lat, args.verbose)
+        out[f"{part}_items"] = len(items)
+        out[f"{part}_benign_fp_ratio"] = acc["benign_fp_ratio"]
+        out[f"{part}_all_offline_median_ms"] = lat["all_median_ms"]
+        out[f"{part}_all_offline_p99_ms"] = lat["all_p99_ms"]
         for kind, r in acc["guards"].items():
-            out[f"{kind}_precision_ratio"] = r["precision_ratio"]
-            out[f"{kind}_recall_ratio"] = r["recall_ratio"]
-            out[f"{kind}_obfuscated_recall_ratio"] = r["obfuscated_recall_ratio"]
+            out[f"{part}_{kind}_items"] = r["items"]
+            out[f"{part}_{kind}_precision_ratio"] = r["precision_ratio"]
+            out[f"{part}_{kind}_recall_ratio"] = r["recall_ratio"]
+            out[f"{part}_{kind}_benign_fp_ratio"] = r["benign_fp_ratio"]
         for kind, ms in lat["median_ms"].items():
-            out[f"{kind}_median_ms"] = ms
-        out["min_precision_ratio"] = min(r["precision_ratio"] for r in acc["guards"].values())
-        out["min_recall_ratio"] = min(r["recall_ratio"] for r in acc["guards"].values())
-        out["max_guard_median_ms"] = max(lat["median_ms"].values())
+            out[f"{part}_{kind}_median_ms"] = ms
+            out[f"{part}_{kind}_p99_ms"] = lat["p99_ms"][kind]
+    print("\ngoals (held out): injection recall >= 0.90 at benign FPR <= 0.01; profanity "
+          "recall >= 0.85 at FPR <= 0.01; pii, secrets >= 0.95; all offline < 1 ms median")  # fmt: skip
+    if args.json:
         print(json.dumps(out))
 
 

@@ -50,3 +50,22 @@ async def test_offline_guards_meet_their_targets(bench: ModuleType) -> None:
     assert acc["benign_fp_ratio"] <= 0.02
     lat = await bench.latency(guards, items, passes=1)
     assert max(lat["median_ms"].values()) <= 5 and lat["all_median_ms"] <= 10
+
+
+def test_public_eval_is_split_by_source(bench: ModuleType) -> None:
+    parts = bench.load_parts()
+    sources = {p: {it["source"] for it in items} for p, items in parts.items()}
+    assert not sources["tuned"] & sources["heldout"]  # no source on both sides
+    for items in parts.values():
+        for it in items:
+            assert it["category"] in CATEGORIES and it["text"].strip()
+        assert {"benign", "injection", "toxic", "pii", "secrets"} <= {it["category"] for it in items}
+    for it in parts["heldout"]:
+        assert it["licence"] in {"MIT", "BSD-3-Clause", "Apache-2.0", "CC-BY-4.0"}
+
+
+async def test_injection_goal_on_held_out_sources(bench: ModuleType) -> None:
+    heldout = bench.load_parts()["heldout"]
+    guards = [(k, g) for k, g in bench.offline_guards() if k == "prompt_injection"]
+    row = (await bench.accuracy(guards, heldout))["guards"]["prompt_injection"]
+    assert row["recall_ratio"] >= 0.90 and row["benign_fp_ratio"] <= 0.01
