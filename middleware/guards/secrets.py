@@ -29,10 +29,15 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
         r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)",
     ),
     ("anthropic", _B + r"sk-ant-[A-Za-z0-9_\-]{20,}" + _E),
+    ("openrouter", _B + r"sk-or-v1-[a-f0-9]{64}" + _E),
     ("openai", _B + r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}" + _E),
+    # DeepSeek and other OpenAI-compatible providers: "sk-" + 32 lower-case hex
+    ("llm_api_key", _B + r"sk-[a-f0-9]{32}" + _E),
+    ("llm_api_key", _B + r"(?:gsk_[A-Za-z0-9]{52}|xai-[A-Za-z0-9]{80}|pplx-[A-Za-z0-9]{48}|hf_[A-Za-z]{34})" + _E),
     ("slack", _B + r"xox[abposre]-(?:[A-Za-z0-9]+-){1,4}[A-Za-z0-9]{6,}" + _E),
     ("slack", _B + r"xapp-\d-[A-Z0-9]+-\d+-[a-f0-9]{20,}" + _E),
     ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
+    ("slack_webhook", r"https://hooks\.slack\.com/(?:workflows|triggers)/T[A-Z0-9]+/[A-Za-z0-9/]{16,}"),
     ("github", _B + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _E),
     ("github", _B + r"github_pat_[A-Za-z0-9_]{50,255}" + _E),
     ("aws_access_key", _B + r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}" + _E),
@@ -41,8 +46,10 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
         r"(?i)aws_?secret_?(?:access_?)?key(?:_id)?[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])",
     ),
     ("google_api_key", _B + r"AIza[0-9A-Za-z_\-]{35}" + _E),
-    ("stripe", _B + r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{24,}" + _E),
-    ("jwt", _B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}" + _E),
+    ("stripe", _B + r"(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{24,}" + _E),
+    ("stripe", _B + r"whsec_[0-9A-Za-z]{32,}" + _E),
+    # signed, or unsigned (alg "none": an empty third part)
+    ("jwt", _B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.(?:[A-Za-z0-9_\-]{8,}(?![A-Za-z0-9_\-])|(?![A-Za-z0-9_\-]))"),
     (
         "discord_token",
         _B + r"[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}" + _E,
@@ -52,7 +59,7 @@ _COMPILED = tuple((kind, re.compile(pattern)) for kind, pattern in _PATTERNS)
 # Cheap pre-check: every pattern above contains one of these substrings.
 _HINTS = re.compile(
     r"PRIVATE KEY|sk-|xox|xapp-|hooks\.slack|gh[pousr]_|github_pat_|A3T|AKIA|ASIA|ABIA|ACCA|"
-    r"(?i:secret)|AIza|_live_|_test_|eyJ|[MNO][A-Za-z0-9_\-]{23,25}\."
+    r"(?i:secret)|AIza|_live_|_test_|_prod_|whsec_|gsk_|xai-|pplx-|hf_|eyJ|[MNO][A-Za-z0-9_\-]{23,25}\."
 )
 
 
@@ -74,7 +81,7 @@ def _random_looking(token: str) -> bool:
 # ``in`` is a fast substring search. The two regexes left run only on texts that
 # hold their first character. Non-ASCII text keeps the regex: case-insensitive
 # "secret" also matches "ſ" (long s), which ``lower()`` would not.
-_UNDERSCORED_HINTS = re.compile(r"gh[pousr]_|github_pat_|_live_|_test_")
+_UNDERSCORED_HINTS = re.compile(r"gh[pousr]_|github_pat_|_live_|_test_|_prod_|whsec_|gsk_|hf_")
 _DISCORD_HINT = re.compile(r"[MNO][A-Za-z0-9_\-]{23,25}\.")
 
 
@@ -94,12 +101,24 @@ def _hinted(text: str) -> bool:
         or "ABIA" in text
         or "ACCA" in text
         or "A3T" in text
+        or "xai-" in text
+        or "pplx-" in text
         or "secret" in text.lower()
     ):
         return True
     if "_" in text and _UNDERSCORED_HINTS.search(text):
         return True
     return "." in text and _DISCORD_HINT.search(text) is not None
+
+
+# Documentation placeholders: "xxxx…", "…EXAMPLE…", a few characters repeated.
+_PLACEHOLDER = re.compile(r"(?i)x{6,}|example|your[_-]?(?:key|token|secret)|changeme|redacted")
+
+
+def _placeholder(kind: str, token: str) -> bool:
+    if kind == "private_key":
+        return False
+    return _PLACEHOLDER.search(token) is not None or len(set(token)) < 8
 
 
 def find_secrets(text: str) -> list[Span]:
@@ -110,12 +129,16 @@ def find_secrets(text: str) -> list[Span]:
         (m.start(), m.end(), kind)
         for kind, rx in _COMPILED
         for m in rx.finditer(text)
-        if kind not in _NEEDS_ENTROPY or _random_looking(m.group(0))
+        if (kind not in _NEEDS_ENTROPY or _random_looking(m.group(0)))
+        and not _placeholder(kind, m.group(0))
     )
 
 
+SECRET_MARK = "[SECRET:"  # how every masked secret starts (replay looks for it)
+
+
 def _label(kind: str) -> str:
-    return f"[SECRET:{kind}]"
+    return f"{SECRET_MARK}{kind}]"
 
 
 def mask_secrets(text: str) -> str:

@@ -127,7 +127,7 @@ SECRETS = {
     "openai": "sk-proj-Xq3vT9bLm2Rk7WcA1sDfGh5JkLzP0oQe8uYi4nBv6CxZ",
     "slack": "xoxb-2938475610-5829104736251-Hy7Kd9QmZx2Lp4Rt8VwNc3Ab",
     "github": "ghp_R8kLm2Qx7Vz9Tn4Yw1Bc6Df3Gh5Jk0Ls8PaZe",
-    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
+    "aws_access_key": "AKIA4QWERTY7ZXCVB2NM",  # AWS's own AKIA...EXAMPLE is a placeholder
     "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
     "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
