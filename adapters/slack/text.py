@@ -6,11 +6,18 @@ model's reply would ping a whole channel. Incoming text is unescaped (the
 model sees what the user typed, minus the bot's own mention); outgoing text is
 escaped first and only then given Slack's mrkdwn for the markdown models
 write (bold, strike, headings, links, bullets), outside code.
+
+A link's label is shown instead of its address, so ``[https://bank.example](https://evil.example)``
+would show one address and open another. A label that names a host (a URL or
+a bare domain, in any case, punycode or not) other than the target's is not
+used: the link is posted as its real address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from urllib.parse import urlsplit
 
 from adapters.message_split import split_message
 
@@ -21,6 +28,9 @@ _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
 _BULLET = re.compile(r"^([ \t]*)[*-][ \t]+", re.M)
 # After escaping, a URL's "&" reads "&amp;", which Slack accepts inside <url|label>.
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^\s()|]+)\)")
+# Anything in a label that reads as a host name: "x.example", "https://x.example/…", IDNs.
+_HOST_IN_LABEL = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?((?:[\w-]+\.)+[\w-]{2,})\.?", re.I)
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # dots IDNA accepts
 
 
 def from_slack(text: object, bot_user_id: str = "") -> str:
@@ -56,9 +66,26 @@ def to_mrkdwn(text: str) -> str:
         part = _BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", part)
         part = _STRIKE.sub(r"~\1~", part)
         part = _BULLET.sub(r"\1• ", part)
-        part = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", part)
+        part = _LINK.sub(lambda m: _link(m.group(2), m.group(1)), part)
         out.append(part)
     return "".join(out)
+
+
+def _link(url: str, label: str) -> str:
+    """``<url|label>``, or ``<url>`` when the label names another host than the URL's."""
+    target = _host(urlsplit(url.replace("&amp;", "&")).hostname or "")
+    named = {_host(m.group(1)) for m in _HOST_IN_LABEL.finditer(label.translate(_DOTS))}
+    if any(host != target for host in named):
+        return f"<{url}>"
+    return f"<{url}|{label}>"
+
+
+def _host(name: str) -> str:
+    """A host name as compared: lower case, punycode, no trailing dot or leading www."""
+    name = name.lower().rstrip(".")
+    with contextlib.suppress(UnicodeError):  # not a valid IDN: compared as written
+        name = name.encode("idna").decode("ascii")
+    return name.removeprefix("www.")
 
 
 def slack_messages(text: str, limit: int) -> list[str]:

@@ -228,6 +228,16 @@ async def test_reply_cannot_ping_or_link(tmp_path: Path) -> None:
         assert posted == "&lt;!channel&gt; look at &lt;@U999&gt; &amp; *this*"
 
 
+async def test_reply_cannot_disguise_a_link(tmp_path: Path) -> None:
+    text = "Log in at [https://good.example.com/login](https://evil.example.net/phish)."
+    async with slack_rig(tmp_path, script=lambda _r: Reply(text=text)) as rig:
+        await rig.send(rig.mention("where do I log in?"))
+        [done] = await rig.observed.delivered(1)
+        posted = rig.fake.calls_to("chat.update")[0].args["text"]
+        assert posted == "Log in at <https://evil.example.net/phish>."
+        assert done.sent and done.decision.reply == text  # the log keeps what the model wrote
+
+
 async def test_slash_command_answers_admins_and_refuses_others(tmp_path: Path) -> None:
     async with slack_rig(tmp_path) as rig:
         status, admin = await rig.command("help", user_id="UADMIN")

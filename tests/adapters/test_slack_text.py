@@ -43,3 +43,34 @@ def test_long_replies_split_at_paragraphs_and_keep_code_blocks_valid() -> None:
         "Outro &amp; done."
     )
     assert slack_messages("   ", 1000) == []
+
+
+def test_a_link_label_cannot_show_another_address() -> None:
+    target = "https://evil.example.net/phish"
+    for label in (
+        "https://good.example.com/login",
+        "good.example.com",
+        "GOOD.EXAMPLE.COM/login",
+        "http://good.example.com",
+        "log in at good.example.com now",
+        "xn--gd-zia.example.com",  # punycode of an IDN
+        "gööd.example.com",
+        "good。example。com",  # ideographic full stops read as dots
+        "evil.example.net.good.example.com",
+        "<https://good.example.com|x>",
+    ):
+        posted = to_mrkdwn(f"[{label}]({target})")
+        assert posted == f"<{target}>", label
+    # the address really shown, and a label that names the same host, stay links with labels
+    assert to_mrkdwn(f"[docs]({target})") == f"<{target}|docs>"
+    assert to_mrkdwn(f"[EVIL.example.net]({target})") == f"<{target}|EVIL.example.net>"
+    assert to_mrkdwn("[www.x.example/a](https://x.example/b)") == (
+        "<https://x.example/b|www.x.example/a>"
+    )
+    # user info before "@" is not the host: the label must match evil.example.net
+    tricky = "https://good.example.com@evil.example.net/"
+    assert to_mrkdwn(f"[good.example.com]({tricky})") == f"<{tricky}>"
+    # Slack's own link syntax written by the model stays literal text
+    assert to_mrkdwn("<https://evil.example.net|https://good.example.com>") == (
+        "&lt;https://evil.example.net|https://good.example.com&gt;"
+    )
