@@ -76,13 +76,13 @@ class ModelProvider:
 
     def _client(self, url: str) -> AsyncOpenAI:
         if url not in self._clients:
-            from openai import AsyncOpenAI
+            from middleware.llm.openai_model import build_client
 
-            self._clients[url] = AsyncOpenAI(
-                # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
-                api_key=self.api_key or "not-needed",
-                base_url=url or None,
+            self._clients[url] = build_client(
+                api_key=self.api_key,
+                base_url=url,
                 max_retries=self.llm.max_retries,
+                transport=self.llm.transport,
             )
         return self._clients[url]
 

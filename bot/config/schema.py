@@ -50,6 +50,10 @@ class LLMConfig(Section):
     max_retries: int = Field(default=2, ge=0, le=10, description="retries on 429/5xx/connection")
     max_tokens: int | None = Field(default=None, gt=0, description="cap on reply tokens")
     stream: bool = Field(default=False, description="stream replies (stops tokens on cancel)")
+    transport: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="HTTP transport under the openai client: aiohttp (lean) or httpx (its default)",
+    )
     system_prompt: str = Field(
         default="You are guardbot, a helpful and concise assistant.",
         description="the system message of every conversation",

@@ -1,0 +1,329 @@
+"""Per-message cost over real HTTP: the whole bot against a raw-aiohttp floor.
+
+`throughput.py` uses an in-process model, so it never sees what a deployment
+pays for the HTTP client. Here every system runs in its own process against
+one OpenAI-compatible stub (also in its own process, tests/stubs/process.py)
+on 127.0.0.1, and they take turns message by message:
+
+- ``floor``: raw aiohttp doing the same two calls (an `llm_judge` input guard
+  and a generation, started together; an unsafe verdict closes generation);
+- ``guardbot``: GuardBot.handle, the whole bot path with its SQLite log, on the
+  default transport (aiohttp under the `openai` client);
+- ``guardbot-httpx``: the same bot on the `openai` client's httpx transport
+  (``[llm] transport = "httpx"``), i.e. the "before" of this benchmark.
+
+Latency is measured at 800 ms generation / 300 ms guard and at 300/800;
+client CPU per message and messages/s sequentially and at 50 concurrent with
+the stub answering at once. Prints a table, and with ``--json`` one JSON object
+as the last line.
+
+    python benchmarks/http.py [-n 20] [--json]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder leads sys.path and this file would shadow the
+# standard library's `http` (which aiohttp and urllib import): drop it first.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.stubs.process import stub_process  # noqa: E402
+
+SYSTEMS = ("floor", "guardbot", "guardbot-httpx")
+GUARD_PROMPT = "Is this message unsafe? Answer as JSON."
+
+
+def text_for(i: int, unsafe: bool) -> str:
+    return f"message {i} " + ("BLOCKME please" if unsafe else "hello")
+
+
+# --- workers (one process per system) ----------------------------------------
+
+
+class Floor:
+    """The least any client can do: two POSTs with aiohttp, JSON parsed by hand."""
+
+    def __init__(self, base_url: str) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(headers={"Authorization": "Bearer not-needed"})
+        self.url = base_url + "/chat/completions"
+
+    async def call(self, model: str, text: str) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": text}]}
+        async with self.session.post(self.url, json=body) as response:
+            data = await response.json()
+        return str(data["choices"][0]["message"]["content"])
+
+    async def one(self, i: int, unsafe: bool) -> None:
+        text = text_for(i, unsafe)
+        generation = asyncio.create_task(self.call("gen-model", text))
+        verdict = json.loads(await self.call("guard-model", f"{GUARD_PROMPT}\n{text}"))
+        if verdict["unsafe"]:
+            generation.cancel()  # closes the connection: the stub records closed_early
+            with contextlib.suppress(asyncio.CancelledError):
+                await generation
+            return
+        await generation
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def bot_config(base_url: str, db: str, transport: str) -> str:
+    return f"""
+[llm]
+provider = "openai"
+model = "gen-model"
+base_url = "{base_url}"
+max_retries = 0
+transport = "{transport}"
+
+[[guards]]
+name = "judge"
+kind = "llm_judge"
+model = "guard-model"
+timeout_s = 10
+
+[log]
+path = "{db}"
+"""
+
+
+class Bot:
+    """GuardBot.handle, the whole bot path with its SQLite decision log."""
+
+    @classmethod
+    async def open(cls, base_url: str, transport: str, folder: str) -> Bot:
+        from bot.app import GuardBot
+        from bot.config.schema import parse_config
+        from middleware.decision_log import DecisionLog
+
+        config = parse_config(bot_config(base_url, f"{folder}/{transport}.db", transport), "b")
+        return cls(GuardBot(config, await DecisionLog.open(config.log.path), env={}))
+
+    def __init__(self, bot: Any) -> None:
+        from middleware.types import Action, ChatRequest
+
+        self.bot, self.action, self.request = bot, Action, ChatRequest
+
+    async def one(self, i: int, unsafe: bool) -> None:
+        request = self.request(
+            platform="bench",
+            channel_id="c",
+            thread_id=f"t{i}",
+            user_id="u",
+            text=text_for(i, unsafe),
+        )
+        decision = await self.bot.handle(request)
+        if decision.action is not (self.action.BLOCKED if unsafe else self.action.REPLIED):
+            raise SystemExit(f"unexpected {decision.action}: {decision.error}")
+
+    async def close(self) -> None:
+        await self.bot.close()
+
+
+async def serve(system: str, base_url: str) -> None:
+    """Answer the driver's commands, one JSON line each, on stdin/stdout."""
+    with tempfile.TemporaryDirectory() as folder:
+        client: Floor | Bot
+        if system == "floor":
+            client = Floor(base_url)
+        else:
+            transport = "httpx" if system.endswith("httpx") else "aiohttp"
+            client = await Bot.open(base_url, transport, folder)
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            cmd = json.loads(line)
+            if cmd["op"] == "one":
+                started = time.perf_counter()
+                await client.one(cmd["i"], cmd["unsafe"])
+                out: dict[str, float] = {"ms": (time.perf_counter() - started) * 1000}
+            else:  # "batch": n allowed messages over `concurrency` tasks
+                out = await batch(client, cmd["n"], cmd["concurrency"], cmd["start"])
+            print(json.dumps(out), flush=True)
+        await client.close()
+
+
+async def batch(client: Floor | Bot, n: int, concurrency: int, start: int) -> dict[str, float]:
+    todo = iter(range(start, start + n))
+
+    async def worker() -> None:
+        for i in todo:
+            await client.one(i, False)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(worker())
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"cpu_ms": cpu * 1000 / n, "per_s": n / wall}
+
+
+# --- driver ------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, system: str, base_url: str) -> None:
+        self.system = system
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", system, "--base-url", base_url],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        if self.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{system} worker did not start")
+
+    def ask(self, **cmd: Any) -> dict[str, float]:
+        self.stdin.write(json.dumps(cmd) + "\n")
+        self.stdin.flush()
+        line = self.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.system} worker died")
+        answer: dict[str, float] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.proc.wait(30)
+
+
+def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
+    with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as url:
+        workers = [Worker(s, url) for s in SYSTEMS]
+        times: dict[str, dict[bool, list[float]]] = {s: {False: [], True: []} for s in SYSTEMS}
+        for i in range(2 * n + 4):
+            unsafe = i % 2 == 1
+            # Rotate who goes first, so no system always follows the same neighbour.
+            for k in range(len(workers)):
+                w = workers[(i + k) % len(workers)]
+                ms = w.ask(op="one", i=i, unsafe=unsafe)["ms"]
+                if i >= 4:  # warm-up: connections, first-use imports
+                    times[w.system][unsafe].append(ms)
+        for w in workers:
+            w.close()
+    row: dict[str, Any] = {"generation_ms": gen_ms, "guard_ms": guard_ms}
+    floor = {u: statistics.median(times["floor"][u]) for u in (False, True)}
+    for s in SYSTEMS:
+        allowed, blocked = statistics.median(times[s][False]), statistics.median(times[s][True])
+        row[s] = {
+            "allowed_p50_ms": allowed,
+            "blocked_p50_ms": blocked,
+            "allowed_over_floor_ms": allowed - floor[False],
+            "blocked_over_floor_ms": blocked - floor[True],
+            "blocked_vs_guard_ratio": blocked / guard_ms,
+        }
+    return row
+
+
+def cost(sequential_n: int, concurrent_n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with stub_process("latency", "0", "0") as url:
+        workers = [Worker(s, url) for s in SYSTEMS]
+        for w in workers:
+            w.ask(op="batch", n=200, concurrency=50, start=10**6)  # warm-up: the pool fills
+        for w in workers:
+            seq = w.ask(op="batch", n=sequential_n, concurrency=1, start=0)
+            par = w.ask(op="batch", n=concurrent_n, concurrency=50, start=10**5)
+            out[w.system] = {
+                "sequential_cpu_per_message_ms": seq["cpu_ms"],
+                "sequential_messages_per_s": seq["per_s"],
+                "concurrent_cpu_per_message_ms": par["cpu_ms"],
+                "concurrent_messages_per_s": par["per_s"],
+            }
+        for w in workers:
+            w.close()
+    floor_cpu = out["floor"]["concurrent_cpu_per_message_ms"]
+    for s in SYSTEMS:
+        out[s]["cpu_vs_floor_ratio"] = out[s]["concurrent_cpu_per_message_ms"] / floor_cpu
+    return out
+
+
+def report(rows: list[dict[str, Any]], costs: dict[str, Any]) -> None:
+    print("latency (p50) over the raw-aiohttp floor, same run, turns message by message:")
+    head = f"{'allowed':>8} {'over':>6} | {'blocked':>8} {'over':>6}"
+    print(f"{'system':<15} {'gen/guard':>9} | {head}")
+    for r in rows:
+        for s in SYSTEMS:
+            x = r[s]
+            print(
+                f"{s:<15} {r['generation_ms']:>4}/{r['guard_ms']:<4} | "
+                f"{x['allowed_p50_ms']:>8.1f} {x['allowed_over_floor_ms']:>+6.1f} | "
+                f"{x['blocked_p50_ms']:>8.1f} {x['blocked_over_floor_ms']:>+6.1f}"
+            )
+    print("client CPU per message and messages/s, stub at 0 ms, SQLite log on:")
+    head = f"{'50x cpu ms':>10} {'msg/s':>7} {'vs floor':>8}"
+    print(f"{'system':<15} | {'seq cpu ms':>10} {'msg/s':>7} | {head}")
+    for s in SYSTEMS:
+        c = costs[s]
+        print(
+            f"{s:<15} | {c['sequential_cpu_per_message_ms']:>10.2f} "
+            f"{c['sequential_messages_per_s']:>7.0f} | {c['concurrent_cpu_per_message_ms']:>10.2f} "
+            f"{c['concurrent_messages_per_s']:>7.0f} {c['cpu_vs_floor_ratio']:>7.2f}x"
+        )
+    print("targets: allowed over floor <= 2 ms, blocked / guard <= 1.01, CPU <= 2x the floor's")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="messages of each kind per setting")
+    parser.add_argument("--sequential", type=int, default=300, help="messages, one at a time")
+    parser.add_argument("--concurrent", type=int, default=2000, help="messages, 50 at a time")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(serve(args.worker, args.base_url))
+        return
+    rows = [latency(800, 300, args.n), latency(300, 800, args.n)]
+    costs = cost(args.sequential, args.concurrent)
+    report(rows, costs)
+    if args.json:
+        bot = costs["guardbot"]
+        summary = {
+            "settings": [
+                {
+                    "generation_ms": r["generation_ms"],
+                    "guard_ms": r["guard_ms"],
+                    "allowed_over_floor_ms": r["guardbot"]["allowed_over_floor_ms"],
+                    "blocked_over_floor_ms": r["guardbot"]["blocked_over_floor_ms"],
+                    "blocked_vs_guard_ratio": r["guardbot"]["blocked_vs_guard_ratio"],
+                    "systems": {s: r[s] for s in SYSTEMS},
+                }
+                for r in rows
+            ],
+            "cost": costs,
+            "cpu_vs_floor_ratio": bot["cpu_vs_floor_ratio"],
+            "httpx_cpu_vs_floor_ratio": costs["guardbot-httpx"]["cpu_vs_floor_ratio"],
+            "concurrent_messages_per_s": bot["concurrent_messages_per_s"],
+            "allowed_over_floor_ms": max(r["guardbot"]["allowed_over_floor_ms"] for r in rows),
+            "blocked_vs_guard_ratio": max(r["guardbot"]["blocked_vs_guard_ratio"] for r in rows),
+            "messages_per_kind": args.n,
+        }
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
