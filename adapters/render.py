@@ -83,7 +83,9 @@ def head_line(d: Decision) -> str:
 
 def fired(d: Decision) -> list[str]:
     """The guards that did something (not a plain allow or skip), in order."""
-    return list(dict.fromkeys(v.guard for v in d.verdicts if v.outcome.value not in ("allow", "skipped")))
+    return list(
+        dict.fromkeys(v.guard for v in d.verdicts if v.outcome.value not in ("allow", "skipped"))
+    )
 
 
 def summary_line(d: Decision) -> str:

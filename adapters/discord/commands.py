@@ -46,7 +46,13 @@ def _annotation(arg: ArgSpec, topics: list[str]) -> Any:
     return kind if arg.needed else kind | None
 
 
-def _command(spec: CommandSpec[Any], topics: list[str], run: RunAdmin) -> app_commands.Command:
+def _unset(arg: ArgSpec) -> object:
+    return False if arg.kind == "switch" else None
+
+
+def _command(
+    spec: CommandSpec[Any], topics: list[str], run: RunAdmin
+) -> app_commands.Command[Any, ..., None]:
     async def callback(interaction: discord.Interaction, **values: Any) -> None:
         await run(interaction, spec.text(values))
 
@@ -57,7 +63,7 @@ def _command(spec: CommandSpec[Any], topics: list[str], run: RunAdmin) -> app_co
         *(
             inspect.Parameter(
                 a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_annotation(a, topics),
-                default=inspect.Parameter.empty if a.needed else (False if a.kind == "switch" else None),
+                default=inspect.Parameter.empty if a.needed else _unset(a),
             )
             for a in sorted(spec.args, key=lambda a: not a.needed)
         ),
@@ -66,8 +72,10 @@ def _command(spec: CommandSpec[Any], topics: list[str], run: RunAdmin) -> app_co
     callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
         a.name: a.help for a in spec.args
     }
+    # The signature above is the real one; mypy only sees ``**values``.
+    built: Any = callback
     return app_commands.Command(
-        name=spec.words[-1], description=_capital(spec.help), callback=callback
+        name=spec.words[-1], description=_capital(spec.help), callback=built
     )
 
 

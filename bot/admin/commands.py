@@ -9,9 +9,8 @@ still wins somewhere.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from dataclasses import replace
+from datetime import timedelta
 
 from bot.admin.context import Command, Context, Handler, show
 from bot.config.keys import GUARD_FIELDS, SettingError, current_value, parse_key, uses_threshold

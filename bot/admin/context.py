@@ -10,7 +10,6 @@ scope ``--here`` names) and one way of quoting user-supplied text back safely.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime

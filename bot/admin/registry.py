@@ -10,8 +10,17 @@ Discord builds its ``/guardbot`` slash-command group
 from __future__ import annotations
 
 from adapters.admin import AdminCommands, ArgSpec, CommandSpec
-from bot.admin import commands, decisions
+from bot.admin.commands import (
+    guard_disable,
+    guard_enable,
+    guard_list,
+    guard_threshold,
+    reset_value,
+    set_value,
+    status,
+)
 from bot.admin.context import Command, Context, Handler, Registry
+from bot.admin.decisions import recent, replay, stats, why
 from bot.config.keys import PLAIN_KEYS, SECTIONS, allowed
 
 MAX_RECENT = 50
@@ -60,39 +69,39 @@ REGISTRY: Registry = AdminCommands(
             "help", "list the commands, or explain one", help_text,
             ArgSpec("command", "the command to explain", "topic", False, "COMMAND"),
         ),
-        _spec("status", "model, guards, best-of-N, selection, recent block rate", commands.status),
+        _spec("status", "model, guards, best-of-N, selection, recent block rate", status),
         _spec(
-            "set", "change a setting globally, or in this channel", commands.set_value,
+            "set", "change a setting globally, or in this channel", set_value,
             ArgSpec("key", "the setting, e.g. best_of or refusal", metavar="KEY"),
             ArgSpec("value", "its new value", "text", metavar="VALUE"),
             HERE, change=True,
         ),
         _spec(
-            "reset", "remove an override (back to global / config.toml)", commands.reset_value,
+            "reset", "remove an override (back to global / config.toml)", reset_value,
             ArgSpec("key", "the setting to reset", metavar="KEY"), HERE, change=True,
         ),
-        _spec("guard list", "every guard with its stage, action and state", commands.guard_list),
-        _spec("guard enable", "turn a guard on", commands.guard_enable, GUARD_NAME, HERE,
+        _spec("guard list", "every guard with its stage, action and state", guard_list),
+        _spec("guard enable", "turn a guard on", guard_enable, GUARD_NAME, HERE,
               change=True),
-        _spec("guard disable", "turn a guard off", commands.guard_disable, GUARD_NAME, HERE,
+        _spec("guard disable", "turn a guard off", guard_disable, GUARD_NAME, HERE,
               change=True),
         _spec(
-            "guard threshold", "set the score at which a guard blocks", commands.guard_threshold,
+            "guard threshold", "set the score at which a guard blocks", guard_threshold,
             GUARD_NAME, ArgSpec("value", "the new threshold", metavar="X"), HERE, change=True,
         ),
         _spec(
-            "recent", "the last N decisions (default 10)", decisions.recent,
+            "recent", "the last N decisions (default 10)", recent,
             ArgSpec("count", "how many (default 10)", "count", False, "N", maximum=MAX_RECENT),
             ArgSpec("blocked", "only blocked messages", "switch"),
             ArgSpec("here", "only this channel", "switch"),
         ),
         _spec(
-            "why", "one decision explained: verdicts, candidates, timings", decisions.why,
+            "why", "one decision explained: verdicts, candidates, timings", why,
             ArgSpec("decision", "the decision id (from recent)", metavar="ID"),
         ),
-        _spec("stats", "counts, block rate and latency over a period", decisions.stats, SINCE),
+        _spec("stats", "counts, block rate and latency over a period", stats, SINCE),
         _spec(
-            "replay", "re-run recent decisions' guards under today's settings", decisions.replay,
+            "replay", "re-run recent decisions' guards under today's settings", replay,
             SINCE,
         ),
     ),

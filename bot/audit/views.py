@@ -8,7 +8,6 @@ replaced, so a message cannot restyle or take over the auditor's terminal.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any
 
@@ -16,19 +15,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from adapters.render import fired, outcome_of, plain, stage_of, timings_line
 from middleware.decision_log import ChainReport, StoredDecision
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 ACTION_STYLE = {"replied": "green", "blocked": "red", "error": "yellow"}
 
 
 def clean(text: str | None, limit: int | None = None, *, one_line: bool = True) -> Text:
-    value = _CONTROL.sub("\ufffd", text or "")
-    if one_line:
-        value = value.replace("\r", " ").replace("\n", " ⏎ ").replace("\t", " ")
-    if limit is not None and len(value) > limit:
-        value = value[: limit - 1] + "…"
-    return Text(value)
+    """Hostile text as a rich Text (never markup), made inert by the shared renderer."""
+    return Text(plain(text, limit, one_line=one_line))
 
 
 def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -52,7 +47,6 @@ def logs_table(found: list[StoredDecision]) -> None:
         table.add_column(name, no_wrap=fixed, min_width=26 if name == "id" else None)
     for s in found:
         d, r = s.decision, s.decision.request
-        fired = sorted({v.guard for v in d.verdicts if v.outcome.value not in ("allow", "skipped")})
         text = r.text if s.text_stored else f"[not stored: {s.text_chars} chars]"
         reply = d.reply if s.text_stored else f"[not stored: {s.reply_chars} chars]"
         table.add_row(
@@ -61,7 +55,7 @@ def logs_table(found: list[StoredDecision]) -> None:
             clean(f"{r.platform}:{r.channel_id}" + (f"/{r.thread_id}" if r.thread_id else ""), 28),
             clean(r.user_name or r.user_id, 16),
             Text(d.action.value, style=ACTION_STYLE.get(d.action.value, "")),
-            clean(d.blocked_by or ", ".join(fired), 18),
+            clean(d.blocked_by or ", ".join(sorted(fired(d))), 18),
             clean(text, 48),
             clean(reply, 40),
             _num(d.timings.total_ms, digits=0),
@@ -103,10 +97,7 @@ def show(s: StoredDecision) -> None:
         for name in ("guard", "stage", "outcome", "category", "score", "ms", "reason"):
             vt.add_column(name, justify="right" if name in ("score", "ms") else "left")
         for v in d.verdicts:
-            stage = v.stage.value + (
-                f"[{v.candidate_index}]" if v.candidate_index is not None else ""
-            )
-            outcome = v.outcome.value + (" BLOCKS" if v.blocking else "")
+            stage, outcome = stage_of(v), outcome_of(v)
             style = "red" if v.blocking else ("yellow" if v.outcome.value != "allow" else "")
             vt.add_row(
                 clean(v.guard), stage, Text(outcome, style=style), clean(v.category or "-"),
@@ -140,11 +131,7 @@ def show(s: StoredDecision) -> None:
         why = d.selection.reasoning or "-"
         conf = f", confidence {d.selection.confidence:.2f}" if d.selection.confidence else ""
         console.print(Text(f"choice: {d.selection.method}{conf} — ") + clean(why, one_line=False))
-    console.print(
-        f"timings: total {_num(t.total_ms)} ms = input guards {_num(t.input_guards_ms)}, "
-        f"generation {_num(t.generation_ms)}, output guards {_num(t.output_guards_ms)}, "
-        f"selection {_num(t.selection_ms)}; saved by running in parallel {_num(t.saved_ms)} ms"
-    )
+    console.print(timings_line(t))
     calls = ", ".join(f"{c.purpose} {c.model} {c.tokens_in}+{c.tokens_out}" for c in d.llm_calls)
     console.print(
         Text(f"tokens {d.tokens_in} in + {d.tokens_out} out, cost ${d.cost_usd:.6f}")

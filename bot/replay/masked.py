@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from middleware.guards.pii import MASKS
 from middleware.guards.runner import apply_policy
+from middleware.guards.secrets import SECRET_MARK
 from middleware.pipeline.policy import ConfiguredGuard
 from middleware.types import Outcome, Verdict
 
-SECRET_MARK = "[SECRET:"
-PII_MARKS = ("[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]")
+PII_MARKS = tuple(MASKS.values())
 OBJECTED = (Outcome.BLOCK, Outcome.FLAG, Outcome.REDACT)
 
 
@@ -50,7 +51,7 @@ def carry_forward(
             and old is not None
             and v.outcome is Outcome.ALLOW
             and old.outcome in OBJECTED
-            and hides_finding(getattr(g.config, "kind", None), text)
+            and hides_finding(g.config.kind, text)
         ):
             found = old.model_copy(
                 update={

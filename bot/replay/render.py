@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from adapters.render import plain
 from bot.replay.report_html import KIND_LABELS, LABELS
 from bot.replay.results import NOT_RUN, GuardFlip, Kind, ReplayResult, RunReport
 from middleware.decision_log.rows import ReplayRunRow
@@ -28,9 +29,8 @@ KIND_STYLES = {
 
 
 def safe_text(text: str, limit: int = 120) -> str:
-    """One line, control characters escaped, shortened."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    """One line, control characters made inert, shortened (the shared renderer's rule)."""
+    return plain(text, limit)
 
 
 def _score(value: float | None) -> str:

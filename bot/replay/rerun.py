@@ -17,19 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from bot.config.runtime import RuntimeSettings
+from bot.config.schema import Config
 from bot.replay.diff import compare, failed
 from bot.replay.masked import carry_forward
 from bot.replay.results import Kind, ReplayResult
 from bot.replay.select import Logged
-from bot.config.runtime import RuntimeSettings
-from bot.config.schema import Config
 from middleware.decision_log.storage import DecisionStore
 from middleware.guards.guard import GuardContext
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.run import Pipeline
 from middleware.pipeline.screening import screen
 from middleware.types import Action, Candidate, ChatRequest, Decision, Stage, Verdict
-
 
 Mode = Literal["guards-only", "full"]
 NOT_STORED = "text not stored ([log] store_text = false): only its hash was kept"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from middleware.decision_log.rows import StoredDecision
+from middleware.decision_log.storage import DecisionStore
 from middleware.types import Decision
 
 DEFAULT_LIMIT = 10_000
@@ -25,14 +26,6 @@ class Logged:
 
     decision: Decision
     text_stored: bool
-
-
-class DecisionSource(Protocol):
-    """The part of the decision log that selection needs."""
-
-    async def get_stored(self, ref: str) -> StoredDecision | None: ...
-
-    async def query_stored(self, *, limit: int = 50, **filters: Any) -> list[StoredDecision]: ...
 
 
 class SelectionError(ValueError):
@@ -77,7 +70,7 @@ def as_logged(found: StoredDecision) -> Logged:
     return Logged(found.decision, found.text_stored)
 
 
-async def select(log: DecisionSource, sel: DecisionFilter) -> tuple[list[Logged], bool]:
+async def select(log: DecisionStore, sel: DecisionFilter) -> tuple[list[Logged], bool]:
     """(decisions oldest first, whether ``limit`` cut the selection short)."""
     if sel.ids:
         found: list[Logged] = []

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from bot.replay.rerun import Mode, Replayer, ReplayHost, replay_all
 from bot.replay.results import ReplayResult, RunReport, Tally
 from bot.replay.select import DecisionFilter, Logged, select

@@ -175,7 +175,9 @@ def test_replay_code_never_imports_an_adapter() -> None:
     sources = [ROOT / "bot" / "cli" / "replay.py", *(ROOT / "bot" / "replay").glob("*.py")]
     for path in sources:
         text = path.read_text(encoding="utf-8")
-        assert "import adapters" not in text and "from adapters" not in text, path
+        # The shared renderer (adapters.render) is text only; no platform may be reachable.
+        for platform in ("adapters.slack", "adapters.discord", "adapters.console", "adapters.base"):
+            assert platform not in text, (path, platform)
 
 
 async def test_ctrl_c_stops_cleanly_and_reports_what_was_done(
