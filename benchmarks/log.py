@@ -1,28 +1,27 @@
 """Decision log: sustained decisions/s written and the latency `record()` adds per message.
 
-Everything is real: a SQLite file in a temporary folder, the writer process
-with group commit, masking of secrets, the hash chain, the FTS index. The
-decisions are realistic (varied text, an input and an output verdict, one
-candidate, one model call) and built before the clock starts, so what is
-measured is the log alone:
+Everything is real: a SQLite file in a temporary folder, the in-process
+aiosqlite writer with group commit, masking of secrets, the hash chain, the
+FTS index. The decisions are realistic (varied text, an input and an output
+verdict, one candidate, one model call) and built before the clock starts, so
+what is measured is the log alone:
 
 - sustained: ``--concurrency`` conversations each record their share, one
-  decision after another, as the bot does (target >= 10,000 decisions/s);
+  decision after another, as the bot does;
 - added latency: one decision at a time, nothing else running; the time from
-  ``record()`` being called to it returning committed (target p50 <= 2 ms);
+  ``record()`` being called to it returning committed (target p50 <= 1 ms);
 - verify: how fast `guardbot verify` walks the chain afterwards.
 
-It also reports the CPU each decision costs in the bot's process (masking,
-hashing, building rows, sending) and in the writer process (SQLite, WAL
-checkpoints). The two run side by side, so on this 2-core machine the rate
-is bound by the larger of the two, and by both together once the cores are
-full. The machine's speed varies by up to 2x over minutes: run
-it a few times.
+The log must never be what limits the bot: with ``--bot`` the same run also
+measures the whole bot's messages/s (``benchmarks/throughput.py``, history
+on) and reports sustained decisions/s against it (target >= 2x). The process
+is held to one core, as the bot's throughput target is. The machine's speed
+varies by up to 2x over minutes: run it a few times.
 
 Prints a table; with ``--json`` one JSON object as the last line (rates end in
 ``_per_s``, times in ``_ms``, ratios in ``_ratio``; a target ratio >= 1 meets it).
 
-    python benchmarks/log.py [-n 20000] [--concurrency 200] [--json]
+    python benchmarks/log.py [-n 20000] [--concurrency 200] [--bot] [--json]
 """
 
 from __future__ import annotations
@@ -48,8 +47,9 @@ from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import Action, Decision  # noqa: E402
 from tests.support.decision_log_support import make_decision  # noqa: E402
 
-TARGET_PER_S = 10_000
-TARGET_P50_MS = 2.0
+BENCHMARKS = str(Path(__file__).resolve().parent)
+TARGET_P50_MS = 1.0
+TARGET_BOT_MULTIPLE = 2.0  # sustained decisions/s >= 2x the whole bot's messages/s
 VOCABULARY = (
     "how do I reverse a list in python what is the capital of france tell me a fun fact about "
     "octopuses summarise the meeting notes from tuesday in three bullets please thanks deploy "
@@ -75,16 +75,6 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, int(round(p / 100 * len(ordered))) - 1)]
 
 
-def writer_cpu_s(log: DecisionLog) -> float:
-    """CPU time of the log's writer process so far (0 where /proc cannot tell)."""
-    pid = log._writer.pid if log._writer else None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 async def sustained(path: Path, decisions: list[Decision], concurrency: int) -> dict[str, float]:
     log = await DecisionLog.open(path)
     latencies: list[float] = []
@@ -96,13 +86,12 @@ async def sustained(path: Path, decisions: list[Decision], concurrency: int) -> 
             latencies.append((time.perf_counter() - began) * 1000)
 
     shares = [decisions[i::concurrency] for i in range(concurrency)]
-    writer0, caller0 = writer_cpu_s(log), time.thread_time()
-    began = time.perf_counter()
+    cpu0, began = time.process_time(), time.perf_counter()
     async with asyncio.TaskGroup() as tg:
         for share in shares:
             tg.create_task(conversation(share))
     elapsed = time.perf_counter() - began
-    writer, caller = writer_cpu_s(log) - writer0, time.thread_time() - caller0
+    cpu = time.process_time() - cpu0  # the event loop and aiosqlite's thread together
     stats = log.writer_stats
     await log.close()
     n = len(decisions)
@@ -112,8 +101,7 @@ async def sustained(path: Path, decisions: list[Decision], concurrency: int) -> 
         "mean_batch": stats.decisions / max(1, stats.batches),
         "loaded_p50_ms": pct(latencies, 50),
         "loaded_p95_ms": pct(latencies, 95),
-        "caller_cpu_ms": caller / n * 1000,
-        "writer_cpu_ms": writer / n * 1000,
+        "cpu_ms": cpu / n * 1000,
     }
 
 
@@ -143,7 +131,16 @@ def file_size(path: Path) -> int:
     )
 
 
-async def main(n: int, concurrency: int, quiet_n: int) -> dict[str, float]:
+async def bot_messages_per_s(folder: str, n: int) -> float:
+    """The whole bot's messages/s in this run (throughput.py's measurement, history on)."""
+    sys.path.insert(0, BENCHMARKS)
+    import throughput  # noqa: PLC0415 (a sibling script, needed only with --bot)
+
+    result = await throughput.run(n, 64, folder, True)
+    return float(result["wall_per_s"])
+
+
+async def main(n: int, concurrency: int, quiet_n: int, bot_n: int) -> dict[str, float]:
     rng = random.Random(7)
     decisions = [decision(rng, i % concurrency) for i in range(n)]
     quiet = [decision(rng, i % 50) for i in range(quiet_n)]
@@ -152,7 +149,8 @@ async def main(n: int, concurrency: int, quiet_n: int) -> dict[str, float]:
         load = await sustained(Path(folder, "load.db"), decisions, concurrency)
         size = file_size(Path(folder, "load.db"))
         alone = await one_at_a_time(Path(folder, "load.db"), quiet)
-    return {
+        bot = await bot_messages_per_s(folder, bot_n) if bot_n else None
+    result = {
         "decisions": n,
         "concurrency": concurrency,
         "sustained_decisions_per_s": round(load["decisions_per_s"], 1),
@@ -162,13 +160,17 @@ async def main(n: int, concurrency: int, quiet_n: int) -> dict[str, float]:
         "record_p50_ms": round(alone["p50_ms"], 3),
         "record_p95_ms": round(alone["p95_ms"], 3),
         "record_mean_ms": round(alone["mean_ms"], 3),
-        "bot_cpu_per_decision_ms": round(load["caller_cpu_ms"], 4),
-        "writer_process_cpu_per_decision_ms": round(load["writer_cpu_ms"], 4),
+        "cpu_per_decision_ms": round(load["cpu_ms"], 4),
         "verify_decisions_per_s": round(alone["verify_per_s"], 1),
         "db_bytes_per_decision": round(size / n),
-        "throughput_target_ratio": round(load["decisions_per_s"] / TARGET_PER_S, 3),
         "latency_target_ratio": round(TARGET_P50_MS / max(alone["p50_ms"], 1e-9), 3),
     }
+    if bot is not None:
+        multiple = load["decisions_per_s"] / bot
+        result["bot_messages_per_s"] = round(bot, 1)
+        result["decisions_per_bot_message_ratio"] = round(multiple, 2)
+        result["bot_target_ratio"] = round(multiple / TARGET_BOT_MULTIPLE, 3)
+    return result
 
 
 def show(result: dict[str, float]) -> None:
@@ -177,9 +179,9 @@ def show(result: dict[str, float]) -> None:
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     targets = {
-        "sustained_decisions_per_s": f">= {TARGET_PER_S:,}",
         "record_p50_ms": f"<= {TARGET_P50_MS}",
-        "throughput_target_ratio": ">= 1",
+        "decisions_per_bot_message_ratio": f">= {TARGET_BOT_MULTIPLE}",
+        "bot_target_ratio": ">= 1",
         "latency_target_ratio": ">= 1",
     }
     for key, value in result.items():
@@ -192,9 +194,15 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=20_000, help="decisions in the sustained run")
     parser.add_argument("--concurrency", type=int, default=200, help="concurrent conversations")
     parser.add_argument("--quiet-n", type=int, default=2_000, help="one-at-a-time decisions")
+    parser.add_argument(
+        "--bot", type=int, nargs="?", const=3000, default=0, metavar="N",
+        help="also measure the whole bot on N messages (default 3000) and compare",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.n, args.concurrency, args.quiet_n))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the bot's target
+    outcome = asyncio.run(main(args.n, args.concurrency, args.quiet_n, args.bot))
     show(outcome)
     if args.json:
         print(json.dumps(outcome))

@@ -94,7 +94,7 @@ class Status(StrEnum):
 
 async def test_str_subclasses_are_stored_as_plain_values(log: DecisionLog) -> None:
     await log.record(d := make_decision("hello"))
-    await log.record_delivery(d.id, Status.SENT, None)  # type: ignore[arg-type]
+    await log.record_delivery(d.id, Status.SENT, None)
     stored = await log.get_stored(d.id)
     assert stored is not None and [e.status for e in stored.deliveries] == ["sent"]
 
