@@ -29,7 +29,6 @@ from middleware.types import (
     Delivery,
     LLMCall,
     Selection,
-    Stage,
     Timings,
     Verdict,
 )
@@ -83,18 +82,11 @@ def stored_decision(
         reply=d["reply"] or "",
         blocked_by=d["blocked_by"],
         error=d["error"],
-        verdicts=[_verdict(r) for r in verdicts],
-        candidates=[_candidate(r) for r in candidates],
+        verdicts=[_verdict(v) for v in named(VERDICT_COLUMNS, verdicts)],
+        candidates=[_candidate(c) for c in named(CANDIDATE_COLUMNS, candidates)],
         selection=selection,
-        llm_calls=[_llm_call(r) for r in llm_calls],
-        timings=Timings(
-            total_ms=d["total_ms"],
-            input_guards_ms=d["input_guards_ms"],
-            generation_ms=d["generation_ms"],
-            output_guards_ms=d["output_guards_ms"],
-            selection_ms=d["selection_ms"],
-            saved_ms=d["saved_ms"],
-        ),
+        llm_calls=[LLMCall.model_validate(c) for c in named(LLM_CALL_COLUMNS, llm_calls)],
+        timings=Timings.model_validate(d),
         tokens_in=d["tokens_in"],
         tokens_out=d["tokens_out"],
         cost_usd=d["cost_usd"],
@@ -116,52 +108,15 @@ def stored_decision(
     )
 
 
-def _verdict(r: Row) -> Verdict:
-    v = dict(zip(VERDICT_COLUMNS, r, strict=True))
+def named(columns: Sequence[str], rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """Rows as dicts by column name (the stored columns share the model's field names)."""
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def _verdict(v: dict[str, Any]) -> Verdict:
     members = json.loads(v["members_json"]) if v["members_json"] else []
-    return Verdict(
-        guard=v["guard"],
-        stage=Stage(v["stage"]),
-        outcome=v["outcome"],
-        blocking=bool(v["blocking"]),
-        category=v["category"],
-        score=v["score"],
-        confidence=v["confidence"],
-        reason=v["reason"],
-        latency_ms=v["latency_ms"],
-        raw=v["raw_output"],
-        candidate_index=v["candidate_index"],
-        model=v["model"],
-        tokens_in=v["tokens_in"],
-        tokens_out=v["tokens_out"],
-        members=[Verdict.model_validate(m) for m in members],
-    )
+    return Verdict.model_validate({**v, "raw": v["raw_output"], "members": members})
 
 
-def _candidate(r: Row) -> Candidate:
-    c = dict(zip(CANDIDATE_COLUMNS, r, strict=True))
-    return Candidate(
-        index=c["candidate_index"],
-        text=c["text"] or "",
-        model=c["model"],
-        temperature=c["temperature"],
-        latency_ms=c["latency_ms"],
-        tokens_in=c["tokens_in"],
-        tokens_out=c["tokens_out"],
-        score=c["score"],
-        chosen=bool(c["chosen"]),
-        safe=None if c["safe"] is None else bool(c["safe"]),
-        error=c["error"],
-    )
-
-
-def _llm_call(r: Row) -> LLMCall:
-    c = dict(zip(LLM_CALL_COLUMNS, r, strict=True))
-    return LLMCall(
-        purpose=c["purpose"],
-        model=c["model"],
-        tokens_in=c["tokens_in"],
-        tokens_out=c["tokens_out"],
-        latency_ms=c["latency_ms"],
-        error=c["error"],
-    )
+def _candidate(c: dict[str, Any]) -> Candidate:
+    return Candidate.model_validate({**c, "index": c["candidate_index"], "text": c["text"] or ""})

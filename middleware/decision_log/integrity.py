@@ -22,6 +22,7 @@ from middleware.decision_log.decode import (
     DECISION_SELECT,
     LLM_CALL_SELECT,
     VERDICT_SELECT,
+    named,
 )
 from middleware.decision_log.privacy import sha256_hex
 from middleware.decision_log.queries import children
@@ -88,10 +89,10 @@ async def _links(db: aiosqlite.Connection, after_seq: int) -> AsyncIterator[Stor
         calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
         for values, i in zip(rows, ids, strict=True):
             row = dict(zip(CHAINED_COLUMNS, values, strict=True))
-            v = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in verdicts[i]]
-            c = [dict(zip(CANDIDATE_COLUMNS, r, strict=True)) for r in cands[i]]
-            calls_i = [dict(zip(LLM_CALL_COLUMNS, r, strict=True)) for r in calls[i]]
-            content = content_sha256_of(row, v, c, calls_i)
+            c = named(CANDIDATE_COLUMNS, cands[i])
+            content = content_sha256_of(
+                row, named(VERDICT_COLUMNS, verdicts[i]), c, named(LLM_CALL_COLUMNS, calls[i])
+            )
             if not _texts_match(row, c):
                 content = "text does not match its stored hash"
             yield StoredLink(row["seq"], i, content, row["prev_sha256"], row["sha256"])

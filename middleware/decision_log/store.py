@@ -31,7 +31,9 @@ from middleware.decision_log.writer import Writer, WriterStats, connect
 from middleware.types import Decision, Turn, utc_now
 
 
-class DecisionLog:
+class DecisionLog(DecisionStore):
+    """The SQLite decision log; the methods' promises are :class:`DecisionStore`'s."""
+
     def __init__(
         self,
         path: Path,
@@ -113,7 +115,6 @@ class DecisionLog:
         return self._writer
 
     async def record(self, decision: Decision) -> None:
-        """Returns once the decision is committed; raises LogUnavailable if it cannot be."""
         writer = self._require_writer()
         await writer.submit(encode(decision, self.policy))
 
@@ -137,7 +138,6 @@ class DecisionLog:
         channel_id: str,
         command: str,
     ) -> Any | None:
-        """Set (``value=None``: reset) a runtime setting; audited in the same transaction."""
         settings_sql.check_scope(scope)
         if not key:
             raise ValueError("setting key is empty")
@@ -185,7 +185,6 @@ class DecisionLog:
         summary: Any = None,
         changes: list[Any] | None = None,
     ) -> str:
-        """Record one replay run (when, who, which config, what changed); returns its id."""
         row = settings_sql.replay_row(
             now=utc_now(), actor=actor, config_fingerprint=config_fingerprint,
             decisions_count=decisions_count, changed_count=changed_count,
@@ -222,11 +221,10 @@ class DecisionLog:
         return found.decision if found else None
 
     async def get_stored(self, ref: str) -> StoredDecision | None:
-        """By id or unique id prefix, with hashes, text lengths and delivery events."""
         return await queries.by_id(self._reader, ref)
 
     async def query(self, *, limit: int = 50, **filters: Any) -> list[Decision]:
-        """Newest first; filters: action blocked guard user_id channel_id since until text."""
+        # filters: those of queries.Filters (the protocol names them)
         return [s.decision for s in await self.query_stored(limit=limit, **filters)]
 
     async def query_stored(self, *, limit: int = 50, **filters: Any) -> list[StoredDecision]:
@@ -241,7 +239,6 @@ class DecisionLog:
     async def iter_stored(
         self, *, since: datetime | None = None, until: datetime | None = None, page: int = 500
     ) -> AsyncIterator[StoredDecision]:
-        """Every decision in the window, oldest first, a page at a time (for export)."""
         where, params = Filters(since=since, until=until).where()
         after = 0
         while True:
@@ -264,7 +261,6 @@ class DecisionLog:
         max_chars: int,
         before: str | None = None,
     ) -> list[Turn]:
-        """Earlier messages of the thread (``max_turns`` messages, user and bot), oldest first."""
         return await queries.history(
             self._reader, platform, channel_id, thread_id,
             max_turns=max_turns, max_chars=max_chars, before=before,
@@ -305,13 +301,8 @@ class DecisionLog:
             await db.close()
 
     async def count_before(self, cutoff: datetime) -> int:
-        """How many decisions `prune` would remove for this cutoff."""
         return await integrity.count_prunable(self._reader, cutoff)
 
     async def integrity_check(self) -> str:
         rows = await self._reader.execute_fetchall("PRAGMA integrity_check")
         return "; ".join(str(r[0]) for r in rows)
-
-
-def _conforms(log: DecisionLog) -> DecisionStore:
-    return log  # mypy checks that the SQLite log implements the storage protocol
