@@ -198,11 +198,32 @@ PIIKind = Literal["email", "phone", "card", "iban"]
 PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban")
 
 
+# Regions whose national phone formats are recognised unless `regions` says otherwise
+# (numbers written internationally, "+46 …", are recognised for every country).
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "JP")
+
+
 class PIIGuardConfig(GuardConfigBase):
     kind: Literal["pii"]
     detect: list[PIIKind] = Field(
         default_factory=lambda: list(PII_KINDS), min_length=1, description="what to look for"
     )
+    regions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PHONE_REGIONS),
+        description="ISO 3166 regions whose national phone formats count (e.g. SE for "
+        '"08-31 58 43"); international "+…" numbers are always found',
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _check_regions(cls, v: list[str]) -> list[str]:
+        import phonenumbers
+
+        regions = [r.upper() for r in v]
+        unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown phone regions: {', '.join(unknown)}")
+        return regions
 
 
 class SecretsGuardConfig(GuardConfigBase):

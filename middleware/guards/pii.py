@@ -1,21 +1,27 @@
 """``pii``: e-mail addresses, phone numbers, payment card numbers and IBANs.
 
-Detection is by precompiled patterns plus checksums where the format has one
-(Luhn for cards, mod-97 for IBANs), so order numbers, timestamps and other
-long digit runs are not mistaken for cards. Phone numbers need a phone-like
-shape (a leading ``+``, a ``(555) 123-4567`` grouping, a trunk ``0`` with
-separators) or a nearby word such as "call" or "phone"; bare digit runs alone
-are too often ids. :func:`mask_pii` is the same detector as a pure function,
-used by the decision log to redact text before it is stored. Verdicts name
-what was found, never the value.
+Phone numbers are recognised by Google's libphonenumber metadata (the
+``phonenumbers`` package): a number written internationally (``+46 8 …``,
+``0049 …``) is checked against its own country's numbering plan, a national
+one (``08-31 58 43``, ``0631908681``) against each of the configured
+``regions``. Card numbers need the Luhn checksum and an issuer's prefix and
+length (Maestro 12-19 digits, Visa 13/16/19, JCB, ...), IBANs their country's
+length and mod-97. Those checks are what keeps order numbers, timestamps,
+UUIDs and hashes in logs from being flagged: most digit runs are valid
+*somewhere*, so a bare run of digits only counts as a phone number next to a
+word like "call" or "phone". :func:`mask_pii` is the same detector as a pure
+function, used by the decision log to redact text before it is stored.
+Verdicts name what was found, never the value.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
-from middleware.guards.config import PII_KINDS, PIIGuardConfig
+import phonenumbers
+
+from middleware.guards.config import DEFAULT_PHONE_REGIONS, PII_KINDS, PIIGuardConfig
 from middleware.guards.guard import GuardContext, findings_verdict
 from middleware.guards.normalize import off_loop_if_long
 from middleware.guards.spans import Span, mask, non_overlapping, scan
@@ -33,20 +39,36 @@ _EMAIL_SPELLED = re.compile(
     r"[a-z0-9-]{2,63}(?:\s*(?:\(dot\)|\[dot\]|\{dot\}|\sdot\s|\.)\s*[a-z0-9-]{2,63}){0,3}"
     r"\s*(?:\(dot\)|\[dot\]|\{dot\}|\sdot\s)\s*(?:com|org|net|edu|gov|io|co|de|uk|fr|nl|info|me)\b"
 )
-_CARD = re.compile(r"(?<![\d.,/-])(?:\d[ -]?){12,18}\d(?![\d/]|[.,-]\d)")
+_CARD = re.compile(r"(?<![\d.,/#-])(?:\d[ -]?){11,18}\d(?![\d/]|[.,-]\d)")
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
-# Phone shapes. Separators: space, dot, dash; digits 9..15 in total.
-_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\d-])")
-_PHONE_NANP = re.compile(
-    r"(?<![\w(])(?<!\d[ -])(?:1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[ .]\d)"
+# Something a phone number could be: digits with the separators people write
+# (space, dot, dash, slash, parentheses), an optional "+" or "00" in front and an
+# optional extension. Not inside a longer token ("ORD-123…", "#123…", "v1.2.3", a UUID).
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+#/.\-])(?:\+|(?<!\d)00)?\(?\d(?:[ .\-/]|[()] ?|\d){5,24}\d"
+    r"(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?(?![\w/\-@]|[.,:]\d)"
 )
-_PHONE_TRUNK = re.compile(r"(?<![\w.])(?<!\d[ -])0\d{1,4}(?:[ -]\d{2,8}){1,4}(?![\w-]|[ .]\d)")
-_PHONE_BARE = re.compile(r"(?<![\w.+-])\d{9,13}(?![\w-]|\.\d)")
 _PHONE_WORDS = re.compile(
     r"(?i)\b(?:call|phone|tel|telephone|mobile|cell|whatsapp|text me|sms|reach me|ring me|"
-    r"my number|phone number|dial)\b"
+    r"my number|phone number|dial|fax|contact)\b"
 )
-_DATE_LIKE = re.compile(r"^(?:19|20)\d\d[ .-]\d\d[ .-]\d\d$")
+_CARD_WORDS = re.compile(
+    r"(?i)card|visa|maestro|mastercard|amex|credit|debit|\bcc\b|charge|pay|expir|cvv|billing"
+)
+# An identifier's label just before a number: "order 4820…", "Meeting ID: 845 …",
+# "WHERE id = 44…". Such numbers are neither cards nor phones, whatever their checksum.
+_ID_LABEL = re.compile(
+    r"(?i)(?:\bid|\bids|order|invoice|ticket|ref|reference|booking|tracking|meeting|build|"
+    r"issue|pr|job|request|case|account|customer|no|nr|version|code|pin|otp)"
+    r"\b[^\w\n]{0,4}(?:(?:number|no|is|was|=|:)[^\w\n]{0,3}){0,2}$"
+)
+# Dates, times and version-like groupings that the candidate pattern also covers.
+_NOT_PHONE = re.compile(
+    r"^(?:(?:19|20)\d\d[ ./-]\d\d?[ ./-]\d\d?|\d\d?[./-]\d\d?[./-](?:19|20)?\d\d"
+    r"|\d{1,3}(?:\.\d{1,3}){3})$"
+)
+_GROUPS = re.compile(r"\d+")
+_EXTENSION = re.compile(r"(?i)[ ]?(?:x|ext\.?|#)[ ]?\d{1,6}$")
 
 # IBAN lengths by country (ISO 13616); an unknown country is not an IBAN.
 _IBAN_LENGTHS = {
@@ -74,20 +96,28 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Issuer prefixes (as ranges of the leading digits) and the lengths they issue.
+# Maestro is the only scheme with 12-digit cards, so short numbers need its prefixes.
+_MAESTRO = ("5018", "5020", "5038", "5893", "6304", "6390", "6759", "6761", "6762", "6763")
+
+
 def _issuer_length_ok(d: str) -> bool:
-    """Lengths of the issuer ranges in use (Visa 13 is long retired, so 13 digits is an id)."""
     n = len(d)
-    if d[0] == "4":
-        return n in (16, 19)
-    if d[:2] in ("34", "37"):
+    if d[0] == "4":  # Visa: 13 (older cards, still valid numbers), 16 and 19
+        return n in (13, 16, 19)
+    if d[:2] in ("34", "37"):  # American Express
         return n == 15
-    if "51" <= d[:2] <= "55" or "2221" <= d[:4] <= "2720":
+    if "51" <= d[:2] <= "55" or "2221" <= d[:4] <= "2720":  # Mastercard
         return n == 16
-    if d[:2] in ("36", "38", "39") or "300" <= d[:3] <= "305":
+    if d[:2] in ("36", "38", "39") or "300" <= d[:3] <= "305":  # Diners Club
         return 14 <= n <= 19
-    if d[0] == "3" and "3528" <= d[:4] <= "3589":
+    if d[:2] == "35":  # JCB issues 3528-3589; test generators use all of 35xx
         return 16 <= n <= 19
-    if d[0] in "56":  # Discover, UnionPay, Maestro
+    if d[:4] in ("2131", "1800"):  # JCB's original 15-digit ranges
+        return n == 15
+    if d.startswith(_MAESTRO) or "56" <= d[:2] <= "58":
+        return 12 <= n <= 19
+    if d[0] == "6":  # Discover, UnionPay, RuPay
         return 16 <= n <= 19
     return False
 
@@ -95,7 +125,7 @@ def _issuer_length_ok(d: str) -> bool:
 def _is_card(raw: str) -> bool:
     digits = re.sub(r"\D", "", raw)
     # One repeated digit is a placeholder ("0000 0000 ..."), not a card.
-    if not 14 <= len(digits) <= 19 or len(set(digits)) < 2 or not _issuer_length_ok(digits):
+    if not 12 <= len(digits) <= 19 or len(set(digits)) < 2 or not _issuer_length_ok(digits):
         return False
     return luhn_valid(digits)
 
@@ -123,11 +153,45 @@ def _iban_end(text: str, start: int) -> int | None:
     return i
 
 
-def _digit_count(raw: str) -> int:
-    return sum(c.isdigit() for c in raw)
+def _parsed(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
 
 
-def _spans(text: str, kinds: Iterable[str]) -> Iterator[tuple[int, int, str]]:
+def _is_phone(raw: str, regions: Sequence[str], context: bool) -> bool:
+    """Whether ``raw`` is a phone number: valid in its country's plan when written
+    internationally, else in one of ``regions``; with a phone word nearby, a number
+    of a possible length is enough (generated and new numbers are not all "valid")."""
+    number = _EXTENSION.sub("", raw)
+    digits = sum(c.isdigit() for c in number)
+    if not 7 <= digits <= 15 or _NOT_PHONE.match(number):
+        return False
+    if number.startswith(("+", "00")):
+        parsed = _parsed("+" + number[2:] if number.startswith("00") else number, "ZZ")
+        return parsed is not None and (
+            phonenumbers.is_valid_number(parsed)
+            or (context and phonenumbers.is_possible_number(parsed))
+        )
+    # An unseparated run of digits is an order number or an id unless it looks like a
+    # national number (trunk "0") or the text talks about phoning.
+    if number.isdigit() and number[0] != "0" and not context:
+        return False
+    if len(_GROUPS.findall(number)) > 5:  # "04 12 19 23 35 41": a list of numbers
+        return False
+    possible = False
+    for region in regions:
+        parsed = _parsed(number, region)
+        if parsed is None:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return True
+        possible = possible or (context and phonenumbers.is_possible_number(parsed))
+    return possible
+
+
+def _spans(text: str, kinds: Iterable[str], regions: Sequence[str]) -> Iterator[Span]:
     wanted = set(kinds)
     if "email" in wanted and "@" in text:
         for m in _EMAIL.finditer(text):
@@ -142,37 +206,48 @@ def _spans(text: str, kinds: Iterable[str]) -> Iterator[tuple[int, int, str]]:
             end = _iban_end(text, m.start())
             if end is not None:
                 yield m.start(), end, "iban"
+    cards: list[Span] = []
     if "card" in wanted:
         for m in _CARD.finditer(text):
-            if _is_card(m.group(0)):
-                yield m.start(), m.end(), "card"
+            if (
+                _is_card(m[0])
+                and not _labelled_id(text, m.start())
+                and (
+                    # 12-13 digits: ids are that long too, and one in ten passes Luhn
+                    sum(c.isdigit() for c in m[0]) > 13 or _CARD_WORDS.search(text)
+                )
+            ):
+                cards.append((m.start(), m.end(), "card"))
+        yield from cards
     if "phone" in wanted:
-        yield from _phones(text)
-
-
-def _phones(text: str) -> Iterator[tuple[int, int, str]]:
-    for pattern in (_PHONE_INTL, _PHONE_NANP, _PHONE_TRUNK):
-        for m in pattern.finditer(text):
-            raw = m.group(0)
-            if 9 <= _digit_count(raw) <= 15 and not _DATE_LIKE.match(raw):
+        context = _PHONE_WORDS.search(text) is not None
+        for m in _PHONE_CANDIDATE.finditer(text):
+            if (
+                not any(s <= m.start() < e for s, e, _ in cards)
+                and not _labelled_id(text, m.start())
+                and _is_phone(m[0].strip(), regions, context)
+            ):
                 yield m.start(), m.end(), "phone"
-    if _PHONE_WORDS.search(text):
-        for m in _PHONE_BARE.finditer(text):
-            yield m.start(), m.end(), "phone"
 
 
-def find_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[Span]:
+def _labelled_id(text: str, start: int) -> bool:
+    return _ID_LABEL.search(text, max(0, start - 40), start) is not None
+
+
+def find_pii(
+    text: str, kinds: Iterable[str] = PII_KINDS, regions: Sequence[str] = DEFAULT_PHONE_REGIONS
+) -> list[Span]:
     """Non-overlapping (start, end, kind) findings, earliest and longest first."""
-    return non_overlapping(_spans(text, kinds))
+    return non_overlapping(_spans(text, kinds, regions))
 
 
-def _scan(text: str, kinds: Iterable[str]) -> tuple[str, list[Span]]:
-    return scan(lambda t: find_pii(t, kinds), text)
+def _scan(text: str, kinds: Iterable[str], regions: Sequence[str]) -> tuple[str, list[Span]]:
+    return scan(lambda t: find_pii(t, kinds, regions), text)
 
 
 def mask_pii(text: str) -> str:
     """``text`` with every e-mail, phone, card number and IBAN replaced by ``[EMAIL]`` etc."""
-    scanned, spans = _scan(text, PII_KINDS)
+    scanned, spans = _scan(text, PII_KINDS, DEFAULT_PHONE_REGIONS)
     return mask(scanned, spans, MASKS.__getitem__) if spans else text
 
 
@@ -183,9 +258,10 @@ class PIIGuard:
     def __init__(self, cfg: PIIGuardConfig) -> None:
         self.name = cfg.name
         self.kinds = tuple(cfg.detect)
+        self.regions = tuple(cfg.regions)
 
     def _scan(self, text: str) -> tuple[str, list[Span]]:
-        return _scan(text, self.kinds)
+        return _scan(text, self.kinds, self.regions)
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         text, spans = await off_loop_if_long(self._scan, text)
