@@ -143,16 +143,69 @@ async def children(
     return {i: by_id.get(i, []) for i in ids}
 
 
+SHORT_ID_MIN = 7  # as git: never shorter than this, even in a small log
+CANDIDATES_SHOWN = 10
+
+
+class AmbiguousId(ValueError):
+    """A prefix that matches more than one decision; ``candidates`` lists some of them."""
+
+    def __init__(self, ref: str, candidates: list[str], more: bool) -> None:
+        listed = ", ".join(candidates) + (", …" if more else "")
+        super().__init__(f"{ref!r} matches more than one decision: {listed}; give more of the id")
+        self.ref, self.candidates, self.more = ref, candidates, more
+
+
 async def by_id(db: aiosqlite.Connection, ref: str) -> StoredDecision | None:
-    """One decision by id, or by a unique id prefix (as `guardbot show` accepts)."""
+    """One decision by id, or by a unique id prefix (as `guardbot show` accepts).
+
+    An ambiguous prefix raises :class:`AmbiguousId` naming the candidates.
+    """
     found = await fetch(db, "id = ?", (ref,), order="seq", limit=1)
     if found or not ref or len(ref) >= 26:
         return found[0] if found else None
     escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    found = await fetch(db, "id LIKE ? ESCAPE '\\'", (escaped + "%",), order="seq", limit=2)
-    if len(found) > 1:
-        raise ValueError(f"{ref!r} matches more than one decision; give more of the id")
+    rows = await db.execute_fetchall(
+        "SELECT id FROM decisions WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+        (escaped + "%", CANDIDATES_SHOWN + 1),
+    )
+    ids = [row[0] for row in rows]
+    if len(ids) > 1:
+        shown = ids[:CANDIDATES_SHOWN]
+        short = await short_ids(db, shown)
+        raise AmbiguousId(ref, [short[i] for i in shown], len(ids) > CANDIDATES_SHOWN)
+    if not ids:
+        return None
+    found = await fetch(db, "id = ?", (ids[0],), order="seq", limit=1)
     return found[0] if found else None
+
+
+async def short_ids(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """Each id's shortest prefix that is unique in the log (at least 7 characters), as git.
+
+    Ids sort in the ``id`` index, so only the neighbours on either side can
+    share a longer prefix: two index look-ups per id, whatever the log's size.
+    """
+    short: dict[str, str] = {}
+    for ref in dict.fromkeys(ids):
+        rows = await db.execute_fetchall(
+            "SELECT (SELECT max(id) FROM decisions WHERE id < ?), "
+            "(SELECT min(id) FROM decisions WHERE id > ?)",
+            (ref, ref),
+        )
+        before, after = next(iter(rows))
+        shared = max(_common(ref, before), _common(ref, after))
+        short[ref] = ref[: max(SHORT_ID_MIN, shared + 1)]
+    return short
+
+
+def _common(a: str, b: str | None) -> int:
+    n = 0
+    for x, y in zip(a, b or "", strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 async def history(

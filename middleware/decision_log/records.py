@@ -6,7 +6,8 @@ it never changes for an existing column; rows themselves are dicts keyed by
 column name. Values are coerced to exactly what SQLite hands back (``bool``
 -> int, REAL columns -> float, non-finite floats -> NULL) so that the hash
 computed here equals the one `guardbot verify` recomputes from the stored
-rows. Every text passes through the :class:`TextPolicy` first.
+rows. Every text passes through the :class:`TextPolicy` first. Nothing here
+is SQLite's: another backend stores the same rows and chains the same hashes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, NamedTuple
 
 from middleware.decision_log.chain import content_sha256
 from middleware.decision_log.privacy import TextPolicy
-from middleware.types import Decision, Verdict
+from middleware.decision_log.storage import DELIVERY_STATUSES
+from middleware.types import Decision, Verdict, utc_now
 
 # Long texts come last: the content hash covers their SHA-256 columns instead
 # of the texts themselves (verify checks each text against its hash), which
@@ -218,6 +220,15 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
     ]
     digest = content_sha256_of(row, verdicts, candidates, llm_calls)
     return EncodedDecision(row, verdicts, candidates, llm_calls, digest)
+
+
+def delivery_row(decision_id: str, status: str, error: str | None, policy: TextPolicy) -> Row:
+    if status not in DELIVERY_STATUSES:
+        raise ValueError(f"delivery status must be one of {DELIVERY_STATUSES}, not {status!r}")
+    return {
+        "decision_id": decision_id, "created_utc": utc_text(utc_now()), "status": status,
+        "error": policy.mask_opt(error),
+    }  # fmt: skip
 
 
 class _Memo:

@@ -21,7 +21,7 @@ The promises every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -105,6 +105,9 @@ class DecisionStore(Protocol):
 
     async def get_stored(self, ref: str) -> StoredDecision | None:
         """By id or unique id prefix, with hashes, text lengths and delivery events."""
+
+    async def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
+        """Each id's shortest unique prefix in the log (at least 7 characters), as git."""
 
     async def query(
         self,

@@ -10,7 +10,7 @@ posts a reply only after that.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.migrations import APPLIED_SQL, pending
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import Filters
-from middleware.decision_log.records import encode, utc_text
+from middleware.decision_log.records import delivery_row, encode, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
-from middleware.decision_log.storage import DELIVERY_STATUSES, DecisionStore, LogUnavailable
+from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.decision_log.writer import Writer, WriterStats, connect
 from middleware.types import Decision, Turn, utc_now
 
@@ -119,12 +119,7 @@ class DecisionLog(DecisionStore):
         await writer.submit(encode(decision, self.policy))
 
     async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
-        if status not in DELIVERY_STATUSES:
-            raise ValueError(f"delivery status must be one of {DELIVERY_STATUSES}, not {status!r}")
-        row = {
-            "decision_id": decision_id, "created_utc": utc_text(utc_now()), "status": status,
-            "error": self.policy.mask_opt(error),
-        }  # fmt: skip
+        row = delivery_row(decision_id, status, error, self.policy)
         await self._require_writer().submit(writes.Delivery(row))
 
     async def set_setting(
@@ -222,6 +217,9 @@ class DecisionLog(DecisionStore):
 
     async def get_stored(self, ref: str) -> StoredDecision | None:
         return await queries.by_id(self._reader, ref)
+
+    async def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
+        return await queries.short_ids(self._reader, ids)
 
     async def query(self, *, limit: int = 50, **filters: Any) -> list[Decision]:
         # filters: those of queries.Filters (the protocol names them)

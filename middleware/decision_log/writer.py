@@ -79,12 +79,14 @@ class Writer:
         """Create (0600), migrate and connect; raises LogUnavailable if the file cannot be."""
         await asyncio.to_thread(prepare, self.path)
         await self._connect()
-        self._task = asyncio.create_task(self._run(), name="decision-log-writer")
+        self._start()
 
     async def submit(self, job: writes.Job) -> Any:
         """Queue one job (see :mod:`.writes`); its result once committed."""
         if self._closing:
             raise LogUnavailable(f"the decision log {self.path} is closed")
+        if self._task is None or self._task.done():
+            self._start()  # cancelled with the loop it ran on: a new one on this loop
         future = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
         self._wake.set()
@@ -107,6 +109,10 @@ class Writer:
             self._db = None
 
     # -- the writer task --------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="decision-log-writer")
 
     async def _run(self) -> None:
         while True:
