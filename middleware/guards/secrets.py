@@ -33,11 +33,19 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("openai", _B + r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}" + _E),
     # DeepSeek and other OpenAI-compatible providers: "sk-" + 32 lower-case hex
     ("llm_api_key", _B + r"sk-[a-f0-9]{32}" + _E),
-    ("llm_api_key", _B + r"(?:gsk_[A-Za-z0-9]{52}|xai-[A-Za-z0-9]{80}|pplx-[A-Za-z0-9]{48}|hf_[A-Za-z]{34})" + _E),
+    (
+        "llm_api_key",
+        _B
+        + r"(?:gsk_[A-Za-z0-9]{52}|xai-[A-Za-z0-9]{80}|pplx-[A-Za-z0-9]{48}|hf_[A-Za-z]{34})"
+        + _E,
+    ),
     ("slack", _B + r"xox[abposre]-(?:[A-Za-z0-9]+-){1,4}[A-Za-z0-9]{6,}" + _E),
     ("slack", _B + r"xapp-\d-[A-Z0-9]+-\d+-[a-f0-9]{20,}" + _E),
     ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
-    ("slack_webhook", r"https://hooks\.slack\.com/(?:workflows|triggers)/T[A-Z0-9]+/[A-Za-z0-9/]{16,}"),
+    (
+        "slack_webhook",
+        r"https://hooks\.slack\.com/(?:workflows|triggers)/T[A-Z0-9]+/[A-Za-z0-9/]{16,}",
+    ),
     ("github", _B + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _E),
     ("github", _B + r"github_pat_[A-Za-z0-9_]{50,255}" + _E),
     ("aws_access_key", _B + r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}" + _E),
@@ -49,7 +57,25 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("stripe", _B + r"(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{24,}" + _E),
     ("stripe", _B + r"whsec_[0-9A-Za-z]{32,}" + _E),
     # signed, or unsigned (alg "none": an empty third part)
-    ("jwt", _B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.(?:[A-Za-z0-9_\-]{8,}(?![A-Za-z0-9_\-])|(?![A-Za-z0-9_\-]))"),
+    (
+        "jwt",
+        _B
+        + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\."
+        + r"(?:[A-Za-z0-9_\-]{8,}(?![A-Za-z0-9_\-])|(?![A-Za-z0-9_\-]))",
+    ),
+    ("gitlab", _B + r"glpat-[A-Za-z0-9_\-]{20,}" + _E),
+    ("npm", _B + r"npm_[A-Za-z0-9]{36}" + _E),
+    ("pypi", _B + r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}" + _E),
+    ("sendgrid", _B + r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}" + _E),
+    ("twilio", _B + r"SK[0-9a-fA-F]{32}" + _E),
+    # A value assigned to a credential's name, in code, config, JSON or prose:
+    # api_key = "…", "apiKey": "…", password: …, TOKEN=…. Only the value is the span.
+    (
+        "credential",
+        r"(?i)(?:api[_-]?key|access[_-]?key|secret(?:[_-]?key)?|client[_-]?secret|"
+        r"(?:access|auth|api|bearer|refresh)?[_-]?token|passw(?:or)?d|pwd|credentials?)"
+        r"[\"']?\s*[:=]\s*[\"']?(?P<value>[A-Za-z0-9_\-./+=!@#$%^&*~]{8,200})(?=[\"'\s,;}]|$)",
+    ),
     (
         "discord_token",
         _B + r"[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}" + _E,
@@ -59,7 +85,8 @@ _COMPILED = tuple((kind, re.compile(pattern)) for kind, pattern in _PATTERNS)
 # Cheap pre-check: every pattern above contains one of these substrings.
 _HINTS = re.compile(
     r"PRIVATE KEY|sk-|xox|xapp-|hooks\.slack|gh[pousr]_|github_pat_|A3T|AKIA|ASIA|ABIA|ACCA|"
-    r"(?i:secret)|AIza|_live_|_test_|_prod_|whsec_|gsk_|xai-|pplx-|hf_|eyJ|[MNO][A-Za-z0-9_\-]{23,25}\."
+    r"(?i:secret|key|token|passw|pwd|credential)|AIza|_live_|_test_|_prod_|whsec_|gsk_|xai-|"
+    r"pplx-|hf_|eyJ|glpat-|npm_|pypi-|SG\.|SK[0-9a-fA-F]|[MNO][A-Za-z0-9_\-]{23,25}\."
 )
 
 
@@ -81,7 +108,7 @@ def _random_looking(token: str) -> bool:
 # ``in`` is a fast substring search. The two regexes left run only on texts that
 # hold their first character. Non-ASCII text keeps the regex: case-insensitive
 # "secret" also matches "ſ" (long s), which ``lower()`` would not.
-_UNDERSCORED_HINTS = re.compile(r"gh[pousr]_|github_pat_|_live_|_test_|_prod_|whsec_|gsk_|hf_")
+_UNDERSCORED_HINTS = re.compile(r"gh[pousr]_|github_pat_|_live_|_test_|_prod_|whsec_|gsk_|hf_|npm_")
 _DISCORD_HINT = re.compile(r"[MNO][A-Za-z0-9_\-]{23,25}\.")
 
 
@@ -103,7 +130,20 @@ def _hinted(text: str) -> bool:
         or "A3T" in text
         or "xai-" in text
         or "pplx-" in text
-        or "secret" in text.lower()
+        or "glpat-" in text
+        or "pypi-" in text
+        or "SG." in text
+        or "SK" in text
+    ):
+        return True
+    lowered = text.lower()
+    if (
+        "secret" in lowered
+        or "key" in lowered
+        or "token" in lowered
+        or "passw" in lowered
+        or "pwd" in lowered
+        or "credential" in lowered
     ):
         return True
     if "_" in text and _UNDERSCORED_HINTS.search(text):
@@ -112,7 +152,10 @@ def _hinted(text: str) -> bool:
 
 
 # Documentation placeholders: "xxxx…", "…EXAMPLE…", a few characters repeated.
-_PLACEHOLDER = re.compile(r"(?i)x{6,}|example|your[_-]?(?:key|token|secret)|changeme|redacted")
+_PLACEHOLDER = re.compile(
+    r"(?i)x{6,}|\*{4,}|\.{3}|example|your[_-]?(?:key|token|secret|password)|changeme|redacted|"
+    r"placeholder|dummy|<|>|\$\{|\{\{"
+)
 
 
 def _placeholder(kind: str, token: str) -> bool:
@@ -121,17 +164,37 @@ def _placeholder(kind: str, token: str) -> bool:
     return _PLACEHOLDER.search(token) is not None or len(set(token)) < 8
 
 
+def _credential_value(value: str) -> bool:
+    """A value assigned to a credential's name is a secret when it looks random:
+    mixed character classes, not an identifier ("os.environ", "get_token", "None")."""
+    classes = (
+        any(c.isdigit() for c in value)
+        + any(c.isupper() for c in value)
+        + any(c.islower() for c in value)
+        + any(not c.isalnum() and c not in "_-." for c in value)
+    )
+    if classes < 2 or value.lower() in ("none", "null", "true", "false") or value[0] in "/.~":
+        return False
+    # dotted or snake_case names: settings.API_KEY, os.environ, read_from_vault
+    return not re.fullmatch(r"[A-Za-z_]+(?:[._][A-Za-z_]+)+", value)
+
+
 def find_secrets(text: str) -> list[Span]:
     """Non-overlapping (start, end, kind) findings in text order."""
     if not _hinted(text):
         return []
-    return non_overlapping(
-        (m.start(), m.end(), kind)
-        for kind, rx in _COMPILED
-        for m in rx.finditer(text)
-        if (kind not in _NEEDS_ENTROPY or _random_looking(m.group(0)))
-        and not _placeholder(kind, m.group(0))
-    )
+    spans: list[Span] = []
+    for kind, rx in _COMPILED:
+        for m in rx.finditer(text):
+            if kind == "credential":
+                value = m["value"]
+                if _credential_value(value) and not _placeholder(kind, value):
+                    spans.append((m.start("value"), m.end("value"), kind))
+            elif (kind not in _NEEDS_ENTROPY or _random_looking(m[0])) and not _placeholder(
+                kind, m[0]
+            ):
+                spans.append((m.start(), m.end(), kind))
+    return non_overlapping(spans)
 
 
 SECRET_MARK = "[SECRET:"  # how every masked secret starts (replay looks for it)
