@@ -6,10 +6,12 @@ describe decisions; they build their lines here, so a verdict, a timing or a
 candidate reads the same everywhere. It lives in ``adapters`` because the
 console is an adapter and may not import the application; ``bot`` imports it.
 
-Message text from the log is hostile: :func:`plain` replaces control
-characters (terminal escapes, bidi overrides) so a message cannot restyle or
-take over a terminal, and :func:`quote` also defuses chat mentions so reading
-a decision back in Slack or Discord pings nobody.
+Message text from the log is hostile: :func:`plain` is the one escaping
+function of every terminal surface. It shows control characters, ESC/CSI/OSC
+sequences, C1 controls, bidi overrides and isolates *visibly* (``\x1b``,
+``\u202e``), so a message can neither restyle nor take over a terminal nor
+hide what it did; :func:`quote` also defuses chat mentions so reading a
+decision back in Slack or Discord pings nobody.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from collections import Counter
 
 from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but tab and newline (ESC starts every CSI/OSC sequence, CR rewrites a
+# line), DEL, C1 controls (0x9b is a one-byte CSI), line/paragraph separators, and
+# the bidi marks, embeddings, overrides and isolates that reorder what a line shows.
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
 # Mentions in quoted user text must not ping anyone when an admin reads it back.
 _MENTION = re.compile(r"(<[!@#]|@(?=everyone|here|channel))")
 NOTICED = (Outcome.FLAG, Outcome.REDACT, Outcome.ERROR)
@@ -29,17 +36,29 @@ def clip(text: str, limit: int | None) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control and bidi character written out (ESC -> ``\\x1b``)."""
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")  # a Windows line end is a line end, not a rewrite
+    return _CONTROL.sub(_visible, text)
+
+
 def plain(text: str | None, limit: int | None = None, *, one_line: bool = True) -> str:
-    """Text safe for a terminal: control characters replaced, optionally on one line."""
-    value = _CONTROL.sub("\ufffd", text or "")
+    """Text safe for a terminal: controls shown escaped, optionally on one line."""
+    value = escape(text or "")
     if one_line:
-        value = value.replace("\r", " ").replace("\n", " ⏎ ").replace("\t", " ")
+        value = value.replace("\n", " ⏎ ").replace("\t", " ")
     return clip(value, limit)
 
 
 def quote(text: str, limit: int = 80) -> str:
     """User or admin text for a chat answer: one line, clipped, mentions defused."""
-    flat = clip(" ".join(_CONTROL.sub("\ufffd", text).split()), limit)
+    flat = clip(" ".join(escape(text).split()), limit)
     return _MENTION.sub(lambda m: m.group(1) + "\u200b", flat)
 
 
@@ -54,7 +73,7 @@ def outcome_of(v: Verdict) -> str:
 
 def verdict_line(v: Verdict, *, reason_chars: int = 150) -> str:
     """One verdict: where, guard, outcome, category, score, latency and reason."""
-    category = f", category {v.category}" if v.category else ""
+    category = f", category {plain(v.category, 40)}" if v.category else ""
     score = f", score {v.score:.2f}" if v.score is not None else ""
     reason = v.reason or ("skipped" if v.outcome is Outcome.SKIPPED else "")
     return (
@@ -66,7 +85,7 @@ def verdict_line(v: Verdict, *, reason_chars: int = 150) -> str:
 def candidate_state(c: Candidate) -> str:
     if c.chosen:
         return "chosen"
-    return c.error or ("unsafe" if c.safe is False else "not chosen")
+    return plain(c.error, 120) if c.error else ("unsafe" if c.safe is False else "not chosen")
 
 
 def timings_line(t: Timings) -> str:
@@ -94,7 +113,7 @@ def summary_line(d: Decision) -> str:
     by = f" by {d.blocked_by}" if d.blocked_by else ""
     text = quote(r.text, 50) if r.text else "(text not stored)"
     return (
-        f"{d.id}  {d.created_utc:%m-%d %H:%M}  {r.platform}:{r.channel_id}  "
+        f"{d.id}  {d.created_utc:%m-%d %H:%M}  {r.platform}:{plain(r.channel_id, 40)}  "
         f"{quote(r.user_name or r.user_id, 20)}  {d.action.value}{by}  {text}"
     )
 
@@ -108,14 +127,14 @@ def explain(d: Decision, *, every_verdict: bool = False) -> str:
     r = d.request
     lines = [
         head_line(d),
-        f"when: {d.created_utc:%Y-%m-%d %H:%M:%S} UTC in {r.platform}:{r.channel_id}, "
+        f"when: {d.created_utc:%Y-%m-%d %H:%M:%S} UTC in {r.platform}:{plain(r.channel_id, 40)}, "
         f"from {quote(r.user_name or r.user_id, 30)}",
         "message: " + (quote(r.text, 200) if r.text else "(text not stored)"),
     ]
     for v in d.verdicts:
         if v.blocking:
             score = f", score {v.score:.2f}" if v.score is not None else ""
-            category = f", category {v.category}" if v.category else ""
+            category = f", category {plain(v.category, 40)}" if v.category else ""
             lines.append(
                 f"because: guard {v.guard} ({v.stage.value}) said {v.outcome.value}"
                 f"{category}{score}" + (f": {quote(v.reason, 150)}" if v.reason else "")
@@ -137,7 +156,8 @@ def explain(d: Decision, *, every_verdict: bool = False) -> str:
         lines.append(_candidates(d))
     if every_verdict:
         lines += [
-            f"  candidate {c.index}: {c.model} {c.latency_ms:.0f} ms, {candidate_state(c)}"
+            f"  candidate {c.index}: {plain(c.model, 60)} {c.latency_ms:.0f} ms, "
+            f"{candidate_state(c)}"
             for c in d.candidates
         ]
     lines.append("reply: " + (quote(d.reply, 200) if d.reply else "(none)"))
@@ -156,7 +176,7 @@ def _candidates(d: Decision) -> str:
     if errors:
         text += " (" + ", ".join(f"{n} {quote(e, 60)}" for e, n in errors.items()) + ")"
     if chosen is not None:
-        text += f"; #{chosen.index} chosen ({chosen.model})"
+        text += f"; #{chosen.index} chosen ({plain(chosen.model, 60)})"
     if d.selection and d.selection.method != "single":
         text += f" by {d.selection.method}"
         if d.selection.reasoning:
