@@ -24,9 +24,7 @@ from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
 # C0 controls but tab and newline (ESC starts every CSI/OSC sequence, CR rewrites a
 # line), DEL, C1 controls (0x9b is a one-byte CSI), line/paragraph separators, and
 # the bidi marks, embeddings, overrides and isolates that reorder what a line shows.
-_CONTROL = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
-)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 # Mentions in quoted user text must not ping anyone when an admin reads it back.
 _MENTION = re.compile(r"(<[!@#]|@(?=everyone|here|channel))")
 NOTICED = (Outcome.FLAG, Outcome.REDACT, Outcome.ERROR)

@@ -4,13 +4,20 @@ It joins the parts for one message: conversation history from the decision
 log, the effective policy for the channel, the pipeline, and the audit write
 that must succeed *before* any reply is handed back for posting. If the log
 cannot be written the bot refuses to answer rather than send an unaudited reply.
+
+It also keeps two promises at the edges of one message: the values of the
+secrets it was given are masked in everything it stores, logs or answers
+(:func:`remember_secrets`), and a message cut off at shutdown still leaves a
+decision on record (action ``error``, reason ``shutdown``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from adapters.admin import AdminCommands
 from bot.admin import REGISTRY, run_admin_command
@@ -20,6 +27,7 @@ from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
+from middleware.decision_log.privacy import clean, mask_text, remember_secrets
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
 from middleware.llm.model import ChatModel
@@ -36,6 +44,43 @@ AUDIT_DOWN_REPLY = (
 )
 EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
 INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again."
+SHUTDOWN_ERROR = "shutdown: the bot stopped before the reply was ready"
+SHUTDOWN_RECORD_S = 2.0  # how long a cut-off message may take to reach the log
+
+# The secrets a deployment hands the bot, by the platforms' usual names; the config
+# adds every variable it names in a ``*_env`` field ([llm] api_key_env, a guard's
+# api_key_env, [discord] token_env).
+SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DISCORD_TOKEN",
+)
+
+
+def secret_env_names(config: Config | None = None) -> list[str]:
+    """The environment variables whose values are secrets, for masking by value."""
+    names = dict.fromkeys(SECRET_ENV)
+    if config is not None:
+        names.update(dict.fromkeys(_env_fields(config.model_dump())))
+    return list(names)
+
+
+def _env_fields(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str) and key.endswith("_env"):
+                yield value
+            else:
+                yield from _env_fields(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _env_fields(item)
+
+
+def remember_env_secrets(env: Mapping[str, str], config: Config | None = None) -> None:
+    remember_secrets(env.get(name) for name in secret_env_names(config))
 
 
 class GuardBot:
@@ -53,6 +98,7 @@ class GuardBot:
         self.config = config
         self.log: DecisionStore = decision_log
         env = os.environ if env is None else env
+        remember_env_secrets(env, config)
         self.models = ModelProvider(config.llm, env, fixed=model)
         self.policies = PolicyBuilder(self.models)
         self.pipeline = Pipeline()
@@ -114,6 +160,10 @@ class GuardBot:
     async def handle(self, request: ChatRequest) -> Decision:
         await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
+        if (text := clean(request.text)) is not request.text:
+            # Lone surrogates (broken or hostile input) cannot be encoded for any model
+            # or guard: every part sees, and the log stores, U+FFFD in their place.
+            request = request.model_copy(update={"text": text})
         if not request.text.strip():
             decision = Decision(
                 request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
@@ -121,6 +171,9 @@ class GuardBot:
         else:
             try:
                 decision = await self._decide(request, config, fingerprint)
+            except asyncio.CancelledError:
+                await self._record_cut_off(request, fingerprint)
+                raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
             except Exception as exc:  # a bug must cost one message a clear reply, never the bot
@@ -132,6 +185,7 @@ class GuardBot:
                     error=f"internal error: {type(exc).__name__}",
                 )
         decision.config_fingerprint = decision.config_fingerprint or fingerprint
+        decision.reply = mask_text(clean(decision.reply))  # a model may echo a key it saw
         try:
             await self.log.record(decision)
         except LogUnavailable as exc:
@@ -159,6 +213,27 @@ class GuardBot:
         if spent is not None:  # refused politely, and recorded like any other decision
             return budget_refusal(request, spent, message=budget.message, fingerprint=fingerprint)
         return await self.pipeline.run(request, self.policies.policy(config, fingerprint))
+
+    async def _record_cut_off(self, request: ChatRequest, fingerprint: str) -> None:
+        """Shutdown cancelled this message's pipeline: put that on record, briefly.
+
+        The caller re-raises the cancellation; this only makes sure the message
+        does not vanish from the audit trail (nothing was posted for it).
+        """
+        decision = Decision(
+            request=request,
+            action=Action.ERROR,
+            error=SHUTDOWN_ERROR,
+            config_fingerprint=fingerprint,
+        )
+        try:
+            async with asyncio.timeout(SHUTDOWN_RECORD_S):
+                await self.log.record(decision)
+                await self.log.record_delivery(decision.id, "none", "cut off at shutdown")
+        except (LogUnavailable, TimeoutError) as exc:
+            log.error(
+                "could not record message %s cut off at shutdown: %s", request.message_id, exc
+            )
 
     def _audit_down(self, request: ChatRequest, fingerprint: str, why: str) -> Decision:
         log.error("decision log unavailable, refusing to reply: %s", why)

@@ -14,14 +14,16 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from adapters.console import run_console
-from bot.app import GuardBot
+from bot.app import GuardBot, remember_env_secrets
 from bot.cli.common import load_config_from_args
 from bot.config.providers import ModelProvider
 from bot.config.schema import ConfigError
+from middleware.decision_log.privacy import SecretFilter
 
 # Modules that add subcommands; each has `register(subparsers)`.
 COMMAND_MODULES: list[str] = [
@@ -93,13 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_handler: logging.Handler | None = None  # ours on the root logger, replaced on a new main()
+
+
+def setup_logging(verbose: bool) -> None:
+    """WARNING for everyone; ``-v`` raises only guardbot's own loggers to DEBUG.
+
+    Libraries stay at WARNING even with ``-v``: an HTTP client at DEBUG logs
+    request and response headers, and a server that echoes ``Authorization``
+    would put the key on stderr. Every record goes through :class:`SecretFilter`.
+    """
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler()  # the current sys.stderr
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _handler.addFilter(SecretFilter())
+    root.addHandler(_handler)
+    root.setLevel(logging.WARNING)
+    # Every module logs under "guardbot.*" (slack-sdk's Socket Mode client too: we name it).
+    logging.getLogger("guardbot").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    remember_env_secrets(os.environ)  # the config adds the variables it names when loaded
+    setup_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

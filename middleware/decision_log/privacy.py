@@ -9,16 +9,24 @@ about them (raw guard output, a model guard's reason, judge reasoning) is
 dropped; reasons written by local guards and error messages stay, masked.
 Hashing the masked text, not the original, means a stored hash can never be
 used to confirm a guessed secret.
+
+Secrets are masked by *shape* (:mod:`middleware.guards.secrets`) and by
+*value*: the keys and tokens the bot was given (:func:`remember_secrets`, at
+start) are replaced by ``[SECRET:configured]`` whatever their shape, wherever
+:func:`mask_text` runs: the log, the search index, replies, terminal output and
+the log handlers (:class:`SecretFilter`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
+from collections.abc import Iterable
 
 from middleware.guards.pii import mask_pii
-from middleware.guards.secrets import mask_secrets
+from middleware.guards.secrets import SECRET_MARK, mask_secrets
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -41,12 +49,65 @@ def sha256_hex(text: str) -> str:
 SHORT = 120
 
 
+# Shorter values are not masked by value: "test" or "1234" would shred ordinary text.
+MIN_SECRET_CHARS = 8
+CONFIGURED = f"{SECRET_MARK}configured]"
+_known: tuple[str, ...] = ()  # longest first, so a value inside another is not half-masked
+
+
+def remember_secrets(values: Iterable[str | None]) -> None:
+    """Add the values of the secrets this process was given; masked from now on, everywhere."""
+    global _known
+    fresh = {v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET_CHARS}
+    if not fresh - set(_known):
+        return
+    _known = tuple(sorted(fresh | set(_known), key=len, reverse=True))
+    _mask_short.cache_clear()  # cached results predate these values
+
+
+def forget_secrets() -> None:
+    """Drop every remembered value (tests that start several bots in one process)."""
+    global _known
+    _known = ()
+    _mask_short.cache_clear()
+
+
+def mask_known(text: str) -> str:
+    """``text`` with the remembered secret values replaced; a substring test per value."""
+    for value in _known:
+        if value in text:
+            text = text.replace(value, CONFIGURED)
+    return text
+
+
+def mask_text(text: str) -> str:
+    """Secrets masked by value and by shape: the form of a text anyone may see."""
+    return mask_secrets(mask_known(text)) if text else text
+
+
 def _mask(text: str, redact_pii: bool) -> str:
-    text = mask_secrets(clean(text))
+    text = mask_text(clean(text))
     return mask_pii(text) if redact_pii else text
 
 
 _mask_short = functools.lru_cache(maxsize=4096)(_mask)
+
+
+class SecretFilter(logging.Filter):
+    """Masks secrets in every record a handler emits (message, arguments and traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        if masked != message or record.args:
+            record.msg, record.args = masked, None
+        return True
 
 
 class TextPolicy:
