@@ -4,7 +4,10 @@ Admins change settings from chat; operators need to see from the server what
 is in force and who changed what, when, from where, without a chat client.
 Both commands open the decision log read-only, print a table (``--json`` for
 machines), and flag stored overrides that today's `config.toml` no longer
-accepts (a removed guard, say), which the bot skips.
+accepts (a removed guard, say), which the bot skips. Refused attempts are on
+record too, so anyone who can message the bot writes into these rows: every
+cell goes through :func:`adapters.render.plain` (escape sequences shown, never
+run), and every value through the secret masking, for rows older than it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from adapters.render import plain
 from bot.cli.common import load_config_from_args, log_path, positive_int
 from bot.config.runtime import RuntimeSettings
 from middleware.decision_log import AdminActionRow, DecisionLog, LogUnavailable, SettingRow
+from middleware.decision_log.privacy import mask_text
 
 VALUE_CHARS = 60
 
@@ -83,12 +88,12 @@ async def _list(args: argparse.Namespace) -> int:
         table.add_column(name)
     for r in rows:
         table.add_row(
-            Text(r.scope),
-            Text(r.key),
-            Text(_clip(json.dumps(r.value, ensure_ascii=False))),
+            _cell(r.scope),
+            _cell(r.key),
+            _cell(_show(r.value, VALUE_CHARS)),
             r.updated_utc.strftime("%Y-%m-%d %H:%M:%S"),
-            Text(r.actor),
-            Text("ignored: " + runtime.problems[(r.scope, r.key)])
+            _cell(r.actor),
+            _cell("ignored: " + runtime.problems[(r.scope, r.key)])
             if (r.scope, r.key) in runtime.problems
             else "",
         )
@@ -122,31 +127,37 @@ async def _history(args: argparse.Namespace) -> int:
         result = "refused" if not r.allowed else (f"rejected: {r.error}" if r.error else "ok")
         table.add_row(
             r.created_utc.strftime("%Y-%m-%d %H:%M:%S"),
-            Text(r.actor),
-            Text(f"{r.platform}:{r.channel_id}"),
-            Text(_clip(r.command)),
-            Text(r.scope or ""),
-            Text(change),
-            Text(_clip(result)),
+            _cell(r.actor),
+            _cell(f"{r.platform}:{r.channel_id}"),
+            _cell(r.command),
+            _cell(r.scope or ""),
+            _cell(change),
+            _cell(result),
         )
     Console(soft_wrap=False).print(table)
     return 0
 
 
-def _show(value: Any) -> str:
-    return "(unset)" if value is None else _clip(json.dumps(value, ensure_ascii=False), 30)
+def _show(value: Any, limit: int = 30) -> str:
+    if value is None:
+        return "(unset)"
+    return plain(json.dumps(_masked(value), ensure_ascii=False), limit)
 
 
-def _clip(text: str, limit: int = VALUE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def _cell(text: str) -> Text:
+    """Untrusted text for a table cell: masked, escaped, on one clipped line."""
+    return Text(plain(mask_text(text), VALUE_CHARS))
+
+
+def _masked(value: Any) -> Any:
+    return mask_text(value) if isinstance(value, str) else value
 
 
 def _setting_json(row: SettingRow, problems: dict[tuple[str, str], str]) -> dict[str, Any]:
     return {
         "scope": row.scope,
         "key": row.key,
-        "value": row.value,
+        "value": _masked(row.value),
         "updated_utc": row.updated_utc.isoformat(),
         "actor": row.actor,
         "ignored": problems.get((row.scope, row.key)),
@@ -160,11 +171,11 @@ def _action_json(row: AdminActionRow) -> dict[str, Any]:
         "actor": row.actor,
         "platform": row.platform,
         "channel_id": row.channel_id,
-        "command": row.command,
+        "command": mask_text(row.command),
         "scope": row.scope,
         "key": row.key,
-        "old": row.old,
-        "new": row.new,
+        "old": _masked(row.old),
+        "new": _masked(row.new),
         "allowed": row.allowed,
         "error": row.error,
     }

@@ -4,8 +4,9 @@ An admin types ``set guard.pii.threshold 0.8``; this module decides whether
 that key may be set at all (only a short list: nothing touching secrets,
 endpoints, the log or the admin list), reads the value strictly for the
 field's type ("3" is an int, "3.0" is not; NaN is never a number), checks
-the field's own range so the error can name it, and applies overrides to a
-:class:`Config` through the same pydantic schema as `config.toml`.
+the field's own range so the error can name it, masks any secret in a text
+value, and applies overrides to a :class:`Config` through the same pydantic
+schema as `config.toml`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from bot.config.schema import Config, LLMConfig, PipelineConfig
+from middleware.decision_log.privacy import mask_text
 from middleware.guards.config import GuardConfigBase
 
 # Plain keys -> (config section, field). Only these are settable: anything that
@@ -202,7 +204,13 @@ def _typed(key: SettingKey, raw: str, info: FieldInfo, bad: SettingError) -> Any
             "model: expected a model name such as gpt-4o-mini or llama3.1:8b "
             "(letters, digits and . _ : / @ + -, at most 200 characters)"
         )
-    return text if key.name == "model" else raw
+    # A pasted key (`set refusal "... sk-proj-..."`) must not reach the settings table,
+    # the admin trail or the answer: the value is masked like every text the bot stores.
+    if key.name == "model":
+        if mask_text(text) != text:
+            raise SettingError("model: that is an API key, not a model name; keys stay in the env")
+        return text
+    return mask_text(raw)
 
 
 def apply(config: Config, overrides: Mapping[str, Any]) -> Config:
