@@ -162,8 +162,11 @@ def benign() -> list[Item]:
     refusals = pkg_dir("pyrit") / "datasets" / "scorer_evals" / "refusal_scorer" / "refusal.csv"
     rows = [r for r in csv.DictReader(_skip_comments(refusals)) if r.get("assistant_response")]
     # refusals only (human_score 1): the other answers may carry what was asked for
-    texts = [r["assistant_response"] for r in rows
-             if r.get("human_score") == "1" and 20 <= len(r["assistant_response"]) <= 1500]  # fmt: skip
+    texts = [
+        r["assistant_response"]
+        for r in rows
+        if r.get("human_score") == "1" and 20 <= len(r["assistant_response"]) <= 1500
+    ]
     for t in rng.sample(sorted(set(texts)), min(250, len(set(texts)))):
         out.append(item(t, "benign", "pyrit/refusal_scorer refusals", "MIT", "heldout"))
     return out
@@ -203,7 +206,8 @@ def toxic() -> list[Item]:
 
 TUNE_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "ja_JP")
 HELDOUT_LOCALES = ("sv_SE", "pl_PL", "da_DK", "fi_FI", "cs_CZ", "en_AU", "en_IN", "de_AT",
-                   "nl_BE", "pt_PT", "no_NO", "en_CA", "fr_CH", "es_MX", "en_IE", "hu_HU")  # fmt: skip
+                   "nl_BE", "pt_PT", "no_NO", "en_CA", "fr_CH", "es_MX", "en_IE",
+                   "hu_HU")  # fmt: skip
 CARDS = ("maestro", "visa13", "visa16", "visa19", "mastercard", "amex", "discover", "jcb15",
          "jcb16", "diners")  # fmt: skip
 _PII_TUNE_TEMPLATES = {

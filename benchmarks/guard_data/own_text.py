@@ -106,7 +106,8 @@ _CODE = [
     "```bash\nkubectl rollout restart deploy/{svc} -n {team}\n```",
     "```sql\nUPDATE invoices SET status = 'paid' WHERE id = {order};\n```",
     "```js\nconst ignore = new Set(['node_modules', 'dist']);\n```",
-    "```python\nsystem_prompt = load_prompt('support.txt')\nmessages = [{{'role': 'system', 'content': system_prompt}}]\n```",
+    "```python\nsystem_prompt = load_prompt('support.txt')\n"
+    "messages = [{{'role': 'system', 'content': system_prompt}}]\n```",
     "```python\nsubprocess.run(['pytest', '-q'], check=True)  # execute the tests\n```",
     "```yaml\nretries: {r}\ntimeout_s: {n}\nignore_errors: false\n```",
     "```go\nctx, cancel := context.WithTimeout(ctx, {n}*time.Second)\ndefer cancel()\n```",
@@ -331,7 +332,9 @@ def _rand(rng: random.Random, n: int, alphabet: str = _ALNUM) -> str:
         s = "".join(rng.choice(alphabet) for _ in range(n))
         # a real key mixes classes; retry the rare draw that does not
         if alphabet != _ALNUM or (
-            any(c.isdigit() for c in s) and any(c.isupper() for c in s) and any(c.islower() for c in s)
+            any(c.isdigit() for c in s)
+            and any(c.isupper() for c in s)
+            and any(c.islower() for c in s)
         ):
             return s
 
@@ -349,13 +352,13 @@ def secret_values(rng: random.Random) -> list[tuple[str, str]]:
     jwt_none = (
         _b64url(b'{"alg":"none","typ":"JWT"}')
         + "."
-        + _b64url(('{"sub":"%d","role":"admin"}' % rng.randint(1, 10**6)).encode())
+        + _b64url(('{"sub":"' + str(rng.randint(1, 10**6)) + '","role":"admin"}').encode())
         + "."
     )
     jwt = (
         _b64url(b'{"alg":"HS256","typ":"JWT"}')
         + "."
-        + _b64url(('{"sub":"%d","name":"x"}' % rng.randint(1, 10**6)).encode())
+        + _b64url(('{"sub":"' + str(rng.randint(1, 10**6)) + '","name":"x"}').encode())
         + "."
         + _b64url(rng.randbytes(32))
     )
@@ -372,10 +375,44 @@ def secret_values(rng: random.Random) -> list[tuple[str, str]]:
         ("google_api_key", "AIza" + _rand(rng, 35)),
         ("github", "ghp_" + _rand(rng, 36)),
         ("github", "github_pat_" + _rand(rng, 22) + "_" + _rand(rng, 59)),
-        ("slack", "xoxb-" + str(rng.randint(10**10, 10**12)) + "-" + str(rng.randint(10**10, 10**12)) + "-" + _rand(rng, 24)),
-        ("slack_webhook", "https://hooks.slack.com/services/T" + _rand(rng, 8, up) + "/B" + _rand(rng, 8, up) + "/" + _rand(rng, 24)),
-        ("slack_webhook", "https://hooks.slack.com/workflows/T" + _rand(rng, 8, up) + "/A" + _rand(rng, 10, up) + "/" + str(rng.randint(10**17, 10**18)) + "/" + _rand(rng, 24)),
-        ("slack_webhook", "https://hooks.slack.com/triggers/T" + _rand(rng, 8, up) + "/" + str(rng.randint(10**12, 10**13)) + "/" + _rand(rng, 32, hexl)),
+        (
+            "slack",
+            "xoxb-"
+            + str(rng.randint(10**10, 10**12))
+            + "-"
+            + str(rng.randint(10**10, 10**12))
+            + "-"
+            + _rand(rng, 24),
+        ),
+        (
+            "slack_webhook",
+            "https://hooks.slack.com/services/T"
+            + _rand(rng, 8, up)
+            + "/B"
+            + _rand(rng, 8, up)
+            + "/"
+            + _rand(rng, 24),
+        ),
+        (
+            "slack_webhook",
+            "https://hooks.slack.com/workflows/T"
+            + _rand(rng, 8, up)
+            + "/A"
+            + _rand(rng, 10, up)
+            + "/"
+            + str(rng.randint(10**17, 10**18))
+            + "/"
+            + _rand(rng, 24),
+        ),
+        (
+            "slack_webhook",
+            "https://hooks.slack.com/triggers/T"
+            + _rand(rng, 8, up)
+            + "/"
+            + str(rng.randint(10**12, 10**13))
+            + "/"
+            + _rand(rng, 32, hexl),
+        ),
         ("stripe", "sk_live_" + _rand(rng, 99)),
         ("stripe", "rk_live_" + _rand(rng, 99)),
         ("stripe", "rk_test_" + _rand(rng, 24)),
@@ -407,7 +444,11 @@ _SECRET_CONTEXTS_HELDOUT = [
     "config:\n  token: '{v}'\n  retries: 3",
 ]
 _ASSIGN = {
-    "aws_secret_key": ["aws_secret_access_key = {v}", 'AWS_SECRET_ACCESS_KEY="{v}"', "aws_secret_key: {v}"],
+    "aws_secret_key": [
+        "aws_secret_access_key = {v}",
+        'AWS_SECRET_ACCESS_KEY="{v}"',
+        "aws_secret_key: {v}",
+    ],
 }
 
 PLACEHOLDERS = [
@@ -424,7 +465,7 @@ PLACEHOLDERS = [
     "whsec_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
     "token: ${GITHUB_TOKEN}",
     "api_key = os.environ['API_KEY']",
-    "password = \"changeme\"",
+    'password = "changeme"',
     "secret: '********'",
     "github_pat_XXXXXXXXXXXXXXXXXXXXXX_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
     "AIzaXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",

@@ -64,9 +64,7 @@ def main() -> None:
     clf.fit(x, y)
     names = sorted(vocab, key=vocab.__getitem__)
     weights = {
-        names[i]: round(float(w), 3)
-        for i, w in enumerate(clf.coef_[0])
-        if abs(w) >= MIN_WEIGHT
+        names[i]: round(float(w), 3) for i, w in enumerate(clf.coef_[0]) if abs(w) >= MIN_WEIGHT
     }
     model = {
         "about": "prompt_injection logistic regression; built by "
@@ -74,7 +72,9 @@ def main() -> None:
         "training_items": len(items),
         "positives": int(y.sum()),
         "operating_point": OPERATING_POINT,
-        "bias": round(float(clf.intercept_[0]) - math.log(OPERATING_POINT / (1 - OPERATING_POINT)), 4),
+        "bias": round(
+            float(clf.intercept_[0]) - math.log(OPERATING_POINT / (1 - OPERATING_POINT)), 4
+        ),
         "weights": dict(sorted(weights.items())),
     }
     MODEL_PATH.parent.mkdir(exist_ok=True)

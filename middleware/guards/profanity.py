@@ -8,9 +8,16 @@ IDF and the five SVM weights. Scoring a message is then tokenise, count,
 normalise and five dot products, in microseconds, and gives the package's own
 ``predict_prob`` result (a test checks this on the evaluation set).
 
-Obfuscation ("sh1t", "f*ck", "ｆｕｃｋ", zero-width joiners) is undone on a
-second pass whose score counts too: masked letters are resolved against the
-model's own most offensive vocabulary, never guessed into harmless words.
+Obfuscation ("sh1t", "f*ck", "f******", "ｆｕｃｋ", zero-width joiners) is
+undone on a second pass whose score counts too: masked letters are resolved
+against the model's own most offensive vocabulary and the word list, never
+guessed into harmless words.
+
+The model misses bare slurs and rare insults (it scores words by how often they
+appeared in abusive comments), so a word list with human severity ratings
+(Surge AI's, MIT, ``data/profanity_words.txt``) and hostile emoji (🖕, 🤬) are
+a second signal: a term rated ``r`` (1 mild .. 3 severe) scores ``r / 3``, and
+the message's score is the highest of the model's and the list's.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 
 from middleware.guards.config import ProfanityGuardConfig
 from middleware.guards.guard import GuardContext, verdict
-from middleware.guards.normalize import forms, off_loop_if_long
+from middleware.guards.normalize import fold_leet, forms, normalize, off_loop_if_long
 from middleware.types import Verdict
 
 # scikit-learn's default token_pattern for the package's TfidfVectorizer.
@@ -74,7 +82,106 @@ class LinearProfanityModel:
         )
 
 
+_WORD = re.compile(r"[^\W_]+")
+# Emoji that insult on their own, as the rating of a word saying the same.
+_HOSTILE_EMOJI = {"\U0001f595": 3.0, "\U0001f92c": 2.5, "\U0001f4a9": 1.5, "\U0001f92e": 1.5}
+_EMOJI = re.compile("|".join(_HOSTILE_EMOJI))
+
+
+# Listed terms that are ordinary words in other senses (a country, a river, a garden
+# tool, Homo sapiens, a bar measure): alone they say nothing; the model judges their use.
+_AMBIGUOUS = frozenset(
+    [
+        "niger",
+        "negro",
+        "homo",
+        "homos",
+        "hoe",
+        "hoes",
+        "nip",
+        "jap",
+        "spook",
+        "spooks",
+        "jigger",
+        "nicker",
+        "flamer",
+        "gyp",
+        "crow",
+        "peter",
+        "sack",
+        "finger",
+        "sheet",
+        "suck",
+        "bates",
+        "dolt",
+        "swine",
+        "cooties",
+        "forked",
+        "greaser",
+        "hustler",
+        "sissy",
+        "snatch",
+        "bbc",
+        "69",
+        "55",
+        "sperm",
+        "rectum",
+        "breasts",
+        "anal",
+        "anus",
+        "booty",
+        "crotch",
+        "spanking",
+        "bondage",
+        "boner",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WordList:
+    """Rated terms, keyed by their folded words ("ass hole", "bitch"): term -> rating."""
+
+    ratings: dict[str, float]
+    most_words: int
+    masked_candidates: tuple[str, ...]  # single words rated >= 2, worst first, for unmasking
+
+    def worst(self, folded: str) -> float:
+        """Highest rating of a listed term among the words of already folded text."""
+        words = _WORD.findall(folded)
+        best = 0.0
+        for n in range(1, self.most_words + 1):
+            for i in range(len(words) - n + 1):
+                key = words[i] if n == 1 else " ".join(words[i : i + n])
+                rating = self.ratings.get(key)
+                if rating is None and n == 1 and len(key) > 4 and key[-1] == "s":
+                    rating = self.ratings.get(key[:-1])  # plurals the list lacks
+                if rating is not None and rating > best:
+                    best = rating
+        return best
+
+
+def _load_words() -> WordList:
+    ratings: dict[str, float] = {}
+    text = (
+        resources.files("middleware.guards")
+        .joinpath("data/profanity_words.txt")
+        .read_text(encoding="utf-8")
+    )
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        term, rating, _category = line.split("\t")
+        key = " ".join(_WORD.findall(fold_leet(normalize(term))))
+        if key and key not in _AMBIGUOUS and float(rating) > ratings.get(key, 0.0):
+            ratings[key] = float(rating)
+    singles = sorted((w for w, r in ratings.items() if r >= 2 and " " not in w and w.isalpha()),
+                     key=lambda w: -ratings[w])  # fmt: skip
+    return WordList(ratings, max(k.count(" ") + 1 for k in ratings), tuple(singles))
+
+
 _model: LinearProfanityModel | None = None
+_words: WordList | None = None
 _lock = threading.Lock()
 
 
@@ -85,6 +192,15 @@ def load_model() -> LinearProfanityModel:
         if _model is None:
             _model = _extract()
     return _model
+
+
+def load_words() -> WordList:
+    """The rated word list, read once per process."""
+    global _words
+    with _lock:
+        if _words is None:
+            _words = _load_words()
+    return _words
 
 
 def _extract() -> LinearProfanityModel:
@@ -114,11 +230,24 @@ def _extract() -> LinearProfanityModel:
     )
 
 
-def deobfuscate(text: str, model: LinearProfanityModel) -> str:
+def _unmask(token: str, model: LinearProfanityModel, words: WordList) -> str:
+    found = model.unmask(token)
+    if found != token or sum(c.isalpha() for c in token) < 1 or len(token) < 3:
+        return found
+    # The first letter kept and the rest masked ("f******", "s**t"): the list's worst word
+    # of that shape, never a guess into a harmless word.
+    shape = re.compile("".join("[a-z]" if c in "*#%" else re.escape(c) for c in token))
+    return next(
+        (w for w in words.masked_candidates if len(w) == len(token) and shape.fullmatch(w)), token
+    )
+
+
+def deobfuscate(text: str, model: LinearProfanityModel, words: WordList | None = None) -> str:
     """Text with leetspeak, look-alikes, masks ("f*ck") and stretched letters undone."""
     folded = forms(text)[1]
     if "*" in folded or "#" in folded or "%" in folded:
-        folded = _MASKED.sub(lambda m: model.unmask(m.group(0)), folded)
+        wl = words or load_words()
+        folded = _MASKED.sub(lambda m: _unmask(m.group(0), model, wl), folded)
     if not (_REPEATS.search(folded) or any(root in folded for root in _ROOTS)):
         return folded  # the common case: no stretched letters, no compounds to split
 
@@ -148,6 +277,7 @@ class ProfanityGuard:
         self.threshold = cfg.threshold
         self.deobfuscate = cfg.deobfuscate
         self.model = load_model()
+        self.words = load_words()
         allowed = sorted({w.strip().lower() for w in cfg.allow_words if w.strip()}, key=len)
         self._allowed = (
             re.compile(r"\b(?:" + "|".join(re.escape(w) for w in reversed(allowed)) + r")\b", re.I)
@@ -159,13 +289,26 @@ class ProfanityGuard:
         if self._allowed is not None:
             text = self._allowed.sub(" ", text)
         score = self.model.probability(text)
-        if self.deobfuscate and score < self.threshold:
-            plain = deobfuscate(text, self.model)
+        if score >= self.threshold:
+            return score
+        rating = self._emoji_rating(text)
+        plain = text.lower()
+        if self.deobfuscate:
+            plain = deobfuscate(text, self.model, self.words)
             if self._allowed is not None:
                 plain = self._allowed.sub(" ", plain)
             if plain != text.lower():
                 score = max(score, self.model.probability(plain))
-        return score
+        rating = max(rating, self.words.worst(plain))
+        return max(score, min(rating, 3.0) / 3)
+
+    @staticmethod
+    def _emoji_rating(text: str) -> float:
+        if text.isascii():
+            return 0.0
+        found = [_HOSTILE_EMOJI[e] for e in _EMOJI.findall(text)]
+        # each further hostile emoji adds to the worst one: "💩💩💩" says more than "💩"
+        return max(found) + 0.5 * (len(found) - 1) if found else 0.0
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         score = await off_loop_if_long(self.score, text)
