@@ -80,7 +80,11 @@ class SlackConfig(BaseModel):
         default=32, ge=1, le=1000, description="messages answered at once; more wait their turn"
     )
     shutdown_timeout_s: float = Field(
-        default=30, gt=0, le=600, description="on stop, how long in-flight replies may finish"
+        default=4,
+        gt=0,
+        le=600,
+        description="on stop, how long in-flight replies may finish (Slack's drain, then "
+        "Discord's: the defaults fit inside docker stop's 10 s grace)",
     )
 
     @field_validator("api_url")

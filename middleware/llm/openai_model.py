@@ -104,6 +104,10 @@ class OpenAIChatModel:
             response = await self._post(params, settings.timeout_s)
         except openai.OpenAIError as exc:
             raise LLMError(describe_error(exc)) from exc
+        except UnicodeEncodeError as exc:  # a ValueError, but raised before anything was sent
+            raise LLMError(
+                "the request was not sent: its text cannot be encoded as UTF-8 (a lone surrogate)"
+            ) from exc
         except (ValueError, TypeError, AttributeError) as exc:
             # JSONDecodeError / pydantic errors: the server answered, but not in the API's shape.
             raise LLMError("model server sent a malformed response") from exc

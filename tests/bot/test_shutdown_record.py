@@ -1,0 +1,107 @@
+"""Edges of one message: cut off at shutdown, or holding a lone surrogate.
+
+A message whose pipeline is cancelled (shutdown_timeout_s ran out) must still
+leave a decision on record; the default timeout must fit in `docker stop`'s
+10 s grace; a lone surrogate must never be reported as a malformed model
+response (the request was never sent) nor crash the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from adapters.discord.config import DiscordConfig
+from adapters.slack.config import SlackConfig
+from bot.app import SHUTDOWN_ERROR, GuardBot
+from bot.config.schema import default_config_text, parse_config
+from middleware.decision_log import DecisionLog
+from middleware.errors import LLMError
+from middleware.llm.model import Message, ModelSettings
+from middleware.llm.openai_model import OpenAIChatModel, build_client
+from middleware.llm.scripted import FunctionModel
+from middleware.types import Action, ChatRequest
+from tests.stubs.openai_server import Reply, StubOpenAI
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_STOP_GRACE_S = 10
+
+
+def request(text: str) -> ChatRequest:
+    return ChatRequest(
+        platform="slack", channel_id="C1", thread_id="t", user_id="U1", message_id="m1", text=text
+    )
+
+
+async def test_a_message_cut_off_at_shutdown_is_recorded(tmp_path: Path) -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def slow(_messages: Sequence[Message], _settings: ModelSettings) -> str:
+        started.set()
+        await never.wait()  # the reply is never ready: shutdown cuts it off
+        return "too late"
+
+    config = parse_config(f'[log]\npath = "{tmp_path / "g.db"}"\n', "test")
+    bot = GuardBot(config, await DecisionLog.open(config.log.path), env={}, model=FunctionModel(slow))
+    try:
+        task = asyncio.create_task(bot.handle(request("hello")))
+        await started.wait()
+        task.cancel()  # what SlackListeners.drain / DiscordService.stop do after the timeout
+        with pytest.raises(asyncio.CancelledError):
+            await task  # the cancellation is not swallowed
+        [decision] = await bot.log.query(limit=5)
+        assert decision.action is Action.ERROR
+        assert decision.error == SHUTDOWN_ERROR and decision.error.startswith("shutdown")
+        assert decision.request.text == "hello" and decision.reply == ""
+        stored = await bot.log.get_stored(decision.id)
+        assert stored is not None
+        assert [(d.status, d.error) for d in stored.deliveries] == [("none", "cut off at shutdown")]
+        assert (await bot.log.verify()).ok
+    finally:
+        await bot.close()
+
+
+def test_default_shutdown_timeout_fits_in_docker_stop_grace() -> None:
+    # `guardbot run` stops Slack, then Discord: both drains together fit in the grace.
+    shipped = parse_config(default_config_text(), "default")
+    total = shipped.slack.shutdown_timeout_s + shipped.discord.shutdown_timeout_s
+    assert SlackConfig().shutdown_timeout_s == shipped.slack.shutdown_timeout_s
+    assert DiscordConfig().shutdown_timeout_s == shipped.discord.shutdown_timeout_s
+    assert total < DOCKER_STOP_GRACE_S
+    assert (REPO / "config.toml").read_bytes() == default_config_text().encode()
+
+
+async def test_a_lone_surrogate_is_not_called_a_malformed_response(stub_llm: StubOpenAI) -> None:
+    client = build_client(api_key="k", base_url=stub_llm.base_url, max_retries=0)
+    model = OpenAIChatModel(model="m", api_key=None, client=client)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await model.complete([Message("user", "hi \ud800 there")], settings=ModelSettings())
+    finally:
+        await client.close()
+    assert "malformed" not in str(caught.value)
+    assert "not sent" in str(caught.value) and "surrogate" in str(caught.value)
+    assert stub_llm.chat_requests() == []  # nothing went out
+
+
+async def test_the_bot_answers_a_lone_surrogate_through_the_real_client(
+    tmp_path: Path, stub_llm: StubOpenAI
+) -> None:
+    stub_llm.script = lambda rec: Reply(text=f"you said: {rec.body['messages'][-1]['content']}")
+    config = parse_config(
+        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 0\n'
+        f'[log]\npath = "{tmp_path / "g.db"}"\n',
+        "test",
+    )
+    bot = await GuardBot.open(config, env={"OPENAI_API_KEY": "sk-test-key-for-the-stub-0001"})
+    try:
+        decision = await bot.handle(request("hi \ud800 there"))
+    finally:
+        await bot.close()
+    # Lone surrogates become U+FFFD at the door: guards, model and log see the same text.
+    assert decision.action is Action.REPLIED, decision.error
+    assert decision.reply == "you said: hi \ufffd there"
+    assert stub_llm.chat_requests()[-1].body["messages"][-1]["content"] == "hi \ufffd there"
