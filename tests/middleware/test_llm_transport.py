@@ -1,0 +1,183 @@
+"""The HTTP transport under the `openai` client: aiohttp by default, httpx on request.
+
+Both transports must keep every promise the pipeline relies on: the reply and
+its usage arrive, errors keep their meaning, and cancelling a call (plain or
+streamed) or timing it out closes the HTTP request, which the stub records as
+``closed_early``. A missing ``openai[aiohttp]`` extra falls back to httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+
+from bot.config.providers import ModelProvider
+from bot.config.schema import LLMConfig
+from middleware.errors import LLMError
+from middleware.llm.model import Message, ModelSettings
+from middleware.llm.openai_model import OpenAIChatModel, Transport, build_client
+from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
+
+TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
+HELLO = [Message("user", "hello there")]
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def model(
+    request: pytest.FixtureRequest, stub_llm: StubOpenAI
+) -> AsyncIterator[OpenAIChatModel]:
+    chat = OpenAIChatModel(
+        model="stub-model",
+        api_key="sk-test",
+        base_url=stub_llm.base_url,
+        max_retries=0,
+        transport=request.param,
+    )
+    yield chat
+    await chat.close()
+
+
+def streaming(model: OpenAIChatModel) -> OpenAIChatModel:
+    """The same client, streaming."""
+    return OpenAIChatModel(model=model.name, api_key=None, client=model.client, stream=True)
+
+
+def test_aiohttp_is_the_default_and_httpx_the_fallback() -> None:
+    default = build_client(api_key=None, base_url="http://127.0.0.1:1/v1", max_retries=0)
+    fallback = build_client(
+        api_key=None, base_url="http://127.0.0.1:1/v1", max_retries=0, transport="httpx"
+    )
+    assert isinstance(default._client, openai.DefaultAioHttpClient)
+    assert not isinstance(fallback._client, openai.DefaultAioHttpClient)
+    assert isinstance(fallback._client, openai.DefaultAsyncHttpxClient)
+
+
+async def test_a_missing_aiohttp_extra_falls_back_to_httpx(
+    stub_llm: StubOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Missing(openai.DefaultAsyncHttpxClient):
+        # What the openai package puts in its place when the extra is not installed.
+        def __init__(self, **_kwargs: object) -> None:
+            raise RuntimeError("To use the aiohttp client you must have installed the package")
+
+    monkeypatch.setattr(openai, "DefaultAioHttpClient", Missing)
+    chat = OpenAIChatModel(model="m", api_key=None, base_url=stub_llm.base_url, max_retries=0)
+    try:
+        assert not isinstance(chat.client._client, Missing)
+        assert (await chat.complete(HELLO, settings=ModelSettings())).text == "ok"
+    finally:
+        await chat.close()
+
+
+async def test_the_provider_builds_the_configured_transport(stub_llm: StubOpenAI) -> None:
+    for transport, aiohttp in (("aiohttp", True), ("httpx", False)):
+        llm = LLMConfig(base_url=stub_llm.base_url, max_retries=0, transport=transport)
+        provider = ModelProvider(llm, env={})
+        try:
+            client = provider.openai_client()
+            assert client is not None
+            assert isinstance(client._client, openai.DefaultAioHttpClient) is aiohttp
+            completion = await provider(model="judge").complete(HELLO, settings=ModelSettings())
+            assert completion.model == "judge" and completion.text == "ok"
+        finally:
+            await provider.close()
+
+
+async def test_reply_usage_and_key_reach_both_ends(
+    stub_llm: StubOpenAI, model: OpenAIChatModel
+) -> None:
+    stub_llm.script = lambda _r: Reply(text="four words right here", tokens_in=12)
+    settings = ModelSettings(temperature=0.2, max_tokens=40, model="other-model")
+    completion = await model.complete(HELLO, settings=settings)
+    assert completion.text == "four words right here"
+    assert (completion.tokens_in, completion.tokens_out) == (12, 4)
+    assert completion.model == "other-model"
+    (rec,) = stub_llm.chat_requests()
+    assert rec.headers["Authorization"] == "Bearer sk-test"
+    assert rec.body == {
+        "model": "other-model",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "temperature": 0.2,
+        "max_tokens": 40,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(status=500), "HTTP 500"),
+        (Reply(status=401), "HTTP 401"),
+        (Reply(raw_body="{not json"), "malformed"),
+        (Reply(raw_body='{"choices": [{"text": "no message"}]}'), "malformed"),
+        (Reply(raw_body='{"choices": []}'), "no choices"),
+    ],
+)
+async def test_errors_keep_their_meaning(
+    stub_llm: StubOpenAI, model: OpenAIChatModel, reply: Reply, reason: str
+) -> None:
+    stub_llm.script = lambda _r: reply
+    with pytest.raises(LLMError, match=reason):
+        await model.complete(HELLO, settings=ModelSettings())
+
+
+async def test_retries_still_happen(stub_llm: StubOpenAI, model: OpenAIChatModel) -> None:
+    def script(_rec: Recorded) -> Reply:
+        first = len(stub_llm.chat_requests()) == 1
+        return Reply(status=429, headers={"retry-after": "0"}) if first else Reply(text="ok now")
+
+    stub_llm.script = script
+    retrying = OpenAIChatModel(
+        model="m", api_key=None, client=model.client.with_options(max_retries=1)
+    )
+    assert (await retrying.complete(HELLO, settings=ModelSettings())).text == "ok now"
+    assert len(stub_llm.chat_requests()) == 2
+
+
+async def test_cancelling_a_call_closes_its_request(
+    stub_llm: StubOpenAI, model: OpenAIChatModel
+) -> None:
+    stub_llm.script = lambda _r: Reply(text="late", delay_s=30)
+    call = asyncio.create_task(model.complete(HELLO, settings=ModelSettings()))
+    await stub_llm.request_seen.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    rec = stub_llm.chat_requests()[0]
+    await asyncio.wait_for(rec.done.wait(), 5)
+    assert rec.closed_early
+
+
+async def test_cancelling_a_stream_mid_reply_closes_its_request(
+    stub_llm: StubOpenAI, model: OpenAIChatModel
+) -> None:
+    # 300 chunks over 30 s: the first arrives at once, the rest would take long.
+    stub_llm.script = lambda _r: Reply(text="word " * 300, delay_s=30, chunks=300)
+    call = asyncio.create_task(streaming(model).complete(HELLO, settings=ModelSettings()))
+    await stub_llm.request_seen.wait()
+    rec = stub_llm.chat_requests()[0]
+    await rec.first_chunk.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(rec.done.wait(), 5)
+    assert rec.closed_early and rec.chunks_sent < 300
+
+
+async def test_a_timeout_closes_the_request(stub_llm: StubOpenAI, model: OpenAIChatModel) -> None:
+    stub_llm.script = lambda _r: Reply(text="late", delay_s=30)
+    with pytest.raises(LLMError, match="timed out"):
+        await model.complete(HELLO, settings=ModelSettings(timeout_s=0.2))
+    rec = stub_llm.chat_requests()[0]
+    await asyncio.wait_for(rec.done.wait(), 5)
+    assert rec.closed_early
+
+
+async def test_a_stream_arrives_whole(stub_llm: StubOpenAI, model: OpenAIChatModel) -> None:
+    stub_llm.script = lambda _r: Reply(text="one two three four five", chunks=3, tokens_in=7)
+    completion = await streaming(model).complete(HELLO, settings=ModelSettings())
+    assert completion.text == "one two three four five"
+    assert (completion.tokens_in, completion.tokens_out) == (7, 5)
+    assert stub_llm.chat_requests()[0].body["stream"] is True
