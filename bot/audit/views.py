@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from adapters.render import fired, outcome_of, plain, stage_of, timings_line
+from adapters.render import clip, fired, outcome_of, plain, stage_of, timings_line
 from middleware.decision_log import ChainReport, StoredDecision
 
 ACTION_STYLE = {"replied": "green", "blocked": "red", "error": "yellow"}
@@ -36,32 +38,106 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=200 if wide else None)
 
 
-def logs_table(found: list[StoredDecision]) -> None:
+NARROW = 110  # below this many columns a decision takes two lines instead of a table row
+
+
+def _where(s: StoredDecision) -> str:
+    r = s.decision.request
+    return f"{r.platform}:{r.channel_id}" + (f"/{r.thread_id}" if r.thread_id else "")
+
+
+def _texts(s: StoredDecision) -> tuple[str, str]:
+    d = s.decision
+    if not s.text_stored:
+        return f"[not stored: {s.text_chars} chars]", f"[not stored: {s.reply_chars} chars]"
+    return d.request.text, d.reply
+
+
+def _action(s: StoredDecision) -> Text:
+    action = s.decision.action.value
+    return Text(action, style=ACTION_STYLE.get(action, ""))
+
+
+def logs_table(found: list[StoredDecision], short: Mapping[str, str] | None = None) -> None:
+    """Decisions, newest first: a table on a wide terminal, two lines each on a narrow one.
+
+    ``short`` maps ids to their shortest unique prefix (``guardbot show`` takes it).
+    """
     console = _console()
     if not found:
         console.print("no decisions match")
         return
-    table = Table(show_lines=False, pad_edge=False)
-    for name in ("time (UTC)", "id", "where", "user", "action", "guard", "message", "reply", "ms"):
-        fixed = name in ("time (UTC)", "id", "action", "ms")
-        table.add_column(name, no_wrap=fixed, min_width=26 if name == "id" else None)
-    for s in found:
-        d, r = s.decision, s.decision.request
-        text = r.text if s.text_stored else f"[not stored: {s.text_chars} chars]"
-        reply = d.reply if s.text_stored else f"[not stored: {s.reply_chars} chars]"
-        table.add_row(
-            d.created_utc.strftime("%Y-%m-%d %H:%M:%S"),
-            d.id,
-            clean(f"{r.platform}:{r.channel_id}" + (f"/{r.thread_id}" if r.thread_id else ""), 28),
-            clean(r.user_name or r.user_id, 16),
-            Text(d.action.value, style=ACTION_STYLE.get(d.action.value, "")),
-            clean(d.blocked_by or ", ".join(sorted(fired(d))), 18),
-            clean(text, 48),
-            clean(reply, 40),
-            _num(d.timings.total_ms, digits=0),
-        )
-    console.print(table)
+    short = short or {}
+    if console.width < NARROW:
+        _logs_lines(console, found, short)
+    else:
+        _logs_wide(console, found, short)
     console.print(f"{len(found)} decision(s); `guardbot show ID` for one in full")
+
+
+def _logs_wide(console: Console, found: list[StoredDecision], short: Mapping[str, str]) -> None:
+    """One row each; fixed columns sized to their content (capped), the rest to the text."""
+    rows = []
+    for s in found:
+        d = s.decision
+        text, reply = _texts(s)
+        rows.append(
+            (
+                d.created_utc.strftime("%m-%d %H:%M:%S"),
+                short.get(d.id, d.id),
+                plain(_where(s)),
+                plain(d.request.user_name or d.request.user_id),
+                d.action.value,
+                plain(d.blocked_by or ", ".join(sorted(fired(d)))),
+                plain(text),
+                plain(reply),
+                _num(d.timings.total_ms, digits=0),
+            )
+        )
+    names = ("time (UTC)", "id", "where", "user", "action", "guard", "message", "reply", "ms")
+    caps = (14, 26, 24, 16, 7, 20, None, None, 8)
+    widths = [
+        min(cap, max(len(name), *(len(r[i]) for r in rows))) if cap else 0
+        for i, (name, cap) in enumerate(zip(names, caps, strict=True))
+    ]
+    room = console.width - sum(widths) - (len(names) - 1)  # the box's one-space divider
+    widths[6] = max(16, room * 3 // 5)
+    widths[7] = max(12, room - widths[6])
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=0, show_edge=False)
+    for name, width in zip(names, widths, strict=True):
+        table.add_column(
+            name, width=width, no_wrap=True, overflow="ellipsis",
+            justify="right" if name == "ms" else "left",
+        )  # fmt: skip
+    for row in rows:
+        cells: list[Text] = [Text(clip(cell, w)) for cell, w in zip(row, widths, strict=True)]
+        cells[4].stylize(ACTION_STYLE.get(row[4], ""))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _logs_lines(console: Console, found: list[StoredDecision], short: Mapping[str, str]) -> None:
+    """``time id action guard · where · user · ms`` then ``  message → reply``, each clipped."""
+    width = max(console.width, 40)
+    for s in found:
+        d = s.decision
+        guard = d.blocked_by or ", ".join(sorted(fired(d)))
+        head = Text(f"{d.created_utc:%m-%d %H:%M:%S} ") + Text(short.get(d.id, d.id), style="bold")
+        head += Text(" ") + _action(s)
+        tail = Text(f" · {_num(d.timings.total_ms, ' ms', 0)}")
+        user = d.request.user_name or d.request.user_id
+        facts = [plain(x, 24) for x in (guard, user, _where(s))]  # the place is cut first
+        room = width - len(head) - len(tail)
+        head += Text(plain(" · " + " · ".join(f for f in facts if f), max(room, 8)))
+        console.print(head + tail, no_wrap=True, overflow="ellipsis")
+        text, reply = _texts(s)
+        room = width - 2 - 3  # indent, arrow
+        message = plain(text, max(room * 3 // 5, 12))
+        console.print(
+            Text("  ") + Text(message) + Text(" → ", style="dim")
+            + Text(plain(reply, max(room - len(message), 12))),
+            no_wrap=True, overflow="ellipsis",
+        )  # fmt: skip
 
 
 def show(s: StoredDecision) -> None:

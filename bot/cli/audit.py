@@ -20,9 +20,17 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from bot.audit import views
-from bot.cli.common import log_path, positive_int
+from bot.cli.common import (
+    EXIT_CODES,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    log_path,
+    positive_int,
+    print_json,
+)
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log.queries import AmbiguousId
 from middleware.decision_log.report import CSV_FIELDS, csv_row, record
 
 
@@ -31,6 +39,7 @@ def register(subparsers: Any) -> None:
         "logs",
         help="recent decisions, newest first, with filters and full-text search",
         description="List decisions from the log, newest first. Filters combine (AND).",
+        epilog=EXIT_CODES,
     )
     _common(logs)
     logs.add_argument("-n", type=positive_int, default=20, help="how many (default 20)")
@@ -44,10 +53,12 @@ def register(subparsers: Any) -> None:
     logs.set_defaults(handler=_logs)
 
     show = subparsers.add_parser(
-        "show", help="one decision in full: verdicts, candidates, choice, timings, delivery"
+        "show",
+        help="one decision in full: verdicts, candidates, choice, timings, delivery",
+        epilog=EXIT_CODES,
     )
     _common(show)
-    show.add_argument("id", help="decision id, or a unique prefix of it")
+    show.add_argument("id", help="decision id, or a unique prefix of it (7+ characters)")
     show.set_defaults(handler=_show)
 
     stats = subparsers.add_parser(
@@ -97,7 +108,7 @@ def _window(p: argparse.ArgumentParser, since_default: str | None = None) -> Non
 class _Fail(Exception):
     """A clear one-line error for the user; exit status 1 (2 for bad arguments)."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
+    def __init__(self, message: str, status: int = EXIT_NOT_FOUND) -> None:
         super().__init__(message)
         self.status = status
 
@@ -115,7 +126,7 @@ def _when(text: str | None, option: str) -> datetime | None:
     try:
         return parse_when(text)
     except WhenError as exc:
-        raise _Fail(f"{option}: {exc}", 2) from None
+        raise _Fail(f"{option}: {exc}", EXIT_USAGE) from None
 
 
 def _command(fn: Any) -> Any:
@@ -129,13 +140,9 @@ def _command(fn: Any) -> Any:
             return exc.status
         except ValueError as exc:
             print(f"guardbot {args.command}: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
 
     return run
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @_command
@@ -153,12 +160,13 @@ async def _logs(args: argparse.Namespace) -> int:
     log = await _open(args)
     try:
         found = await log.query_stored(limit=args.n, **filters)
+        short = await log.short_ids([s.decision.id for s in found])
     finally:
         await log.close()
     if args.json:
-        _print_json([record(s) for s in found])
+        print_json([record(s) for s in found])
     else:
-        views.logs_table(found)
+        views.logs_table(found, short)
     return 0
 
 
@@ -167,12 +175,14 @@ async def _show(args: argparse.Namespace) -> int:
     log = await _open(args)
     try:
         found = await log.get_stored(args.id.strip())
+    except AmbiguousId as exc:
+        raise _Fail(str(exc), EXIT_USAGE) from None
     finally:
         await log.close()
     if found is None:
-        raise _Fail(f"no decision {args.id!r} in the log")
+        raise _Fail(f"no decision {args.id!r} in the log", EXIT_NOT_FOUND)
     if args.json:
-        _print_json(record(found))
+        print_json(record(found))
     else:
         views.show(found)
     return 0
@@ -187,7 +197,7 @@ async def _stats(args: argparse.Namespace) -> int:
     finally:
         await log.close()
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         views.stats(data)
     return 0
@@ -204,7 +214,7 @@ async def _verify(args: argparse.Namespace) -> int:
     ok = report.ok and integrity == "ok"
     if args.json:
         data = {**asdict(report), "chain_ok": report.ok, "ok": ok, "integrity_check": integrity}
-        _print_json(data)
+        print_json(data)
     else:
         views.verify(report, integrity)
     return 0 if ok else 1
@@ -215,7 +225,7 @@ async def _prune(args: argparse.Namespace) -> int:
     cutoff = _when(args.older_than, "--older-than")
     assert cutoff is not None
     if cutoff > datetime.now(UTC):
-        raise _Fail("--older-than must be in the past", 2)
+        raise _Fail("--older-than must be in the past", EXIT_USAGE)
     log = await _open(args, read_only=args.dry_run)
     try:
         if args.dry_run:
@@ -235,7 +245,7 @@ async def _prune(args: argparse.Namespace) -> int:
         "remaining": report.checked if report else None,
     }
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         views.pruned(result, report)
     return 0 if report is None or report.ok else 1

@@ -1,11 +1,37 @@
-"""Helpers shared by the CLI command modules (config loading, output)."""
+"""Helpers shared by the CLI command modules: config loading, exit codes, JSON output.
+
+Every command answers in the same way, so scripts can rely on it: one exit
+code scheme (:data:`EXIT_CODES`, shown in ``--help``) and one JSON style
+(indented, UTF-8 kept as is).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
-from bot.config.schema import Config, load_config, resolve_config_path
+from bot.audit.overrides import NoOverrides, override_rows
+from bot.config.keys import SettingError, current_value, parse_key
+from bot.config.runtime import RuntimeSettings
+from bot.config.schema import Config, ConfigError, load_config, resolve_config_path
+from middleware.decision_log import DecisionLog, LogUnavailable
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1  # no log, unknown id, a failed check, or a --fail-on-… condition met
+EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_INTERRUPTED = 130
+EXIT_CODES = (
+    "exit status: 0 ok; 1 not found (no log, unknown id), check failed (verify) or a "
+    "--fail-on-… condition met; 2 usage or configuration error (also an ambiguous id); "
+    "130 interrupted"
+)
+
+
+def print_json(data: Any) -> None:
+    """The one JSON style of every command: indented, non-ASCII text kept readable."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def load_config_from_args(args: argparse.Namespace) -> Config:
@@ -25,3 +51,39 @@ def log_path(args: argparse.Namespace) -> Path:
     if getattr(args, "db", None):  # an explicit file needs no (possibly broken) config
         return Path(args.db)
     return Path(load_config_from_args(args).log.path)
+
+
+async def runtime_settings(
+    config: Config, *, db: Path | None = None, ignore: bool = False
+) -> RuntimeSettings:
+    """The runtime overrides stored in the log (opened read-only), loaded onto ``config``.
+
+    None when ``ignore`` (``--no-overrides``) or when there is no log yet; an
+    unreadable log is a one-line error, not a silent "no overrides".
+    """
+    path = db or Path(config.log.path)
+    if ignore or not path.is_file():
+        settings = RuntimeSettings(config, NoOverrides())
+        await settings.load()
+        return settings
+    try:
+        log = await DecisionLog.open(path, read_only=True)
+    except LogUnavailable as exc:
+        raise ConfigError(f"cannot read runtime settings from {path}: {exc}") from None
+    try:
+        settings = RuntimeSettings(config, log)
+        await settings.load()
+    finally:
+        await log.close()
+    return settings
+
+
+def marked_overrides(settings: RuntimeSettings) -> list[dict[str, Any]]:
+    """The overrides with the config file's own value beside each (``file_value``)."""
+    rows = override_rows(settings)
+    for row in rows:
+        try:
+            row["file_value"] = current_value(settings.base, parse_key(row["key"], settings.base))
+        except SettingError:  # a key today's config no longer has
+            row["file_value"] = None
+    return rows

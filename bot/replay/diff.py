@@ -82,6 +82,8 @@ def classify(old: Decision, new_action: Action, guard_flips: list[GuardFlip]) ->
         return Kind.NEWLY_BLOCKED
     if was_blocked and new_action is not Action.BLOCKED:
         return Kind.NEWLY_ALLOWED
+    if old.action is not new_action:  # error <-> replied: the model, not a guard, differs
+        return Kind.OUTCOME_CHANGED
     return Kind.VERDICTS_CHANGED if guard_flips else Kind.UNCHANGED
 
 

@@ -8,7 +8,7 @@ cannot move the cursor or rewrite the terminal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +23,7 @@ KIND_STYLES = {
     Kind.NEWLY_BLOCKED: "bold red",
     Kind.NEWLY_ALLOWED: "bold green",
     Kind.VERDICTS_CHANGED: "bold blue",
+    Kind.OUTCOME_CHANGED: "bold magenta",
     Kind.ERROR: "bold yellow",
     Kind.NOT_REPLAYABLE: "yellow",
 }
@@ -38,7 +39,8 @@ def _score(value: float | None) -> str:
 
 
 def describe_flip(f: GuardFlip) -> str:
-    where = f.stage if f.candidate_index is None else f"{f.stage} #{f.candidate_index + 1}"
+    # output[0]: the candidate's index as JSON and `guardbot show` number it
+    where = f.stage if f.candidate_index is None else f"{f.stage}[{f.candidate_index}]"
     old = f.old_outcome if f.old_outcome == NOT_RUN else f"{f.old_outcome} {_score(f.old_score)}"
     new = f.new_outcome if f.new_outcome == NOT_RUN else f"{f.new_outcome} {_score(f.new_score)}"
     return f"{f.guard} ({where}): {old} → {new}"
@@ -55,14 +57,22 @@ def summary_table(report: RunReport) -> Table:
     return table
 
 
-def changes_table(results: Sequence[ReplayResult]) -> Table:
+def changes_table(
+    groups: Sequence[Sequence[ReplayResult]], short: Mapping[str, str] | None = None
+) -> Table:
+    """One row per group of identical results (see :meth:`Tally.grouped_notable`)."""
+    short = short or {}
     table = Table(title="Changed decisions", title_justify="left", show_lines=True, expand=True)
-    table.add_column("decision", no_wrap=True, min_width=26)
+    table.add_column("decision", no_wrap=True, max_width=28, overflow="ellipsis")
     table.add_column("change", no_wrap=True)
-    table.add_column("message and why", ratio=1)
-    for r in results:
-        where = Text(f"{r.decision_id}\n{r.created_utc:%Y-%m-%d %H:%M:%S} UTC\n", style="")
+    table.add_column("message and why", ratio=1, min_width=20)
+    for group in groups:
+        r = group[0]
+        where = Text(f"{short.get(r.decision_id, r.decision_id)}\n", style="")
+        where.append(f"{r.created_utc:%Y-%m-%d %H:%M:%S} UTC\n")
         where.append(safe_text(f"{r.platform} {r.channel_id} {r.user_id}".strip(), 26), "dim")
+        if len(group) > 1:
+            where.append(f"\nand {len(group) - 1} identical", "bold")
         change = Text(KIND_LABELS[r.kind], style=KIND_STYLES[r.kind])
         change.append(f"\n{r.old_action} → {r.new_action or '–'}", style="")
         why = Text(safe_text(r.text, 160) or "(text not stored)", style="italic")
@@ -78,11 +88,13 @@ def changes_table(results: Sequence[ReplayResult]) -> Table:
     return table
 
 
-def print_report(console: Console, report: RunReport) -> None:
+def print_report(
+    console: Console, report: RunReport, short: Mapping[str, str] | None = None
+) -> None:
     console.print(summary_table(report))
-    notable = report.tally.sorted_notable()
-    if notable:
-        console.print(changes_table(notable))
+    groups = report.tally.grouped_notable()
+    if groups:
+        console.print(changes_table(groups, short))
     console.print(
         Text(
             f"run {report.run_id or '(not recorded)'} · mode {report.mode} · "

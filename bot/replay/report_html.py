@@ -20,6 +20,7 @@ LABELS = {
     "newly_blocked": "Newly blocked",
     "newly_allowed": "Newly allowed",
     "verdicts_changed": "Verdicts changed",
+    "outcome_changed": "Error ↔ replied",
     "errors": "Errors",
     "not_replayable": "Not replayable",
 }
@@ -27,6 +28,7 @@ KIND_LABELS = {
     Kind.NEWLY_BLOCKED: "Newly blocked",
     Kind.NEWLY_ALLOWED: "Newly allowed",
     Kind.VERDICTS_CHANGED: "Verdicts changed",
+    Kind.OUTCOME_CHANGED: "Error ↔ replied",
     Kind.ERROR: "Error",
     Kind.NOT_REPLAYABLE: "Not replayable",
 }
@@ -59,6 +61,7 @@ td.id{font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}
 .kind.newly_blocked{background:#fdecea;color:#c62828}
 .kind.newly_allowed{background:#e8f5e9;color:#2e7d32}
 .kind.verdicts_changed{background:#e3f2fd;color:#0d47a1}
+.kind.outcome_changed{background:#ede7f6;color:#4527a0}
 .kind.error,.kind.not_replayable{background:#fff3e0;color:#8a4b00}
 ul.flips{margin:0;padding-left:18px}.note{color:#555;font-size:13px}
 .empty{color:#555;font-style:italic}.help{color:#333;max-width:800px}
@@ -172,7 +175,7 @@ def chart_svg(flips_by_guard: dict[str, dict[str, int]]) -> str:
 
 
 def _flip(f: GuardFlip) -> str:
-    where = f.stage if f.candidate_index is None else f"{f.stage}, reply {f.candidate_index + 1}"
+    where = f.stage if f.candidate_index is None else f"{f.stage}[{f.candidate_index}]"
     old = f.old_outcome if f.old_outcome == NOT_RUN else f"{f.old_outcome} {_score(f.old_score)}"
     new = f.new_outcome if f.new_outcome == NOT_RUN else f"{f.new_outcome} {_score(f.new_score)}"
     return (

@@ -23,11 +23,18 @@ class Kind(StrEnum):
     NEWLY_BLOCKED = "newly_blocked"
     NEWLY_ALLOWED = "newly_allowed"
     VERDICTS_CHANGED = "verdicts_changed"
+    # error <-> replied with no guard involved (``--full``: the model answers now, or fails)
+    OUTCOME_CHANGED = "outcome_changed"
     ERROR = "error"
     NOT_REPLAYABLE = "not_replayable"
 
 
-CHANGED_KINDS = (Kind.NEWLY_BLOCKED, Kind.NEWLY_ALLOWED, Kind.VERDICTS_CHANGED)
+CHANGED_KINDS = (
+    Kind.NEWLY_BLOCKED,
+    Kind.NEWLY_ALLOWED,
+    Kind.VERDICTS_CHANGED,
+    Kind.OUTCOME_CHANGED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,13 @@ class ReplayResult:
     def changed(self) -> bool:
         return self.kind in CHANGED_KINDS
 
+    def same_as_key(self) -> tuple[Any, ...]:
+        """What two results share when they read the same in a report (ids and times aside)."""
+        return (
+            self.kind, self.old_action, self.new_action, self.old_blocked_by,
+            self.new_blocked_by, self.flips, self.text, self.error, self.note,
+        )  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.decision_id,
@@ -119,6 +133,7 @@ SUMMARY_FIELDS = (
     "newly_blocked",
     "newly_allowed",
     "verdicts_changed",
+    "outcome_changed",
     "errors",
     "not_replayable",
 )
@@ -160,9 +175,18 @@ class Tally:
             "newly_blocked": c[Kind.NEWLY_BLOCKED],
             "newly_allowed": c[Kind.NEWLY_ALLOWED],
             "verdicts_changed": c[Kind.VERDICTS_CHANGED],
+            "outcome_changed": c[Kind.OUTCOME_CHANGED],
             "errors": c[Kind.ERROR],
             "not_replayable": c[Kind.NOT_REPLAYABLE],
         }
+
+    def grouped_notable(self) -> list[list[ReplayResult]]:
+        """The notable results, identical ones (same text, change and reasons) together,
+        in the order of each group's first decision: 142 copies of one spam line are one row."""
+        groups: dict[tuple[Any, ...], list[ReplayResult]] = {}
+        for r in self.sorted_notable():
+            groups.setdefault(r.same_as_key(), []).append(r)
+        return list(groups.values())
 
     def sorted_notable(self) -> list[ReplayResult]:
         """Chronological, so reports do not depend on which worker finished first."""

@@ -105,6 +105,7 @@ async def test_chromium_renders_the_report_and_its_numbers_read_back(tmp_path: P
         "newly_blocked": 3,
         "newly_allowed": 1,
         "verdicts_changed": 1,
+        "outcome_changed": 0,
         "errors": 0,
         "not_replayable": 0,
     }
