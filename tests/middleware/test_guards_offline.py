@@ -358,3 +358,113 @@ async def test_offline_guards_survive_huge_and_odd_input() -> None:
         for text in texts:
             v = await guard.check(text, ctx())
             assert v.outcome in (Outcome.ALLOW, Outcome.BLOCK)
+
+
+# --- issue 18: phone numbers by libphonenumber, wider cards, credential contexts ----
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call me on 001-605-229-2241x9872",  # "00" international prefix and an extension
+        "my number is (07375) 36129",  # German area code in parentheses
+        "phone: 0631908681",  # a French mobile, unseparated
+        "call me on (010)-6119854",
+        "ring me: +46 8 123 456 78",  # international: any country, whatever `regions`
+    ],
+)
+def test_pii_phone_numbers_by_numbering_plan(text: str) -> None:
+    assert [kind for *_, kind in find_pii(text)] == ["phone"]
+
+
+def test_pii_national_formats_follow_regions() -> None:
+    french = "it's 0631908681 after six"  # valid in France's plan, not in the US one
+    assert find_pii(french, regions=("US",)) == []
+    assert [k for *_, k in find_pii(french, regions=("FR",))] == ["phone"]
+    assert [k for *_, k in find_pii("it's +33 6 31 90 86 81", regions=("US",))] == ["phone"]
+    guard_cfg = PIIGuardConfig(name="pii", kind="pii", regions=["se", "no"])
+    assert guard_cfg.regions == ["SE", "NO"]
+    with pytest.raises(ValueError, match="unknown phone regions: XX"):
+        PIIGuardConfig(name="pii", kind="pii", regions=["XX"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my card: 676126182622",  # 12-digit Maestro
+        "card number 4627182621355",  # 13-digit Visa
+        "charge it to 213107003997570 please",  # 15-digit JCB
+        "my card: 3523991591420544",  # JCB 35xx
+    ],
+)
+def test_pii_cards_of_every_issuer_length(text: str) -> None:
+    assert [kind for *_, kind in find_pii(text)] == ["card"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Our order number is 4820193847261, has it shipped yet?",
+        "Meeting ID: 845 2231 9087, the passcode is in the invite.",
+        "UPDATE invoices SET status = 'paid' WHERE id = 4163869121964;",
+        "2025-01-05T22:03:27Z WARN job 550e8400-e29b-41d4-a716-446655440000 took 4155550123 ns",
+        "676126182622 rows scanned",  # Luhn-valid 12 digits, but no card in sight
+        "sha 3e1f0c9b7a2d4e6f8a0b1c2d3e4f5a6b7c8d9e0f build 48213",
+    ],
+)
+def test_pii_ids_hashes_and_timestamps_are_not_pii(text: str) -> None:
+    assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("my key is glpat-7TeBVNkU0JdRuAEqxyGT", "gitlab"),
+        ("npm_RRoouxJhZLE7vKXZVxBoPcigbP6HJrQm3htM", "npm"),
+        ("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", "sendgrid"),
+        ('api_key = "SK1d75b6deaec39b15ac32a3a2e5d637b1"', "twilio"),
+        ('{"apiKey": "a8Fk2LmQ9xZ3pR7tW1", "region": "eu-west-1"}', "credential"),
+        ("password: Summer2024!", "credential"),
+        ("config:\n  token: 'Zq81LmXc0PwE44rTy'\n", "credential"),
+    ],
+)
+def test_secrets_new_kinds_and_credential_contexts(text: str, kind: str) -> None:
+    spans = find_secrets(text)
+    assert [k for *_, k in spans] == [kind]
+    start, end, _ = spans[0]
+    assert text[start:end] not in ("api_key", "apiKey", "password", "token")  # the value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token: ${GITHUB_TOKEN}",
+        "api_key = os.environ['API_KEY']",
+        'password = "changeme"',
+        "secret: '********'",
+        "auth_token = get_token()",
+        "token = settings.SLACK_TOKEN",
+        "pwd=/home/user/src",
+        "password: hunter",
+        '"api_key": "<your-api-key>"',
+    ],
+)
+def test_secrets_credential_names_without_a_secret(text: str) -> None:
+    assert find_secrets(text) == []
+
+
+async def test_profanity_masks_emoji_word_list_and_everyday_words() -> None:
+    guard = ProfanityGuard(
+        ProfanityGuardConfig(name="prof", kind="profanity", threshold=0.65, allow_words=["sick"])
+    )
+    for toxic in ("so f****** twisted", "s**t", "what the f***", "🖕", "💩💩💩", "twatface"):
+        assert (await guard.check(toxic, ctx())).outcome is Outcome.BLOCK, toxic
+    for benign in (
+        "how to take care of the sick",
+        "kill the process",
+        "shoot me an email",
+        "💩",  # one alone is a joke more often than an insult
+        "the Niger river delta",
+        "**Important:** read the docs first",
+    ):
+        assert (await guard.check(benign, ctx())).outcome is Outcome.ALLOW, benign
