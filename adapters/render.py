@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from middleware.decision_log.privacy import mask_text
 from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
 
 # C0 controls but tab and newline (ESC starts every CSI/OSC sequence, CR rewrites a
@@ -40,7 +41,9 @@ def _visible(match: re.Match[str]) -> str:
 
 
 def escape(text: str) -> str:
-    """``text`` with every control and bidi character written out (ESC -> ``\\x1b``)."""
+    """``text`` with secrets masked and every control and bidi character written out
+    (ESC -> ``\\x1b``): what any terminal or chat surface may show of untrusted text."""
+    text = mask_text(text)  # an in-memory decision (``--explain``) is not masked yet
     if "\r\n" in text:
         text = text.replace("\r\n", "\n")  # a Windows line end is a line end, not a rewrite
     return _CONTROL.sub(_visible, text)
