@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import os
 import signal
 import sys
@@ -24,9 +23,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.app import GuardBot
-from bot.cli.common import load_config_from_args, positive_int
+from bot.audit.overrides import NoOverrides, override_line, override_rows
+from bot.cli.common import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    load_config_from_args,
+    positive_int,
+    print_json,
+)
+from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, load_config, resolve_config_path
-from bot.replay.render import print_report, runs_table
+from bot.replay.render import print_report, print_runs
 from bot.replay.report_html import render_html
 from bot.replay.results import ReplayResult, RunReport, Tally
 from bot.replay.select import DEFAULT_LIMIT, DecisionFilter, SelectionError, select
@@ -34,9 +43,7 @@ from bot.replay.session import ReplayError, ReplayOptions, prepare, replay_selec
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
 
-EXIT_CHANGED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_CHANGED = EXIT_NOT_FOUND  # 1: --fail-on-change met (see EXIT_CODES)
 
 
 def register(subparsers: Any) -> None:
@@ -44,8 +51,10 @@ def register(subparsers: Any) -> None:
         "replay",
         help="re-run logged decisions through the current (or another) policy",
         description="Re-run logged decisions through the current configuration and runtime "
-        "settings, or through --config FILE, and report which decisions would change. "
-        "Nothing is posted to Slack or Discord.",
+        "settings, or through --policy FILE, and report which decisions would change. "
+        "Nothing is posted to Slack or Discord. The log read is [log] path of --config "
+        "(or --db), and is always printed.",
+        epilog=EXIT_CODES,
     )
     pick = p.add_argument_group("which decisions")
     pick.add_argument("--since", metavar="WHEN", help="e.g. 7d, 12h, 2024-05-01 (UTC)")
@@ -65,10 +74,17 @@ def register(subparsers: Any) -> None:
     )
     how = p.add_argument_group("how")
     how.add_argument(
-        "--config",
+        "--policy",
         dest="policy_config",
         metavar="FILE",
-        help="try this policy instead of the current one (runtime settings still apply)",
+        help="try the guards and pipeline of this config file instead of --config's "
+        "(the log still comes from --config or --db)",
+    )
+    how.add_argument(
+        "--no-overrides",
+        action="store_true",
+        help="ignore the runtime settings stored in the log (admin overrides); "
+        "by default they apply on top of the policy, and are listed",
     )
     how.add_argument("--db", metavar="PATH", help="the decision log (default: [log] path)")
     mode = how.add_mutually_exclusive_group()
@@ -94,7 +110,7 @@ def register(subparsers: Any) -> None:
         help="decisions in flight (default 8)",
     )
     out = p.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--json", action="store_true", help="print one JSON object (indented)")
     out.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML page")
     out.add_argument(
         "--fail-on-change",
@@ -110,7 +126,11 @@ def _handler(args: argparse.Namespace) -> int:
     base = load_config_from_args(args)
     db = Path(args.db or base.log.path)
     if not db.is_file():
-        return _fail(f"no decision log at {db} (use --db, or run `guardbot chat` to create one)")
+        return _fail(
+            f"no decision log at {db.resolve()} (use --db, or run `guardbot chat` to create one)",
+            EXIT_NOT_FOUND,
+        )
+    print(f"decision log: {db.resolve()}", file=sys.stderr)
     if args.list:
         return asyncio.run(_list(db, args))
     try:
@@ -119,12 +139,12 @@ def _handler(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     policy, source = _policy_config(args, base)
     outcome = asyncio.run(_replay(args, base, policy, source, db, selection))
-    return outcome if isinstance(outcome, int) else _finish(outcome, args)
+    return outcome if isinstance(outcome, int) else _finish(*outcome, args)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = EXIT_USAGE) -> int:
     print(f"guardbot replay: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return status
 
 
 def actor_name() -> str:
@@ -154,7 +174,7 @@ async def _replay(
     source: str,
     db: Path,
     selection: DecisionFilter,
-) -> RunReport | int:
+) -> tuple[RunReport, dict[str, str]] | int:
     """The run itself; an int is an exit code for a problem already reported."""
     try:
         log = await DecisionLog.open(
@@ -167,12 +187,17 @@ async def _replay(
             return _fail(str(exc))
         print(f"warning: {exc}; this run will not be recorded", file=sys.stderr)
     bot = GuardBot(policy, log)
+    if args.no_overrides:
+        bot.settings = RuntimeSettings(policy, NoOverrides())
     try:
         try:
             items, limited = await select(log, selection)
             await prepare(bot)  # before the progress bar: building guards can take seconds
-        except (SelectionError, ReplayError, ValueError) as exc:
+        except SelectionError as exc:
+            return _fail(str(exc), EXIT_NOT_FOUND if exc.not_found else EXIT_USAGE)
+        except (ReplayError, ValueError) as exc:
             return _fail(str(exc))
+        _say_overrides(bot.settings, args.no_overrides)
         options = ReplayOptions(
             selection=selection,
             mode=args.mode,
@@ -186,9 +211,24 @@ async def _replay(
             report = await replay_selected(
                 bot, items, options, limited=limited, on_result=on_result, stop=stop
             )
+        short = await log.short_ids([r.decision_id for r in report.tally.notable])
     finally:
         await bot.close()
-    return report
+    return report, short
+
+
+def _say_overrides(settings: RuntimeSettings, ignored: bool) -> None:
+    """Which runtime overrides this replay applies: they change what it measures."""
+    if ignored:
+        print("runtime overrides: ignored (--no-overrides)", file=sys.stderr)
+        return
+    rows = override_rows(settings)
+    if not rows:
+        print("runtime overrides: none in the log", file=sys.stderr)
+        return
+    print(f"runtime overrides applied ({len(rows)}; --no-overrides to ignore):", file=sys.stderr)
+    for row in rows:
+        print(f"  {override_line(row)}", file=sys.stderr)
 
 
 def _policy_config(args: argparse.Namespace, base: Config) -> tuple[Config, str]:
@@ -246,15 +286,18 @@ def _progress(console: Console, total: int, enabled: bool) -> Iterator[Any]:
         yield on_result
 
 
-def _finish(report: RunReport, args: argparse.Namespace) -> int:
+def _finish(report: RunReport, short: dict[str, str], args: argparse.Namespace) -> int:
     data = report.to_json()
     if args.json:
-        print(json.dumps(data, ensure_ascii=False))
+        print_json(data)
     else:
-        print_report(Console(highlight=False), report)
+        print_report(Console(highlight=False), report, short)
     if args.report:
-        try:
-            Path(args.report).write_text(render_html(report), encoding="utf-8")
+        try:  # the page holds message text: owner-only, like the log itself
+            fd = os.open(args.report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+            with open(fd, "w", encoding="utf-8") as page:
+                page.write(render_html(report))
         except OSError as exc:
             print(f"guardbot replay: cannot write {args.report}: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -287,28 +330,26 @@ async def _list(db: Path, args: argparse.Namespace) -> int:
     finally:
         await log.close()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": r.id,
-                        "created_utc": r.created_utc.isoformat(),
-                        "actor": r.actor,
-                        "config_fingerprint": r.config_fingerprint,
-                        "decisions_count": r.decisions_count,
-                        "changed_count": r.changed_count,
-                        "duration_ms": r.duration_ms,
-                        "filters": r.filters,
-                        "summary": r.summary,
-                        "changes": r.changes,
-                    }
-                    for r in runs
-                ],
-                ensure_ascii=False,
-            )
+        # The runs, not every change in them (up to 1000 each): those are in the log.
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "created_utc": r.created_utc.isoformat(),
+                    "actor": r.actor,
+                    "config_fingerprint": r.config_fingerprint,
+                    "decisions_count": r.decisions_count,
+                    "changed_count": r.changed_count,
+                    "duration_ms": round(r.duration_ms, 3),
+                    "filters": r.filters,
+                    "summary": r.summary,
+                    "stored_changes": len(r.changes),
+                }
+                for r in runs
+            ]
         )
     elif runs:
-        Console(highlight=False).print(runs_table(runs))
+        print_runs(Console(highlight=False), runs)
     else:
         print("no replay runs recorded yet")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -112,15 +113,43 @@ def print_report(
         )
 
 
-def runs_table(runs: Sequence[ReplayRunRow]) -> Table:
-    table = Table(title="Replay runs", title_justify="left")
-    for name in ("run", "when (UTC)", "by", "config", "mode", "decisions", "changed", "errors"):
-        table.add_column(name, justify="right" if name in ("decisions", "changed") else "left")
+NARROW = 130  # below this many columns a run takes two lines instead of a table row
+
+
+def _mode(run: ReplayRunRow) -> tuple[str, str]:
+    summary = run.summary if isinstance(run.summary, dict) else {}
+    mode = str(summary.get("mode", "?")) + (" (interrupted)" if summary.get("interrupted") else "")
+    return mode, str(summary.get("errors", "?"))
+
+
+def print_runs(console: Console, runs: Sequence[ReplayRunRow]) -> None:
+    """Past runs, newest first: a table when the terminal is wide, two lines each when not."""
+    if console.width >= NARROW:
+        console.print(runs_table(runs))
+        return
+    console.print(Text("Replay runs", style="italic"))
     for run in runs:
-        summary = run.summary if isinstance(run.summary, dict) else {}
-        mode = str(summary.get("mode", "?"))
-        if summary.get("interrupted"):
-            mode += " (interrupted)"
+        mode, errors = _mode(run)
+        console.print(
+            Text(f"{run.created_utc:%Y-%m-%d %H:%M} ")
+            + Text(f"{run.decisions_count} decisions, ")
+            + Text(f"{run.changed_count} changed", style="bold" if run.changed_count else "")
+            + Text(f", {errors} errors · {mode} · by {safe_text(run.actor, 24)}"),
+            overflow="fold",
+        )
+        console.print(
+            Text(f"  run {run.id} · config {run.config_fingerprint}", style="dim"), overflow="fold"
+        )
+
+
+def runs_table(runs: Sequence[ReplayRunRow]) -> Table:
+    table = Table(title="Replay runs", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("run", "when (UTC)", "by", "config", "mode", "decisions", "changed", "errors"):
+        table.add_column(
+            name, no_wrap=True, justify="right" if name in ("decisions", "changed") else "left"
+        )
+    for run in runs:
+        mode, errors = _mode(run)
         table.add_row(
             run.id,
             run.created_utc.strftime("%Y-%m-%d %H:%M:%S"),
@@ -129,6 +158,6 @@ def runs_table(runs: Sequence[ReplayRunRow]) -> Table:
             mode,
             str(run.decisions_count),
             str(run.changed_count),
-            str(summary.get("errors", "?")),
+            errors,
         )
     return table

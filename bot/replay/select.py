@@ -29,7 +29,12 @@ class Logged:
 
 
 class SelectionError(ValueError):
-    """The selection cannot be made (e.g. an id that is not in the log)."""
+    """The selection cannot be made: an id that is not in the log (``not_found``), or an
+    ambiguous id prefix (the message lists the candidates)."""
+
+    def __init__(self, message: str, *, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,7 @@ async def select(log: DecisionStore, sel: DecisionFilter) -> tuple[list[Logged],
             except ValueError as exc:  # an ambiguous id prefix
                 raise SelectionError(str(exc)) from None
             if hit is None:
-                raise SelectionError(f"no decision with id {ref!r} in the log")
+                raise SelectionError(f"no decision with id {ref!r} in the log", not_found=True)
             item = as_logged(hit)
             if sel.matches(item.decision):
                 found.append(item)

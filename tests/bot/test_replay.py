@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import GuardBot
 from bot.admin.decisions import replay_summary
+from bot.app import GuardBot
 from bot.replay import DecisionFilter, Kind, ReplayOptions, RunReport, run_replay
 from middleware.decision_log import DecisionLog
 from middleware.llm.scripted import FunctionModel
@@ -71,6 +71,7 @@ async def test_policy_change_reports_exactly_the_changed_decisions_and_why(
         "newly_blocked": 2,
         "newly_allowed": 1,
         "verdicts_changed": 1,
+        "outcome_changed": 0,
         "errors": 0,
         "not_replayable": 0,
     }

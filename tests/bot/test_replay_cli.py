@@ -49,14 +49,15 @@ def rows(table_output: str) -> list[str]:
 def test_table_names_each_changed_decision_and_why(
     built: BuiltLog, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert replay(built, "--config", str(built.policy_b)) == 0
+    assert replay(built, "--policy", str(built.policy_b)) == 0
     out = capsys.readouterr().out
     summary = out.split("Changed decisions", 1)[0]
     for key, n in {"Unchanged": 4, "Newly blocked": 2, "Newly allowed": 1}.items():
         assert f"│ {key}" in summary and f"│ {n} │" in summary.split(f"│ {key}", 1)[1][:40]
     found = {}
     for row in rows(out):
-        ids = [k for k, i in built.ids.items() if i in row]
+        shown = re.findall(r"\b[0-9a-f]{7,26}\b", row)  # short unique ids, as git shows them
+        ids = [k for k, i in built.ids.items() if any(i.startswith(t) for t in shown)]
         assert len(ids) == 1, row
         found[ids[0]] = row
     assert set(found) == set(EXPECTED)
@@ -71,12 +72,11 @@ def test_table_names_each_changed_decision_and_why(
         and "legacy (input): block 1.00 → not run" in found["banana"]
     )
     assert "Verdicts changed" in found["both"]
-    for key in UNCHANGED:
-        assert built.ids[key] not in out
+    assert not UNCHANGED & set(found)
 
 
 def test_json_form(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
-    assert replay(built, "--config", str(built.policy_b), "--json", "--concurrency", "2") == 0
+    assert replay(built, "--policy", str(built.policy_b), "--json", "--concurrency", "2") == 0
     data = json.loads(capsys.readouterr().out)
     assert {k: data[k] for k in ("unchanged", "newly_blocked", "newly_allowed")} == {
         "unchanged": 4,
@@ -100,7 +100,7 @@ def test_json_form(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_html_form(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
     page = built.db.parent / "replay.html"
-    assert replay(built, "--config", str(built.policy_b), "--report", str(page), "--json") == 0
+    assert replay(built, "--policy", str(built.policy_b), "--report", str(page), "--json") == 0
     data = json.loads(capsys.readouterr().out)
     found = read_page(page.read_text(encoding="utf-8"))
     assert found.summary == {k: data[k] for k in LABELS}
@@ -115,10 +115,10 @@ def test_html_form(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_fail_on_change_gates_ci(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
     assert replay(built, "--fail-on-change") == 0  # the deployed policy: nothing changes
-    assert replay(built, "--config", str(built.policy_b), "--fail-on-change") == 1
+    assert replay(built, "--policy", str(built.policy_b), "--fail-on-change") == 1
     assert (
         replay(
-            built, "--config", str(built.policy_b), "--ids", built.ids["hello"], "--fail-on-change"
+            built, "--policy", str(built.policy_b), "--ids", built.ids["hello"], "--fail-on-change"
         )
         == 0
     )
@@ -137,7 +137,7 @@ def test_unstored_decisions_are_listed_as_not_replayable(
 
 
 def test_list_shows_past_runs(built: BuiltLog, capsys: pytest.CaptureFixture[str]) -> None:
-    assert replay(built, "--config", str(built.policy_b), "--json") == 0
+    assert replay(built, "--policy", str(built.policy_b), "--json") == 0
     first = json.loads(capsys.readouterr().out)
     assert replay(built, "--action", "blocked", "--json") == 0
     second = json.loads(capsys.readouterr().out)
@@ -148,7 +148,7 @@ def test_list_shows_past_runs(built: BuiltLog, capsys: pytest.CaptureFixture[str
     assert runs[1]["config_fingerprint"] == first["config_fingerprint"]
     assert runs[1]["actor"].startswith("cli:")
     assert runs[0]["filters"]["action"] == "blocked"
-    assert {c["id"] for c in runs[1]["changes"]} == {built.ids[k] for k in EXPECTED}
+    assert runs[1]["stored_changes"] == 4  # counted, not copied: the list stays small
     assert replay(built, "--list") == 0
     table = capsys.readouterr().out
     assert first["run_id"] in table and second["run_id"] in table
@@ -159,14 +159,17 @@ def test_list_shows_past_runs(built: BuiltLog, capsys: pytest.CaptureFixture[str
     [
         (["--since", "last tuesday"], "cannot read the time"),
         (["--ids", "zzzz"], "no decision with id 'zzzz'"),
-        (["--db", "missing.db"], "no decision log at missing.db"),
+        (["--db", "missing.db"], "missing.db (use --db"),
         (["--config", "nope.toml"], "nope.toml: no such config file"),
+        (["--policy", "nope.toml"], "nope.toml: no such config file"),
     ],
 )
 def test_bad_input_is_one_clear_line(
     built: BuiltLog, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    assert replay(built, *args) == 2
+    # One scheme with logs/show: 1 when something is not found, 2 for usage and config.
+    not_found = args[0] in ("--ids", "--db")
+    assert replay(built, *args) == (1 if not_found else 2)
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
