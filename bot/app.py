@@ -22,6 +22,7 @@ from typing import Any
 from adapters.admin import AdminCommands
 from bot.admin import REGISTRY, run_admin_command
 from bot.admin.context import Handler
+from bot.audit.overrides import banner as overrides_banner
 from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
@@ -34,7 +35,7 @@ from middleware.llm.model import ChatModel
 from middleware.pipeline.budget import budget_refusal, check_budget
 from middleware.pipeline.policy import PipelinePolicy
 from middleware.pipeline.run import Pipeline
-from middleware.types import Action, ChatRequest, Decision, Delivery
+from middleware.types import Action, ChatRequest, Decision, Delivery, Timings
 
 log = logging.getLogger("guardbot")
 
@@ -130,12 +131,14 @@ class GuardBot:
         await self.log.close()
 
     def notice(self) -> str | None:
-        """Lines the operator should see at start: the offline echo model, and the
-        LLM guards that will therefore only say "skipped"."""
+        """Lines the operator should see at start: the offline echo model, the
+        LLM guards that will therefore only say "skipped", and the runtime
+        overrides from the log that change the policy of config.toml."""
         config, fingerprint = self.settings.effective("", "")
         guards = self.policies.policy(config, fingerprint).guards
         skipped = offline_notice((g.config.name, g.guard) for g in guards)
-        lines = [line for line in (self.models.notice(), skipped) if line]
+        overrides = overrides_banner(self.settings)
+        lines = [line for line in (self.models.notice(), skipped, overrides) if line]
         return "\nnotice: ".join(lines) or None
 
     @property
@@ -172,7 +175,7 @@ class GuardBot:
             try:
                 decision = await self._decide(request, config, fingerprint)
             except asyncio.CancelledError:
-                await self._record_cut_off(request, fingerprint)
+                await self.record_cut_off(request, SHUTDOWN_ERROR)
                 raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
@@ -214,16 +217,18 @@ class GuardBot:
             return budget_refusal(request, spent, message=budget.message, fingerprint=fingerprint)
         return await self.pipeline.run(request, self.policies.policy(config, fingerprint))
 
-    async def _record_cut_off(self, request: ChatRequest, fingerprint: str) -> None:
-        """Shutdown cancelled this message's pipeline: put that on record, briefly.
+    async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:
+        """A message cancelled before its reply was ready: put that on record, briefly.
 
         The caller re-raises the cancellation; this only makes sure the message
         does not vanish from the audit trail (nothing was posted for it).
         """
+        _, fingerprint = self.effective_config(request)
         decision = Decision(
             request=request,
             action=Action.ERROR,
-            error=SHUTDOWN_ERROR,
+            error=why,
+            timings=Timings(total_ms=elapsed_ms),
             config_fingerprint=fingerprint,
         )
         try:
