@@ -18,7 +18,6 @@ from bot.config.runtime import GLOBAL
 from middleware.types import utc_now
 
 STATUS_WINDOW = timedelta(hours=24)
-STATUS_SAMPLE = 2000
 
 
 def _origin(ctx: Context, key: str) -> str:
@@ -77,15 +76,16 @@ def guard_lines(ctx: Context) -> list[str]:
 
 
 async def block_rate(ctx: Context) -> str:
+    """Counted by the log over the whole window (not a sample of its newest rows)."""
     since = utc_now() - STATUS_WINDOW
-    decisions = await ctx.host.log.query(since=since, limit=STATUS_SAMPLE)
-    if not decisions:
+    data = await ctx.host.log.stats(since=since)
+    total = int(data.get("decisions", 0))
+    if not total:
         return "recent block rate: no messages in the last 24h"
-    blocked = sum(1 for d in decisions if d.blocked)
-    more = "+" if len(decisions) >= STATUS_SAMPLE else ""
+    blocked = int(data.get("actions", {}).get("blocked", 0))
     return (
-        f"recent block rate: {blocked} of {len(decisions)}{more} messages blocked "
-        f"in the last 24h ({blocked / len(decisions):.1%})"
+        f"recent block rate: {blocked} of {total} messages blocked "
+        f"in the last 24h ({blocked / total:.1%})"
     )
 
 

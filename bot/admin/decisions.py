@@ -120,6 +120,7 @@ async def replay_summary(
         f"(config {report.config_fingerprint}, run {report.run_id}):",
         f"unchanged {s['unchanged']} · newly blocked {s['newly_blocked']} · "
         f"newly allowed {s['newly_allowed']} · verdicts changed {s['verdicts_changed']} · "
+        f"error ↔ replied {s['outcome_changed']} · "
         f"errors {s['errors']} · not replayable {s['not_replayable']}",
     ]
     changed = [r for r in report.tally.sorted_notable() if r.kind is not Kind.NOT_REPLAYABLE]

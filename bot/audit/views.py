@@ -263,12 +263,12 @@ def stats(data: dict[str, Any]) -> None:
         console.print(gt)
     if data["models"]:
         mt = Table(title="model calls", title_justify="left")
-        for name in ("model", "calls", "tokens in", "tokens out", "errors"):
+        for name in ("model", "calls", "tokens in", "tokens out", "errors", "cancelled"):
             mt.add_column(name, justify="left" if name == "model" else "right")
         for model, m in data["models"].items():
             mt.add_row(
                 clean(model), str(m["calls"]), f"{m['tokens_in']:,}", f"{m['tokens_out']:,}",
-                str(m["errors"]),
+                str(m["errors"]), str(m.get("cancelled", 0)),
             )  # fmt: skip
         console.print(mt)
 

@@ -4,23 +4,34 @@ It is how an admin tries a policy before deploying it: the guards are built
 from the same config (and the same builder) as the bot's and run by the
 pipeline's own screening (same timeouts, ``on_error`` and chained
 redactions), except that every guard that applies runs to the end (no
-stopping at the first block, so all verdicts show). The result is a table,
-or one JSON object per text with ``--json``. ``-`` reads one message per line from stdin (invalid UTF-8 is
-replaced, not fatal). LLM guards on the offline echo model report
-``skipped`` and say why.
+stopping at the first block, so all verdicts show). The runtime overrides
+stored in the decision log apply, as they do in the bot (listed on stderr;
+``--no-overrides`` for the file alone), so `screen` says what the bot would
+do. The result is a table, or with ``--json`` one indented JSON list (one
+object per text). ``-`` reads one message per line from stdin (invalid UTF-8
+is replaced, not fatal). LLM guards on the offline echo model report
+``skipped`` and say why. ``--fail-on-block`` exits 1 when any text is blocked.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Iterator
 
-from bot.cli.common import load_config_from_args
+from adapters.render import plain
+from bot.audit.overrides import override_line, override_rows
+from bot.cli.common import (
+    EXIT_CODES,
+    EXIT_NOT_FOUND,
+    load_config_from_args,
+    print_json,
+    runtime_settings,
+)
 from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
+from bot.config.runtime import GLOBAL, RuntimeSettings, channel_scope
 from middleware.guards.guard import GuardContext
 from middleware.guards.llm_guard import offline_notice
 from middleware.pipeline.screening import screen
@@ -31,13 +42,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "screen",
         help="run the configured guards on text and print their verdicts",
-        description="Run the guards of one stage on each text and print every verdict.",
+        description="Run the guards of one stage on each text and print every verdict, "
+        "with the runtime overrides of the decision log applied as in the bot.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("text", nargs="+", help="the text to screen, or - to read one per line")
     p.add_argument("--stage", choices=("input", "output"), default="input", help="default: input")
     p.add_argument("--channel", default="", help="channel id (guards limited to channels)")
+    p.add_argument(
+        "--platform",
+        default="console",
+        help="platform of --channel, for its channel overrides (default: console)",
+    )
+    p.add_argument(
+        "--no-overrides", action="store_true", help="the config file alone, without the log's"
+    )
+    p.add_argument(
+        "--fail-on-block", action="store_true", help="exit 1 if any text is blocked (for CI)"
+    )
     p.add_argument("--prompt", default="", help="output stage: the user message replied to")
-    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument("--json", action="store_true", help="JSON: a list, one object per text")
     p.set_defaults(handler=_screen)
 
 
@@ -55,28 +79,32 @@ def _row(v: Verdict) -> str:
     score = "" if v.score is None else f"{v.score:.2f}"
     extra = f" (confidence {v.confidence:.2f})" if v.confidence is not None else ""
     return (
-        f"  {v.guard:<16} {v.outcome.value:<8} {v.category[:34]:<34} {score:>5} "
-        f"{v.latency_ms:>8.2f}  {v.reason}{extra}"
+        f"  {plain(v.guard):<16} {v.outcome.value:<8} {plain(v.category, 34):<34} {score:>5} "
+        f"{v.latency_ms:>8.2f}  {plain(v.reason)}{extra}"
     )
 
 
 def _print_table(index: int, text: str, verdicts: list[Verdict], redacted: str) -> None:
     blocking = [v.guard for v in verdicts if v.blocking]
-    shown = text if len(text) <= 70 else text[:67] + "..."
     status = f"BLOCKED by {', '.join(blocking)}" if blocking else "allowed"
-    print(f"[{index}] {shown!r}: {status}")
+    print(f"[{index}] {plain(text, 70)!r}: {status}")
     print(f"  {'guard':<16} {'outcome':<8} {'category':<34} {'score':>5} {'ms':>8}  reason")
     for v in verdicts:
         print(_row(v))
         for m in v.members:
             print("    " + _row(m).strip())
     if redacted != text and not blocking:
-        print(f"  redacted: {redacted!r}")
+        print(f"  redacted: {plain(redacted)!r}")
 
 
 async def _run(args: argparse.Namespace) -> int:
-    config = load_config_from_args(args)
+    base = load_config_from_args(args)
+    settings = await runtime_settings(base, ignore=args.no_overrides)
+    config, _ = settings.effective(args.platform, args.channel)
+    _say_overrides(settings, args)
     models = ModelProvider(config.llm)
+    results: list[dict[str, object]] = []
+    blocked = 0
     try:
         stage = Stage(args.stage)
         guards = [
@@ -96,14 +124,27 @@ async def _run(args: argparse.Namespace) -> int:
             )
             screened = await screen(guards, text, GuardContext(stage, request), every_guard=True)
             verdicts, redacted = screened.verdicts, screened.text
+            blocked += screened.blocked
             if args.json:
-                print(json.dumps(_json(text, stage, verdicts, redacted), ensure_ascii=False))
+                results.append(_json(text, stage, verdicts, redacted))
             else:
                 _print_table(index, text, verdicts, redacted)
-            sys.stdout.flush()
+                sys.stdout.flush()
     finally:
         await models.close()
-    return 0
+    if args.json:
+        print_json(results)
+    return EXIT_NOT_FOUND if args.fail_on_block and blocked else 0
+
+
+def _say_overrides(settings: RuntimeSettings, args: argparse.Namespace) -> None:
+    """The overrides that apply here, on stderr: they change what the guards do."""
+    if args.no_overrides:
+        return
+    scopes = {GLOBAL, channel_scope(args.platform, args.channel)}
+    for row in override_rows(settings):
+        if row["scope"] in scopes:
+            print(f"override: {override_line(row)} (--no-overrides to ignore)", file=sys.stderr)
 
 
 def _json(text: str, stage: Stage, verdicts: list[Verdict], redacted: str) -> dict[str, object]:

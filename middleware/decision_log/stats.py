@@ -16,6 +16,7 @@ import aiosqlite
 
 from middleware.decision_log.queries import Filters
 
+CANCELLED = "cancelled"  # how the pipeline's cancelled candidates' errors begin
 STAGES = ("total_ms", "input_guards_ms", "generation_ms", "output_guards_ms", "selection_ms")
 
 
@@ -76,8 +77,12 @@ async def compute(
         entry["outcomes"][outcome] += 1
         if outcome != "skipped":
             latencies[guard].append(latency)
+    # A candidate cancelled on purpose (an input guard blocked, or `first` took another)
+    # is recorded with a "cancelled: …" error; it is not the model failing.
     models = await db.execute_fetchall(
-        "SELECT model, count(*), sum(tokens_in), sum(tokens_out), sum(error IS NOT NULL) "
+        "SELECT model, count(*), sum(tokens_in), sum(tokens_out), "
+        f"sum(error IS NOT NULL AND error NOT LIKE '{CANCELLED}%'), "
+        f"sum(error LIKE '{CANCELLED}%') "
         f"FROM llm_calls WHERE decision_id IN ({window}) GROUP BY model ORDER BY model",
         params,
     )
@@ -120,8 +125,14 @@ async def compute(
         "tokens_out": int(tokens_out),
         "cost_usd": round(cost, 6),
         "models": {
-            m: {"calls": n, "tokens_in": ti or 0, "tokens_out": to or 0, "errors": err or 0}
-            for m, n, ti, to, err in models
+            m: {
+                "calls": n,
+                "tokens_in": ti or 0,
+                "tokens_out": to or 0,
+                "errors": err or 0,
+                "cancelled": cancelled or 0,
+            }
+            for m, n, ti, to, err, cancelled in models
         },
         "deliveries": {status: n for status, n in deliveries},
     }

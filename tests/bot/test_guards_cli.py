@@ -23,6 +23,7 @@ kind = "llm_judge"
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # stay offline whatever the shell has
     monkeypatch.delenv("GUARDBOT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # its [log] path: a fresh log, so no stored overrides
     path = tmp_path / "config.toml"
     path.write_text((REPO / "config.toml").read_text(encoding="utf-8") + JUDGE, encoding="utf-8")
     return path
@@ -30,7 +31,9 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]]:
     assert main([*argv, "--json"]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    data = json.loads(capsys.readouterr().out)  # one indented list, like every --json
+    assert isinstance(data, list)
+    return data
 
 
 def test_screen_json_blocks_and_shows_every_verdict(
