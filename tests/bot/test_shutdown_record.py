@@ -45,7 +45,8 @@ async def test_a_message_cut_off_at_shutdown_is_recorded(tmp_path: Path) -> None
         return "too late"
 
     config = parse_config(f'[log]\npath = "{tmp_path / "g.db"}"\n', "test")
-    bot = GuardBot(config, await DecisionLog.open(config.log.path), env={}, model=FunctionModel(slow))
+    log = await DecisionLog.open(config.log.path)
+    bot = GuardBot(config, log, env={}, model=FunctionModel(slow))
     try:
         task = asyncio.create_task(bot.handle(request("hello")))
         await started.wait()
