@@ -16,18 +16,18 @@ import pytest
 
 from bot.app import AUDIT_DOWN_REPLY, GuardBot
 from bot.config.schema import parse_config
-from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log import DecisionLog, DecisionStore, LogUnavailable
 from middleware.types import Action, ChatRequest
 from tests.support.decision_log_support import make_decision
 
 
-async def on_writer(log: DecisionLog, pragma: str) -> None:
-    """Run a PRAGMA on the writer's own connection (in the writer process, between commits)."""
-    assert log._writer is not None
+async def on_writer(log: DecisionStore, pragma: str) -> None:
+    """Run a PRAGMA on the writer's own connection (alone, between two transactions)."""
+    assert isinstance(log, DecisionLog) and log._writer is not None
     await log._writer.pragma(pragma)
 
 
-async def fill_disk(log: DecisionLog) -> None:
+async def fill_disk(log: DecisionStore) -> None:
     """Cap the file at its current size, then write until it is full."""
     await on_writer(log, "max_page_count = 1")  # answers the current size: no shrinking
     # Groups of big rows first (quick), then single ever smaller rows into the last gaps.
@@ -41,7 +41,7 @@ async def fill_disk(log: DecisionLog) -> None:
             raise AssertionError("the capped database never filled up")
 
 
-async def free_disk(log: DecisionLog) -> None:
+async def free_disk(log: DecisionStore) -> None:
     await on_writer(log, "max_page_count = 1073741823")
 
 
