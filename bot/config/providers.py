@@ -52,7 +52,19 @@ class ModelProvider:
         return not (self.api_key or self.llm.base_url)
 
     def notice(self) -> str | None:
-        return ECHO_NOTICE if self.offline else None
+        if self.offline:
+            return ECHO_NOTICE
+        if self.fixed is None and not self.api_key and self._needs_key():
+            return (
+                f"warning: [llm] provider = \"{self.llm.provider}\" but ${self.llm.api_key_env} "
+                "is not set: OpenAI will refuse every model call (HTTP 401). Set it, or set "
+                "[llm] base_url to a local server that needs no key"
+            )
+        return None
+
+    def _needs_key(self) -> bool:
+        """OpenAI itself needs a key; a local server (Ollama, vLLM, …) usually does not."""
+        return not self.llm.base_url or "api.openai.com" in self.llm.base_url
 
     def default(self) -> ChatModel:
         return self(model=None, base_url=None)

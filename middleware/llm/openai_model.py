@@ -28,18 +28,49 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Message, ModelSettings
 
+BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
+
 
 def describe_error(exc: BaseException) -> str:
-    """A short operator-facing description; never includes request headers or keys."""
+    """An operator-facing description: the URL, the status, the start of the body and the
+    likely fix. Never request headers or keys (the log masks secrets in bodies too)."""
+    url = _url(exc)
     if isinstance(exc, openai.APITimeoutError):
-        return "model request timed out"
+        return f"model request timed out ({url})"
     if isinstance(exc, openai.APIStatusError):
-        return f"model server answered HTTP {exc.status_code}"
+        body = exc.response.text
+        return (
+            f"model server answered HTTP {exc.status_code} ({url}): {body_start(body)}"
+            f"{fix_hint(url, exc.status_code, body)}"
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return "could not reach the model server"
+        return f"could not reach the model server ({url})"
     if isinstance(exc, openai.APIResponseValidationError):
-        return "model server sent a malformed response"
+        return f"model server sent a malformed response ({url})"
     return f"model call failed: {type(exc).__name__}"
+
+
+def _url(exc: BaseException) -> str:
+    request = getattr(exc, "request", None)
+    return f"POST {request.url}" if request is not None else "no request"
+
+
+def body_start(body: str) -> str:
+    """The start of a server's answer on one line, quoted: enough to recognise it."""
+    flat = " ".join(body.split())
+    if not flat:
+        return "(empty body)"
+    return repr(flat if len(flat) <= BODY_CHARS else flat[: BODY_CHARS - 1] + "…")
+
+
+def fix_hint(url: str, status: int, body: str) -> str:
+    """The usual cause of a 404 or an HTML page: a base_url without the API's /v1."""
+    html = body.lstrip()[:15].lower().startswith(("<!doctype", "<html"))
+    path = url.split("://", 1)[-1].partition("/")[2]
+    if (status == 404 or html) and not path.startswith("v1/") and "/v1/" not in path:
+        base = url.removeprefix("POST ").removesuffix("/chat/completions").removesuffix("/")
+        return f'; did you mean base_url = "{base}/v1"?'
+    return ""
 
 
 Transport = Literal["aiohttp", "httpx"]
@@ -104,10 +135,13 @@ class OpenAIChatModel:
             if self.stream:
                 return await self._complete_streaming(params, settings.timeout_s, started)
             response = await self._post(params, settings.timeout_s)
-            data = json.loads(response.content)
+            data = self._json(response)
             choices = data.get("choices")
             if not choices:
-                raise LLMError("model server returned no choices")
+                raise LLMError(
+                    f"model server returned no choices (POST {self._url}): "
+                    f"{body_start(response.text)}"
+                )
             text = choices[0]["message"]["content"] or ""
             usage = data.get("usage") or {}
             tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
@@ -120,7 +154,7 @@ class OpenAIChatModel:
             ) from exc
         except (ValueError, TypeError, AttributeError, LookupError) as exc:
             # Not JSON, or not in the API's shape: the server answered, but not sensibly.
-            raise LLMError("model server sent a malformed response") from exc
+            raise LLMError(f"model server sent a malformed response (POST {self._url})") from exc
         return Completion(
             text=str(text),
             model=str(model),
@@ -128,6 +162,24 @@ class OpenAIChatModel:
             tokens_out=int(tokens_out),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+    def _json(self, response: httpx2.Response) -> Any:
+        """The body as JSON, or an LLMError saying what came instead (an HTML page, say)."""
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            body = response.text
+            html = "html" in response.headers.get("content-type", "") or body.lstrip()[:1] == "<"
+            what = "answered" if html else "sent a malformed response:"
+            kind = "an HTML page, not JSON" if html else "a body that is not JSON"
+            raise LLMError(
+                f"model server {what} HTTP {response.status_code} with {kind} "
+                f"(POST {self._url}): {body_start(body)}"
+                f"{fix_hint(f'POST {self._url}', response.status_code, body)}"
+            ) from None
+        if not isinstance(data, dict):
+            raise LLMError(f"model server sent a malformed response (POST {self._url})")
+        return data
 
     async def _post(self, body: dict[str, Any], timeout_s: float, *, stream: bool = False) -> Any:
         """POST /chat/completions through the client (auth, retries, errors).

@@ -34,6 +34,13 @@ from middleware.types import (
 CANCELLED = "cancelled"
 
 
+def user_reason(errors: Sequence[str]) -> str:
+    """What a user may read of why no reply came: never a URL, a status or a server's body."""
+    if errors and all("timed out" in e for e in errors):
+        return "the model took too long to answer"
+    return "the model could not answer"
+
+
 @dataclass(slots=True)
 class _Run:
     """One candidate's progress; filled in place so a cancelled one still shows."""
@@ -163,9 +170,9 @@ class Pipeline:
                 self._blocked(decision, unsafe, policy)
             else:
                 errors = sorted({r.candidate.error or "no reply" for r in runs})
-                decision.error = "; ".join(errors)
+                decision.error = "; ".join(errors)  # the detail: for `guardbot show`
                 # replace, not format: an operator's template may contain other braces
-                decision.reply = policy.error_reply.replace("{reason}", errors[0])
+                decision.reply = policy.error_reply.replace("{reason}", user_reason(errors))
             return
         chosen, selection = await self._select(decision, safe, request, policy)
         chosen.chosen = True

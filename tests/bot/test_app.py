@@ -31,7 +31,9 @@ async def test_error_reply_template_with_braces_is_used_literally(tmp_path: Path
     try:
         decision = await bot.handle(req("hello"))
         assert decision.action is Action.ERROR
-        assert decision.reply == "Oops :-{ (model server answered HTTP 500)"
+        # The user reads a plain reason; the server's answer stays in the decision.
+        assert decision.reply == "Oops :-{ (the model could not answer)"
+        assert decision.error is not None and "HTTP 500" in decision.error
         stored = await bot.log.get(decision.id)
         assert stored is not None and stored.action is Action.ERROR
     finally:

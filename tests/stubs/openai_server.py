@@ -35,6 +35,7 @@ class Reply:
     hold: asyncio.Event | None = None  # answer only once the test sets this event
     moderation: dict[str, float] | None = None  # category scores for /moderations
     model: str | None = None
+    content_type: str = "application/json"  # e.g. text/html: a web page where the API should be
 
 
 @dataclass
@@ -152,7 +153,7 @@ class StubOpenAI:
             return web.Response(
                 status=reply.status,
                 text=body,
-                content_type="application/json",
+                content_type=reply.content_type,
                 headers=reply.headers,
             )
         out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
