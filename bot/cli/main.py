@@ -17,12 +17,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from adapters.console import run_console
 from bot.app import GuardBot, remember_env_secrets
 from bot.cli.common import load_config_from_args
 from bot.config.providers import ModelProvider
-from bot.config.schema import ConfigError
+from bot.config.schema import Config, ConfigError
 from middleware.decision_log.privacy import SecretFilter
 
 # Modules that add subcommands; each has `register(subparsers)`.
@@ -46,9 +47,21 @@ async def _chat_async(args: argparse.Namespace) -> int:
     try:
         if notice := bot.notice():
             print(f"notice: {notice}", file=sys.stderr, flush=True)
-        return await run_console(bot, show_explain=args.explain).run()
+        console = run_console(bot, show_explain=args.explain, history_path=_history_path(config))
+        return await console.run()
     finally:
         await bot.close()
+
+
+def _history_path(config: Config) -> Path | None:
+    """The prompt history file, beside the decision log (``guardbot.db`` -> ``guardbot.history``).
+
+    None (history for this run only) when the log keeps no message text or masks
+    PII in it: a history file must not keep what the log deliberately does not.
+    """
+    if not config.log.store_text or config.log.redact_pii:
+        return None
+    return Path(config.log.path).with_suffix(".history")
 
 
 def _show_config(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,56 @@ def test_ctrl_c_exits_cleanly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert b"Traceback" not in err
+
+
+def test_console_commands_are_answered_locally_in_a_pipe(tmp_path: Path) -> None:
+    lines = b"/help\n/explain on\nfirst\n/explain off\nsecond\n/explain maybe\n"
+    result = chat(tmp_path, lines, "chat")
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    for command in ("/help", "/quit, /exit", "/admin COMMAND", "/explain on|off"):
+        assert command in out
+    assert "explain is on" in out and "explain is off" in out
+    assert out.endswith("(echo) first\nexplain is off\n(echo) second\n")
+    assert err.count("timings: total") == 1  # only while explain was on
+    assert "usage: /explain on|off" in err
+    with sqlite3.connect(tmp_path / "guardbot.db") as db:
+        texts = [row[0] for row in db.execute("SELECT text FROM decisions ORDER BY seq")]
+    assert texts == ["first", "second"]  # no console command reached the bot
+
+
+def test_quit_in_a_pipe_stops_reading_and_exits_zero(tmp_path: Path) -> None:
+    result = chat(tmp_path, b"hi\n/quit\nnever sent\n", "chat")
+    assert result.returncode == 0
+    assert result.stdout == b"(echo) hi\n"
+    assert b"Fatal Python error" not in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_input_redirected_from_a_file_is_one_message_per_line(tmp_path: Path) -> None:
+    (tmp_path / "messages.txt").write_bytes(b"from a file\nno newline at the end")
+    with (tmp_path / "messages.txt").open("rb") as stdin:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli.main", "chat"],
+            stdin=stdin,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"(echo) from a file\n(echo) no newline at the end\n"
+
+
+def test_replies_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    # The echo model repeats the message, so the reply carries what was sent:
+    # a title change, a colour, a bidi override and a bell.
+    hostile = "\x1b]0;pwned\x07 \x1b[31mred\u202e text"
+    result = chat(tmp_path, hostile.encode() + b"\n", "chat", "--explain")
+    assert result.returncode == 0, result.stderr.decode()
+    shown = result.stdout.decode() + result.stderr.decode()
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in shown
+    assert "red" in result.stdout.decode() and "timings: total" in result.stderr.decode()
+    # The log keeps the message as it was; only the terminal view is made inert.
+    with sqlite3.connect(tmp_path / "guardbot.db") as db:
+        assert db.execute("SELECT text FROM decisions").fetchone() == (hostile,)
