@@ -85,7 +85,8 @@ async def _list(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="Runtime settings (channel > global > config.toml)", title_justify="left")
     for name in ("scope", "key", "value", "updated (UTC)", "by", "note"):
-        table.add_column(name)
+        # A narrow terminal folds a long key onto a second line; it never cuts it to "guard.…".
+        table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(
             _cell(r.scope),
