@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import importlib
 import inspect
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,14 @@ from pathlib import Path
 
 from adapters.console import run_console
 from bot.app import GuardBot, remember_env_secrets
-from bot.cli.common import load_config_from_args
+from bot.audit.overrides import override_line
+from bot.cli.common import (
+    EXIT_CODES,
+    load_config_from_args,
+    marked_overrides,
+    print_json,
+    runtime_settings,
+)
 from bot.config.providers import ModelProvider
 from bot.config.schema import Config, ConfigError
 from middleware.decision_log.privacy import SecretFilter
@@ -65,13 +71,19 @@ def _history_path(config: Config) -> Path | None:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    config = load_config_from_args(args)
+    base = load_config_from_args(args)
+    settings = asyncio.run(runtime_settings(base, ignore=args.no_overrides))
+    config, _ = settings.effective("", "")  # the file, then the global runtime overrides
     data = config.model_dump(mode="json")
     provider = ModelProvider(config.llm)
     # Only the name of the key's variable is config; the value is shown masked.
     data["llm"]["api_key"] = "***set***" if provider.api_key else "(not set)"
     data["llm"]["effective_provider"] = "echo" if provider.offline else "openai-compatible"
-    print(json.dumps(data, indent=2))
+    # Marked apart: global ones are applied above, channel ones only in their channel.
+    data["runtime_overrides"] = marked_overrides(settings)
+    print_json(data)
+    for row in data["runtime_overrides"]:
+        print(f"override: {override_line(row)}", file=sys.stderr)
     return 0
 
 
@@ -80,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="guardbot",
         description="A chat bot whose middleware screens every message while the reply is "
         "generated, and audits every decision in SQLite.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument(
         "--config",
@@ -91,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="talk to the bot in the terminal (offline by default)")
     chat.add_argument("--explain", action="store_true", help="show verdicts and timings per turn")
     chat.set_defaults(handler=_chat)
-    show = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    show = sub.add_parser(
+        "config",
+        help="print the effective configuration (runtime overrides applied and listed), "
+        "secrets masked",
+    )
+    show.add_argument(
+        "--no-overrides", action="store_true", help="the config file alone, without the log's"
+    )
     show.set_defaults(handler=_show_config)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
