@@ -8,7 +8,14 @@ shown inert (no escape sequence reaches the terminal).
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -19,6 +26,8 @@ from bot.config.schema import load_config
 from middleware.decision_log import DecisionLog
 from middleware.types import Action, ChatRequest
 from tests.support.terminal_support import INSULT, LONG, Logged, make_log, run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -160,3 +169,31 @@ def test_settings_at_80_columns_does_not_cut_keys(
 def test_decision_actions_as_expected(logged: Logged) -> None:
     """The fixture itself: without an override the insults are blocked."""
     assert [d.action for d in logged.decisions][-3:] == [Action.BLOCKED] * 3
+
+
+def test_logs_in_a_real_80_column_terminal_uses_its_width(logged: Logged) -> None:
+    """No COLUMNS: the width comes from the pseudo-terminal, as in tmux."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = str(REPO)
+    argv = [sys.executable, "-m", "bot.cli.main", "logs", "--db", str(logged.db)]
+    proc = subprocess.Popen(argv, stdout=slave, stderr=slave, env=env, cwd=logged.folder)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())  # rich's own colours
+    lines = text.replace("\r", "").splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    blocked = next(i for i, line in enumerate(lines) if " blocked " in line)
+    head, body = lines[blocked], lines[blocked + 1]  # the two-line form, not a wide table
+    assert "profanity" in head and INSULT not in head and body.startswith(f"  {INSULT} → ")
