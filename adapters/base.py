@@ -13,6 +13,7 @@ import asyncio
 from typing import Any, Protocol
 
 from adapters.admin import AdminCommands
+from middleware.pipeline.streaming import ReplyView
 from middleware.types import ChatRequest, Decision
 
 
@@ -26,8 +27,14 @@ class AdapterConfigError(Exception):
 
 
 class MessageHandler(Protocol):
-    async def handle(self, request: ChatRequest) -> Decision:
-        """Run one message through the pipeline; the decision is committed on return."""
+    async def handle(self, request: ChatRequest, view: ReplyView | None = None) -> Decision:
+        """Run one message through the pipeline; the decision is committed on return.
+
+        With a ``view`` the reply is streamed into it as screened chunks are
+        released (each committed to the log first); the returned decision then
+        says what was shown (``decision.stream``), and the adapter only
+        finishes the message it has been updating.
+        """
         ...
 
     async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:

@@ -35,6 +35,7 @@ from middleware.llm.model import ChatModel
 from middleware.pipeline.budget import budget_refusal, check_budget
 from middleware.pipeline.policy import PipelinePolicy
 from middleware.pipeline.run import Pipeline
+from middleware.pipeline.streaming import ReplyView
 from middleware.types import Action, ChatRequest, Decision, Delivery, Timings
 
 log = logging.getLogger("guardbot")
@@ -160,7 +161,7 @@ class GuardBot:
         config, fingerprint = self.effective_config(request)
         return config, self.policies.policy(config, fingerprint)
 
-    async def handle(self, request: ChatRequest) -> Decision:
+    async def handle(self, request: ChatRequest, view: ReplyView | None = None) -> Decision:
         await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
         if (text := clean(request.text)) is not request.text:
