@@ -192,8 +192,15 @@ class Worker:
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
-        if self.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{system} worker did not start")
+
+    @classmethod
+    def start(cls, base_url: str) -> list[Worker]:
+        """One worker per system, started together (each imports for a second or two)."""
+        workers = [cls(s, base_url) for s in SYSTEMS]
+        for w in workers:
+            if w.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{w.system} worker did not start")
+        return workers
 
     def ask(self, **cmd: Any) -> dict[str, float]:
         self.stdin.write(json.dumps(cmd) + "\n")
@@ -211,7 +218,7 @@ class Worker:
 
 def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
     with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as url:
-        workers = [Worker(s, url) for s in SYSTEMS]
+        workers = Worker.start(url)
         times: dict[str, dict[bool, list[float]]] = {s: {False: [], True: []} for s in SYSTEMS}
         for i in range(2 * n + 4):
             unsafe = i % 2 == 1
@@ -240,7 +247,7 @@ def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
 def cost(sequential_n: int, concurrent_n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with stub_process("latency", "0", "0") as url:
-        workers = [Worker(s, url) for s in SYSTEMS]
+        workers = Worker.start(url)
         for w in workers:
             w.ask(op="batch", n=200, concurrency=50, start=10**6)  # warm-up: the pool fills
         for w in workers:
