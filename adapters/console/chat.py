@@ -30,6 +30,7 @@ from adapters.render import explain, plain
 from middleware.types import ChatRequest, Decision
 
 EXIT_WORDS = {"/quit", "/exit"}
+MARGIN = " " * len("bot> ")
 
 HELP = """\
 Console commands (answered here, never sent to the model):
@@ -107,8 +108,10 @@ class ConsoleChat:
         )
 
     def _say(self, text: str) -> None:
-        prefix = "bot> " if self.interactive else ""
-        print(f"{prefix}{plain(text, one_line=False)}", file=self.stdout, flush=True)
+        shown = plain(text, one_line=False)
+        if self.interactive:  # later lines under the first, clear of the "bot> " margin
+            shown = "bot> " + shown.replace("\n", "\n" + MARGIN)
+        print(shown, file=self.stdout, flush=True)
 
     def _warn(self, text: str) -> None:
         print(f"warning: {text}", file=self.stderr, flush=True)

@@ -77,7 +77,10 @@ class TerminalPrompt:
     async def read(self) -> str | None:
         try:
             return await self.session.prompt_async(
-                PROMPT, handle_sigint=False, set_exception_handler=False
+                PROMPT,
+                prompt_continuation=" " * len(PROMPT),
+                handle_sigint=False,
+                set_exception_handler=False,
             )
         except EOFError:
             return None
