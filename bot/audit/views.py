@@ -95,7 +95,7 @@ def _logs_wide(console: Console, found: list[StoredDecision], short: Mapping[str
             )
         )
     names = ("time (UTC)", "id", "where", "user", "action", "guard", "message", "reply", "ms")
-    caps = (14, 26, 24, 16, 7, 20, None, None, 8)
+    caps = (14, 26, 18, 12, 7, 18, None, None, 8)
     widths = [
         min(cap, max(len(name), *(len(r[i]) for r in rows))) if cap else 0
         for i, (name, cap) in enumerate(zip(names, caps, strict=True))
