@@ -6,10 +6,11 @@ It lets `guardbot chat` run on a fresh machine through the full pipeline
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from middleware.llm.model import Completion, Message, ModelSettings
+from middleware.llm.model import Completion, Delta, Message, ModelSettings
 
 ECHO_NOTICE = (
     "offline echo model in use: no OPENAI_API_KEY or [llm] base_url is set, "
@@ -32,3 +33,12 @@ class EchoModel:
             tokens_out=len(text.split()),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+    async def stream(
+        self, messages: Sequence[Message], *, settings: ModelSettings
+    ) -> AsyncIterator[Delta]:
+        """The echo a word at a time, so the offline bot shows streaming as a model would."""
+        completion = await self.complete(messages, settings=settings)
+        for word in re.findall(r"\S+\s*|\s+", completion.text):
+            yield word
+        yield completion

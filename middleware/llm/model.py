@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +48,10 @@ class Completion:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+# What :meth:`ChatModel.stream` yields: a piece of text, or the closing Completion.
+Delta = str | Completion
+
+
 class ChatModel(Protocol):
     """Anything that can complete a chat. ``name`` is the default model name.
 
@@ -63,6 +67,21 @@ class ChatModel(Protocol):
     async def complete(
         self, messages: Sequence[Message], *, settings: ModelSettings
     ) -> Completion: ...
+
+    def stream(
+        self, messages: Sequence[Message], *, settings: ModelSettings
+    ) -> AsyncIterator[Delta]:
+        """The reply as it is generated: text pieces, then one :class:`Completion` last
+        (the whole text, the model and the usage). Closing the iterator early (or
+        cancelling the task reading it) ends the request, as cancelling ``complete`` does."""
+        ...
+
+
+async def stream_whole(completion: Completion) -> AsyncIterator[Delta]:
+    """A finished completion as a stream of one piece (models that cannot stream)."""
+    if completion.text:
+        yield completion.text
+    yield completion
 
 
 def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import httpx2
@@ -26,7 +26,7 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
-from middleware.llm.model import Completion, Message, ModelSettings
+from middleware.llm.model import Completion, Delta, Message, ModelSettings
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
 
@@ -110,7 +110,7 @@ class OpenAIChatModel:
         transport: Transport = "aiohttp",
     ) -> None:
         self.name = model
-        self.stream = stream
+        self.streamed = stream  # complete() reads the reply as a stream too
         self.client = client or build_client(
             api_key=api_key, base_url=base_url, max_retries=max_retries, transport=transport
         )
@@ -119,7 +119,7 @@ class OpenAIChatModel:
     async def close(self) -> None:
         await self.client.close()
 
-    async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
+    def _params(self, messages: Sequence[Message], settings: ModelSettings) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": settings.model or self.name,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -130,10 +130,14 @@ class OpenAIChatModel:
             params["max_tokens"] = settings.max_tokens
         if settings.response_format is not None:
             params["response_format"] = settings.response_format
+        return params
+
+    async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
+        params = self._params(messages, settings)
         started = time.perf_counter()
         try:
-            if self.stream:
-                return await self._complete_streaming(params, settings.timeout_s, started)
+            if self.streamed:
+                return await self._complete_streaming(params, settings.timeout_s)
             response = await self._post(params, settings.timeout_s)
             data = self._json(response)
             choices = data.get("choices")
@@ -203,9 +207,39 @@ class OpenAIChatModel:
             stream_cls=AsyncStream[ChatCompletionChunk],
         )
 
-    async def _complete_streaming(
-        self, params: dict[str, Any], timeout_s: float, started: float
-    ) -> Completion:
+    async def stream(
+        self, messages: Sequence[Message], *, settings: ModelSettings
+    ) -> AsyncIterator[Delta]:
+        """Text pieces as the server sends them, then the Completion (with usage).
+
+        Cancelling the reader (or closing this iterator) closes the HTTP stream,
+        so the provider stops generating. A stream that breaks off mid-reply (a
+        reset connection, a truncated body) is an :class:`LLMError` after the
+        pieces already yielded.
+        """
+        try:
+            async for delta in self._deltas(self._params(messages, settings), settings.timeout_s):
+                yield delta
+        except openai.OpenAIError as exc:
+            raise LLMError(describe_error(exc)) from exc
+        except UnicodeEncodeError as exc:
+            raise LLMError(
+                "the request was not sent: its text cannot be encoded as UTF-8 (a lone surrogate)"
+            ) from exc
+        except (OSError, ValueError, TypeError, AttributeError, LookupError) as exc:
+            # aiohttp/httpx transport errors mid-body, or chunks not in the API's shape.
+            raise LLMError(
+                f"the model stream broke off (POST {self._url}): {type(exc).__name__}"
+            ) from exc
+
+    async def _complete_streaming(self, params: dict[str, Any], timeout_s: float) -> Completion:
+        async for delta in self._deltas(params, timeout_s):
+            if isinstance(delta, Completion):
+                return delta
+        raise LLMError(f"model stream ended without a reply (POST {self._url})")
+
+    async def _deltas(self, params: dict[str, Any], timeout_s: float) -> AsyncIterator[Delta]:
+        started = time.perf_counter()
         body = {**params, "stream": True, "stream_options": {"include_usage": True}}
         stream = await self._post(body, timeout_s, stream=True)
         parts: list[str] = []
@@ -220,13 +254,14 @@ class OpenAIChatModel:
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
                         parts.append(choice.delta.content)
+                        yield choice.delta.content
         finally:
             # Closing the stream closes the connection, on cancellation too.
             await stream.close()
         text = "".join(parts)
         if not tokens_out and text:
             tokens_out = len(text.split())  # server sent no usage: estimate
-        return Completion(
+        yield Completion(
             text=text,
             model=model,
             tokens_in=tokens_in,
