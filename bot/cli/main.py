@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adapters.console import run_console
+from adapters.render import escape
 from bot.app import GuardBot, remember_env_secrets
 from bot.audit.overrides import override_line
 from bot.cli.common import (
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (tests and embedding callers replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 _handler: logging.Handler | None = None  # ours on the root logger, replaced on a new main()
 
 
@@ -136,15 +145,16 @@ def setup_logging(verbose: bool) -> None:
 
     Libraries stay at WARNING even with ``-v``: an HTTP client at DEBUG logs
     request and response headers, and a server that echoes ``Authorization``
-    would put the key on stderr. Every record goes through :class:`SecretFilter`.
+    would put the key on stderr. Every record is masked and escaped (:class:`SecretFilter`).
     """
     global _handler
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
-    _handler = logging.StreamHandler()  # the current sys.stderr
+    _handler = _Stderr()
     _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    _handler.addFilter(SecretFilter())
+    # Log lines quote users (a refused admin's id): escaped like every terminal surface.
+    _handler.addFilter(SecretFilter(rewrite=escape))
     root.addHandler(_handler)
     root.setLevel(logging.WARNING)
     # Every module logs under "guardbot.*" (slack-sdk's Socket Mode client too: we name it).

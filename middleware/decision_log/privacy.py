@@ -23,7 +23,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from middleware.guards.pii import mask_pii
 from middleware.guards.secrets import SECRET_MARK, mask_secrets
@@ -94,17 +94,26 @@ _mask_short = functools.lru_cache(maxsize=4096)(_mask)
 
 
 class SecretFilter(logging.Filter):
-    """Masks secrets in every record a handler emits (message, arguments and traceback)."""
+    """Masks secrets in every record a handler emits (message, arguments and traceback).
+
+    ``rewrite`` may do more than :func:`mask_text` as long as it masks too: the
+    CLI's stderr handler also escapes terminal control sequences a log line
+    quotes from a user (``adapters.render.escape``).
+    """
+
+    def __init__(self, rewrite: Callable[[str], str] = mask_text) -> None:
+        super().__init__()
+        self.rewrite = rewrite
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_text(message)
+        masked = self.rewrite(message)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = mask_text(record.exc_text)
+            record.exc_text = self.rewrite(record.exc_text)
         if record.stack_info:
-            record.stack_info = mask_text(record.stack_info)
+            record.stack_info = self.rewrite(record.stack_info)
         if masked != message or record.args:
             record.msg, record.args = masked, None
         return True
