@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from bot.audit import views
+from bot.audit.export import CSV_FIELDS, csv_row, record
 from bot.cli.common import (
     EXIT_CODES,
     EXIT_NOT_FOUND,
@@ -31,7 +32,6 @@ from bot.cli.common import (
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.queries import AmbiguousId
-from middleware.decision_log.report import CSV_FIELDS, csv_row, record
 
 
 def register(subparsers: Any) -> None:

@@ -195,7 +195,7 @@ def test_export_jsonl_and_csv(
 
 
 def test_csv_cells_cannot_become_formulas() -> None:
-    from middleware.decision_log.report import csv_row
+    from bot.audit.export import csv_row
 
     rec = {
         "id": "x", "text": "=HYPERLINK(\"http://evil\")", "reply": "+1", "verdicts": [],
