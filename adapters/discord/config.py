@@ -62,6 +62,13 @@ class DiscordConfig(BaseModel):
         description="on shutdown, wait this long for replies in flight (after Slack's drain: "
         "the defaults fit inside docker stop's 10 s grace)",
     )
+    min_edit_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="a streamed reply is edited at most this often (Discord allows 5 edits "
+        "per 5 s per channel); text released meanwhile goes into the next edit",
+    )
 
     @field_validator("shards", mode="before")
     @classmethod

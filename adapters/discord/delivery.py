@@ -1,13 +1,12 @@
-"""Posting a screened reply to Discord: typing indicator, splitting, no pings.
+"""What posting to Discord needs besides the reply itself: typing, no pings, errors.
 
-Nothing model-written may ping anyone, so every send carries
-``AllowedMentions.none()``: ``@everyone``, ``@here``, role and user mentions
-in a reply render as text and notify nobody (the client default is the
-same, as a second line of defence). Replies over Discord's 2,000-character
-cap are split without breaking words or code blocks. A failed send (an
-HTTP error, or the connection dropping or timing out) is returned as a
-readable error for the decision log, never raised, so no delivery stays
-"pending".
+Nothing model-written may ping anyone, so every send and edit carries
+:data:`NO_PINGS` (``AllowedMentions.none()``): ``@everyone``, ``@here``, role
+and user mentions in a reply render as text and notify nobody (the client
+default is the same, as a second line of defence). A failed REST call (an
+HTTP error, or the connection dropping or timing out) becomes one readable
+line for the decision log (:func:`describe_error`). The reply itself is
+posted, split and edited by :mod:`adapters.discord.stream`.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from contextlib import asynccontextmanager, suppress
 import aiohttp
 import discord
 
-from adapters.message_split import split_message
-
 log = logging.getLogger("guardbot.discord")
 
 MESSAGE_LIMIT = 2000
@@ -33,38 +30,57 @@ THREAD_NAME = "guardbot"  # fixed: a thread's title must never carry unscreened 
 SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError)
 
 
-@asynccontextmanager
-async def typing_while(channel: discord.abc.Messageable) -> AsyncIterator[None]:
-    """Show "is typing…" while the body runs, without delaying it.
+class Typing:
+    """Shows "is typing…" beside the work, without delaying it, until stopped.
 
     ``channel.typing()`` as a context manager awaits its first request before
     the body starts and fails the body when typing is forbidden; here typing
-    runs beside the body and its errors only get logged. The first request is
-    awaited (briefly) before leaving, so it can never land after the reply and
-    leave a stale indicator.
+    runs beside the body and its errors only get logged. :meth:`stop` waits
+    (briefly) for the first request, so it can never land after the reply and
+    leave a stale indicator. A streamed reply stops it at its first chunk.
     """
-    first = asyncio.Event()
 
-    async def keep_typing() -> None:
+    def __init__(self, channel: discord.abc.Messageable) -> None:
+        self.channel = channel
+        self._first = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_typing(), name="discord typing")
+
+    async def _keep_typing(self) -> None:
         while True:
             try:
-                await channel.typing()
+                await self.channel.typing()
             except Exception as exc:  # cosmetic: never let typing cost a reply
                 log.debug("typing indicator failed: %s", exc)
                 return
             finally:
-                first.set()
+                self._first.set()
             await asyncio.sleep(TYPING_REFRESH_S)
 
-    task = asyncio.create_task(keep_typing(), name="discord typing")
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(TYPING_SETTLE_S):
+                    await self._first.wait()
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+
+
+@asynccontextmanager
+async def typing_while(channel: discord.abc.Messageable) -> AsyncIterator[Typing]:
+    """Show "is typing…" while the body runs (or until it stops the indicator itself)."""
+    typing = Typing(channel)
+    typing.start()
     try:
-        yield
-        with suppress(TimeoutError):
-            async with asyncio.timeout(TYPING_SETTLE_S):
-                await first.wait()
+        yield typing
     finally:
-        task.cancel()
-        await asyncio.wait({task})
+        await typing.stop()
 
 
 def describe(exc: discord.HTTPException) -> str:
@@ -80,30 +96,3 @@ def describe_error(exc: BaseException) -> str:
         return describe(exc)
     detail = str(exc).strip()
     return f"{type(exc).__name__}: {detail}"[:300] if detail else type(exc).__name__
-
-
-async def deliver(
-    target: discord.abc.Messageable,
-    text: str,
-    *,
-    reference: discord.MessageReference | None = None,
-) -> tuple[list[discord.Message], str | None]:
-    """Send ``text`` in pieces; returns the messages sent and the error, if any."""
-    pieces = split_message(text, MESSAGE_LIMIT)
-    if not pieces:
-        return [], "the reply was empty; nothing was sent"
-    sent: list[discord.Message] = []
-    for index, piece in enumerate(pieces):
-        try:
-            if index == 0 and reference is not None:
-                message = await target.send(
-                    piece, allowed_mentions=NO_PINGS, reference=reference, mention_author=False
-                )
-            else:
-                message = await target.send(piece, allowed_mentions=NO_PINGS)
-        except SEND_ERRORS as exc:
-            where = f" (after {index} of {len(pieces)} parts)" if index else ""
-            log.warning("could not send a reply%s: %s", where, describe_error(exc))
-            return sent, describe_error(exc) + where
-        sent.append(message)
-    return sent, None

@@ -2,8 +2,9 @@
 
 A thin edge on discord.py: a message it should answer (see
 :mod:`adapters.discord.messages`) becomes a ChatRequest; the handler runs the
-guarded pipeline while "is typing…" shows; the screened reply is posted
-(split, never pinging) and its delivery recorded in the decision. The
+guarded pipeline while "is typing…" shows; the screened reply is posted as
+it is released (see :mod:`adapters.discord.stream`: edited at a bounded rate,
+split, never pinging) and its delivery recorded in the decision. The
 ``/guardbot`` command group forwards to the admin commands (see
 :mod:`adapters.discord.interactions`). Rate limits are discord.py's job.
 
@@ -35,13 +36,15 @@ from adapters.discord.config import DiscordConfig
 from adapters.discord.delivery import (
     SEND_ERRORS,
     THREAD_NAME,
-    deliver,
     describe,
     describe_error,
     typing_while,
 )
 from adapters.discord.interactions import answer_admin, answer_ephemeral
 from adapters.discord.messages import Conversations, is_dm, should_answer, to_request
+from adapters.discord.stream import DiscordMessages
+from adapters.live import LiveReply
+from middleware.types import Decision
 
 log = logging.getLogger("guardbot.discord")
 
@@ -243,18 +246,25 @@ class DiscordService:
         if thread is None and not is_dm(channel) and not own_thread:
             reference = message.to_reference(fail_if_not_exists=False)
         request = await to_request(message, me, self.conversations, thread=thread)
+        messages = DiscordMessages(target, reference=reference)
+        view = LiveReply(messages, interval_s=self.config.min_edit_interval_s)
+        decision: Decision | None = None
         try:
-            async with typing_while(target), self._slots:  # beyond max_in_flight: wait, typing
-                decision = await self.handler.handle(request)
+            async with typing_while(target) as typing, self._slots:  # beyond max_in_flight: wait
+                messages.typing = typing  # a streamed reply stops it at its first chunk
+                decision = await self.handler.handle(request, view=view)
+        except asyncio.CancelledError:
+            await view.close()  # shutdown: what was shown stays, nothing more is sent
+            raise
         except Exception:
             log.exception("Discord: handling message %s failed", message.id)
-            await deliver(target, SORRY, reference=reference)
+        sent, error = await view.finish(decision.reply if decision is not None else SORRY)
+        if decision is None:
             return
-        sent, error = await deliver(target, decision.reply, reference=reference)
-        for posted in sent:
+        for posted in messages.messages:
             self.conversations.remember(posted.id, request.thread_id)
         try:
-            await self.handler.record_delivery(decision, sent=error is None, error=error)
+            await self.handler.record_delivery(decision, sent=sent, error=error)
         except Exception:
             log.exception("Discord: could not record the delivery of %s", decision.id)
 

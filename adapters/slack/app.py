@@ -2,8 +2,9 @@
 
 Slack wants an HTTP 200 within 3 seconds, and a model may take longer, so
 every listener only checks for a retry and starts a task: the placeholder and
-the pipeline run together after the ack, the reply replaces the placeholder,
-and the delivery is recorded with the decision. The tasks belong to this
+the pipeline run together after the ack, the reply replaces the placeholder
+(chunk by chunk when it streams, see :mod:`adapters.slack.stream`), and the
+delivery is recorded with the decision. The tasks belong to this
 object, so stopping can let them finish (or tell the user they were cut off).
 
 An HTTP request reaches bolt only after :meth:`SlackListeners.dispatch_http`
@@ -38,9 +39,11 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import MessageHandler
+from adapters.live import LiveReply
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, malformed
-from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, DeliveryError, Poster, describe
+from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, Poster, describe
+from adapters.slack.stream import SlackMessages
 from adapters.slack.text import from_slack, slack_messages
 from middleware.types import ChatRequest, Decision
 
@@ -55,7 +58,7 @@ COMMAND_FAILED = "Sorry, that command failed. The error is in the bot's log."
 class _Progress:
     """How far one answer got, so a cut-off answer can be tidied up."""
 
-    placeholder_ts: str | None = None
+    view: LiveReply | None = None
     decision: Decision | None = None
     delivered: bool = False
 
@@ -75,7 +78,9 @@ class SlackListeners:
         self.handler = handler
         self.client = client
         self.router = EventRouter(config, client, me)
-        self.poster = Poster(client, limit=config.max_message_chars)
+        self.poster = Poster(
+            client, limit=config.max_message_chars, streams=config.stream_api == "auto"
+        )
         self.slots = asyncio.Semaphore(config.max_in_flight)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.admin_ack_budget_s = ADMIN_ACK_BUDGET_S
@@ -205,35 +210,33 @@ class SlackListeners:
         if incoming.starts_thread:
             self.router.remember_thread(incoming.channel, incoming.thread_ts)
 
-        async def placeholder() -> None:
-            progress.placeholder_ts = await self.poster.placeholder(
-                incoming.channel, incoming.thread_ts, self.config.placeholder
-            )
+        messages = SlackMessages(
+            self.poster,
+            incoming.channel,
+            incoming.thread_ts,
+            team_id=incoming.team_id,
+            user_id=incoming.request.user_id,
+        )
+        view = progress.view = LiveReply(messages, interval_s=self.config.min_update_interval_s)
 
         async def decide() -> None:
             async with self.slots:
-                progress.decision = await self._decide(incoming.request)
+                progress.decision = await self._decide(incoming.request, view)
 
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(placeholder())
+            tg.create_task(messages.post_placeholder(self.config.placeholder))
             tg.create_task(decide())
         decision = progress.decision
-        reply = decision.reply if decision is not None else CRASH_REPLY
-        error: str | None = None
-        try:
-            await self.poster.deliver(
-                incoming.channel, incoming.thread_ts, progress.placeholder_ts, reply
-            )
-        except DeliveryError as exc:
-            error = str(exc)
-            log.warning("slack: reply not delivered in %s: %s", incoming.channel, error)
+        sent, error = await view.finish(decision.reply if decision is not None else CRASH_REPLY)
+        if error:
+            log.warning("slack: reply not (fully) delivered in %s: %s", incoming.channel, error)
         progress.delivered = True
         if decision is not None:
-            await self._record(decision, sent=error is None, error=error)
+            await self._record(decision, sent=sent, error=error)
 
-    async def _decide(self, request: ChatRequest) -> Decision | None:
+    async def _decide(self, request: ChatRequest, view: LiveReply) -> Decision | None:
         try:
-            return await self.handler.handle(request)
+            return await self.handler.handle(request, view=view)
         except Exception:
             log.exception("slack: the pipeline failed on message %s", request.message_id)
             return None
@@ -250,13 +253,8 @@ class SlackListeners:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
-                if progress.placeholder_ts:
-                    await self.poster.deliver(
-                        incoming.channel,
-                        incoming.thread_ts,
-                        progress.placeholder_ts,
-                        SHUTDOWN_REPLY,
-                    )
+                if progress.view is not None:
+                    await progress.view.finish(SHUTDOWN_REPLY)
                 if progress.decision is not None:
                     await self._record(
                         progress.decision, sent=False, error="stopped before posting"

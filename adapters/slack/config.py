@@ -69,6 +69,19 @@ class SlackConfig(BaseModel):
         le=40000,
         description="longer replies are split into several messages in the thread",
     )
+    stream_api: Literal["auto", "off"] = Field(
+        default="auto",
+        description="a streamed reply uses Slack's chat.startStream/appendStream/stopStream "
+        "in a thread when Slack accepts them (auto; else, and with off, the placeholder is "
+        "updated with chat.update)",
+    )
+    min_update_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="a streamed reply is updated at most this often; text released "
+        "meanwhile goes into the next update",
+    )
     api_retries: int = Field(
         default=3,
         ge=0,

@@ -132,6 +132,7 @@ class Incoming:
     channel: str
     thread_ts: str  # "" = post in the channel itself (a DM), not in a thread
     starts_thread: bool  # the reply opens a thread under a top-level message
+    team_id: str = ""  # the asker's workspace: Slack's streaming methods need it in channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +227,14 @@ class EventRouter:
             message_id=ts,
             text=from_slack(text, self.me.user_id),
         )
-        return Incoming(request, channel, reply_in, starts_thread=thread_ts is None and not direct)
+        team = event.get("user_team") or event.get("team")
+        return Incoming(
+            request,
+            channel,
+            reply_in,
+            starts_thread=thread_ts is None and not direct,
+            team_id=team if isinstance(team, str) else "",
+        )
 
     async def bot_started(self, channel: str, thread_ts: str) -> bool:
         """Whether the bot wrote the first reply of this thread (cached either way)."""

@@ -1,9 +1,10 @@
-"""Posting to Slack: the placeholder, the reply that replaces it, the overflow.
+"""Posting to Slack: the placeholder, the messages that replace it, their errors.
 
 Every Web API call goes through a client whose retry handlers wait out a 429
 for as long as ``Retry-After`` says and retry 5xx and dropped connections, so
-this module only decides what to post and turns what still failed into the
-one-line delivery error that is stored with the decision.
+this module only posts, replaces and removes messages and turns what still
+failed into the one-line delivery error that is stored with the decision.
+What a reply's messages say, and when, is :mod:`adapters.slack.stream`'s job.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
-
-from adapters.slack.text import slack_messages
 
 log = logging.getLogger("guardbot.slack")
 
@@ -71,9 +70,11 @@ class DeliveryError(Exception):
 
 
 class Poster:
-    def __init__(self, client: AsyncWebClient, *, limit: int) -> None:
+    def __init__(self, client: AsyncWebClient, *, limit: int, streams: bool = True) -> None:
         self.client = client
         self.limit = limit
+        # Whether to try chat.*Stream; turned off for good once Slack refuses them.
+        self.streams = streams
 
     async def post(self, channel: str, thread_ts: str, text: str) -> str:
         """Post ``text`` as-is (already mrkdwn) in the thread ("": the channel); returns its ts."""
@@ -95,42 +96,26 @@ class Poster:
             log.warning("slack: placeholder not posted: %s", exc)
             return None
 
-    async def deliver(
-        self, channel: str, thread_ts: str, placeholder_ts: str | None, reply: str
-    ) -> None:
-        """Replace the placeholder with the reply; overflow goes into the thread after it."""
-        parts = slack_messages(reply, self.limit)
-        if not parts:
-            await self._remove(channel, placeholder_ts)
-            raise DeliveryError("nothing to post: the reply was empty")
-        for index, part in enumerate(parts):
-            try:
-                if index == 0 and placeholder_ts:
-                    await self._replace(channel, thread_ts, placeholder_ts, part)
-                else:
-                    await self.post(channel, thread_ts, part)
-            except DeliveryError as exc:
-                if len(parts) > 1:
-                    raise DeliveryError(f"part {index + 1} of {len(parts)}: {exc}") from exc
-                raise
-
-    async def _replace(self, channel: str, thread_ts: str, ts: str, text: str) -> None:
+    async def replace(self, channel: str, thread_ts: str, ts: str, text: str) -> str:
+        """Make message ``ts`` read ``text``; returns its ts (a new one if it was gone)."""
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=text)
         except SlackApiError as exc:
             if exc.response is None or exc.response.get("error") not in _GONE:
                 raise DeliveryError(describe("chat.update", exc)) from exc
-            await self.post(channel, thread_ts, text)
+            return await self.post(channel, thread_ts, text)
         except Exception as exc:
             raise DeliveryError(describe("chat.update", exc)) from exc
+        return ts
 
-    async def _remove(self, channel: str, ts: str | None) -> None:
-        if not ts:
-            return
+    async def remove(self, channel: str, ts: str) -> None:
         try:
             await self.client.chat_delete(channel=channel, ts=ts)
+        except SlackApiError as exc:
+            if exc.response is None or exc.response.get("error") != "message_not_found":
+                raise DeliveryError(describe("chat.delete", exc)) from exc
         except Exception as exc:
-            log.warning("slack: placeholder not removed: %s", describe("chat.delete", exc))
+            raise DeliveryError(describe("chat.delete", exc)) from exc
 
     async def ephemeral(self, channel: str, user: str, text: str) -> None:
         try:

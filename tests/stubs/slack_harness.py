@@ -27,6 +27,7 @@ from bot.app import GuardBot
 from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
 from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
+from middleware.pipeline.streaming import ReplyView
 from middleware.types import ChatRequest, Decision
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.stubs.slack_api import (
@@ -62,9 +63,9 @@ class Observed:
         self.admin_gate.set()
         self._changed = asyncio.Condition()
 
-    async def handle(self, request: ChatRequest) -> Decision:
+    async def handle(self, request: ChatRequest, view: ReplyView | None = None) -> Decision:
         self.requests.append(request)
-        return await self.inner.handle(request)
+        return await self.inner.handle(request, view)
 
     async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:
         await self.inner.record_delivery(decision, sent=sent, error=error)

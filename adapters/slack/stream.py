@@ -1,0 +1,180 @@
+"""A Slack reply as it is shown: a stream where Slack allows it, else the placeholder, updated.
+
+A streamed reply in a thread uses Slack's streaming methods: the first
+released chunk starts a stream (``chat.startStream``, which replaces the
+"thinking…" placeholder), later text is appended (``chat.appendStream``) and
+``chat.stopStream`` ends it. Slack takes them as standard markdown, escaped
+like every other outgoing text so that nothing a model wrote can ping anyone.
+If Slack answers that the app may not use them (``[slack] stream_api = "off"``,
+or a top-level DM, which has no thread to stream into), the placeholder itself
+is updated with ``chat.update``, in Slack's mrkdwn. Either way updates come at
+most once per ``min_update_interval_s`` and a reply past ``max_message_chars``
+continues in a new message (see :mod:`adapters.live`); a retraction replaces
+what was shown, a stream by stopping it and updating it to the refusal. A reply
+that was not streamed replaces the placeholder, split as always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from adapters.live import Restyled, Style, SurfaceError
+from adapters.slack.post import DeliveryError, Poster, describe
+from adapters.slack.text import escape, to_mrkdwn
+
+log = logging.getLogger("guardbot.slack")
+
+# Slack's answers meaning "this app (or workspace) cannot stream": use chat.update.
+NO_STREAMS = {
+    "unknown_method",
+    "not_allowed",
+    "not_allowed_token_type",
+    "missing_scope",
+    "method_deprecated",
+}
+
+
+class SlackMessages:
+    """The :class:`adapters.live.Surface` of one reply: its messages in one thread."""
+
+    def __init__(
+        self,
+        poster: Poster,
+        channel: str,
+        thread_ts: str,
+        *,
+        team_id: str = "",
+        user_id: str = "",
+    ) -> None:
+        self.poster = poster
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.team_id, self.user_id = team_id, user_id  # the asker, as streams in channels need
+        self.ts: list[str] = []
+        self.placeholder_ts: str | None = None
+        self._placed = asyncio.Event()  # the placeholder was posted (or will not be)
+        self._open: set[int] = set()  # messages whose stream is still open
+        self._updates = Style(poster.limit, render=to_mrkdwn)
+        self._stream = Style(poster.limit, render=escape, close_open_fence=False)
+        self._chosen: Style | None = None  # how this reply streams, once it does
+
+    async def post_placeholder(self, text: str) -> None:
+        """Post the progress message (runs beside the pipeline; the reply waits for it)."""
+        try:
+            self.placeholder_ts = await self.poster.placeholder(self.channel, self.thread_ts, text)
+        finally:
+            self._placed.set()
+
+    def style(self, streamed: bool) -> Style:
+        if not streamed:
+            return self._updates
+        if self._chosen is None:
+            native = self.poster.streams and bool(self.thread_ts)
+            self._chosen = self._stream if native else self._updates
+        return self._chosen
+
+    async def put(self, index: int, text: str, shown: str | None, *, sealed: bool) -> bool:
+        await self._placed.wait()
+        try:
+            if self._chosen is self._stream:
+                return await self._streamed(index, text, shown, sealed=sealed)
+            return await self._updated(index, text, shown)
+        except DeliveryError as exc:
+            raise SurfaceError(str(exc)) from exc
+
+    async def _updated(self, index: int, text: str, shown: str | None) -> bool:
+        if text == shown:
+            return False
+        if shown is not None:
+            self.ts[index] = await self.poster.replace(
+                self.channel, self.thread_ts, self.ts[index], text
+            )
+        elif index == 0 and self.placeholder_ts:
+            ts = await self.poster.replace(self.channel, self.thread_ts, self.placeholder_ts, text)
+            self.ts.append(ts)
+            self.placeholder_ts = None
+        else:
+            self.ts.append(await self.poster.post(self.channel, self.thread_ts, text))
+        return True
+
+    async def _streamed(self, index: int, text: str, shown: str | None, *, sealed: bool) -> bool:
+        if shown is None:
+            self.ts.append(await self._start(text))
+            self._open.add(index)
+            if self.placeholder_ts:  # the stream is the reply now
+                placeholder, self.placeholder_ts = self.placeholder_ts, None
+                await self._quietly_remove(placeholder)
+            if sealed:
+                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+                self._open.discard(index)
+            return True
+        ts = self.ts[index]
+        if not text.startswith(shown):  # a retraction: end the stream, then replace it
+            if index in self._open:
+                self._open.discard(index)
+                await self._call("chat.stopStream", channel=self.channel, ts=ts)
+            await self._call("chat.update", channel=self.channel, ts=ts, markdown_text=text)
+            return True
+        more = text[len(shown) :]
+        if sealed:
+            self._open.discard(index)
+            args = {"markdown_text": more} if more else {}
+            await self._call("chat.stopStream", channel=self.channel, ts=ts, **args)
+            return True
+        if not more:
+            return False
+        await self._call("chat.appendStream", channel=self.channel, ts=ts, markdown_text=more)
+        return True
+
+    async def _start(self, text: str) -> str:
+        try:
+            response = await self.poster.client.chat_startStream(
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                markdown_text=text,
+                recipient_team_id=self.team_id or None,
+                recipient_user_id=self.user_id or None,
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            if error in NO_STREAMS and not self.ts:
+                log.info("slack: streaming methods refused (%s); updating messages instead", error)
+                self.poster.streams = False
+                self._chosen = self._updates
+                raise Restyled from exc
+            raise DeliveryError(describe("chat.startStream", exc)) from exc
+        except Exception as exc:
+            raise DeliveryError(describe("chat.startStream", exc)) from exc
+        return str(response.get("ts") or "")
+
+    async def _call(self, method: str, **args: Any) -> None:
+        try:
+            await self.poster.client.api_call(method, json=args)
+        except Exception as exc:
+            raise DeliveryError(describe(method, exc)) from exc
+
+    async def _quietly_remove(self, ts: str) -> None:
+        try:
+            await self.poster.remove(self.channel, ts)
+        except DeliveryError as exc:
+            log.warning("slack: placeholder not removed: %s", exc)
+
+    async def remove(self, index: int) -> None:
+        try:
+            if index in self._open:
+                self._open.discard(index)
+                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+            await self.poster.remove(self.channel, self.ts[index])
+        except DeliveryError as exc:
+            raise SurfaceError(str(exc)) from exc
+        del self.ts[index]
+
+    async def settle(self, posted: bool) -> None:
+        await self._placed.wait()
+        if self.placeholder_ts:  # nothing replaced it (an empty reply, or every post failed)
+            await self._quietly_remove(self.placeholder_ts)
+            self.placeholder_ts = None
