@@ -164,6 +164,36 @@ class Delivery(BaseModel):
     error: str | None = None
 
 
+class StreamChunk(BaseModel):
+    """One chunk of a streamed reply: what the output guards said and what was shown."""
+
+    index: int
+    raw_chars: int = Field(description="characters of model text in this chunk")
+    chars: int = Field(description="characters released (after masking); 0 if stopped here")
+    shown_chars: int = Field(description="characters visible once this chunk was shown")
+    at_ms: float = Field(description="since the message arrived, when it was released")
+    released: bool = True
+    verdicts: list[Verdict] = Field(default_factory=list, description="this chunk's verdicts")
+
+
+class StreamRecord(BaseModel):
+    """How a reply was streamed: the windows used, each chunk, and how it ended."""
+
+    chunk_chars: int
+    context_chars: int
+    max_hold_ms: float
+    first_visible_ms: float | None = None
+    last_visible_ms: float | None = None
+    chunks: list[StreamChunk] = Field(default_factory=list)
+    updates: int = Field(default=0, description="times the visible message changed")
+    shown_chars: int = 0
+    retracted: bool = Field(default=False, description="shown text was replaced afterwards")
+    stopped_at_chunk: int | None = Field(default=None, description="the chunk a guard blocked")
+    final_guards: list[str] = Field(default_factory=list, description='stream = "final" guards')
+    note: str | None = Field(default=None, description="why the stream ended early")
+    delivery_errors: list[str] = Field(default_factory=list)
+
+
 class Decision(BaseModel):
     """Everything the bot decided about one message, as audited."""
 
@@ -184,6 +214,9 @@ class Decision(BaseModel):
     cost_usd: float = 0.0
     config_fingerprint: str = ""
     delivery: Delivery = Field(default_factory=Delivery)
+    stream: StreamRecord | None = Field(
+        default=None, description="streamed replies: chunks shown (kept in stream_events)"
+    )
 
     @property
     def blocked(self) -> bool:

@@ -4,13 +4,19 @@ All candidates and all input guards start together. A blocking input verdict
 cancels every candidate still generating (closing its HTTP request); a
 candidate's reply waits behind a gate until every input guard has passed, and
 then goes through the output guards. Nothing unscreened leaves this module.
+
+Given a :class:`~middleware.pipeline.streaming.ReplyView` and stream settings,
+a single-candidate reply is streamed instead: the same gate, with each chunk
+screened and shown as it is generated (:mod:`.streaming`). With ``best_of > 1``
+nothing is streamed: the chosen reply is shown whole once it is chosen, so no
+text of a discarded candidate is ever shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from middleware.errors import LLMError
@@ -18,6 +24,12 @@ from middleware.guards.guard import GuardContext
 from middleware.llm.model import Message, ModelSettings
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.screening import screen
+from middleware.pipeline.streaming import (
+    ChunkRecorder,
+    ReplyView,
+    StreamedReply,
+    StreamSettings,
+)
 from middleware.selection.selector import fastest
 from middleware.types import (
     Action,
@@ -29,6 +41,7 @@ from middleware.types import (
     Selection,
     Stage,
     Verdict,
+    new_id,
 )
 
 CANCELLED = "cancelled"
@@ -51,6 +64,12 @@ class _Run:
     screen_ms: float = 0.0
 
 
+def policy_error_reply(policy: PipelinePolicy) -> Callable[[str], str]:
+    """The user's error reply for a model error (``{reason}`` filled in plainly)."""
+    # replace, not format: an operator's template may contain other braces
+    return lambda error: policy.error_reply.replace("{reason}", user_reason([error]))
+
+
 def build_messages(policy: PipelinePolicy, request: ChatRequest) -> list[Message]:
     messages = [Message("system", policy.system_prompt)] if policy.system_prompt else []
     messages.extend(Message(t.role, t.content) for t in request.history)
@@ -62,11 +81,42 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def _model_settings(policy: PipelinePolicy, cand: Candidate) -> ModelSettings:
+    cand.temperature = policy.temperature_for(cand.index)
+    cand.model = policy.model_for(cand.index) or policy.model.name
+    return ModelSettings(
+        temperature=cand.temperature,
+        max_tokens=policy.max_tokens,
+        timeout_s=policy.timeout_s,
+        model=policy.model_for(cand.index),
+    )
+
+
 class Pipeline:
-    async def run(self, request: ChatRequest, policy: PipelinePolicy) -> Decision:
+    async def run(
+        self,
+        request: ChatRequest,
+        policy: PipelinePolicy,
+        *,
+        view: ReplyView | None = None,
+        stream: StreamSettings | None = None,
+        recorder: ChunkRecorder | None = None,
+        decision_id: str | None = None,
+    ) -> Decision:
+        """Answer ``request``; with ``view`` and ``stream`` (and one candidate), streamed.
+
+        A streamed run shows released chunks in ``view`` (each given to
+        ``recorder`` first); the caller records the decision and then calls
+        :func:`~middleware.pipeline.streaming.finish` to leave the view on the
+        final message. ``decision_id`` names the decision the chunks belong to.
+        """
         started = time.perf_counter()
         if (too_long := policy.length_verdict(request.text)) is not None:
             return self._too_long(request, too_long, policy)
+        if view is not None and stream is not None and policy.best_of <= 1:
+            return await self._run_streamed(
+                request, policy, view, stream, recorder, decision_id or new_id(), started
+            )
         input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
         output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
         messages = build_messages(policy, request)
@@ -113,14 +163,7 @@ class Pipeline:
     ) -> bool:
         """Generate, wait for the input gate, screen. Returns True when safe."""
         cand = run.candidate
-        cand.temperature = policy.temperature_for(cand.index)
-        cand.model = policy.model_for(cand.index) or policy.model.name
-        settings = ModelSettings(
-            temperature=cand.temperature,
-            max_tokens=policy.max_tokens,
-            timeout_s=policy.timeout_s,
-            model=policy.model_for(cand.index),
-        )
+        settings = _model_settings(policy, cand)
         # Yield once so remote input guards (started just after us) send their
         # requests first: they are usually the shorter path, and the one a block waits on.
         await asyncio.sleep(0)
@@ -157,6 +200,58 @@ class Pipeline:
         run.screen_ms = _ms(time.perf_counter() - screening)
         cand.safe = not screened.blocked
         return cand.safe
+
+    async def _run_streamed(
+        self,
+        request: ChatRequest,
+        policy: PipelinePolicy,
+        view: ReplyView,
+        stream: StreamSettings,
+        recorder: ChunkRecorder | None,
+        decision_id: str,
+        started: float,
+    ) -> Decision:
+        input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
+        output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
+        run = _Run(Candidate(index=0))
+        settings = _model_settings(policy, run.candidate)
+        streamer = StreamedReply(
+            decision_id=decision_id,
+            view=view,
+            recorder=recorder,
+            settings=stream,
+            chunk_guards=[g for g in output_guards if g.config.stream == "chunk"],
+            final_guards=[g for g in output_guards if g.config.stream == "final"],
+            ctx=GuardContext(Stage.OUTPUT, request, 0),
+            started=started,
+        )
+        gate = asyncio.Event()
+        messages = build_messages(policy, request)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(
+                streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
+            )
+            await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
+            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
+            input_done = time.perf_counter()
+            if screened.blocked:
+                task.cancel()  # nothing was shown: the gate never opened
+            else:
+                gate.set()
+        decision = Decision(
+            id=decision_id, request=request, action=Action.ERROR, verdicts=screened.verdicts
+        )
+        decision.stream = streamer.out.record
+        if screened.blocked:
+            run.candidate.error = "cancelled: an input guard blocked"
+            self._blocked(decision, screened.verdicts, policy)
+        else:
+            streamer.out.apply(decision, run.candidate, policy_error_reply(policy))
+            run.screen_ms = sum(v.latency_ms for v in streamer.out.verdicts)
+            if streamer.out.blocked:
+                self._blocked(decision, streamer.out.blocked, policy)
+        self._account(decision, [run], policy, started, input_done)
+        return decision
 
     async def _choose(
         self, decision: Decision, runs: list[_Run], request: ChatRequest, policy: PipelinePolicy

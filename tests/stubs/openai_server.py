@@ -32,6 +32,10 @@ class Reply:
     tokens_out: int | None = None  # default: words in text
     chunks: int = 4  # streaming: how many content chunks
     drop_after_chunks: int | None = None  # streaming: hang up mid-reply after this many chunks
+    pieces: list[str] | None = None  # streaming: exactly these content pieces (text unused)
+    first_token_s: float = 0.0  # streaming: wait before the first piece (time to first token)
+    # streaming: before piece i, wait for pauses[i] (one never set: only the client ends it)
+    pauses: dict[int, asyncio.Event] = field(default_factory=dict)
     hold: asyncio.Event | None = None  # answer only once the test sets this event
     moderation: dict[str, float] | None = None  # category scores for /moderations
     model: str | None = None
@@ -191,9 +195,15 @@ class StubOpenAI:
         n = max(1, min(reply.chunks, len(words)))
         step = -(-len(words) // n)
         pieces = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
-        for i, piece in enumerate(pieces):
+        pieces = [p if i == 0 else " " + p for i, p in enumerate(pieces)]
+        if reply.pieces is not None:
+            pieces = reply.pieces
+        if reply.first_token_s:
+            await asyncio.sleep(reply.first_token_s)
+        for i, content in enumerate(pieces):
+            if i in reply.pauses:
+                await reply.pauses[i].wait()
             await asyncio.sleep(reply.delay_s / len(pieces))
-            content = piece if i == 0 else " " + piece
             chunk = {
                 "id": "chatcmpl-stream",
                 "object": "chat.completion.chunk",
@@ -210,7 +220,8 @@ class StubOpenAI:
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-        out = reply.tokens_out if reply.tokens_out is not None else len(reply.text.split())
+        text = "".join(pieces)
+        out = reply.tokens_out if reply.tokens_out is not None else len(text.split())
         usage = {
             "id": "chatcmpl-stream",
             "object": "chat.completion.chunk",
