@@ -32,7 +32,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean(text: str) -> str:
-    """Replace lone surrogates (from hostile or broken input) so the text is storable UTF-8."""
+    """Replace lone surrogates (from hostile or broken input) so the text is storable UTF-8,
+    and NUL, which PostgreSQL's text cannot hold (both backends store the same text)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     if text.isascii():
         return text
     try:
