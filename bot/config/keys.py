@@ -36,8 +36,9 @@ PLAIN_KEYS: dict[str, tuple[str, str]] = {
     "model": ("llm", "model"),
     "system_prompt": ("llm", "system_prompt"),
     "refusal": ("pipeline", "refusal"),
+    "stream": ("pipeline", "stream"),  # `set stream false here`: whole replies in a channel
 }
-GUARD_FIELDS = ("threshold", "action", "on_error", "enabled")
+GUARD_FIELDS = ("threshold", "action", "on_error", "enabled", "stream")
 SECTIONS: dict[str, type[LLMConfig | PipelineConfig]] = {
     "llm": LLMConfig,
     "pipeline": PipelineConfig,

@@ -97,6 +97,20 @@ class PipelineConfig(Section):
     max_input_chars: int = Field(default=8000, gt=0, description="longer messages are refused")
     history_turns: int = Field(default=10, ge=0, description="earlier turns given as context")
     history_chars: int = Field(default=8000, ge=0, description="character cap on that context")
+    stream: bool = Field(
+        default=True,
+        description="show replies while they are generated, each chunk only after the output "
+        "guards passed it (console, Slack, Discord); best_of > 1 shows the chosen reply whole",
+    )
+    chunk_chars: int = Field(
+        default=200, ge=1, le=4000, description="streaming: a chunk ends at a sentence after this"
+    )
+    context_chars: int = Field(
+        default=200, ge=0, le=8000, description="streaming: text before a chunk judged with it"
+    )
+    max_hold_ms: float = Field(
+        default=1000, gt=0, le=60_000, description="streaming: longest wait before a shorter cut"
+    )
 
     @field_validator("temperatures")
     @classmethod
