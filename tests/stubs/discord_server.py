@@ -9,6 +9,7 @@ interaction callbacks and follow-ups, and command syncs. Like Discord, it
 echoes the bot's own messages back over the gateway. Tests wait on
 :meth:`FakeDiscord.wait_for` (a condition notified on every record), never on
 sleeps. :meth:`FakeDiscord.patched` points discord.py at it and restores.
+The REST routes (sends, edits, deletes, interactions) are in ``discord_rest``.
 """
 
 from __future__ import annotations
@@ -26,24 +27,9 @@ from aiohttp import WSMsgType, web
 
 from tests.stubs import discord_payloads as p
 from tests.stubs.discord_payloads import Json, snowflake
+from tests.stubs.discord_rest import DROP, Call, DiscordRest
 
-DROP = -1  # a send_failures entry: the connection drops instead of an answer
-
-
-def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """JSON with Discord's exact content type (discord.py compares it verbatim)."""
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers)
-
-
-@dataclass
-class Call:
-    """One REST request the client made."""
-
-    method: str
-    path: str
-    body: Any
-    query: dict[str, str]
+__all__ = ["DROP", "Call", "FakeDiscord"]
 
 
 @dataclass
@@ -57,17 +43,22 @@ class Session:
 
 
 @dataclass
-class FakeDiscord:
+class FakeDiscord(DiscordRest):
     token: str = "fake-token"
     shard_count: int = 1  # what GET /gateway/bot recommends
     close_on_identify: int | None = None  # e.g. 4014 (privileged intent not enabled)
     echo_own_messages: bool = True
     # next sends' statuses: 0 = ok, DROP = hang up without answering
     send_failures: list[int] = field(default_factory=list)
+    edit_failures: list[int] = field(default_factory=list)  # the same, for message edits
     typing_status: int = 204  # e.g. 403 where the bot may not type
 
     calls: list[Call] = field(default_factory=list)
     sent: list[Json] = field(default_factory=list)  # POST /channels/{id}/messages bodies
+    edits: list[Json] = field(default_factory=list)  # PATCH .../messages/{id} bodies (+ ids)
+    deletes: list[str] = field(default_factory=list)  # ids of messages the bot deleted
+    # Every change a user could see, in order: (clock(), message id, content; None = deleted).
+    changes: list[tuple[float, str, str | None]] = field(default_factory=list)
     typing: list[str] = field(default_factory=list)  # channel ids
     threads_created: list[Json] = field(default_factory=list)
     callbacks: list[Json] = field(default_factory=list)  # interaction callbacks
@@ -95,6 +86,8 @@ class FakeDiscord:
             self.other_channel_id: p.text_channel(self.other_channel_id, self.guild_id, "random"),
         }
         self.messages: dict[int, Json] = {}
+        self.edit_gates: list[asyncio.Event] = []  # hold the next edits until each is set
+        self.clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.base_url = self.gateway_url = ""
@@ -325,157 +318,3 @@ class FakeDiscord:
         await session.ws.send_json({"op": 0, "t": "READY", "s": session.seq, "d": ready})
         if guild is not None:
             await self.dispatch("GUILD_CREATE", guild, guild_id=self.guild_id)
-
-    # -- REST --------------------------------------------------------------
-
-    async def _rest(self, request: web.Request) -> web.StreamResponse:
-        path = "/" + request.match_info["tail"]
-        body: Any = await request.json() if request.can_read_body else {}
-        call = Call(request.method, path, body, dict(request.query))
-        await self._record(self.calls, call)
-        parts = path.strip("/").split("/")
-        needs_auth = parts[0] not in ("interactions", "webhooks")
-        if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
-            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
-        route = (request.method, *parts)
-        match route:
-            case ("GET", "users", "@me"):
-                return _json(self.bot_user)
-            case ("GET", "oauth2", "applications", "@me"):
-                return _json(self._app_info())
-            case ("GET", "gateway", "bot"):
-                return _json(self._gateway_bot())
-            case ("POST", "channels", channel_id, "typing"):
-                await self._record(self.typing, channel_id)
-                if self.typing_status != 204:
-                    error = {"message": "Missing Permissions", "code": 50013}
-                    return _json(error, status=self.typing_status)
-                return web.Response(status=204)
-            case ("POST", "channels", channel_id, "messages"):
-                return await self._send(channel_id, body, request)
-            case ("GET", "channels", _, "messages", message_id):
-                found = self.messages.get(int(message_id))
-                if found is None:
-                    return _json({"message": "Unknown Message", "code": 10008}, status=404)
-                return _json(found)
-            case ("POST", "channels", channel_id, "messages", message_id, "threads"):
-                return await self._start_thread(int(channel_id), int(message_id), body)
-            case ("POST", "interactions", interaction_id, _, "callback"):
-                return await self._callback(interaction_id, body)
-            case ("POST", "webhooks", _, _):
-                await self._record(self.followups, {"kind": "followup", **body})
-                return _json(self._bot_message(self.channel_id, body))
-            case ("PATCH", "webhooks", _, _, "messages", _):
-                await self._record(self.followups, {"kind": "edit", **body})
-                return _json(self._bot_message(self.channel_id, body))
-            case ("PUT", "applications", _, "commands") | (
-                "PUT",
-                "applications",
-                _,
-                "guilds",
-                _,
-                "commands",
-            ):
-                await self._record(self.command_syncs, call)
-                return _json([self._command(c, parts) for c in body])
-        await self._record(self.unhandled, f"{request.method} {path}")
-        return _json({"message": "404: Not Found", "code": 0}, status=404)
-
-    def _app_info(self) -> Json:
-        return {
-            "id": str(self.app_id),
-            "name": "guardbot",
-            "description": "",
-            "icon": None,
-            "bot_public": True,
-            "bot_require_code_grant": False,
-            "owner": self.admin,
-            "verify_key": "0" * 64,
-            "flags": 0,
-        }
-
-    def _gateway_bot(self) -> Json:
-        return {
-            "url": self.gateway_url,
-            "shards": self.shard_count,
-            "session_start_limit": {
-                "total": 1000,
-                "remaining": 999,
-                "reset_after": 0,
-                "max_concurrency": 1,
-            },
-        }
-
-    async def _send(self, channel_id: str, body: Json, request: web.Request) -> web.Response:
-        status = self.send_failures.pop(0) if self.send_failures else 0
-        if status == DROP:
-            await self._record(self.calls, Call("DROPPED", f"/channels/{channel_id}", body, {}))
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)  # never reaches the client
-        if status:
-            await self._record(self.calls, Call("FAILED", f"/channels/{channel_id}", body, {}))
-            if status == 429:
-                headers = {"Via": "1.1 google", "X-RateLimit-Scope": "user"}
-                limited = {"message": "You are being rate limited.", "retry_after": 0.01}
-                return _json({**limited, "global": False}, status=429, headers=headers)
-            error = {"message": "Missing Permissions", "code": 50013}
-            return _json(error, status=status)
-        await self._record(self.sent, {"channel_id": channel_id, **body})
-        sent = self._bot_message(int(channel_id), body)
-        self.messages[int(sent["id"])] = sent
-        if self.echo_own_messages:
-            guild_id = self.guild_id if "guild_id" in sent else None
-            await self.dispatch("MESSAGE_CREATE", sent, guild_id=guild_id)
-        return _json(sent)
-
-    def _bot_message(self, channel_id: int, body: Json) -> Json:
-        in_guild = channel_id in self.channels
-        ref = body.get("message_reference")
-        referenced = self.messages.get(int(ref["message_id"])) if ref else None
-        return p.message(
-            snowflake(),
-            channel_id,
-            self.bot_user,
-            body.get("content") or "",
-            guild_id=self.guild_id if in_guild else None,
-            reference=referenced,
-            extra={"flags": body.get("flags", 0)},
-        )
-
-    async def _start_thread(self, channel_id: int, message_id: int, body: Json) -> web.Response:
-        data = p.thread(message_id, self.guild_id, channel_id, self.bot_id, body["name"])
-        self.channels[message_id] = data
-        await self._record(self.threads_created, data)
-        await self.dispatch(
-            "THREAD_CREATE", {**data, "newly_created": True}, guild_id=self.guild_id
-        )
-        return _json(data, status=201)
-
-    async def _callback(self, interaction_id: str, body: Json) -> web.Response:
-        await self._record(self.callbacks, {"interaction_id": interaction_id, **body})
-        flags = (body.get("data") or {}).get("flags", 0)
-        result: Json = {
-            "interaction": {
-                "id": interaction_id,
-                "type": 2,
-                "response_message_loading": body["type"] == 5,
-                "response_message_ephemeral": bool(flags & 64),
-            },
-            "resource": {"type": body["type"]},
-        }
-        if body["type"] == 4:
-            result["resource"]["message"] = self._bot_message(self.channel_id, body["data"])
-        return _json(result)
-
-    def _command(self, command: Json, parts: list[str]) -> Json:
-        guild = {"guild_id": parts[3]} if "guilds" in parts else {}
-        return {
-            "id": str(snowflake()),
-            "application_id": str(self.app_id),
-            "version": str(snowflake()),
-            "dm_permission": True,
-            "nsfw": False,
-            **guild,
-            **command,
-        }

@@ -2,9 +2,12 @@
 
 slack-sdk's real ``AsyncWebClient`` is pointed at it with ``base_url``. It
 keeps channels' messages so that ``chat.update`` and ``conversations.replies``
-behave, records every call (method, arguments, token) and every post to a
-``response_url``, answers ``429`` + ``Retry-After`` or ``{"ok": false}``
-errors on demand, and serves a Socket Mode WebSocket that sends envelopes and
+behave, records every call (method, arguments, token, and the time on
+``clock``) and every post to a ``response_url``, answers ``429`` +
+``Retry-After`` or ``{"ok": false}`` errors on demand, holds a call until the
+test releases it (:meth:`FakeSlack.hold`), serves Slack's streaming methods
+(``chat.startStream`` / ``appendStream`` / ``stopStream``), logs every change
+a user could see in ``changes``, and serves a Socket Mode WebSocket that sends envelopes and
 records the acks. Tests wait on its records with :meth:`FakeSlack.wait_until`.
 What Slack sends *to* the bot (signed requests) is in ``slack_payloads``.
 """
@@ -35,6 +38,7 @@ class Call:
     token: str | None
     status: int = 200
     error: str | None = None  # the "error" it answered, if any
+    at: float = 0.0  # FakeSlack.clock() when it arrived
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Message:
     bot_id: str | None = None
     thread_ts: str | None = None
     history: list[str] = field(default_factory=list)  # earlier texts (chat.update)
+    streaming: bool = False  # started by chat.startStream and not stopped yet
 
 
 class FakeSlack:
@@ -74,6 +79,10 @@ class FakeSlack:
         self.socket_acks: list[dict[str, Any]] = []
         self.socket_connected = asyncio.Event()
         self._faults: dict[str, list[Fault]] = {}
+        self._holds: dict[str, list[asyncio.Event]] = {}
+        # Every change a user could see, in order: (clock(), ts, text; None = deleted).
+        self.changes: list[tuple[float, str, str | None]] = []
+        self.clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
         self._clock = 1_700_000_000.0
@@ -131,6 +140,12 @@ class FakeSlack:
         self._faults.setdefault(method, []).extend(
             Fault(status, error, retry_after) for _ in range(times)
         )
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Hold the next call of ``method`` (recorded at once) until the event is set."""
+        gate = asyncio.Event()
+        self._holds.setdefault(method, []).append(gate)
+        return gate
 
     def add_message(
         self,
@@ -202,9 +217,14 @@ class FakeSlack:
         args = await self._args(request)
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
-        call = Call(method, args, token)
+        call = Call(method, args, token, at=self.clock())
         self.calls.append(call)
         try:
+            holds = self._holds.get(method)
+            if holds:
+                gate = holds.pop(0)
+                await self._notify()
+                await gate.wait()
             faults = self._faults.get(method)
             if faults:
                 fault = faults.pop(0)
@@ -249,24 +269,27 @@ class FakeSlack:
                 channel, ts, str(args.get("text", "")), self.bot_user_id, self.bot_id, thread_ts
             )
             self.messages.append(msg)
+            self.changes.append((self.clock(), ts, msg.text))
             return {
                 "ok": True,
                 "channel": channel,
                 "ts": ts,
                 "message": {"text": msg.text, "ts": ts},
             }
+        if method.endswith("Stream"):
+            return self._stream(method, channel, args)
         if method == "chat.update":
             found = self._find(channel, str(args.get("ts", "")))
             if found is None:
                 return {"ok": False, "error": "message_not_found"}
-            found.history.append(found.text)
-            found.text = str(args.get("text", ""))
+            self._change(found, str(args.get("markdown_text") or args.get("text") or ""))
             return {"ok": True, "channel": channel, "ts": found.ts, "text": found.text}
         if method == "chat.delete":
             found = self._find(channel, str(args.get("ts", "")))
             if found is None:
                 return {"ok": False, "error": "message_not_found"}
             self.messages.remove(found)
+            self.changes.append((self.clock(), found.ts, None))
             return {"ok": True, "channel": channel, "ts": found.ts}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
@@ -286,6 +309,35 @@ class FakeSlack:
             user = self.users.get(str(args.get("user", "")))
             return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
         return {"ok": False, "error": "unknown_method"}
+
+    def _change(self, message: Message, text: str) -> None:
+        message.history.append(message.text)
+        message.text = text
+        self.changes.append((self.clock(), message.ts, text))
+
+    def _stream(self, method: str, channel: str, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.startStream / appendStream / stopStream, on the messages kept here."""
+        text = str(args.get("markdown_text") or "")
+        text += "".join(str(c.get("text", "")) for c in args.get("chunks") or [])
+        if method == "chat.startStream":
+            if not args.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            ts = self._next_ts()
+            started = Message(
+                channel, ts, "", self.bot_user_id, self.bot_id, str(args["thread_ts"]), [], True
+            )
+            self.messages.append(started)
+            self._change(started, text)
+            return {"ok": True, "channel": channel, "ts": ts}
+        found = self._find(channel, str(args.get("ts", "")))
+        if found is None:
+            return {"ok": False, "error": "message_not_found"}
+        if not found.streaming or method not in ("chat.appendStream", "chat.stopStream"):
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        if text:
+            self._change(found, found.text + text)
+        found.streaming = method == "chat.appendStream"
+        return {"ok": True, "channel": channel, "ts": found.ts}
 
     async def _response_url(self, request: web.Request) -> web.Response:
         self.responses.append((request.match_info["key"], await request.json()))
