@@ -52,9 +52,8 @@ async def drive(rig: DiscordRig, view: LiveReply, clock: Clock, chunks: list[str
         if index == 0:
             await rig.fake.wait_for(lambda: len(rig.fake.sent) == 1)
         elif index % 4 == 3:
-            latest = text.split()[-1]
             await rig.fake.wait_for(
-                lambda: bool(rig.fake.changes) and (rig.fake.changes[-1][2] or "").endswith(latest)
+                lambda latest=text: bool(rig.fake.changes) and rig.fake.changes[-1][2] == latest
             )
     return text
 
