@@ -16,8 +16,10 @@ decision back in Slack or Discord pings nobody.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+from typing import Any
 
 from middleware.decision_log.privacy import mask_text
 from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
@@ -47,6 +49,15 @@ def escape(text: str) -> str:
     if "\r\n" in text:
         text = text.replace("\r\n", "\n")  # a Windows line end is a line end, not a rewrite
     return _CONTROL.sub(_visible, text)
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """JSON for a terminal or a file someone will ``cat``: non-ASCII text stays readable,
+    but DEL, C1 controls, line separators and bidi marks are written as ``\\uXXXX``
+    escapes (JSON already escapes C0), so the output is still valid JSON and a hostile
+    value cannot restyle or reorder the terminal that shows it."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 def plain(text: str | None, limit: int | None = None, *, one_line: bool = True) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -19,13 +18,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from adapters.render import json_text
 from bot.audit import views
 from bot.audit.export import CSV_FIELDS, csv_row, record
 from bot.cli.common import (
     EXIT_CODES,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
-    log_path,
+    open_log,
     positive_int,
     print_json,
 )
@@ -115,7 +115,7 @@ class _Fail(Exception):
 
 async def _open(args: argparse.Namespace, *, read_only: bool = True) -> DecisionLog:
     try:
-        return await DecisionLog.open(log_path(args), read_only=read_only)
+        return await open_log(args, read_only=read_only)
     except LogUnavailable as exc:
         raise _Fail(str(exc)) from None
 
@@ -266,7 +266,7 @@ async def _export(args: argparse.Namespace) -> int:
                 if writer:
                     writer.writerow(csv_row(rec))
                 else:
-                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    out.write(json_text(rec, indent=None) + "\n")
                 count += 1
     finally:
         await log.close()

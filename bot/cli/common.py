@@ -8,15 +8,16 @@ code scheme (:data:`EXIT_CODES`, shown in ``--help``) and one JSON style
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from adapters.render import json_text
 from bot.audit.overrides import NoOverrides, override_rows
 from bot.config.keys import SettingError, current_value, parse_key
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, ConfigError, load_config, resolve_config_path
 from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log.postgres import open_store
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1  # no log, unknown id, a failed check, or a --fail-on-… condition met
@@ -30,8 +31,9 @@ EXIT_CODES = (
 
 
 def print_json(data: Any) -> None:
-    """The one JSON style of every command: indented, non-ASCII text kept readable."""
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    """The one JSON style of every command: indented, non-ASCII text kept readable,
+    control and bidi characters escaped (:func:`adapters.render.json_text`)."""
+    print(json_text(data))
 
 
 def load_config_from_args(args: argparse.Namespace) -> Config:
@@ -53,6 +55,14 @@ def log_path(args: argparse.Namespace) -> Path:
     return Path(load_config_from_args(args).log.path)
 
 
+async def open_log(args: argparse.Namespace, *, read_only: bool) -> DecisionLog:
+    """The log of --db (a file or a postgresql:// URL), else of the config ([log] url or path)."""
+    if getattr(args, "db", None):
+        return await open_store(str(args.db), read_only=read_only)
+    log = load_config_from_args(args).log
+    return await open_store(log.target, read_only=read_only, password_env=log.password_env)
+
+
 async def runtime_settings(
     config: Config, *, db: Path | None = None, ignore: bool = False
 ) -> RuntimeSettings:
@@ -62,12 +72,14 @@ async def runtime_settings(
     unreadable log is a one-line error, not a silent "no overrides".
     """
     path = db or Path(config.log.path)
-    if ignore or not path.is_file():
+    shared = not db and bool(config.log.url)  # PostgreSQL: there is no file to look for
+    if ignore or not (shared or path.is_file()):
         settings = RuntimeSettings(config, NoOverrides())
         await settings.load()
         return settings
     try:
-        log = await DecisionLog.open(path, read_only=True)
+        target = config.log.url if shared else path
+        log = await open_store(target, read_only=True, password_env=config.log.password_env)
     except LogUnavailable as exc:
         raise ConfigError(f"cannot read runtime settings from {path}: {exc}") from None
     try:

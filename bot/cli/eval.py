@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.cli.common import load_config_from_args, positive_int
+from bot.cli.common import load_config_from_args, positive_int, print_json
 from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from middleware.guards.classifier import close_sessions
@@ -320,7 +320,7 @@ async def _run(args: argparse.Namespace) -> int:
         await models.close()
     report = evaluate(guards, items, results, sweep_points=args.points if args.sweep else None)
     if args.json:
-        print(json.dumps({"file": str(args.file), **report}, ensure_ascii=False))
+        print_json({"file": str(args.file), **report})
     else:
         _print_report(args.file, report)
     return 0

@@ -106,3 +106,22 @@ async def test_every_terminal_surface_shows_escapes_inert(
         assert code == 0, (name, out.err)
         assert "\\x1b" in out.out, f"{name} shows no escaped ESC: {out.out!r}"
         assert_inert(name, out.out + out.err)
+
+    # Machine output is read in terminals too (`guardbot logs --json | less`): it stays
+    # valid JSON, but bidi marks and C1 controls are \u escapes, never raw characters.
+    export = config_path.parent / "export.jsonl"
+    json_commands = {
+        "logs --json": ["logs", "--json"],
+        "show --json": ["show", blocked.id, "--json"],
+        "screen --json": ["screen", HOSTILE, "--json"],
+        "export": ["export", "--format", "jsonl", "--output", str(export)],
+    }
+    for name, argv in json_commands.items():
+        code = await asyncio.to_thread(main, ["--config", str(config_path), *argv])
+        out = capfd.readouterr()
+        assert code == 0, (name, out.err)
+        text = export.read_text(encoding="utf-8") if name == "export" else out.out
+        assert_inert(name, text + out.err)
+        rows = [json.loads(line) for line in text.splitlines()] if name == "export" else None
+        data = rows if rows is not None else json.loads(text)
+        assert RLO in json.dumps(data, ensure_ascii=False), f"{name} lost the text itself"
