@@ -10,14 +10,17 @@ on 127.0.0.1, and they take turns message by message:
 - ``guardbot``: GuardBot.handle, the whole bot path with its SQLite log, on the
   default transport (aiohttp under the `openai` client);
 - ``guardbot-httpx``: the same bot on the `openai` client's httpx transport
-  (``[llm] transport = "httpx"``), i.e. the "before" of this benchmark.
+  (``[llm] transport = "httpx"``), the fallback;
+- ``guardbot-baseline`` (with ``--baseline TREE``): the bot from another
+  checkout, e.g. ``git worktree add /tmp/before <rev>``: a before/after from
+  one sitting. Use ``-n 12`` with it to stay under five minutes.
 
 Latency is measured at 800 ms generation / 300 ms guard and at 300/800;
 client CPU per message and messages/s sequentially and at 50 concurrent with
 the stub answering at once. Prints a table, and with ``--json`` one JSON object
 as the last line.
 
-    python benchmarks/http.py [-n 20] [--json]
+    python benchmarks/http.py [-n 20] [--baseline TREE] [--json]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.stubs.process import stub_process  # noqa: E402
 
-SYSTEMS = ("floor", "guardbot", "guardbot-httpx")
+SYSTEMS = ["floor", "guardbot", "guardbot-httpx"]  # + "guardbot-baseline" with --baseline
 GUARD_PROMPT = "Is this message unsafe? Answer as JSON."
 
 
@@ -86,14 +89,14 @@ class Floor:
         await self.session.close()
 
 
-def bot_config(base_url: str, db: str, transport: str) -> str:
+def bot_config(base_url: str, db: str, transport: str | None) -> str:
     return f"""
 [llm]
 provider = "openai"
 model = "gen-model"
 base_url = "{base_url}"
 max_retries = 0
-transport = "{transport}"
+{f'transport = "{transport}"' if transport else ""}
 
 [[guards]]
 name = "judge"
@@ -110,12 +113,12 @@ class Bot:
     """GuardBot.handle, the whole bot path with its SQLite decision log."""
 
     @classmethod
-    async def open(cls, base_url: str, transport: str, folder: str) -> Bot:
+    async def open(cls, base_url: str, transport: str | None, folder: str) -> Bot:
         from bot.app import GuardBot
         from bot.config.schema import parse_config
         from middleware.decision_log import DecisionLog
 
-        config = parse_config(bot_config(base_url, f"{folder}/{transport}.db", transport), "b")
+        config = parse_config(bot_config(base_url, f"{folder}/bot.db", transport), "b")
         return cls(GuardBot(config, await DecisionLog.open(config.log.path), env={}))
 
     def __init__(self, bot: Any) -> None:
@@ -146,7 +149,8 @@ async def serve(system: str, base_url: str) -> None:
         if system == "floor":
             client = Floor(base_url)
         else:
-            transport = "httpx" if system.endswith("httpx") else "aiohttp"
+            # The baseline's own config may predate `[llm] transport`.
+            transport = {"guardbot": "aiohttp", "guardbot-httpx": "httpx"}.get(system)
             client = await Bot.open(base_url, transport, folder)
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
@@ -181,10 +185,13 @@ async def batch(client: Floor | Bot, n: int, concurrency: int, start: int) -> di
 
 
 class Worker:
+    baseline = ""
+
     def __init__(self, system: str, base_url: str) -> None:
         self.system = system
+        tree = ["--baseline", self.baseline] if system == "guardbot-baseline" else []
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", system, "--base-url", base_url],
+            [sys.executable, __file__, "--worker", system, "--base-url", base_url, *tree],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -199,6 +206,8 @@ class Worker:
         workers = [cls(s, base_url) for s in SYSTEMS]
         for w in workers:
             if w.stdout.readline().strip() != "ready":
+                for other in workers:
+                    other.proc.kill()
                 raise RuntimeError(f"{w.system} worker did not start")
         return workers
 
@@ -270,22 +279,22 @@ def cost(sequential_n: int, concurrent_n: int) -> dict[str, Any]:
 def report(rows: list[dict[str, Any]], costs: dict[str, Any]) -> None:
     print("latency (p50) over the raw-aiohttp floor, same run, turns message by message:")
     head = f"{'allowed':>8} {'over':>6} | {'blocked':>8} {'over':>6}"
-    print(f"{'system':<15} {'gen/guard':>9} | {head}")
+    print(f"{'system':<17} {'gen/guard':>9} | {head}")
     for r in rows:
         for s in SYSTEMS:
             x = r[s]
             print(
-                f"{s:<15} {r['generation_ms']:>4}/{r['guard_ms']:<4} | "
+                f"{s:<17} {r['generation_ms']:>4}/{r['guard_ms']:<4} | "
                 f"{x['allowed_p50_ms']:>8.1f} {x['allowed_over_floor_ms']:>+6.1f} | "
                 f"{x['blocked_p50_ms']:>8.1f} {x['blocked_over_floor_ms']:>+6.1f}"
             )
     print("client CPU per message and messages/s, stub at 0 ms, SQLite log on:")
     head = f"{'50x cpu ms':>10} {'msg/s':>7} {'vs floor':>8}"
-    print(f"{'system':<15} | {'seq cpu ms':>10} {'msg/s':>7} | {head}")
+    print(f"{'system':<17} | {'seq cpu ms':>10} {'msg/s':>7} | {head}")
     for s in SYSTEMS:
         c = costs[s]
         print(
-            f"{s:<15} | {c['sequential_cpu_per_message_ms']:>10.2f} "
+            f"{s:<17} | {c['sequential_cpu_per_message_ms']:>10.2f} "
             f"{c['sequential_messages_per_s']:>7.0f} | {c['concurrent_cpu_per_message_ms']:>10.2f} "
             f"{c['concurrent_messages_per_s']:>7.0f} {c['cpu_vs_floor_ratio']:>7.2f}x"
         )
@@ -298,12 +307,18 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=300, help="messages, one at a time")
     parser.add_argument("--concurrent", type=int, default=2000, help="messages, 50 at a time")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
-    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help="another checkout of guardbot to compare with")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.baseline:  # import bot/ and middleware/ from that checkout
+            sys.path.insert(0, str(Path(args.baseline).resolve()))
         asyncio.run(serve(args.worker, args.base_url))
         return
+    if args.baseline:
+        SYSTEMS.append("guardbot-baseline")
+        Worker.baseline = args.baseline
     rows = [latency(800, 300, args.n), latency(300, 800, args.n)]
     costs = cost(args.sequential, args.concurrent)
     report(rows, costs)
@@ -328,6 +343,7 @@ def main() -> None:
             "allowed_over_floor_ms": max(r["guardbot"]["allowed_over_floor_ms"] for r in rows),
             "blocked_vs_guard_ratio": max(r["guardbot"]["blocked_vs_guard_ratio"] for r in rows),
             "messages_per_kind": args.n,
+            "baseline": args.baseline,
         }
         print(json.dumps(summary))
 
