@@ -227,17 +227,21 @@ class Pipeline:
         )
         gate = asyncio.Event()
         messages = build_messages(policy, request)
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(
-                streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
-            )
-            await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
-            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
-            input_done = time.perf_counter()
-            if screened.blocked:
-                task.cancel()  # nothing was shown: the gate never opened
-            else:
-                gate.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(
+                    streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
+                )
+                await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
+                in_ctx = GuardContext(Stage.INPUT, request)
+                screened = await screen(input_guards, request.text, in_ctx)
+                input_done = time.perf_counter()
+                if screened.blocked:
+                    task.cancel()  # nothing was shown: the gate never opened
+                else:
+                    gate.set()
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None  # the log went down mid-stream, say
         decision = Decision(
             id=decision_id, request=request, action=Action.ERROR, verdicts=screened.verdicts
         )

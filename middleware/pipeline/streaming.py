@@ -63,7 +63,9 @@ class ChunkRecorder(Protocol):
     raises when the decision log cannot be written.
     """
 
-    async def record_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None: ...
+    async def record_stream_chunk(
+        self, decision_id: str, chunk: StreamChunk, text: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +176,18 @@ class StreamedReply:
         ``gate`` is set once every input guard passed: nothing is screened or
         shown before. Cancelling this (an input block) cancels generation too.
         """
-        async with asyncio.TaskGroup() as tg:
-            self._generation = tg.create_task(
-                self._generate(model, messages, model_settings, timeout_s)
-            )
-            tg.create_task(self._cut())
-            tg.create_task(self._release(gate))
-            if self.final_guards:
-                tg.create_task(self._final(gate))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._generation = tg.create_task(
+                    self._generate(model, messages, model_settings, timeout_s)
+                )
+                tg.create_task(self._cut())
+                tg.create_task(self._release(gate))
+                if self.final_guards:
+                    tg.create_task(self._final(gate))
+        except BaseExceptionGroup as group:
+            # The recorder failed (the log is down): the caller sees that error, not a group.
+            raise group.exceptions[0] from None
         return self.out
 
     def stop(self) -> None:
@@ -299,7 +305,9 @@ class StreamedReply:
             self.stop()
             return
         if self.recorder is not None:
-            await self.recorder.record_chunk(self.decision_id, chunk, text)  # audit before send
+            await self.recorder.record_stream_chunk(
+                self.decision_id, chunk, text
+            )  # audit before send
         self.out.shown += text
         record.shown_chars = len(self.out.shown)
         record.updates += 1
@@ -333,13 +341,14 @@ async def finish(view: ReplyView, decision: Decision) -> None:
     stream that broke off): what was shown is replaced, and the record says so.
     """
     record = decision.stream
-    shown = record.shown_chars if record else 0
-    if not shown:
+    if record is None or not record.shown_chars:
         if decision.reply:
             await view.show(decision.reply)
+        if record is not None:
+            record.updates += 1
         return
-    assert record is not None
-    if decision.reply and len(decision.reply) == shown and not record.retracted:
+    if decision.reply and len(decision.reply) == record.shown_chars:
         return
     record.retracted = True
+    record.updates += 1
     await view.retract(decision.reply)

@@ -56,7 +56,7 @@ class Recorder:
         self.view = view
         self.chunks: list[tuple[StreamChunk, str, int]] = []  # with states shown at record time
 
-    async def record_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None:
+    async def record_stream_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None:
         self.chunks.append((chunk, text, len(self.view.states)))
 
 
