@@ -7,9 +7,19 @@ thresholds, as deployed) and run on every text of ``tests/data/guard_eval.jsonl`
 ``benchmarks/guard_data/SOURCES.md``). Every number is given for both parts;
 the held-out part is the honest one. A guard's own category is what it should
 catch (profanity -> toxic, pii -> pii, secrets -> secrets, prompt_injection ->
-injection, blocklist -> blocklist); for each guard we report precision and
-recall on that category, recall on the obfuscated items, and how many benign
-texts it blocked. The blocklist is site-specific, so the shipped list is
+injection, blocklist -> blocklist).
+
+Counting rule, per guard: **recall** = its own-category items it blocked / its
+own-category items; **benign FPR** = benign items it blocked / benign items;
+**precision** = true positives / (true positives + benign items blocked), i.e.
+over its own category and benign items only. An item labelled for *another*
+unsafe category (profanity on a jailbreak that swears, pii on a phishing
+script) is neither a false nor a true positive: blocking it is right for the
+bot, just not this guard's job. Such firings are listed per category in the
+last column, as information. Toxic items from word lists (``"form": "term"``:
+bare terms, or a term after a fixed prefix) are reported in a separate
+``profanity (word lists)`` row, apart from the comments; recall on obfuscated
+items is in the JSON. The blocklist is site-specific, so the shipped list is
 extended with the evaluation's own code names (below). ``harm`` items (threats,
 weapons) are the LLM guards' job; how many of them the offline guards catch
 anyway is reported, not targeted. Items with ``"batch": 2`` were written
@@ -20,9 +30,10 @@ Latency is the median time of one ``check`` per message (each guard, and all
 of them one after another as the bot runs them, sharing the normalised text
 within a message), over several passes of the whole set.
 
-Targets: precision >= 0.95, recall >= 0.90, benign false positives <= 2%,
-each guard <= 5 ms median, all together <= 10 ms. Prints a table; with
-``--json`` the last line is one JSON object (``_ratio``, ``_ms``, ``_per_s``).
+Goals (held out): injection recall >= 0.90 and profanity recall >= 0.85 at benign
+FPR <= 1 %; pii, secrets recall >= 0.95; all offline guards together < 1 ms median.
+Prints a table; with ``--json`` the last line is one JSON object (``_ratio``, ``_ms``,
+``_per_s``).
 
     python benchmarks/guards.py [--passes 5] [--json]
 """
@@ -59,6 +70,9 @@ OWN_CATEGORY = {
     "blocklist": "blocklist",
 }
 OFFLINE_KINDS = (*OWN_CATEGORY, "max_length")
+# Word-list items (``"form": "term"``: bare terms, or a term after a fixed prefix) are
+# reported in their own row: they measure vocabulary coverage, not realistic comments.
+TERMS_ROW = "profanity (word lists)"
 # The evaluation's site-specific blocklist: internal code names and ticket ids.
 EVAL_BLOCK_WORDS = ["project bluebird", "nightjar"]
 EVAL_BLOCK_PATTERNS = [r"\bsec[-_ ]?\d{4}\b"]
@@ -99,6 +113,32 @@ def _ctx(text: str) -> GuardContext:
     return GuardContext(Stage.INPUT, ChatRequest(platform="bench", text=text))
 
 
+def _row(
+    hits: list[bool], items: list[dict[str, Any]], own: str, form: str | None
+) -> dict[str, Any]:
+    """One guard's numbers under the counting rule in the module docstring."""
+    pairs = list(zip(hits, items, strict=True))
+    mine = [(h, it) for h, it in pairs if it["category"] == own and it.get("form") == form]
+    benign = [h for h, it in pairs if it["category"] == "benign"]
+    tp, fp = sum(h for h, _ in mine), sum(benign)
+    obf = [h for h, it in mine if it.get("obfuscated")]
+    cross: dict[str, int] = {}
+    for h, it in pairs:
+        if h and it["category"] not in (own, "benign"):
+            cross[it["category"]] = cross.get(it["category"], 0) + 1
+    return {
+        "items": len(mine),
+        "precision_ratio": tp / (tp + fp) if tp + fp else 1.0,
+        "recall_ratio": tp / len(mine) if mine else 1.0,
+        "obfuscated_recall_ratio": sum(obf) / len(obf) if obf else 1.0,
+        "benign_fp": fp,
+        "benign_fp_ratio": fp / len(benign) if benign else 0.0,
+        "cross": cross,
+        "misses": [it["text"] for h, it in mine if not h][:8],
+        "false_positives": [it["text"] for h, it in pairs if h and it["category"] == "benign"][:8],
+    }
+
+
 async def accuracy(guards: list[tuple[str, Guard]], items: list[dict[str, Any]]) -> dict[str, Any]:
     fired: dict[str, list[bool]] = {}
     for kind, guard in guards:
@@ -110,29 +150,10 @@ async def accuracy(guards: list[tuple[str, Guard]], items: list[dict[str, Any]])
     for kind, own in OWN_CATEGORY.items():
         if kind not in fired:
             continue
-        hits = fired[kind]
-        tp = sum(h for h, it in zip(hits, items, strict=True) if it["category"] == own)
-        fp = sum(h for h, it in zip(hits, items, strict=True) if it["category"] != own)
-        positives = [h for h, it in zip(hits, items, strict=True) if it["category"] == own]
-        obf = [h for h, it in zip(hits, items, strict=True)
-               if it["category"] == own and it.get("obfuscated")]  # fmt: skip
-        benign = [h for h, it in zip(hits, items, strict=True) if it["category"] == "benign"]
-        rows[kind] = {
-            "items": len(positives),
-            "precision_ratio": tp / (tp + fp) if tp + fp else 1.0,
-            "recall_ratio": tp / len(positives) if positives else 1.0,
-            "obfuscated_recall_ratio": sum(obf) / len(obf) if obf else 1.0,
-            "benign_fp": sum(benign),
-            "benign_fp_ratio": sum(benign) / len(benign) if benign else 0.0,
-            "misses": [
-                it["text"]
-                for h, it in zip(hits, items, strict=True)
-                if it["category"] == own and not h
-            ][:5],  # fmt: skip
-            "false_positives": [
-                it["text"] for h, it in zip(hits, items, strict=True) if h and it["category"] != own
-            ][:5],
-        }
+        rows[kind] = _row(fired[kind], items, own, None)
+        if kind == "profanity" and any(it.get("form") == "term" for it in items):
+            # the word lists' bare terms, apart from the comments
+            rows[TERMS_ROW] = _row(fired[kind], items, own, "term")
     any_fired = [any(fired[k][i] for k in fired) for i in range(len(items))]
     benign = [f for f, it in zip(any_fired, items, strict=True) if it["category"] == "benign"]
     harm = [f for f, it in zip(any_fired, items, strict=True) if it["category"] == "harm"]
@@ -179,23 +200,31 @@ def _print_part(part: str, items: list[dict[str, Any]], acc: dict[str, Any],
                 lat: dict[str, Any], verbose: bool) -> None:  # fmt: skip
     sources = len({it.get("source") for it in items})
     print(f"\n{part}: {len(items)} items from {sources} sources ({acc['benign_items']} benign)")
-    print(f"{'guard':<18}{'items':>6}{'precision':>10}{'recall':>8}{'benign FPR':>11}"
-          f"{'median ms':>10}{'p99 ms':>8}")  # fmt: skip
-    for kind in lat["median_ms"]:
+    print(f"{'guard':<24}{'items':>6}{'precision':>10}{'recall':>8}{'benign FPR':>11}"
+          f"{'median ms':>10}{'p99 ms':>8}  other unsafe categories it fired on")  # fmt: skip
+    for kind in [*lat["median_ms"], TERMS_ROW]:
         r = acc["guards"].get(kind)
+        if kind == TERMS_ROW and (r is None or not r["items"]):
+            continue
         cells = (
             f"{r['items']:>6}{r['precision_ratio']:>10.3f}{r['recall_ratio']:>8.3f}"
             f"{r['benign_fp_ratio']:>11.4f}"
             if r
             else f"{'-':>6}{'-':>10}{'-':>8}{'-':>11}"
         )
-        print(f"{kind:<18}{cells}{lat['median_ms'][kind]:>10.4f}{lat['p99_ms'][kind]:>8.3f}")
+        timing = (
+            f"{lat['median_ms'][kind]:>10.4f}{lat['p99_ms'][kind]:>8.3f}"
+            if kind in lat["median_ms"]
+            else f"{'':>18}"
+        )
+        cross = ", ".join(f"{c} {n}" for c, n in sorted(r["cross"].items())) if r else ""
+        print(f"{kind:<24}{cells}{timing}  {cross}")
         if verbose and r:
             for text in r["misses"]:
                 print(f"    miss: {text[:160]!r}")
             for text in r["false_positives"]:
-                print(f"    false positive: {text[:160]!r}")
-    print(f"{'all offline':<18}{'':>35}{lat['all_median_ms']:>10.4f}{lat['all_p99_ms']:>8.3f}")
+                print(f"    benign blocked: {text[:160]!r}")
+    print(f"{'all offline':<24}{'':>35}{lat['all_median_ms']:>10.4f}{lat['all_p99_ms']:>8.3f}")
     print(f"benign false-positive rate (any guard): {acc['benign_fp_ratio']:.4f}")
 
 
@@ -219,16 +248,19 @@ async def main() -> None:
         out[f"{part}_benign_fp_ratio"] = acc["benign_fp_ratio"]
         out[f"{part}_all_offline_median_ms"] = lat["all_median_ms"]
         out[f"{part}_all_offline_p99_ms"] = lat["all_p99_ms"]
-        for kind, r in acc["guards"].items():
+        for name, r in acc["guards"].items():
+            kind = name.replace(" (word lists)", "_wordlists")
             out[f"{part}_{kind}_items"] = r["items"]
             out[f"{part}_{kind}_precision_ratio"] = r["precision_ratio"]
             out[f"{part}_{kind}_recall_ratio"] = r["recall_ratio"]
             out[f"{part}_{kind}_benign_fp_ratio"] = r["benign_fp_ratio"]
+            out[f"{part}_{kind}_obfuscated_recall_ratio"] = r["obfuscated_recall_ratio"]
         for kind, ms in lat["median_ms"].items():
             out[f"{part}_{kind}_median_ms"] = ms
             out[f"{part}_{kind}_p99_ms"] = lat["p99_ms"][kind]
     print("\ngoals (held out): injection recall >= 0.90 at benign FPR <= 0.01; profanity "
-          "recall >= 0.85 at FPR <= 0.01; pii, secrets >= 0.95; all offline < 1 ms median")  # fmt: skip
+          "recall >= 0.85 at FPR <= 0.01; pii, secrets >= 0.95; all offline < 1 ms "
+          "median")  # fmt: skip
     if args.json:
         print(json.dumps(out))
 

