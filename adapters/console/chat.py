@@ -26,6 +26,7 @@ from typing import BinaryIO, Protocol, TextIO
 
 from adapters.base import MessageHandler
 from adapters.console.lines import PipedLines, clean_text
+from adapters.console.stream import ConsoleReplyView
 from adapters.render import explain, plain
 from middleware.types import ChatRequest, Decision
 
@@ -113,6 +114,9 @@ class ConsoleChat:
             shown = "bot> " + shown.replace("\n", "\n" + MARGIN)
         print(shown, file=self.stdout, flush=True)
 
+    def _margin(self) -> str:
+        return MARGIN if self.interactive else ""
+
     def _warn(self, text: str) -> None:
         print(f"warning: {text}", file=self.stderr, flush=True)
 
@@ -171,14 +175,24 @@ class ConsoleChat:
             answer = await self.handler.admin(request, text[len("/admin") :].strip())
             self._say(answer)
             return
+        view = ConsoleReplyView(
+            self.stdout, prefix="bot> " if self.interactive else "", margin=self._margin()
+        )
+        answering = asyncio.ensure_future(self.handler.handle(request, view))
         try:
-            async with self.source.waiting():
-                decision = await self.handler.handle(request)
+            async with self.source.waiting():  # "thinking…" until the first text
+                has_text = asyncio.ensure_future(view.has_text.wait())
+                await asyncio.wait([answering, has_text], return_when=asyncio.FIRST_COMPLETED)
+                has_text.cancel()
+            view.may_print.set()
+            decision = await answering
         except asyncio.CancelledError:
+            answering.cancel()
+            await asyncio.wait([answering])  # it records the message as cut off
             # Ctrl-C: the handler has put the unanswered message on record as cut off.
             print("(cancelled before the reply was ready)", file=self.stderr, flush=True)
             raise
-        self._say(decision.reply)
+        view.close()
         if self.show_explain:
             details = explain(decision, every_verdict=True)
             print(plain(details, one_line=False), file=self.stderr, flush=True)
