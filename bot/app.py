@@ -27,7 +27,7 @@ from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
-from middleware.decision_log import DecisionLog
+from middleware.decision_log.postgres import PostgresLog, open_store
 from middleware.decision_log.privacy import clean, mask_text, remember_secrets
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
@@ -35,8 +35,8 @@ from middleware.llm.model import ChatModel
 from middleware.pipeline.budget import budget_refusal, check_budget
 from middleware.pipeline.policy import PipelinePolicy
 from middleware.pipeline.run import Pipeline
-from middleware.pipeline.streaming import ReplyView
-from middleware.types import Action, ChatRequest, Decision, Delivery, Timings
+from middleware.pipeline.streaming import ReplyView, StreamSettings, finish
+from middleware.types import Action, ChatRequest, Decision, Delivery, Timings, new_id
 
 log = logging.getLogger("guardbot")
 
@@ -109,12 +109,15 @@ class GuardBot:
 
     @classmethod
     async def open(cls, config: Config, *, env: Mapping[str, str] | None = None) -> GuardBot:
-        decision_log = await DecisionLog.open(
-            config.log.path, store_text=config.log.store_text, redact_pii=config.log.redact_pii
-        )
+        decision_log = await open_store(
+            config.log.target, store_text=config.log.store_text,
+            redact_pii=config.log.redact_pii, password_env=config.log.password_env, env=env,
+        )  # fmt: skip
         bot = cls(config, decision_log, env=env)
         try:
             await bot.settings.load()
+            if isinstance(decision_log, PostgresLog):  # shared: other instances change settings
+                decision_log.on_settings_changed(bot.settings.load)
             bot.warm_up()
         except BaseException:
             await decision_log.close()
@@ -162,6 +165,29 @@ class GuardBot:
         return config, self.policies.policy(config, fingerprint)
 
     async def handle(self, request: ChatRequest, view: ReplyView | None = None) -> Decision:
+        """One message end to end. With a ``view`` the reply is streamed into it (when
+        ``[pipeline] stream`` is on for the channel), each chunk committed to the log
+        before it is shown; on return the view shows the final message."""
+        shown = _Shown(view) if view is not None else None
+        decision = await self._handle(request, shown)
+        if shown is not None:
+            await self._finish(shown, decision)
+        return decision
+
+    async def _finish(self, shown: _Shown, decision: Decision) -> None:
+        """Leave the view on the decision's message (recorded already), then record
+        how the stream ended."""
+        if decision.stream is None and shown.text:  # the log failed mid-stream
+            await shown.view.retract(decision.reply)
+            return
+        await finish(shown.view, decision)
+        if decision.stream is not None and decision.delivery.status != "none":
+            try:
+                await self.log.record_stream_end(decision.id, decision.stream)
+            except LogUnavailable as exc:
+                log.error("could not record the end of stream %s: %s", decision.id, exc)
+
+    async def _handle(self, request: ChatRequest, view: _Shown | None) -> Decision:
         await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
         if (text := clean(request.text)) is not request.text:
@@ -174,7 +200,7 @@ class GuardBot:
             )
         else:
             try:
-                decision = await self._decide(request, config, fingerprint)
+                decision = await self._decide(request, config, fingerprint, view)
             except asyncio.CancelledError:
                 await self.record_cut_off(request, SHUTDOWN_ERROR)
                 raise
@@ -196,7 +222,9 @@ class GuardBot:
             return self._audit_down(request, fingerprint, str(exc))
         return decision
 
-    async def _decide(self, request: ChatRequest, config: Config, fingerprint: str) -> Decision:
+    async def _decide(
+        self, request: ChatRequest, config: Config, fingerprint: str, view: _Shown | None
+    ) -> Decision:
         if not request.history and config.pipeline.history_turns:
             turns = await self.log.history(
                 request.platform,
@@ -216,7 +244,15 @@ class GuardBot:
         )
         if spent is not None:  # refused politely, and recorded like any other decision
             return budget_refusal(request, spent, message=budget.message, fingerprint=fingerprint)
-        return await self.pipeline.run(request, self.policies.policy(config, fingerprint))
+        policy = self.policies.policy(config, fingerprint)
+        if view is None or not config.pipeline.stream:
+            return await self.pipeline.run(request, policy)
+        p = config.pipeline
+        stream = StreamSettings(p.chunk_chars, p.context_chars, p.max_hold_ms)
+        # The log is the recorder: each chunk is committed before the view shows it.
+        return await self.pipeline.run(
+            request, policy, view=view, stream=stream, recorder=self.log, decision_id=new_id()
+        )
 
     async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:
         """A message cancelled before its reply was ready: put that on record, briefly.
@@ -267,3 +303,19 @@ class GuardBot:
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:
         return await run_admin_command(self, request, command, platform_admin=platform_admin)
+
+
+class _Shown:
+    """The adapter's view, remembering what it was last given (to replace it if need be)."""
+
+    def __init__(self, view: ReplyView) -> None:
+        self.view = view
+        self.text = ""
+
+    async def show(self, text: str) -> None:
+        self.text = text
+        await self.view.show(text)
+
+    async def retract(self, text: str) -> None:
+        self.text = text
+        await self.view.retract(text)

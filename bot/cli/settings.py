@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.render import plain
-from bot.cli.common import load_config_from_args, log_path, positive_int
+from bot.cli.common import load_config_from_args, open_log, positive_int
 from bot.config.runtime import RuntimeSettings
 from middleware.decision_log import AdminActionRow, DecisionLog, LogUnavailable, SettingRow
 from middleware.decision_log.privacy import mask_text
@@ -59,7 +59,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 async def _open(args: argparse.Namespace) -> DecisionLog | None:
     try:
-        return await DecisionLog.open(log_path(args), read_only=True)
+        return await open_log(args, read_only=True)
     except LogUnavailable as exc:
         print(f"guardbot settings: {exc}", file=sys.stderr)
         return None

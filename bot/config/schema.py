@@ -15,6 +15,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -129,6 +130,29 @@ class PipelineConfig(Section):
 
 class LogConfig(Section):
     path: str = Field(default="guardbot.db", description="the SQLite decision log file")
+    url: str = Field(
+        default="",
+        description='"postgresql://user@host:port/db": a log shared by several instances '
+        "(replaces path); no password here",
+    )
+    password_env: str = Field(
+        default="PGPASSWORD", description="environment variable that holds the database password"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (or be empty for the SQLite file)")
+        if url and urlsplit(url).password is not None:
+            raise ValueError("must not hold a password: put it in the variable of password_env")
+        return url
+
+    @property
+    def target(self) -> str:
+        """What the log is opened from: the PostgreSQL URL when set, else the file."""
+        return self.url or self.path
+
     store_text: bool = Field(
         default=True, description="false keeps hashes and lengths, not message text"
     )
