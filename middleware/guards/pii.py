@@ -44,13 +44,15 @@ _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
 # Something a phone number could be: digits with the separators people write
 # (space, dot, dash, slash, parentheses), an optional "+" or "00" in front and an
 # optional extension. Not inside a longer token ("ORD-123…", "#123…", "v1.2.3", a UUID).
+# A literal "\\n" (text pasted from JSON or a log) separates like a newline does; a
+# word may follow a number directly after a dash ("993-268-7811-Office").
 _PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+#/.\-])(?:\+|(?<!\d)00)?\(?\d(?:[ .\-/]|[()] ?|\d){5,24}\d"
-    r"(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?(?![\w/\-@]|[.,:]\d)"
+    r"(?:(?<![\w+#/.\-])|(?<=\\[nrt]))(?:\+|(?<!\d)00)?\(?\d(?:[ .\-/]|[()] ?|\d){5,24}\d"
+    r"(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?(?![\w/@]|-\d|[.,:]\d)"
 )
 _PHONE_WORDS = re.compile(
-    r"(?i)\b(?:call|phone|tel|telephone|mobile|cell|whatsapp|text me|sms|reach me|ring me|"
-    r"my number|phone number|dial|fax|contact)\b"
+    r"(?i)(?:\b|(?<=\\[nrt]))(?:call|phone|tel|telephone|mobile|cell|whatsapp|text me|sms|"
+    r"reach me|ring me|my number|phone number|dial|fax|contact)\b"
 )
 _CARD_WORDS = re.compile(
     r"(?i)card|visa|maestro|mastercard|amex|credit|debit|\bcc\b|charge|pay|expir|cvv|billing"
@@ -62,10 +64,11 @@ _ID_LABEL = re.compile(
     r"issue|pr|job|request|case|account|customer|no|nr|version|code|pin|otp)"
     r"\b[^\w\n]{0,4}(?:(?:number|no|is|was|=|:)[^\w\n]{0,3}){0,2}$"
 )
+_CARD_LABEL = re.compile(r"(?i)card\W{0,3}(?:no|nr|number|#)\W{0,3}$")
 # Dates, times and version-like groupings that the candidate pattern also covers.
 _NOT_PHONE = re.compile(
     r"^(?:(?:19|20)\d\d[ ./-]\d\d?[ ./-]\d\d?|\d\d?[./-]\d\d?[./-](?:19|20)?\d\d"
-    r"|\d{1,3}(?:\.\d{1,3}){3})$"
+    r"|\d{1,3}(?:\.\d{1,3}){3}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)$|[-./]{2}"
 )
 _GROUPS = re.compile(r"\d+")
 _EXTENSION = re.compile(r"(?i)[ ]?(?:x|ext\.?|#)[ ]?\d{1,6}$")
@@ -166,14 +169,21 @@ def _is_phone(raw: str, regions: Sequence[str], context: bool) -> bool:
     of a possible length is enough (generated and new numbers are not all "valid")."""
     number = _EXTENSION.sub("", raw)
     digits = sum(c.isdigit() for c in number)
-    if not 7 <= digits <= 15 or _NOT_PHONE.match(number):
+    if not 7 <= digits <= 15 or _NOT_PHONE.search(number):
         return False
-    if number.startswith(("+", "00")):
-        parsed = _parsed("+" + number[2:] if number.startswith("00") else number, "ZZ")
-        return parsed is not None and (
+    if number.startswith("+"):
+        # Written internationally on purpose: a length the country's plan allows is
+        # enough (generated and newly issued numbers are not all "valid").
+        parsed = _parsed(number, "ZZ")
+        return parsed is not None and phonenumbers.is_possible_number(parsed)
+    if number.startswith("00"):
+        parsed = _parsed("+" + number[2:], "ZZ")
+        if parsed is not None and (
             phonenumbers.is_valid_number(parsed)
             or (context and phonenumbers.is_possible_number(parsed))
-        )
+        ):
+            return True
+        # else it may be a national number with a trunk "0" and a "0" area code
     # An unseparated run of digits is an order number or an id unless it looks like a
     # national number (trunk "0") or the text talks about phoning.
     if number.isdigit() and number[0] != "0" and not context:
@@ -231,6 +241,8 @@ def _spans(text: str, kinds: Iterable[str], regions: Sequence[str]) -> Iterator[
 
 
 def _labelled_id(text: str, start: int) -> bool:
+    if _CARD_LABEL.search(text, max(0, start - 20), start):  # "card no 3418…" is a card
+        return False
     return _ID_LABEL.search(text, max(0, start - 40), start) is not None
 
 

@@ -371,10 +371,33 @@ async def test_offline_guards_survive_huge_and_odd_input() -> None:
         "phone: 0631908681",  # a French mobile, unseparated
         "call me on (010)-6119854",
         "ring me: +46 8 123 456 78",  # international: any country, whatever `regions`
+        "they're not answering at 08-31 58 43",  # Swedish, grouped; SE is a default region
+        "it's 993 70 901, after six",  # Norwegian mobile
+        "+41 48 414 69 03",  # a possible Swiss number, written internationally
+        "Name: Siri\\nPhone: 90326493\\n",  # a literal \n (pasted JSON) separates words
+        "993-268-7811 x920-Office",
     ],
 )
 def test_pii_phone_numbers_by_numbering_plan(text: str) -> None:
     assert [kind for *_, kind in find_pii(text)] == ["phone"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Copyright 1999 -- 2011 the authors",
+        "released 2019-2024, see CHANGES",
+        "order 4820 1234 5678 90",
+        "the 00 prefix of 0012 3456 is not dialled",
+    ],
+)
+def test_pii_year_ranges_and_ids_are_not_phones(text: str) -> None:
+    assert find_pii(text) == []
+
+
+def test_pii_card_labelled_card_no_is_a_card() -> None:
+    assert [k for *_, k in find_pii("Please block card no 341841999783124")] == ["card"]
+    assert find_pii("ticket no 341841999783124") == []
 
 
 def test_pii_national_formats_follow_regions() -> None:
