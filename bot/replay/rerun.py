@@ -25,6 +25,7 @@ from bot.replay.results import Kind, ReplayResult
 from bot.replay.select import Logged
 from middleware.decision_log.storage import DecisionStore
 from middleware.guards.guard import GuardContext
+from middleware.pipeline.chunks import context_of
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.run import Pipeline
 from middleware.pipeline.screening import screen
@@ -65,6 +66,35 @@ async def _screen(
     return carry_forward(found.verdicts, guards, text, old.verdicts)
 
 
+async def _screen_stream(
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, old: Decision
+) -> tuple[list[Verdict], int | None]:
+    """A streamed reply again chunk by chunk, with the windows it was shown with.
+
+    The recorded chunk lengths cut the recorded (shown) text; each chunk is
+    judged with the same ``context_chars`` before it; ``stream = "final"``
+    guards judge the whole text. Returns the verdicts and the first chunk a
+    guard now blocks (None: the stream would run to its end).
+    """
+    assert old.stream is not None
+    chunk_guards = [g for g in guards if g.config.stream == "chunk"]
+    final_guards = [g for g in guards if g.config.stream == "final"]
+    verdicts: list[Verdict] = []
+    at = 0
+    for chunk in old.stream.chunks:
+        if not chunk.released:
+            break
+        window = context_of(text[:at], old.stream.context_chars) + text[at : at + chunk.chars]
+        found = await _screen(chunk_guards, window, ctx, old)
+        verdicts.extend(found)
+        if _first_blocking(found):
+            return verdicts, chunk.index
+        at += chunk.chars
+    if final_guards:
+        verdicts.extend(await _screen(final_guards, text, ctx, old))
+    return verdicts, None
+
+
 async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
     request = old.request
     if (limit := policy.length_verdict(request.text)) is not None:
@@ -79,6 +109,14 @@ async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
         if old.action is Action.BLOCKED:  # blocked before any reply existed; now it passes
             return Screened(verdicts, Action.REPLIED, None, NO_REPLY_NOTE)
         return Screened(verdicts, old.action, None)
+    if old.stream is not None and old.stream.chunks and len(candidates) == 1:
+        out_ctx = GuardContext(Stage.OUTPUT, request, candidates[0].index)
+        found, stopped = await _screen_stream(output_guards, candidates[0].text, out_ctx, old)
+        verdicts.extend(found)
+        if stopped is None:
+            return Screened(verdicts, Action.REPLIED, None)
+        note = f"the stream would now stop at chunk {stopped}"
+        return Screened(verdicts, Action.BLOCKED, _first_blocking(found), note)
     any_safe = False
     for cand in candidates:  # few candidates, each screened with its guards in parallel
         out_ctx = GuardContext(Stage.OUTPUT, request, cand.index)
@@ -120,6 +158,8 @@ class Replayer:
         if not item.text_stored:
             return failed(old, Kind.NOT_REPLAYABLE, NOT_STORED)
         try:
+            if old.stream is None:  # streamed replies are replayed chunk by chunk
+                old = old.model_copy(update={"stream": await self.host.log.stream_of(old.id)})
             config, policy = self.host.policy_for(old.request)
             if self.mode == "full":
                 return await self._full(old, config, policy)
