@@ -1,15 +1,27 @@
-"""The hash chain that makes edits, insertions and deletions of decisions visible.
+"""The hash chain that makes edits, insertions and deletions of audited records visible.
 
-Each decision row stores ``sha256 = H(prev_sha256 + H(content))`` where the
-content is the canonical JSON of exactly what was stored for it: the
-decision row and its verdict, candidate and LLM-call rows. :func:`walk`
-recomputes the chain in commit order (``seq``) and names the first row that
-does not fit. A prune leaves a checkpoint holding the hash of the last row it
-removed, so the remaining chain still starts from a known value.
+One chain runs through every record that decided or showed a reply, or
+changed the policy in force, in commit order (``seq``, one counter shared by
+all of them): decisions (with their verdicts, candidates and model calls),
+deliveries, admin actions (allowed or refused; a setting change is one) and
+prune checkpoints. Each record stores ``prev_sha256`` and ``sha256``:
+
+- format v1 (decisions written before the v2 migration):
+  ``sha256 = H(prev_sha256 + content)``;
+- format v2: ``sha256 = H(json([2, kind, seq, prev_sha256, content]))``, so a
+  record's kind and place are covered as well as its content.
+
+``content`` is the SHA-256 of the canonical JSON of what was stored (see
+:mod:`.records`). The log records from which ``seq`` each version applies
+and the head (last ``seq`` and hash), so removing the newest records shows
+too. :func:`walk` recomputes the chain in order and names the first record
+that does not fit. A prune removes a prefix and appends a checkpoint record
+holding the hash of the last record it removed (where verification of the
+rest starts) and the settings in force at that point.
 
 A chain without a secret cannot catch someone who rewrites the *end* of the
-log and recomputes every later hash; `guardbot verify` prints the head hash
-so it can be anchored elsewhere (a ticket, another system) and compared later.
+log, head included, and recomputes every later hash; `guardbot verify`
+prints the head hash so it can be anchored elsewhere and compared later.
 """
 
 from __future__ import annotations
@@ -18,10 +30,12 @@ import hashlib
 import json
 import json.encoder
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 GENESIS = "0" * 64
+CURRENT_VERSION = 2
+KINDS = ("decision", "delivery", "admin action", "checkpoint")
 
 Row = Sequence[Any]
 
@@ -42,121 +56,234 @@ def _canonical_json() -> Callable[[Any], str]:
 
 
 _CANONICAL = _canonical_json()
+canonical_json = _CANONICAL  # the one serialisation every hash of the log covers
+
+
+def canonical_sha256(value: Any) -> str:
+    """SHA-256 of the canonical JSON of ``value`` (compact separators, ASCII)."""
+    return hashlib.sha256(_CANONICAL(value).encode("utf-8")).hexdigest()
 
 
 def content_sha256(
     decision: Row, verdicts: Sequence[Row], candidates: Sequence[Row], llm_calls: Sequence[Row]
 ) -> str:
     """SHA-256 of the canonical JSON ``[decision, verdicts, candidates, llm_calls]``."""
-    blob = _CANONICAL([decision, verdicts, candidates, llm_calls])
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return canonical_sha256([decision, verdicts, candidates, llm_calls])
 
 
 def link(prev_sha256: str, content: str) -> str:
+    """A v1 link (decisions written before the v2 migration)."""
     return hashlib.sha256((prev_sha256 + content).encode("ascii")).hexdigest()
+
+
+def link_v2(kind: str, seq: int, prev_sha256: str, content: str) -> str:
+    """``H(json([2, kind, seq, prev, content]))``; kinds and hashes are plain ASCII."""
+    blob = f'[2,"{kind}",{int(seq)},"{prev_sha256}","{content}"]'
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def link_of(version: int, kind: str, seq: int, prev_sha256: str, content: str) -> str:
+    if version == 1:
+        return link(prev_sha256, content)
+    return link_v2(kind, seq, prev_sha256, content)
+
+
+def version_at(versions: Sequence[tuple[int, int]], seq: int) -> int:
+    """The format of the record at ``seq``, from (version, from_seq) pairs."""
+    found = 1
+    for version, from_seq in versions:
+        if from_seq <= seq and version > found:
+            found = version
+    return found
+
+
+@dataclass(slots=True)
+class Chainer:
+    """Appends records to the chain inside one write transaction (any backend)."""
+
+    seq: int  # the head: the last seq used
+    sha256: str
+
+    def append(self, kind: str, content: str) -> tuple[int, str, str]:
+        """(seq, prev_sha256, sha256) of the next record, always in the current format."""
+        self.seq += 1
+        prev = self.sha256
+        self.sha256 = link_v2(kind, self.seq, prev, content)
+        return self.seq, prev, self.sha256
 
 
 @dataclass(frozen=True, slots=True)
 class StoredLink:
-    """One decision as read back for verification."""
+    """One chained record as read back for verification."""
 
+    kind: str
     seq: int
     id: str
     content_sha256: str  # recomputed from the stored rows
     prev_sha256: str
     sha256: str
+    version: int = CURRENT_VERSION
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.id} (#{self.seq})"
+
+
+Ref = tuple[str, int, str]  # (kind, seq, id) of a record found by a lookup
 
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
     ok: bool
-    checked: int
+    checked: int  # chained records verified, every kind
     head_sha256: str
     head_id: str | None
     start_sha256: str  # GENESIS, or the last prune checkpoint's hash
-    problem: str | None = None  # "changed" | "inserted" | "deleted"
+    problem: str | None = None  # "changed" | "inserted" | "deleted" | "reordered"
     bad_id: str | None = None
     bad_seq: int | None = None
     message: str = "ok"
+    bad_kind: str | None = None  # "decision" | "delivery" | "admin action" | "checkpoint" | ...
+    counts: dict[str, int] = field(default_factory=dict)  # records verified per kind
 
 
 class Lookup(Protocol):
-    """Finds rows by hash when a link breaks (only then; the walk itself keeps no index)."""
+    """Finds records when a link breaks (only then; the walk itself keeps no index)."""
 
-    async def seq_with_sha256(self, sha256: str, before_seq: int) -> int | None: ...
+    async def with_sha256(self, sha256: str, before_seq: int) -> Ref | None:
+        """The first record before ``before_seq`` whose own hash is ``sha256``."""
 
-    async def row_after(self, seq: int) -> tuple[int, str] | None: ...
+    async def with_prev(self, sha256: str, after_seq: int) -> Ref | None:
+        """The first record after ``after_seq`` that chains to ``sha256``."""
+
+    async def after(self, seq: int) -> Ref | None:
+        """The first record after ``seq``."""
 
 
 async def walk(
-    links: AsyncIterator[StoredLink], start_sha256: str, start_seq: int, lookup: Lookup
+    links: AsyncIterator[StoredLink],
+    start_sha256: str,
+    start_seq: int,
+    lookup: Lookup,
+    head: tuple[int, str] | None = None,
 ) -> ChainReport:
-    """Check every link in order; stop at the first row that was changed, inserted or deleted.
+    """Check every link in order; stop at the first record changed, inserted, deleted or moved.
 
-    ``start_seq`` is 0, or the last row a prune removed: rows are numbered without
-    gaps from there, so a gap whose hashes still link means the log was cut and
-    then written on (the tail was removed while the bot was stopped).
+    ``start_seq`` is 0, or the last record a prune removed: records are numbered
+    without gaps from there up to ``head`` (the last seq and hash the log
+    recorded), so a gap or a missing tail is a deletion.
     """
     expected_prev = start_sha256
     checked = 0
+    counts: dict[str, int] = {}
     last: StoredLink | None = None
     async for row in links:
-        if row.prev_sha256 != expected_prev:
-            return await _broken_link(row, last, checked, start_sha256, lookup)
         expected_seq = (last.seq if last else start_seq) + 1
+        if row.seq < expected_seq:
+            return _report(
+                checked, start_sha256, last, "inserted", bad=row, counts=counts,
+                message=f"{row.name} was inserted: #{row.seq} is already taken",
+            )  # fmt: skip
+        if row.prev_sha256 != expected_prev:
+            return await _broken_link(row, last, checked, start_sha256, lookup, counts)
+        if head is not None and row.seq > head[0]:
+            return _report(
+                checked, start_sha256, last, "inserted", bad=row, counts=counts,
+                message=f"{row.name} was inserted: the log's head is #{head[0]}",
+            )  # fmt: skip
         if row.seq != expected_seq:
             return _report(
-                checked, start_sha256, last, "deleted", bad=row,
-                message=f"decisions #{expected_seq}..#{row.seq - 1} were deleted before "
-                f"{row.id} (#{row.seq}); the log was cut there and written on",
+                checked, start_sha256, last, "deleted", bad=row, counts=counts,
+                message=f"records #{expected_seq}..#{row.seq - 1} were deleted before "
+                f"{row.name}",
             )  # fmt: skip
-        if link(row.prev_sha256, row.content_sha256) != row.sha256:
+        if link_of(row.version, row.kind, row.seq, row.prev_sha256, row.content_sha256) != (
+            row.sha256
+        ):
             return _report(
-                checked, start_sha256, last, "changed", bad=row,
-                message=f"decision {row.id} (#{row.seq}) was changed after it was written: "
-                "its stored content no longer matches its hash",
+                checked, start_sha256, last, "changed", bad=row, counts=counts,
+                message=f"{row.name} was changed after it was written: {_what(row.kind)} "
+                "no longer match its hash",
             )  # fmt: skip
         expected_prev = row.sha256
         last = row
         checked += 1
+        counts[row.kind] = counts.get(row.kind, 0) + 1
+    end_seq = last.seq if last else start_seq
+    if head is not None and head[0] > end_seq:
+        where = f"after {last.name}" if last else "at the end of the log"
+        return _report(
+            checked, start_sha256, last, "deleted", bad=("record", head[0], f"#{head[0]}"),
+            counts=counts,
+            message=f"the newest record(s) #{end_seq + 1}..#{head[0]} were deleted {where} "
+            f"(the log's head is #{head[0]})",
+        )  # fmt: skip
+    if head is not None and head[1] != expected_prev and last is not None:
+        return _report(
+            checked - 1, start_sha256, None, "changed", bad=last, counts=counts,
+            message=f"{last.name} was rewritten: its hash is not the one the log's head recorded",
+        )  # fmt: skip
     return ChainReport(
         ok=True,
         checked=checked,
         head_sha256=expected_prev,
         head_id=last.id if last else None,
         start_sha256=start_sha256,
+        counts=counts,
     )
+
+
+def _what(kind: str) -> str:
+    if kind == "decision":
+        return "its stored row, verdicts, candidates or model calls"
+    return "its stored values"
 
 
 async def _broken_link(
-    row: StoredLink, last: StoredLink | None, checked: int, start: str, lookup: Lookup
+    row: StoredLink,
+    last: StoredLink | None,
+    checked: int,
+    start: str,
+    lookup: Lookup,
+    counts: dict[str, int],
 ) -> ChainReport:
-    """``row`` does not chain to ``last`` (the last good row): say what happened in between."""
+    """``row`` does not chain to ``last`` (the last good record): say what happened between."""
+    expected = last.sha256 if last else start
     last_seq = last.seq if last else 0
-    # Chains to an earlier row (or the start): everything after that row was inserted.
-    anchor = (
-        0 if row.prev_sha256 == start else await lookup.seq_with_sha256(row.prev_sha256, row.seq)
-    )
-    if anchor is not None and last is not None and anchor < last_seq:
-        first = await lookup.row_after(anchor)
-        seq, rid = first if first else (last.seq, last.id)
+    # A later record chains to the last good one: ``row`` is out of its place.
+    follower = await lookup.with_prev(expected, row.seq)
+    if follower is not None:
+        kind, seq, rid = follower
         return _report(
-            checked, start, last, "inserted", bad=(seq, rid),
-            message=f"decision {rid} (#{seq}) was inserted: it is not part of the chain "
-            f"(decision {row.id} after it chains to an earlier row)",
+            checked, start, last, "reordered", bad=row, counts=counts,
+            message=f"{row.name} is out of place: {kind} {rid} (#{seq}) is the record that "
+            f"follows #{last_seq} in the chain (sequence numbers were changed or a record "
+            "was inserted)",
+        )  # fmt: skip
+    # Chains to an earlier record (or the start): everything after that one was inserted.
+    anchor: Ref | None = ("start", 0, "")
+    if row.prev_sha256 != start:
+        anchor = await lookup.with_sha256(row.prev_sha256, row.seq)
+    if anchor is not None and last is not None and anchor[1] < last_seq:
+        first = await lookup.after(anchor[1])
+        bad = first if first else (last.kind, last.seq, last.id)
+        return _report(
+            checked, start, last, "inserted", bad=bad, counts=counts,
+            message=f"{bad[0]} {bad[2]} (#{bad[1]}) was inserted: it is not part of the chain "
+            f"({row.name} after it chains to an earlier record)",
         )  # fmt: skip
     if last is not None and row.seq == last.seq + 1:
-        # Adjacent rows and no earlier match: the previous row was rewritten, hash and all.
+        # Adjacent records and no earlier match: the previous one was rewritten, hash and all.
         return _report(
-            checked - 1, start, None, "changed", bad=last,
-            message=f"decision {last.id} (#{last.seq}) was changed after it was written: "
-            f"the next decision ({row.id}) chains to its original hash",
+            checked - 1, start, None, "changed", bad=last, counts=counts,
+            message=f"{last.name} was changed after it was written: the next record "
+            f"({row.name}) chains to its original hash",
         )  # fmt: skip
-    where = f"after decision {last.id} (#{last.seq})" if last else "at the start of the log"
+    where = f"after {last.name}" if last else "at the start of the log"
     return _report(
-        checked, start, last, "deleted", bad=row,
-        message=f"decision(s) were deleted {where}: decision {row.id} (#{row.seq}) "
-        "does not chain to the row before it",
+        checked, start, last, "deleted", bad=row, counts=counts,
+        message=f"record(s) were deleted {where}: {row.name} does not chain to the record "
+        "before it",
     )  # fmt: skip
 
 
@@ -166,11 +293,12 @@ def _report(
     last: StoredLink | None,
     problem: str,
     *,
-    bad: StoredLink | tuple[int, str],
+    bad: StoredLink | Ref,
     message: str,
+    counts: dict[str, int],
 ) -> ChainReport:
-    """A failed walk; ``last`` is the last row that verified, ``bad`` the one named."""
-    bad_seq, bad_id = (bad.seq, bad.id) if isinstance(bad, StoredLink) else bad
+    """A failed walk; ``last`` is the last record that verified, ``bad`` the one named."""
+    kind, seq, rid = (bad.kind, bad.seq, bad.id) if isinstance(bad, StoredLink) else bad
     return ChainReport(
         ok=False,
         checked=max(0, checked),
@@ -178,7 +306,17 @@ def _report(
         head_id=last.id if last else None,
         start_sha256=start,
         problem=problem,
-        bad_id=bad_id,
-        bad_seq=bad_seq,
+        bad_id=rid,
+        bad_seq=seq,
         message=message,
+        bad_kind=kind,
+        counts=counts,
     )
+
+
+def failure(problem: str, kind: str, rid: str, seq: int | None, message: str) -> ChainReport:
+    """A report for a record outside the walk (unchained rows, settings)."""
+    return ChainReport(
+        ok=False, checked=0, head_sha256=GENESIS, head_id=None, start_sha256=GENESIS,
+        problem=problem, bad_id=rid, bad_seq=seq, message=message, bad_kind=kind,
+    )  # fmt: skip

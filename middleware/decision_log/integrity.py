@@ -10,13 +10,21 @@ remaining chain starts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.chain import GENESIS, ChainReport, StoredLink, walk
+from middleware.decision_log.chain import (
+    GENESIS,
+    ChainReport,
+    Ref,
+    StoredLink,
+    failure,
+    version_at,
+    walk,
+)
 from middleware.decision_log.decode import (
     CANDIDATE_SELECT,
     DECISION_SELECT,
@@ -27,51 +35,80 @@ from middleware.decision_log.decode import (
 from middleware.decision_log.privacy import sha256_hex
 from middleware.decision_log.queries import children
 from middleware.decision_log.records import (
+    ADMIN_HASHED,
     CANDIDATE_COLUMNS,
     CHAINED_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    DELIVERY_COLUMNS,
     LLM_CALL_COLUMNS,
     VERDICT_COLUMNS,
     content_sha256_of,
+    row_sha256,
     utc_text,
 )
-from middleware.decision_log.writes import PREFIX_SQL
+from middleware.decision_log.trail import Discrepancy, Key, SettingState, compare
+from middleware.decision_log.writes import (
+    CHAINED_RECORDS,
+    CHAINED_TABLES,
+    HEAD_SQL,
+    PREFIX_SQL,
+    settings_state,
+)
 
 PAGE = 1000
+NO_END = 2**62
+# The chained tables besides decisions: (kind, table, hashed columns, id column).
+OTHERS = (
+    ("delivery", "deliveries", DELIVERY_COLUMNS, "id"),
+    ("admin action", "admin_actions", ADMIN_HASHED, "id"),
+    ("checkpoint", "chain_checkpoints", CHECKPOINT_COLUMNS, "id"),
+)
 
 
-async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str]:
-    """(last pruned seq, its hash), or (0, GENESIS) for a log never pruned."""
+async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str, str | None, int | None, str]:
+    """The last prune checkpoint: (through_seq, its hash, snapshot, own seq, id),
+    or (0, GENESIS, None, None, "") for a log never pruned."""
     rows = list(
         await db.execute_fetchall(
-            "SELECT through_seq, through_sha256 FROM chain_checkpoints ORDER BY id DESC LIMIT 1"
+            "SELECT through_seq, through_sha256, settings_json, seq, id FROM chain_checkpoints "
+            "ORDER BY through_seq DESC, id DESC LIMIT 1"
         )
     )
-    return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+    if not rows:
+        return (0, GENESIS, None, None, "")
+    r = rows[0]
+    return (r[0], r[1], r[2], r[3], str(r[4]))
 
 
 class _Lookup:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
 
-    async def seq_with_sha256(self, sha256: str, before_seq: int) -> int | None:
+    async def _first(self, where: str, params: Sequence[Any]) -> Ref | None:
         rows = list(
             await self.db.execute_fetchall(
-                "SELECT seq FROM decisions WHERE sha256 = ? AND seq < ? ORDER BY seq LIMIT 1",
-                (sha256, before_seq),
+                f"SELECT kind, seq, rid FROM ({CHAINED_RECORDS}) AS r WHERE {where} "
+                "ORDER BY seq LIMIT 1",
+                params,
             )
         )
-        return rows[0][0] if rows else None
+        return (rows[0][0], rows[0][1], str(rows[0][2])) if rows else None
 
-    async def row_after(self, seq: int) -> tuple[int, str] | None:
-        rows = list(
-            await self.db.execute_fetchall(
-                "SELECT seq, id FROM decisions WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
-            )
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
+    async def with_sha256(self, sha256: str, before_seq: int) -> Ref | None:
+        return await self._first("sha256 = ? AND seq < ?", (sha256, before_seq))
+
+    async def with_prev(self, sha256: str, after_seq: int) -> Ref | None:
+        return await self._first("prev_sha256 = ? AND seq > ?", (sha256, after_seq))
+
+    async def after(self, seq: int) -> Ref | None:
+        return await self._first("seq > ?", (seq,))
 
 
-async def _links(db: aiosqlite.Connection, after_seq: int) -> AsyncIterator[StoredLink]:
+async def _links(
+    db: aiosqlite.Connection, after_seq: int, versions: list[tuple[int, int]]
+) -> AsyncIterator[StoredLink]:
+    """Every chained record after ``after_seq``, in seq order, a page of decisions at a time
+    with the other records that fall between them."""
     while True:
         rows: list[Any] = list(
             await db.execute_fetchall(
@@ -79,24 +116,61 @@ async def _links(db: aiosqlite.Connection, after_seq: int) -> AsyncIterator[Stor
                 (after_seq, PAGE),
             )
         )
-        if not rows:
-            return
-        ids = [r[1] for r in rows]
-        verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
-        cands = await children(
-            db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index"
-        )
-        calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
-        for values, i in zip(rows, ids, strict=True):
-            row = dict(zip(CHAINED_COLUMNS, values, strict=True))
-            c = named(CANDIDATE_COLUMNS, cands[i])
-            content = content_sha256_of(
-                row, named(VERDICT_COLUMNS, verdicts[i]), c, named(LLM_CALL_COLUMNS, calls[i])
+        end = rows[-1][0] if len(rows) == PAGE else NO_END
+        page = await _decision_links(db, rows, versions)
+        for kind, table, columns, rid in OTHERS:
+            found = await db.execute_fetchall(
+                f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256 FROM {table} "
+                "WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after_seq, end),
             )
-            if not _texts_match(row, c):
-                content = "text does not match its stored hash"
-            yield StoredLink(row["seq"], i, content, row["prev_sha256"], row["sha256"])
-        after_seq = rows[-1][0]
+            n = len(columns)
+            page += [
+                StoredLink(
+                    kind,
+                    r[n + 1],
+                    str(r[n]),
+                    row_sha256(columns, dict(zip(columns, r, strict=False))),
+                    r[n + 2],
+                    r[n + 3],
+                    version_at(versions, r[n + 1]),
+                )  # fmt: skip
+                for r in found
+            ]
+        if len(page) > len(rows):
+            page.sort(key=lambda link: link.seq)
+        for link in page:
+            yield link
+        if end == NO_END:
+            return
+        after_seq = end
+
+
+async def _decision_links(
+    db: aiosqlite.Connection, rows: list[Any], versions: list[tuple[int, int]]
+) -> list[StoredLink]:
+    if not rows:
+        return []
+    ids = [r[1] for r in rows]
+    verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
+    cands = await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index")
+    calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
+    v2_from = min((f for v, f in versions if v >= 2), default=NO_END)
+    out = []
+    for values, i in zip(rows, ids, strict=True):
+        row = dict(zip(CHAINED_COLUMNS, values, strict=True))
+        c = named(CANDIDATE_COLUMNS, cands[i])
+        content = content_sha256_of(
+            row, named(VERDICT_COLUMNS, verdicts[i]), c, named(LLM_CALL_COLUMNS, calls[i])
+        )
+        if not _texts_match(row, c):
+            content = "text does not match its stored hash"
+        seq = row["seq"]
+        version = 2 if seq >= v2_from else 1
+        out.append(
+            StoredLink("decision", seq, i, content, row["prev_sha256"], row["sha256"], version)
+        )
+    return out
 
 
 def _texts_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> bool:
@@ -110,25 +184,93 @@ def _texts_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> bool:
 
 
 async def verify(db: aiosqlite.Connection) -> ChainReport:
-    """Walk the whole chain inside one read transaction (a consistent snapshot)."""
+    """Walk the whole chain, then the rows off it and the settings, in one read snapshot."""
     await db.execute("BEGIN")
     try:
-        start_seq, start_sha = await checkpoint(db)
-        stray = list(
-            await db.execute_fetchall(
-                "SELECT seq, id FROM decisions WHERE seq <= ? ORDER BY seq LIMIT 1", (start_seq,)
-            )
-        )
-        if stray:
-            seq, rid = stray[0]
-            return ChainReport(
-                ok=False, checked=0, head_sha256=start_sha, head_id=None, start_sha256=start_sha,
-                problem="inserted", bad_id=rid, bad_seq=seq,
-                message=f"decision {rid} (#{seq}) was inserted into the pruned part of the log",
-            )  # fmt: skip
-        return await walk(_links(db, start_seq), start_sha, start_seq, _Lookup(db))
+        return await _verify(db)
     finally:
         await db.execute("COMMIT")
+
+
+async def _verify(db: aiosqlite.Connection) -> ChainReport:
+    versions = [(r[0], r[1]) for r in await db.execute_fetchall(
+        "SELECT version, from_seq FROM chain_versions ORDER BY version")]  # fmt: skip
+    head_rows = list(await db.execute_fetchall(HEAD_SQL))
+    if not head_rows or not versions:
+        what = "head" if not head_rows else "format table"
+        return failure("deleted", "chain head", "-", None, f"the chain's {what} was deleted")
+    head = (head_rows[0][0], head_rows[0][1])
+    start_seq, start_sha, _, own_seq, cid = await checkpoint(db)
+    v2_from = min((f for v, f in versions if v >= 2), default=NO_END)
+    if own_seq is None and start_seq >= v2_from:
+        return failure(
+            "inserted", "checkpoint", cid, None,
+            f"checkpoint {cid} was inserted: it is not on the chain, yet claims records up "
+            f"to #{start_seq}",
+        )  # fmt: skip
+    stray = await _off_chain(db, start_seq)
+    if stray is not None and stray.problem == "inserted" and stray.bad_seq is not None:
+        return stray  # a record in the pruned part: the walk would start past it
+    report = await walk(_links(db, start_seq, versions), start_sha, start_seq, _Lookup(db), head)
+    if not report.ok:
+        return report
+    for found in (stray, await _settings_problem(db)):
+        if found is not None:
+            return _with_walk(found, report)
+    return report
+
+
+async def _off_chain(db: aiosqlite.Connection, start_seq: int) -> ChainReport | None:
+    """A record in the pruned part of the log, or one that is not on the chain at all."""
+    for kind, table, rid in CHAINED_TABLES:
+        found = list(
+            await db.execute_fetchall(
+                f"SELECT seq, {rid} FROM {table} WHERE seq <= ? ORDER BY seq LIMIT 1", (start_seq,)
+            )
+        )
+        if found:
+            seq, i = found[0]
+            message = f"{kind} {i} (#{seq}) was inserted into the pruned part of the log"
+            return failure("inserted", kind, str(i), seq, message)
+    for kind, table, rid in CHAINED_TABLES[1:3]:
+        found = list(
+            await db.execute_fetchall(f"SELECT {rid} FROM {table} WHERE seq IS NULL LIMIT 1")
+        )
+        if found:
+            i = found[0][0]
+            return failure("inserted", kind, str(i), None,
+                           f"{kind} {i} was inserted: it is not on the chain")  # fmt: skip
+    return None
+
+
+async def derived_settings(
+    db: aiosqlite.Connection,
+) -> tuple[dict[Key, SettingState], list[Discrepancy]]:
+    """The settings in force as the chained trail derives them, and the table's disagreements."""
+    start_seq, _, snapshot, _, _ = await checkpoint(db)
+    state = await settings_state(db, start_seq, NO_END, snapshot)
+    table = await db.execute_fetchall(
+        "SELECT scope, key, value_json, updated_utc, actor FROM settings ORDER BY scope, key"
+    )
+    return state, compare(state, [(r[0], r[1], r[2], r[3], r[4]) for r in table])
+
+
+async def _settings_problem(db: aiosqlite.Connection) -> ChainReport | None:
+    _, problems = await derived_settings(db)
+    if not problems:
+        return None
+    first = problems[0]
+    return failure(first.problem, "setting", first.id, None, first.message)
+
+
+def _with_walk(found: ChainReport, walked: ChainReport) -> ChainReport:
+    """A failure found after the chain verified: keep what the walk established."""
+    return ChainReport(
+        ok=False, checked=walked.checked, head_sha256=walked.head_sha256,
+        head_id=walked.head_id, start_sha256=walked.start_sha256, problem=found.problem,
+        bad_id=found.bad_id, bad_seq=found.bad_seq, message=found.message,
+        bad_kind=found.bad_kind, counts=walked.counts,
+    )  # fmt: skip
 
 
 async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:

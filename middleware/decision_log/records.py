@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from middleware.decision_log.chain import content_sha256
+from middleware.decision_log.chain import canonical_sha256, content_sha256
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.storage import DELIVERY_STATUSES
 from middleware.types import Decision, Verdict, utc_now
@@ -51,6 +51,18 @@ LLM_CALL_COLUMNS = (
     "error",
 )  # fmt: skip
 CHAINED_COLUMNS = ("seq", *DECISION_COLUMNS, "prev_sha256", "sha256")  # a decision as stored
+# The other chained records (format v2): every column the content hash covers, in order.
+DELIVERY_COLUMNS = ("decision_id", "created_utc", "status", "error")
+ADMIN_COLUMNS = (
+    "id", "created_utc", "actor", "platform", "channel_id", "command", "scope", "key",
+    "old_json", "new_json", "allowed", "error",
+)  # fmt: skip
+ADMIN_HASHED = (*ADMIN_COLUMNS, "changes_setting")  # 1: this action set (or reset) scope/key
+CHECKPOINT_COLUMNS = (
+    "created_utc", "cutoff_utc", "through_seq", "through_id", "through_sha256", "pruned_count",
+    "settings_json",
+)  # fmt: skip
+LINK_COLUMNS = ("seq", "prev_sha256", "sha256")
 DECISION_HASHED = DECISION_COLUMNS[: -len(DECISION_TEXTS)]
 CANDIDATE_HASHED = CANDIDATE_COLUMNS[: -len(CANDIDATE_TEXTS)]
 
@@ -70,6 +82,11 @@ def content_sha256_of(
         [[c[k] for k in CANDIDATE_HASHED] for c in candidates],
         [[call[c] for c in LLM_CALL_COLUMNS] for call in llm_calls],
     )
+
+
+def row_sha256(columns: Sequence[str], row: Mapping[str, Any]) -> str:
+    """The content hash of a delivery, admin action or checkpoint: its values in column order."""
+    return canonical_sha256([row[c] for c in columns])
 
 
 def insert_sql(table: str, columns: Sequence[str]) -> str:

@@ -15,14 +15,10 @@ from typing import Any
 import aiosqlite
 
 from middleware.decision_log.decode import parse_utc
-from middleware.decision_log.records import utc_text
+from middleware.decision_log.records import ADMIN_COLUMNS, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
 from middleware.types import new_id
 
-ADMIN_COLUMNS = (
-    "id", "created_utc", "actor", "platform", "channel_id", "command", "scope", "key",
-    "old_json", "new_json", "allowed", "error",
-)  # fmt: skip
 REPLAY_COLUMNS = (
     "id", "created_utc", "actor", "config_fingerprint", "decisions_count", "changed_count",
     "duration_ms", "filters_json", "summary_json", "changes_json",

@@ -3,13 +3,15 @@
 A job is one of:
 
 - an :class:`~.records.EncodedDecision`: the writer adds ``seq`` and the chain;
-- a :class:`Delivery`: a delivery event;
-- an :class:`Op`: settings, admin actions, replay runs, a prune step, whose
-  return value goes back to the caller;
+- a :class:`Delivery`: a delivery event, chained the same way;
+- an :class:`Op`: settings and admin actions (chained), replay runs, a prune
+  step, whose return value goes back to the caller;
 - a :class:`Pragma`, run by the writer on its own, outside any transaction.
 
 :func:`commit` writes a group of jobs as one ``BEGIN IMMEDIATE`` transaction
-with one ``executemany`` per table; rows are dicts bound by column name.
+with one ``executemany`` per table; rows are dicts bound by column name. The
+chain's head (:data:`HEAD_SQL`) is read at the start of the transaction and
+written back at its end, so every record of every kind takes the next ``seq``.
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.chain import GENESIS, link
+from middleware.decision_log.chain import Chainer
 from middleware.decision_log.records import (
+    ADMIN_HASHED,
     CANDIDATE_COLUMNS,
     CHAINED_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    DELIVERY_COLUMNS,
+    LINK_COLUMNS,
     LLM_CALL_COLUMNS,
     VERDICT_COLUMNS,
     EncodedDecision,
     Row,
     insert_sql,
+    row_sha256,
 )
-from middleware.decision_log.settings import ADMIN_COLUMNS, REPLAY_COLUMNS
+from middleware.decision_log.settings import REPLAY_COLUMNS
+from middleware.decision_log.trail import Key, SettingState, derive, parse_snapshot, snapshot_json
 
 PRUNE_CHUNK = 5000
 INSERT_DECISION = insert_sql("decisions", CHAINED_COLUMNS)
@@ -42,24 +50,39 @@ INSERT_CHILDREN = (
     (insert_sql("candidates", CANDIDATE_COLUMNS), 2),
     (insert_sql("llm_calls", LLM_CALL_COLUMNS), 3),
 )  # (statement, index in EncodedDecision)
-INSERT_DELIVERY = insert_sql("deliveries", ("decision_id", "created_utc", "status", "error"))
-INSERT_ADMIN = insert_sql("admin_actions", ADMIN_COLUMNS)
+INSERT_DELIVERY = insert_sql("deliveries", (*DELIVERY_COLUMNS, *LINK_COLUMNS))
+INSERT_ADMIN = insert_sql("admin_actions", (*ADMIN_HASHED, *LINK_COLUMNS))
+INSERT_CHECKPOINT = insert_sql("chain_checkpoints", (*CHECKPOINT_COLUMNS, *LINK_COLUMNS))
 INSERT_REPLAY = insert_sql("replay_runs", REPLAY_COLUMNS)
 
-# The chain head and the last seq ever used (AUTOINCREMENT's counter, so a
-# removed tail leaves a visible gap instead of being silently reused).
-HEAD_SQL = """
-SELECT
-    coalesce(
-        (SELECT sha256 FROM decisions ORDER BY seq DESC LIMIT 1),
-        (SELECT through_sha256 FROM chain_checkpoints ORDER BY id DESC LIMIT 1),
-        ?),
-    coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'decisions'), 0)
-"""
-# A prefix of the chain (by seq), up to the first row not old enough.
+# The chain's head: the last seq used and its hash (a removed tail leaves it behind).
+HEAD_SQL = "SELECT seq, sha256 FROM chain_head WHERE id = 1"
+UPDATE_HEAD_SQL = "UPDATE chain_head SET seq = ?, sha256 = ? WHERE id = 1"
+# Every chained table: (kind, table, its id as text). Deliveries are numbered by SQLite.
+CHAINED_TABLES = (
+    ("decision", "decisions", "id"),
+    ("delivery", "deliveries", "CAST(id AS TEXT)"),
+    ("admin action", "admin_actions", "id"),
+    ("checkpoint", "chain_checkpoints", "CAST(id AS TEXT)"),
+)
+CHAINED_RECORDS = " UNION ALL ".join(
+    f"SELECT '{kind}' AS kind, seq, {rid} AS rid, prev_sha256, sha256, created_utc FROM {table}"
+    for kind, table, rid in CHAINED_TABLES
+)  # every chained record, as (kind, seq, rid, prev_sha256, sha256, created_utc)
+LAST_CHECKPOINT_SQL = (
+    "SELECT through_seq, through_sha256, settings_json FROM chain_checkpoints "
+    "ORDER BY through_seq DESC, id DESC LIMIT 1"
+)
+SETTING_CHANGES_SQL = (
+    "SELECT id, created_utc, actor, scope, key, new_json FROM admin_actions "
+    "WHERE changes_setting = 1 AND seq > ? AND seq <= ? ORDER BY seq"
+)
+SETTING_CHANGE_COLUMNS = ("id", "created_utc", "actor", "scope", "key", "new_json")
+# A prefix of the chain (by seq), up to the first record not old enough.
+FIRST_RECENT_SQL = f"SELECT min(seq) FROM ({CHAINED_RECORDS}) AS r WHERE created_utc >= ?"
 PREFIX_SQL = (
-    "seq <= coalesce((SELECT min(seq) - 1 FROM decisions WHERE created_utc >= ?), "
-    "(SELECT max(seq) FROM decisions))"
+    "seq <= coalesce((SELECT min(seq) - 1 FROM (" + CHAINED_RECORDS + ") AS r "
+    "WHERE created_utc >= ?), (SELECT seq FROM chain_head WHERE id = 1))"
 )
 
 
@@ -70,9 +93,10 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """A write whose result the caller needs, run inside the group's transaction."""
+    """A write whose result the caller needs, run inside the group's transaction;
+    it appends what it writes to the chain through the transaction's :class:`Chainer`."""
 
-    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    run: Callable[[aiosqlite.Connection, Chainer], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +111,7 @@ Job = EncodedDecision | Delivery | Op | Pragma
 
 
 async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
-    """Write ``jobs`` as one transaction; their results, in order.
+    """Write ``jobs`` as one transaction, chained in order; their results, in order.
 
     All or nothing: on any error the transaction is rolled back and the error raised.
     """
@@ -95,11 +119,19 @@ async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
     deliveries = [j.row for j in jobs if isinstance(j, Delivery)]
     await db.execute("BEGIN IMMEDIATE")
     try:
+        chain = await head(db)
+        before = chain.seq
         if decisions:
-            await _insert_decisions(db, decisions)
+            await _insert_decisions(db, decisions, chain)
         if deliveries:
-            await db.executemany(INSERT_DELIVERY, deliveries)
-        results = [await j.run(db) if isinstance(j, Op) else None for j in jobs]
+            chained = []
+            for row in deliveries:
+                seq, prev, sha = chain.append("delivery", row_sha256(DELIVERY_COLUMNS, row))
+                chained.append({**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            await db.executemany(INSERT_DELIVERY, chained)
+        results = [await j.run(db, chain) if isinstance(j, Op) else None for j in jobs]
+        if chain.seq != before:
+            await db.execute(UPDATE_HEAD_SQL, (chain.seq, chain.sha256))
         await db.execute("COMMIT")
     except BaseException:
         # SQLite may have rolled back already (disk full), or the connection be gone.
@@ -110,14 +142,20 @@ async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
     return results
 
 
-async def _insert_decisions(db: aiosqlite.Connection, decisions: list[EncodedDecision]) -> None:
-    ((prev, seq),) = await db.execute_fetchall(HEAD_SQL, (GENESIS,))
+async def head(db: aiosqlite.Connection) -> Chainer:
+    found = list(await db.execute_fetchall(HEAD_SQL))
+    if not found:
+        raise sqlite3.IntegrityError("the chain head row is missing; run `guardbot verify`")
+    return Chainer(found[0][0], found[0][1])
+
+
+async def _insert_decisions(
+    db: aiosqlite.Connection, decisions: list[EncodedDecision], chain: Chainer
+) -> None:
     chained = []
     for d in decisions:
-        seq += 1
-        sha = link(prev, d.content_sha256)
+        seq, prev, sha = chain.append("decision", d.content_sha256)
         chained.append({**d.row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-        prev = sha
     await db.executemany(INSERT_DECISION, chained)
     await db.executemany(INSERT_FTS, chained)
     for sql, at in INSERT_CHILDREN:
@@ -137,15 +175,22 @@ async def pragma(db: aiosqlite.Connection, text: str) -> Any:
 # -- operations, each inside the group's transaction ----------------------------------
 
 
+async def _insert_admin(db: aiosqlite.Connection, chain: Chainer, row: Row) -> None:
+    seq, prev, sha = chain.append("admin action", row_sha256(ADMIN_HASHED, row))
+    await db.execute(INSERT_ADMIN, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+
+
 def insert_admin(row: Row) -> Op:
-    async def run(db: aiosqlite.Connection) -> None:
-        await db.execute(INSERT_ADMIN, row)
+    """An admin action that changed no setting (a query, or a refused attempt)."""
+
+    async def run(db: aiosqlite.Connection, chain: Chainer) -> None:
+        await _insert_admin(db, chain, {**row, "changes_setting": 0})
 
     return Op(run)
 
 
 def insert_replay(row: Row) -> Op:
-    async def run(db: aiosqlite.Connection) -> None:
+    async def run(db: aiosqlite.Connection, chain: Chainer) -> None:
         await db.execute(INSERT_REPLAY, row)
 
     return Op(run)
@@ -155,11 +200,11 @@ def change_setting(audit: Row) -> Op:
     """Upsert (new value None: delete) a setting and audit it; the op returns the old JSON.
 
     ``audit`` is the admin action row with the change in it, all but its old
-    value, which only this transaction knows. It is written in the same
-    transaction, so the trail can never disagree with the settings.
+    value, which only this transaction knows. It is written (and chained) in
+    the same transaction: the trail is what the setting in force derives from.
     """
 
-    async def run(db: aiosqlite.Connection) -> str | None:
+    async def run(db: aiosqlite.Connection, chain: Chainer) -> str | None:
         scope, key, new_json = audit["scope"], audit["key"], audit["new_json"]
         found = list(
             await db.execute_fetchall(
@@ -177,38 +222,75 @@ def change_setting(audit: Row) -> Op:
                 "actor = excluded.actor",
                 (scope, key, new_json, audit["created_utc"], audit["actor"]),
             )
-        await db.execute(INSERT_ADMIN, {**audit, "old_json": old_json})
+        await _insert_admin(db, chain, {**audit, "old_json": old_json, "changes_setting": 1})
         return old_json
 
     return Op(run)
 
 
 def prune_step(cutoff_utc: str, now_utc: str) -> Op:
-    """One chunk of a prune; the op returns (removed, another chunk is due).
+    """One chunk of a prune; the op returns (decisions removed, another chunk is due).
 
-    Records a checkpoint with the hash of the last row it removes first, which
-    is where verification of the remaining chain starts.
+    Removes a prefix of the chain (every kind) and appends a checkpoint record
+    holding the hash of the last record removed, which is where verification
+    of the rest starts, and the settings in force there, which the trail after
+    it is applied to.
     """
 
-    async def run(db: aiosqlite.Connection) -> tuple[int, bool]:
-        rows = list(
+    async def run(db: aiosqlite.Connection, chain: Chainer) -> tuple[int, bool]:
+        start, _, snapshot = await last_checkpoint(db)
+        recent = await _one(db, FIRST_RECENT_SQL, (cutoff_utc,))
+        limit = min(chain.seq, recent - 1) if recent is not None else chain.seq
+        nth = await _one(
+            db,
+            "SELECT seq FROM decisions WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?",
+            (start, PRUNE_CHUNK),
+        )
+        end = limit if nth is None else min(limit, nth - 1)
+        if end <= start:
+            return (0, False)
+        found = list(
             await db.execute_fetchall(
-                f"SELECT seq, id, sha256 FROM decisions WHERE {PREFIX_SQL} ORDER BY seq LIMIT ?",
-                (cutoff_utc, PRUNE_CHUNK),
+                f"SELECT kind, rid, sha256 FROM ({CHAINED_RECORDS}) AS r WHERE seq = ?", (end,)
             )
         )
-        if not rows:
-            return (0, False)
-        seq, rid, sha = rows[-1]
-        await db.execute(
-            "INSERT INTO chain_checkpoints (created_utc, cutoff_utc, through_seq, through_id, "
-            "through_sha256, pruned_count) VALUES (?, ?, ?, ?, ?, ?)",
-            (now_utc, cutoff_utc, seq, rid, sha, len(rows)),
-        )
-        await db.execute("DELETE FROM decisions WHERE seq <= ?", (seq,))
-        return (len(rows), len(rows) == PRUNE_CHUNK)
+        if len(found) != 1:
+            raise ValueError(f"cannot prune: the chain has no single record #{end}")
+        _, rid, through_sha = found[0]
+        state = await settings_state(db, start, end, snapshot)
+        count = await _one(db, "SELECT count(*) FROM decisions WHERE seq <= ?", (end,)) or 0
+        row = {
+            "created_utc": now_utc, "cutoff_utc": cutoff_utc, "through_seq": end,
+            "through_id": str(rid), "through_sha256": through_sha, "pruned_count": count,
+            "settings_json": snapshot_json(state),
+        }  # fmt: skip
+        seq, prev, sha = chain.append("checkpoint", row_sha256(CHECKPOINT_COLUMNS, row))
+        await db.execute(INSERT_CHECKPOINT, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+        for table in ("decisions", "deliveries", "admin_actions", "chain_checkpoints"):
+            await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (end,))
+        return (count, end < limit)
 
     return Op(run)
+
+
+async def settings_state(
+    db: aiosqlite.Connection, after_seq: int, through_seq: int, snapshot: str | None
+) -> dict[Key, SettingState]:
+    """The settings in force at ``through_seq``: the snapshot, then the trail after it."""
+    changes = await db.execute_fetchall(SETTING_CHANGES_SQL, (after_seq, through_seq))
+    rows = (dict(zip(SETTING_CHANGE_COLUMNS, r, strict=True)) for r in changes)
+    return derive(parse_snapshot(snapshot), rows)
+
+
+async def last_checkpoint(db: aiosqlite.Connection) -> tuple[int, str | None, str | None]:
+    """(through_seq, through_sha256, settings_json) of the last prune, or (0, None, None)."""
+    found = list(await db.execute_fetchall(LAST_CHECKPOINT_SQL))
+    return (found[0][0], found[0][1], found[0][2]) if found else (0, None, None)
+
+
+async def _one(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+    found = list(await db.execute_fetchall(sql, params))
+    return found[0][0] if found else None
 
 
 def storage_error(path: str, exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
-from middleware.decision_log.chain import content_sha256, link
+from middleware.decision_log.chain import content_sha256, link, link_v2
 from tests.support.decision_log_support import drop_guards, make_decision, raw_db
 
 
@@ -103,7 +103,7 @@ async def test_an_edit_with_a_recomputed_hash_still_names_the_row(tmp_path: Path
         db.execute(
             "UPDATE decisions SET reply = :reply, reply_sha256 = :reply_sha256, "
             "reply_chars = :reply_chars, sha256 = :sha256 WHERE seq = 3",
-            {**enc.row, "sha256": link(prev, enc.content_sha256)},
+            {**enc.row, "sha256": link_v2("decision", 3, prev, enc.content_sha256)},
         )
         db.execute(
             "UPDATE candidates SET text = :text, text_sha256 = :text_sha256, "
@@ -155,11 +155,12 @@ async def test_a_cut_tail_written_on_is_caught_by_the_gap(tmp_path: Path) -> Non
         drop_guards(db)
         db.execute("DELETE FROM decisions WHERE seq >= 3")
     report = await verify(path)
-    assert report.ok  # a cut tail alone is invisible to a chain; the head hash tells
-    new_ids = await fill(path, 1)  # ...but the next decision leaves a gap in seq
+    assert report.problem == "deleted" and report.bad_seq == 4  # the head remembers #4
+    assert "#3..#4" in report.message
+    new_ids = await fill(path, 1)  # ...and the next decision chains to the deleted #4
     report = await verify(path)
     assert report.problem == "deleted" and report.bad_id == new_ids[0]
-    assert "#3..#4" in report.message
+    assert "deleted after decision" in report.message
 
 
 async def test_an_insertion_is_named(tmp_path: Path) -> None:
@@ -205,7 +206,8 @@ async def test_an_insertion_with_a_valid_hash_is_named_as_inserted(tmp_path: Pat
     with raw_db(path) as db:
         drop_guards(db)
         chained = {**enc.row, "seq": 2, "prev_sha256": prev}
-        db.execute(INSERT_DECISION, {**chained, "sha256": link(prev, enc.content_sha256)})
+        sha = link_v2("decision", 2, prev, enc.content_sha256)
+        db.execute(INSERT_DECISION, {**chained, "sha256": sha})
         for sql, at in INSERT_CHILDREN:
             db.executemany(sql, enc[at])
     report = await verify(path)
@@ -221,7 +223,9 @@ async def test_prune_keeps_the_chain_verifiable(tmp_path: Path) -> None:
         await log.record_delivery(ids[0], "sent", None)
         assert await log.count_before(datetime.now(UTC) - timedelta(days=90)) == 4
         removed, report = await log.prune(datetime.now(UTC) - timedelta(days=90))
-        assert removed == 4 and report.ok and report.checked == 2
+        assert removed == 4 and report.ok
+        # The delivery recorded late (after the recent decisions) stays on the chain.
+        assert report.counts == {"decision": 2, "delivery": 1, "checkpoint": 1}
         assert report.start_sha256 != "0" * 64
         assert [d.id for d in await log.query()] == ids[:3:-1]
         assert await log.prune(datetime.now(UTC) - timedelta(days=90)) == (0, report)
@@ -235,7 +239,7 @@ async def test_prune_keeps_the_chain_verifiable(tmp_path: Path) -> None:
             "SELECT through_id, pruned_count FROM chain_checkpoints"
         ).fetchone()
         assert (through, count) == (ids[3], 4)
-        for table in ("verdicts", "candidates", "llm_calls", "deliveries"):
+        for table in ("verdicts", "candidates", "llm_calls"):
             assert db.execute(
                 f"SELECT count(*) FROM {table} WHERE decision_id IN ({','.join('?' * 4)})",
                 ids[:4],
@@ -253,7 +257,7 @@ async def test_prune_stops_at_the_first_recent_row(tmp_path: Path) -> None:
     for created in (old, None, old):  # an old row *after* a recent one stays: prefix only
         await log.record(make_decision(created=created))
     removed, report = await log.prune(datetime.now(UTC) - timedelta(days=90))
-    assert removed == 1 and report.ok and report.checked == 2
+    assert removed == 1 and report.ok and report.counts == {"decision": 2, "checkpoint": 1}
     await log.close()
 
 

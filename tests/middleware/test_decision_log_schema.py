@@ -21,6 +21,8 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("platform", "TEXT", 1, 0), ("channel_id", "TEXT", 1, 0), ("command", "TEXT", 1, 0),
         ("scope", "TEXT", 0, 0), ("key", "TEXT", 0, 0), ("old_json", "TEXT", 0, 0),
         ("new_json", "TEXT", 0, 0), ("allowed", "INTEGER", 1, 0), ("error", "TEXT", 0, 0),
+        ("seq", "INTEGER", 0, 0), ("prev_sha256", "TEXT", 0, 0), ("sha256", "TEXT", 0, 0),
+        ("changes_setting", "INTEGER", 1, 0),
     ],
     "candidates": [
         ("decision_id", "TEXT", 1, 1), ("candidate_index", "INTEGER", 1, 2),
@@ -33,6 +35,12 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("id", "INTEGER", 0, 1), ("created_utc", "TEXT", 1, 0), ("cutoff_utc", "TEXT", 1, 0),
         ("through_seq", "INTEGER", 1, 0), ("through_id", "TEXT", 1, 0),
         ("through_sha256", "TEXT", 1, 0), ("pruned_count", "INTEGER", 1, 0),
+        ("seq", "INTEGER", 0, 0), ("prev_sha256", "TEXT", 0, 0), ("sha256", "TEXT", 0, 0),
+        ("settings_json", "TEXT", 0, 0),
+    ],
+    "chain_head": [("id", "INTEGER", 0, 1), ("seq", "INTEGER", 1, 0), ("sha256", "TEXT", 1, 0)],
+    "chain_versions": [
+        ("version", "INTEGER", 0, 1), ("from_seq", "INTEGER", 1, 0), ("applied_utc", "TEXT", 1, 0),
     ],
     "decisions": [
         ("seq", "INTEGER", 0, 1), ("id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
@@ -53,7 +61,8 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
     "decisions_fts": [("text", "", 0, 0), ("reply", "", 0, 0)],
     "deliveries": [
         ("id", "INTEGER", 0, 1), ("decision_id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
-        ("status", "TEXT", 1, 0), ("error", "TEXT", 0, 0),
+        ("status", "TEXT", 1, 0), ("error", "TEXT", 0, 0), ("seq", "INTEGER", 0, 0),
+        ("prev_sha256", "TEXT", 0, 0), ("sha256", "TEXT", 0, 0),
     ],
     "llm_calls": [
         ("decision_id", "TEXT", 1, 1), ("position", "INTEGER", 1, 2), ("purpose", "TEXT", 1, 0),
@@ -82,13 +91,17 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
 }  # fmt: skip
 INDEXES = {
     "decisions_channel", "decisions_created", "decisions_thread", "decisions_user",
-    "deliveries_decision",
+    "deliveries_decision", "deliveries_seq", "admin_actions_seq",
+    "chain_checkpoints_seq", "admin_actions_setting",
 }  # fmt: skip
 TRIGGERS = {
     "admin_actions_no_update", "candidates_no_update", "chain_checkpoints_no_update",
     "decisions_fts_delete", "decisions_no_delete", "decisions_no_update",
     "deliveries_no_update", "llm_calls_no_update", "replay_runs_no_update",
     "verdicts_no_update",
+    "deliveries_no_delete", "admin_actions_no_delete", "chain_checkpoints_no_delete",
+    "chain_versions_no_update", "chain_versions_no_delete", "chain_head_no_delete",
+    "deliveries_need_a_decision",
 }  # fmt: skip
 
 
@@ -118,6 +131,7 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
         assert [r[0] for r in db.execute("SELECT name FROM _migrations")] == [
             "m001_initial",
             "m002_search_index_without_positions",
+            "m003_chain_v2",
         ]
         fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
         assert "detail = none" in fts[0]

@@ -33,7 +33,7 @@ async def test_callers_share_one_transaction_and_hear_only_after_commit(
 ) -> None:
     inside, release = asyncio.Event(), asyncio.Event()
 
-    async def held(_db: object) -> None:  # runs inside the group's transaction
+    async def held(_db: object, _chain: object) -> None:  # runs inside the group's transaction
         inside.set()
         await release.wait()
 
@@ -100,7 +100,7 @@ async def test_str_subclasses_are_stored_as_plain_values(log: DecisionLog) -> No
 
 
 async def test_a_bad_job_fails_alone_and_the_writer_carries_on(log: DecisionLog) -> None:
-    async def broken(_db: object) -> None:
+    async def broken(_db: object, _chain: object) -> None:
         raise KeyError("no-such-column")
 
     early = log.record(a := make_decision("before the bad one"))
