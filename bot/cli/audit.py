@@ -9,6 +9,7 @@ streams every decision as JSON lines or CSV. Only `prune` writes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import os
 import sys
@@ -25,12 +26,14 @@ from bot.cli.common import (
     EXIT_CODES,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    load_config_from_args,
     open_log,
     positive_int,
     print_json,
 )
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log.postgres import is_postgres_url
 from middleware.decision_log.queries import AmbiguousId
 
 
@@ -114,6 +117,10 @@ class _Fail(Exception):
 
 
 async def _open(args: argparse.Namespace, *, read_only: bool = True) -> DecisionLog:
+    if not read_only:  # prune writes, but never starts an empty log where none was
+        target = str(args.db) if args.db else load_config_from_args(args).log.target
+        if not is_postgres_url(target) and not await asyncio.to_thread(os.path.isfile, target):
+            raise _Fail(f"no decision log at {target} (nothing to prune)")
     try:
         return await open_log(args, read_only=read_only)
     except LogUnavailable as exc:
@@ -138,6 +145,9 @@ def _command(fn: Any) -> Any:
         except _Fail as exc:
             print(f"guardbot {args.command}: {exc}", file=sys.stderr)
             return exc.status
+        except LogUnavailable as exc:  # e.g. a damaged file met while reading
+            print(f"guardbot {args.command}: {exc}", file=sys.stderr)
+            return EXIT_NOT_FOUND
         except ValueError as exc:
             print(f"guardbot {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -32,6 +32,7 @@ from bot.cli.common import (
 from bot.config.providers import ModelProvider
 from bot.config.schema import Config, ConfigError
 from middleware.decision_log.privacy import SecretFilter
+from middleware.decision_log.storage import LogUnavailable
 
 # Modules that add subcommands; each has `register(subparsers)`.
 COMMAND_MODULES: list[str] = [
@@ -178,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"guardbot: {exc}", file=sys.stderr)
         return 2
+    except LogUnavailable as exc:  # the log cannot be opened (not SQLite, no folder, ...)
+        print(f"guardbot: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130

@@ -280,10 +280,11 @@ async def _broken_link(
             f"({row.name}) chains to its original hash",
         )  # fmt: skip
     where = f"after {last.name}" if last else "at the start of the log"
+    gone = f"#{last_seq + 1}" if row.seq == last_seq + 2 else f"#{last_seq + 1}..#{row.seq - 1}"
+    what = f"record {gone}" if row.seq > last_seq + 1 else "record(s)"
     return _report(
         checked, start, last, "deleted", bad=row, counts=counts,
-        message=f"record(s) were deleted {where}: {row.name} does not chain to the record "
-        "before it",
+        message=f"{what} deleted {where}: {row.name} does not chain to the record before it",
     )  # fmt: skip
 
 

@@ -58,6 +58,11 @@ ADMIN_COLUMNS = (
     "old_json", "new_json", "allowed", "error",
 )  # fmt: skip
 ADMIN_HASHED = (*ADMIN_COLUMNS, "changes_setting")  # 1: this action set (or reset) scope/key
+# Replay runs are not chained: a replay changes nothing.
+REPLAY_COLUMNS = (
+    "id", "created_utc", "actor", "config_fingerprint", "decisions_count", "changed_count",
+    "duration_ms", "filters_json", "summary_json", "changes_json",
+)  # fmt: skip
 CHECKPOINT_COLUMNS = (
     "created_utc", "cutoff_utc", "through_seq", "through_id", "through_sha256", "pruned_count",
     "settings_json",

@@ -1,28 +1,30 @@
 """Runtime settings, the admin audit trail and replay runs: values in, rows out.
 
 Settings are the one mutable table (the current override per scope and key);
-every change, and every refused attempt, is an append-only ``admin_actions``
-row. The writes themselves run in the writer's transactions (:mod:`.writes`);
-this module checks and encodes their rows and reads the tables back.
+every change, and every refused attempt, is an append-only, chained
+``admin_actions`` row, and the settings in force are what that trail derives
+(:mod:`.trail`), not whatever the table holds. The writes themselves run in
+the writer's transactions (:mod:`.writes`); this module checks and encodes
+their rows and reads them back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
 from middleware.decision_log.decode import parse_utc
-from middleware.decision_log.records import ADMIN_COLUMNS, utc_text
+from middleware.decision_log.integrity import derived_settings
+from middleware.decision_log.records import ADMIN_COLUMNS, REPLAY_COLUMNS, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
 from middleware.types import new_id
 
-REPLAY_COLUMNS = (
-    "id", "created_utc", "actor", "config_fingerprint", "decisions_count", "changed_count",
-    "duration_ms", "filters_json", "summary_json", "changes_json",
-)  # fmt: skip
+log = logging.getLogger("guardbot.decision_log")
+
 
 ADMIN_SELECT = ", ".join(ADMIN_COLUMNS)
 REPLAY_SELECT = ", ".join(REPLAY_COLUMNS)
@@ -91,10 +93,22 @@ def replay_row(
 
 
 async def settings(db: aiosqlite.Connection) -> list[SettingRow]:
-    rows = await db.execute_fetchall(
-        "SELECT scope, key, value_json, updated_utc, actor FROM settings ORDER BY scope, key"
-    )
-    return [SettingRow(r[0], r[1], json.loads(r[2]), parse_utc(r[3]), r[4]) for r in rows]
+    """The settings in force: what the chained admin trail derives, never a row it does not
+    explain (a row forged into the file is ignored, with a warning; `verify` names it)."""
+    state, problems = await derived_settings(db)
+    for problem in problems:
+        if problem.message not in _warned:
+            _warned.add(problem.message)
+            log.warning(
+                "%s; the admin trail's value applies (run `guardbot verify`)", problem.message
+            )
+    return [
+        SettingRow(s.scope, s.key, json.loads(s.value_json), parse_utc(s.updated_utc), s.actor)
+        for _, s in sorted(state.items())
+    ]
+
+
+_warned: set[str] = set()  # each disagreement is worth one warning per process
 
 
 async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActionRow]:

@@ -9,11 +9,12 @@ posts a reply only after that.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -29,6 +30,30 @@ from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRo
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.decision_log.writer import Writer, WriterStats, connect
 from middleware.types import Decision, Turn, utc_now
+
+
+Method = TypeVar("Method", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def damage_checked(method: Method) -> Method:
+    """A read that meets a damaged file (an overwritten page, not a database at all)
+    raises LogUnavailable with one line saying so, not a sqlite3 traceback."""
+
+    @functools.wraps(method)
+    async def run(self: DecisionLog, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise LogUnavailable(damaged(self.path, exc)) from None
+
+    return cast(Method, run)
+
+
+def damaged(path: Path, exc: BaseException) -> str:
+    return (
+        f"cannot read the decision log {path}: {exc} (the file is damaged; restore a backup, "
+        f"or salvage what is readable with `sqlite3 {path} .recover`)"
+    )
 
 
 class DecisionLog(DecisionStore):
@@ -215,9 +240,11 @@ class DecisionLog(DecisionStore):
         found = await queries.by_id(self._reader, decision_id)
         return found.decision if found else None
 
+    @damage_checked
     async def get_stored(self, ref: str) -> StoredDecision | None:
         return await queries.by_id(self._reader, ref)
 
+    @damage_checked
     async def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
         return await queries.short_ids(self._reader, ids)
 
@@ -225,6 +252,7 @@ class DecisionLog(DecisionStore):
         # filters: those of queries.Filters (the protocol names them)
         return [s.decision for s in await self.query_stored(limit=limit, **filters)]
 
+    @damage_checked
     async def query_stored(self, *, limit: int = 50, **filters: Any) -> list[StoredDecision]:
         where, params = Filters(**filters).where()
         try:
@@ -240,9 +268,12 @@ class DecisionLog(DecisionStore):
         where, params = Filters(since=since, until=until).where()
         after = 0
         while True:
-            batch = await queries.fetch(
-                self._reader, f"{where} AND seq > ?", (*params, after), order="seq", limit=page
-            )
+            try:
+                batch = await queries.fetch(
+                    self._reader, f"{where} AND seq > ?", (*params, after), order="seq", limit=page
+                )
+            except sqlite3.DatabaseError as exc:
+                raise LogUnavailable(damaged(self.path, exc)) from None
             for stored in batch:
                 yield stored
             if len(batch) < page:
@@ -276,20 +307,24 @@ class DecisionLog(DecisionStore):
             self._reader, since, user_id=user_id, channel_id=channel_id, platform=platform
         )
 
+    @damage_checked
     async def settings(self) -> list[SettingRow]:
         return await settings_sql.settings(self._reader)
 
+    @damage_checked
     async def admin_actions(self, limit: int = 50) -> list[AdminActionRow]:
         return await settings_sql.admin_actions(self._reader, limit)
 
     async def replay_runs(self, limit: int = 20) -> list[ReplayRunRow]:
         return await settings_sql.replay_runs(self._reader, limit)
 
+    @damage_checked
     async def stats(
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> dict[str, Any]:
         return await stats_sql.compute(self._reader, since, until)
 
+    @damage_checked
     async def verify(self) -> ChainReport:
         """Walk the hash chain on a connection of its own (one consistent snapshot)."""
         db = await connect(self.path, read_only=True)
@@ -298,9 +333,11 @@ class DecisionLog(DecisionStore):
         finally:
             await db.close()
 
+    @damage_checked
     async def count_before(self, cutoff: datetime) -> int:
         return await integrity.count_prunable(self._reader, cutoff)
 
+    @damage_checked
     async def integrity_check(self) -> str:
         rows = await self._reader.execute_fetchall("PRAGMA integrity_check")
         return "; ".join(str(r[0]) for r in rows)

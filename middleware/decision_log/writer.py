@@ -234,9 +234,17 @@ def storage_error(path: Path, exc: BaseException) -> str:
 
 
 def create_private(path: Path) -> None:
-    """Create the file (and missing parent directories) readable by the owner only."""
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the file readable by the owner only; its folder must exist already.
+
+    A missing folder is most likely a typo in ``[log] path`` or ``--db``:
+    creating it would hide the mistake and start a second, empty log.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        raise LogUnavailable(
+            f"cannot create the decision log {path}: the folder {folder} does not exist "
+            "(create it first, or correct [log] path / --db)"
+        )
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         if os.fstat(fd).st_mode & 0o077:
@@ -253,7 +261,7 @@ def target(path: Path, *, read_only: bool) -> str:
         return f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
         create_private(path)
-    except OSError as exc:
+    except OSError as exc:  # permissions, a folder in the way, a read-only disk
         raise LogUnavailable(f"cannot create the decision log {path}: {exc.strerror}") from None
     return str(path)
 
@@ -271,7 +279,10 @@ def prepare(path: Path) -> None:
             raise LogUnavailable(f"{path}: cannot switch the decision log to WAL mode")
         migrate(db)
     except (sqlite3.Error, RuntimeError) as exc:
-        raise LogUnavailable(f"cannot prepare the decision log {path}: {exc}") from None
+        why = str(exc)
+        if "not a database" in why:
+            why += ": the file is not a SQLite database, or is damaged"
+        raise LogUnavailable(f"cannot prepare the decision log {path}: {why}") from None
     finally:
         db.close()
 

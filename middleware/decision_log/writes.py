@@ -33,13 +33,13 @@ from middleware.decision_log.records import (
     DELIVERY_COLUMNS,
     LINK_COLUMNS,
     LLM_CALL_COLUMNS,
+    REPLAY_COLUMNS,
     VERDICT_COLUMNS,
     EncodedDecision,
     Row,
     insert_sql,
     row_sha256,
 )
-from middleware.decision_log.settings import REPLAY_COLUMNS
 from middleware.decision_log.trail import Key, SettingState, derive, parse_snapshot, snapshot_json
 
 PRUNE_CHUNK = 5000

@@ -178,8 +178,14 @@ async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     assert tables == {"deliveries", "_migrations"}  # decisions etc. were rolled back
 
 
-async def test_the_file_is_owner_only_and_parents_are_created(tmp_path: Path) -> None:
+async def test_the_file_is_owner_only_and_a_missing_folder_is_not_created(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "sub" / "dir" / "g.db"
+    with pytest.raises(LogUnavailable, match="folder .*sub/dir does not exist"):
+        await DecisionLog.open(path)
+    assert not (tmp_path / "sub").exists()  # a typo in [log] path is not a new folder
+    path.parent.mkdir(parents=True)
     log = await DecisionLog.open(path)
     await log.record(make_decision())
     for suffix in ("", "-wal", "-shm"):

@@ -1,0 +1,235 @@
+"""Tamper evidence through the real `guardbot verify`: one test per kind of tampering.
+
+A real log is written through the store (decisions with verdicts and
+candidates, deliveries, a setting change, a refused admin attempt), then
+edited as an attacker with the file would: triggers dropped first. `verify
+--json` must exit 1 and name the first bad record by kind and id.
+
+The log, in chain order: #1 d0, #2 d1, #3 d2 (decisions), #4 delivery of d0,
+#5 delivery of d1, #6 the setting change, #7 the refused attempt, #8 d3,
+#9 delivery of d3, #10 d4 (the newest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.cli.main import main
+from middleware.decision_log import DecisionLog
+from middleware.decision_log.chain import link_v2
+from middleware.decision_log.privacy import TextPolicy
+from middleware.decision_log.records import encode
+from middleware.decision_log.writes import INSERT_CHILDREN, INSERT_DECISION
+from tests.support.decision_log_support import drop_guards, make_decision, raw_db
+
+
+async def _write(path: Path) -> dict[str, str]:
+    log = await DecisionLog.open(path)
+    ids: dict[str, str] = {}
+    try:
+        for name in ("d0", "d1", "d2"):
+            d = make_decision(f"message {name}", reply=f"reply {name}")
+            await log.record(d)
+            ids[name] = d.id
+        await log.record_delivery(ids["d0"], "sent", None)
+        await log.record_delivery(ids["d1"], "sent", None)
+        await log.set_setting(
+            "global", "guard.blocklist.enabled", True, actor="U-admin", platform="console",
+            channel_id="console", command="/admin enable blocklist",
+        )  # fmt: skip
+        await log.record_admin_action(
+            actor="U-mallory", platform="slack", channel_id="C1",
+            command="/guardbot disable blocklist", allowed=False, error="not an admin",
+        )  # fmt: skip
+        d3 = make_decision("message d3")
+        await log.record(d3)
+        await log.record_delivery(d3.id, "sent", None)
+        d4 = make_decision("message d4")
+        await log.record(d4)
+        ids |= {"d3": d3.id, "d4": d4.id}
+        ids["setting"] = (await log.admin_actions(limit=2))[1].id
+        ids["refused"] = (await log.admin_actions(limit=2))[0].id
+    finally:
+        await log.close()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    path = tmp_path_factory.mktemp("tamper") / "g.db"
+    ids = asyncio.run(_write(path))
+    return path, ids
+
+
+@pytest.fixture
+def log(template: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    path, ids = template
+    copy = tmp_path / "g.db"
+    copy.write_bytes(path.read_bytes())
+    os.chmod(copy, 0o600)
+    return copy, ids
+
+
+def verify(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = main(["verify", "--db", str(path), "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def tamper(path: Path, *sql: str | tuple[str, tuple[Any, ...]]) -> None:
+    with raw_db(path) as db:
+        drop_guards(db)
+        for statement in sql:
+            text, params = statement if isinstance(statement, tuple) else (statement, ())
+            assert db.execute(text, params).rowcount != 0, text
+
+
+def test_the_untouched_log_verifies(
+    log: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = verify(log[0], capsys)
+    assert code == 0 and report["ok"], report
+    assert report["counts"] == {"decision": 5, "delivery": 3, "admin action": 2}
+
+
+# (name, statements (ids -> SQL), problem, kind, id of the record named (key in ids or literal))
+Case = tuple[str, Callable[[dict[str, str]], list[Any]], str, str, str]
+CASES: list[Case] = [
+    ("edit decision", lambda i: ["UPDATE decisions SET reply = 'never said' WHERE seq = 2"],
+     "changed", "decision", "d1"),
+    ("delete decision", lambda i: ["DELETE FROM decisions WHERE seq = 2"],
+     "deleted", "decision", "d2"),
+    ("edit verdict", lambda i: [("UPDATE verdicts SET outcome = 'block' WHERE decision_id = ? "
+                                 "AND position = 0", (i["d1"],))], "changed", "decision", "d1"),
+    ("insert verdict", lambda i: [("INSERT INTO verdicts SELECT decision_id, 7, guard, stage, "
+                                   "candidate_index, 'block', 1, category, score, confidence, "
+                                   "reason, latency_ms, model, tokens_in, tokens_out, raw_output, "
+                                   "members_json FROM verdicts WHERE decision_id = ? AND "
+                                   "position = 0", (i["d1"],))], "changed", "decision", "d1"),
+    ("delete verdict", lambda i: [("DELETE FROM verdicts WHERE decision_id = ? AND position = 1",
+                                   (i["d1"],))], "changed", "decision", "d1"),
+    ("edit candidate", lambda i: [("UPDATE candidates SET chosen = 0 WHERE decision_id = ?",
+                                   (i["d2"],))], "changed", "decision", "d2"),
+    ("insert candidate", lambda i: [("INSERT INTO candidates SELECT decision_id, 5, text, "
+                                     "text_chars, text_sha256, model, temperature, latency_ms, "
+                                     "tokens_in, tokens_out, score, 1, safe, error FROM candidates "
+                                     "WHERE decision_id = ?", (i["d2"],))],
+     "changed", "decision", "d2"),
+    ("delete candidate", lambda i: [("DELETE FROM candidates WHERE decision_id = ?", (i["d2"],))],
+     "changed", "decision", "d2"),
+    ("edit delivery", lambda i: ["UPDATE deliveries SET status = 'failed' WHERE seq = 5"],
+     "changed", "delivery", "2"),
+    ("insert delivery", lambda i: [("INSERT INTO deliveries (decision_id, created_utc, status) "
+                                    "VALUES (?, '2026-01-01T00:00:00.000000Z', 'sent')",
+                                    (i["d4"],))], "inserted", "delivery", "4"),
+    ("delete delivery", lambda i: ["DELETE FROM deliveries WHERE seq = 5"],
+     "deleted", "admin action", "setting"),
+    ("edit admin action", lambda i: ["UPDATE admin_actions SET allowed = 1, error = NULL "
+                                     "WHERE seq = 7"], "changed", "admin action", "refused"),
+    ("insert admin action", lambda i: ["INSERT INTO admin_actions (id, created_utc, actor, "
+                                       "platform, channel_id, command, allowed) VALUES ('forged', "
+                                       "'2026-01-01T00:00:00.000000Z', 'U-admin', 'slack', 'C1', "
+                                       "'/guardbot status', 1)"],
+     "inserted", "admin action", "forged"),
+    ("delete admin action", lambda i: ["DELETE FROM admin_actions WHERE seq = 7"],
+     "deleted", "decision", "d3"),
+    ("edit setting", lambda i: ["UPDATE settings SET value_json = 'false'"],
+     "changed", "setting", "global guard.blocklist.enabled"),
+    ("insert setting", lambda i: ["INSERT INTO settings VALUES ('global', 'best_of', '1', "
+                                  "'2026-01-01T00:00:00.000000Z', 'U-admin')"],
+     "inserted", "setting", "global best_of"),
+    ("delete setting", lambda i: ["DELETE FROM settings"],
+     "deleted", "setting", "global guard.blocklist.enabled"),
+    ("delete newest", lambda i: ["DELETE FROM decisions WHERE seq = 10"],
+     "deleted", "record", "#10"),
+    ("reorder seq", lambda i: ["UPDATE decisions SET seq = -2 WHERE seq = 2",
+                               "UPDATE decisions SET seq = 2 WHERE seq = 3",
+                               "UPDATE decisions SET seq = 3 WHERE seq = -2"],
+     "reordered", "decision", "d2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_verify_names_the_first_bad_record(
+    case: Case, log: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, statements, problem, kind, named = case
+    path, ids = log
+    tamper(path, *statements(ids))
+    code, report = verify(path, capsys)
+    assert code == 1 and not report["ok"]
+    expected_id = ids.get(named, named)
+    if kind == "delivery" and named.isdecimal():
+        expected_id = named  # deliveries are numbered by the log
+    assert (report["problem"], report["bad_kind"], report["bad_id"]) == (
+        problem, kind, expected_id,
+    ), report["message"]  # fmt: skip
+    assert expected_id in report["message"]
+
+
+def test_a_swap_blames_the_moved_record_not_the_one_before(
+    log: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, ids = log
+    tamper(path, *CASES[-1][1](ids))
+    _, report = verify(path, capsys)
+    assert report["bad_seq"] == 2 and ids["d0"] not in report["message"].split(" is ")[0]
+
+
+def test_a_decision_inserted_after_the_head_with_a_valid_link_is_named(
+    log: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A perfect forgery appended to the end: only the recorded head tells."""
+    path, _ = log
+    forged = encode(make_decision("forged"), TextPolicy())
+    with raw_db(path) as db:
+        (head,) = db.execute("SELECT sha256 FROM chain_head").fetchone()
+        row = {**forged.row, "seq": 11, "prev_sha256": head}
+        db.execute(INSERT_DECISION, {**row, "sha256": link_v2("decision", 11, head, forged[4])})
+        for sql, at in INSERT_CHILDREN:
+            db.executemany(sql, forged[at])
+    code, report = verify(path, capsys)
+    assert code == 1 and report["problem"] == "inserted"
+    assert (report["bad_kind"], report["bad_id"]) == ("decision", forged.row["id"])
+
+
+async def test_a_forged_setting_is_not_applied(log: tuple[Path, dict[str, str]]) -> None:
+    """The bot applies what the chained trail derives, never a row forged into the table."""
+    path, _ = log
+    tamper(
+        path,
+        "UPDATE settings SET value_json = 'false'",
+        "INSERT INTO settings VALUES ('global', 'best_of', '1', '2026-01-01T00:00:00.000000Z', "
+        "'U-admin')",
+    )
+    store = await DecisionLog.open(path, read_only=True)
+    try:
+        rows = await store.settings()
+    finally:
+        await store.close()
+    assert [(r.scope, r.key, r.value) for r in rows] == [
+        ("global", "guard.blocklist.enabled", True)
+    ]
+
+
+def test_the_triggers_stop_accidents(log: tuple[Path, dict[str, str]]) -> None:
+    path, _ = log
+    with raw_db(path) as db:
+        for sql in (
+            "DELETE FROM deliveries",
+            "UPDATE deliveries SET status = 'none'",
+            "DELETE FROM admin_actions",
+            "UPDATE admin_actions SET allowed = 1",
+            "DELETE FROM chain_head",
+            "UPDATE chain_versions SET from_seq = 1",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only|never deleted"):
+                db.execute(sql)
