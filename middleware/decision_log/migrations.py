@@ -403,3 +403,11 @@ END;
 """
 )
 
+
+@migration
+def m004_stream_events(db: sqlite3.Connection) -> None:
+    """Streamed replies: each chunk on record before it is shown (see ``streams.py``)."""
+    from middleware.decision_log.streams import STREAM_SQL  # its rows' own module
+
+    for statement in statements(STREAM_SQL):
+        db.execute(statement)

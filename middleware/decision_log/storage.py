@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
-from middleware.types import Decision, Turn
+from middleware.types import Decision, StreamChunk, StreamRecord, Turn
 
 __all__ = ["DELIVERY_STATUSES", "DecisionStore", "LogUnavailable"]
 
@@ -51,6 +51,15 @@ class DecisionStore(Protocol):
 
     async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
         """A delivery event (``status`` one of :data:`DELIVERY_STATUSES`)."""
+
+    async def record_stream_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None:
+        """One chunk of a streamed reply, committed before it is shown."""
+
+    async def record_stream_end(self, decision_id: str, record: StreamRecord) -> None:
+        """How a streamed reply ended (after its decision was recorded)."""
+
+    async def stream_of(self, decision_id: str) -> StreamRecord | None:
+        """A decision's stream record, or None if its reply was not streamed."""
 
     async def set_setting(
         self,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from middleware.decision_log import integrity, queries, writes
+from middleware.decision_log import integrity, queries, streams, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
@@ -29,7 +29,7 @@ from middleware.decision_log.records import delivery_row, encode, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.decision_log.writer import Writer, WriterStats, connect
-from middleware.types import Decision, Turn, utc_now
+from middleware.types import Decision, StreamChunk, StreamRecord, Turn, utc_now
 
 
 Method = TypeVar("Method", bound=Callable[..., Coroutine[Any, Any, Any]])
@@ -147,6 +147,14 @@ class DecisionLog(DecisionStore):
         row = delivery_row(decision_id, status, error, self.policy)
         await self._require_writer().submit(writes.Delivery(row))
 
+    async def record_stream_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None:
+        row = streams.chunk_row(decision_id, chunk, text, self.policy)
+        await self._require_writer().submit(streams.append(row))
+
+    async def record_stream_end(self, decision_id: str, record: StreamRecord) -> None:
+        row = streams.end_row(decision_id, record, self.policy)
+        await self._require_writer().submit(streams.append(row))
+
     async def set_setting(
         self,
         scope: str,
@@ -245,6 +253,9 @@ class DecisionLog(DecisionStore):
         return await queries.by_id(self._reader, ref)
 
     @damage_checked
+    async def stream_of(self, decision_id: str) -> StreamRecord | None:
+        return await streams.stream_of(self._reader, decision_id)
+
     async def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
         return await queries.short_ids(self._reader, ids)
 

@@ -88,17 +88,24 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("model", "TEXT", 0, 0), ("tokens_in", "INTEGER", 1, 0), ("tokens_out", "INTEGER", 1, 0),
         ("raw_output", "TEXT", 0, 0), ("members_json", "TEXT", 0, 0),
     ],
+    "stream_events": [
+        ("seq", "INTEGER", 0, 1), ("decision_id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
+        ("kind", "TEXT", 1, 0), ("chunk_index", "INTEGER", 0, 0), ("text", "TEXT", 0, 0),
+        ("text_chars", "INTEGER", 1, 0), ("text_sha256", "TEXT", 1, 0),
+        ("shown_chars", "INTEGER", 1, 0), ("record_json", "TEXT", 1, 0),
+        ("prev_sha256", "TEXT", 1, 0), ("sha256", "TEXT", 1, 0),
+    ],
 }  # fmt: skip
 INDEXES = {
     "decisions_channel", "decisions_created", "decisions_thread", "decisions_user",
-    "deliveries_decision", "deliveries_seq", "admin_actions_seq",
+    "deliveries_decision", "stream_events_decision", "deliveries_seq", "admin_actions_seq",
     "chain_checkpoints_seq", "admin_actions_setting",
 }  # fmt: skip
 TRIGGERS = {
     "admin_actions_no_update", "candidates_no_update", "chain_checkpoints_no_update",
     "decisions_fts_delete", "decisions_no_delete", "decisions_no_update",
     "deliveries_no_update", "llm_calls_no_update", "replay_runs_no_update",
-    "verdicts_no_update",
+    "verdicts_no_update", "stream_events_no_update", "stream_events_no_delete",
     "deliveries_no_delete", "admin_actions_no_delete", "chain_checkpoints_no_delete",
     "chain_versions_no_update", "chain_versions_no_delete", "chain_head_no_delete",
     "deliveries_need_a_decision",
@@ -132,6 +139,7 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
             "m001_initial",
             "m002_search_index_without_positions",
             "m003_chain_v2",
+            "m004_stream_events",
         ]
         fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
         assert "detail = none" in fts[0]
