@@ -121,12 +121,6 @@ def _classifier(cfg: Any, _models: ModelFactory) -> Guard:
     return ClassifierGuard(cfg)
 
 
-def _classifier(cfg: Any, _models: ModelFactory) -> Guard:
-    from middleware.guards.classifier import ClassifierGuard
-
-    return ClassifierGuard(cfg)
-
-
 BUILDERS: dict[str, Builder] = {
     "max_length": lambda cfg, _models: MaxLengthGuard(cfg),
     "llm_judge": _llm_judge,
@@ -137,7 +131,6 @@ BUILDERS: dict[str, Builder] = {
     "secrets": _secrets,
     "prompt_injection": _prompt_injection,
     "blocklist": _blocklist,
-    "classifier": _classifier,
     "classifier": _classifier,
     # "ensemble" is built by build_guard itself: it needs the other configs.
 }
