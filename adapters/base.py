@@ -53,6 +53,13 @@ class MessageHandler(Protocol):
         ...
 
 
+class EventClaims(Protocol):
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """True when this instance claimed the event first, of every instance sharing
+        the log (a platform's retry, or a copy delivered to another instance, is False)."""
+        ...
+
+
 class Service(Protocol):
     """A platform `guardbot run` serves: started once, stopped once, may fail in between."""
 

@@ -299,6 +299,17 @@ class GuardBot:
         except LogUnavailable as exc:
             log.error("could not record delivery of %s: %s", decision.id, exc)
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        # Log down: answer anyway (the reply is then the log-down refusal, and no
+        # other instance can claim it either), rather than leave the user unanswered.
+        try:
+            return await self.log.claim_event(platform, event_id)
+        except LogUnavailable as exc:
+            log.warning(
+                "could not claim %s event %s: %s; answering it here", platform, event_id, exc
+            )
+            return True
+
     async def admin(
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -38,7 +38,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import MessageHandler
+from adapters.base import EventClaims, MessageHandler
 from adapters.live import LiveReply
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, malformed
@@ -54,6 +54,10 @@ NOT_ALLOWED_NOTICE = "I'm not enabled in this channel. Ask an admin, or send me 
 COMMAND_FAILED = "Sorry, that command failed. The error is in the bot's log."
 
 
+class SlackHandler(MessageHandler, EventClaims, Protocol):
+    """The application as Slack needs it: answers, and event claims shared by instances."""
+
+
 @dataclass
 class _Progress:
     """How far one answer got, so a cut-off answer can be tidied up."""
@@ -67,7 +71,7 @@ class SlackListeners:
     def __init__(
         self,
         config: SlackConfig,
-        handler: MessageHandler,
+        handler: SlackHandler,
         client: AsyncWebClient,
         me: Identity,
         *,
@@ -77,7 +81,7 @@ class SlackListeners:
         self.config = config
         self.handler = handler
         self.client = client
-        self.router = EventRouter(config, client, me)
+        self.router = EventRouter(config, client, me, handler)
         self.poster = Poster(
             client, limit=config.max_message_chars, streams=config.stream_api == "auto"
         )
@@ -147,13 +151,13 @@ class SlackListeners:
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
     ) -> None:
-        if self.router.first_delivery(body, request.headers):
+        if await self.router.first_delivery(body, request.headers):
             self.spawn(self._route_and_answer(event, mention=True))
 
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest
     ) -> None:
-        if self.router.first_delivery(body, request.headers):
+        if await self.router.first_delivery(body, request.headers):
             self.spawn(self._route_and_answer(event, mention=False))
 
     async def _on_other(self, body: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.base import EventClaims
 from adapters.slack.config import SlackConfig
 from adapters.slack.text import from_slack, mentions
 from middleware.types import ChatRequest
@@ -152,24 +153,28 @@ class Identity:
 
 
 class EventRouter:
-    def __init__(self, config: SlackConfig, client: AsyncWebClient, me: Identity) -> None:
+    def __init__(
+        self, config: SlackConfig, client: AsyncWebClient, me: Identity, claims: EventClaims
+    ) -> None:
         self.config = config
         self.client = client
         self.me = me
+        self.claims = claims  # shared by every instance on the log; the Recents are this one's
         self.events = Recent()
         self.messages = Recent()
         self.threads = Recent()  # (channel, thread_ts) -> the bot started it
 
-    def first_delivery(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> bool:
-        """False for a Slack retry of an event already acked (same event_id)."""
+    async def first_delivery(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> bool:
+        """False for an event already taken, here or by another instance (same event_id):
+        a retry of a late ack, or a copy sent to a second connection or instance."""
         event_id = body.get("event_id")
         if not isinstance(event_id, str) or not event_id:
             return True
-        if self.events.add(event_id):
+        if self.events.add(event_id) and await self.claims.claim_event("slack", event_id):
             return True
         retry = _header(headers, "x-slack-retry-num")
         reason = _header(headers, "x-slack-retry-reason")
-        log.info("slack: ignoring retry %s (%s) of event %s", retry, reason, event_id)
+        log.info("slack: ignoring event %s, already taken (retry %s, %s)", event_id, retry, reason)
         return False
 
     def remember_thread(self, channel: str, thread_ts: str) -> None:
@@ -215,8 +220,10 @@ class EventRouter:
                     return None
             elif not self.config.channel(channel).reply_all:
                 return None
-        if not self.messages.add((channel, ts)):
-            return None  # the same message, already taken via another event
+        if not self.messages.add((channel, ts)) or not await self.claims.claim_event(
+            "slack", f"message {channel} {ts}"
+        ):
+            return None  # the same message, already taken via another event (maybe elsewhere)
         # A top-level DM: answer in the DM, and the DM is the conversation.
         reply_in = thread_ts or ("" if direct else ts)
         request = ChatRequest(

@@ -28,8 +28,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import AdapterConfigError, MessageHandler
-from adapters.slack.app import SlackListeners
+from adapters.base import AdapterConfigError
+from adapters.slack.app import SlackHandler, SlackListeners
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import Identity
 from adapters.slack.post import describe, retry_handlers
@@ -123,7 +123,7 @@ def read_secrets(config: SlackConfig, env: Mapping[str, str] = os.environ) -> Sl
 class SlackService:
     """``from_env(...)``, then ``await start()``; ``await stop()`` finishes in-flight replies."""
 
-    def __init__(self, config: SlackConfig, handler: MessageHandler, secrets: SlackSecrets) -> None:
+    def __init__(self, config: SlackConfig, handler: SlackHandler, secrets: SlackSecrets) -> None:
         self.config = config
         self.handler = handler
         self.secrets = secrets
@@ -147,7 +147,7 @@ class SlackService:
 
     @classmethod
     def from_env(
-        cls, config: SlackConfig, handler: MessageHandler, env: Mapping[str, str] = os.environ
+        cls, config: SlackConfig, handler: SlackHandler, env: Mapping[str, str] = os.environ
     ) -> SlackService:
         return cls(config, handler, read_secrets(config, env))
 

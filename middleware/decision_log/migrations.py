@@ -411,3 +411,12 @@ def m004_stream_events(db: sqlite3.Connection) -> None:
 
     for statement in statements(STREAM_SQL):
         db.execute(statement)
+
+
+@migration
+def m005_event_claims(db: sqlite3.Connection) -> None:
+    """Platform events claimed by an instance, so each is answered once (see ``claims.py``)."""
+    from middleware.decision_log.claims import CLAIMS_SQL  # its rows' own module
+
+    for statement in statements(CLAIMS_SQL):
+        db.execute(statement)

@@ -61,6 +61,10 @@ class DecisionStore(Protocol):
     async def stream_of(self, decision_id: str) -> StreamRecord | None:
         """A decision's stream record, or None if its reply was not streamed."""
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """Claim a platform event for this instance: True for the first claim on any
+        instance sharing the log, committed before it returns (see :mod:`.claims`)."""
+
     async def set_setting(
         self,
         scope: str,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from middleware.decision_log import integrity, queries, streams, writes
+from middleware.decision_log import claims, integrity, queries, streams, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
@@ -154,6 +154,10 @@ class DecisionLog(DecisionStore):
     async def record_stream_end(self, decision_id: str, record: StreamRecord) -> None:
         row = streams.end_row(decision_id, record, self.policy)
         await self._require_writer().submit(streams.append(row))
+
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        job = claims.claim(platform, event_id, utc_now())
+        return bool(await self._require_writer().submit(job))
 
     async def set_setting(
         self,

@@ -88,6 +88,9 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("model", "TEXT", 0, 0), ("tokens_in", "INTEGER", 1, 0), ("tokens_out", "INTEGER", 1, 0),
         ("raw_output", "TEXT", 0, 0), ("members_json", "TEXT", 0, 0),
     ],
+    "event_claims": [
+        ("platform", "TEXT", 1, 1), ("event_id", "TEXT", 1, 2), ("claimed_utc", "TEXT", 1, 0),
+    ],
     "stream_events": [
         ("seq", "INTEGER", 0, 1), ("decision_id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
         ("kind", "TEXT", 1, 0), ("chunk_index", "INTEGER", 0, 0), ("text", "TEXT", 0, 0),
@@ -99,7 +102,7 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
 INDEXES = {
     "decisions_channel", "decisions_created", "decisions_thread", "decisions_user",
     "deliveries_decision", "stream_events_decision", "deliveries_seq", "admin_actions_seq",
-    "chain_checkpoints_seq", "admin_actions_setting",
+    "chain_checkpoints_seq", "admin_actions_setting", "event_claims_claimed",
 }  # fmt: skip
 TRIGGERS = {
     "admin_actions_no_update", "candidates_no_update", "chain_checkpoints_no_update",
@@ -140,6 +143,7 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
             "m002_search_index_without_positions",
             "m003_chain_v2",
             "m004_stream_events",
+            "m005_event_claims",
         ]
         fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
         assert "detail = none" in fts[0]

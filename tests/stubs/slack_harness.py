@@ -73,6 +73,9 @@ class Observed:
         async with self._changed:
             self._changed.notify_all()
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        return await self.inner.claim_event(platform, event_id)
+
     async def admin(
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:

@@ -9,8 +9,8 @@ either hashes the same: ``INTEGER`` -> ``integer`` (``bigint`` for ``seq``),
 ``REAL`` -> ``double precision``, ``TEXT`` -> ``text``.
 
 Migrations run under the chain's advisory lock, so instances starting at the
-same time apply each one exactly once. PostgreSQL-only additions (the Slack
-event claims) are migrations with a ``pg_`` name.
+same time apply each one exactly once. A PostgreSQL-only addition would be a
+migration with a ``pg`` name (there is none).
 """
 
 from __future__ import annotations
@@ -333,13 +333,12 @@ END $$;
     "    FOR EACH ROW EXECUTE FUNCTION guardbot_refuse('the chain head is never deleted');\n"
 )
 
-# Slack delivers an event again when it is not acknowledged in time, and two
-# instances may both receive it: the first to insert its id answers it.
-PG001_SQL = """
+# Platform events claimed by an instance, so each is answered once (..claims).
+M005_SQL = """
 CREATE TABLE event_claims (
     platform text NOT NULL,
     event_id text NOT NULL,
-    claimed_utc timestamptz NOT NULL DEFAULT now(),
+    claimed_utc text NOT NULL,
     PRIMARY KEY (platform, event_id)
 );
 CREATE INDEX event_claims_claimed ON event_claims (claimed_utc);
@@ -350,7 +349,7 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     ("m002_search_index_without_positions", M002_SQL),
     ("m003_chain_v2", M003_SQL),
     ("m004_stream_events", M004_SQL),
-    ("pg001_event_claims", PG001_SQL),
+    ("m005_event_claims", M005_SQL),
 ]
 
 

@@ -13,7 +13,8 @@ only a shared database needs is added here:
   a transaction cut off by the loss is rolled back whole by the server;
 - a committed settings change is NOTIFY'd; each instance LISTENs and hands it
   to :meth:`on_settings_changed` callbacks (re-listening after a loss);
-- Slack event ids are claimed with a unique row, so one instance answers.
+- (Slack event claims need nothing more: the claim's unique row, written by
+  the shared :mod:`..claims` job, is what makes one instance answer.)
 """
 
 from __future__ import annotations
@@ -208,20 +209,6 @@ class PostgresLog(DecisionLog):
                 await callback()
             except LogUnavailable as exc:
                 log.warning("could not reload runtime settings: %s", exc)
-
-    async def claim_event(self, platform: str, event_id: str) -> bool:
-        """True for the first claim of this event id on any instance."""
-        try:
-            async with self._pool.acquire() as conn:
-                row = await conn.fetchval(
-                    "INSERT INTO event_claims (platform, event_id) VALUES ($1, $2) "
-                    "ON CONFLICT DO NOTHING RETURNING 1",
-                    platform,
-                    event_id,
-                )
-        except DRIVER_ERRORS as exc:
-            raise LogUnavailable(f"cannot claim event {event_id} in {self.target}: {exc}") from None
-        return row is not None
 
     # -- what differs from the SQLite file ----------------------------------------
 

@@ -15,6 +15,7 @@ from tests.bot.test_replay import *  # noqa: F403
 from tests.bot.test_settings import *  # noqa: F403
 from tests.middleware.test_budget import *  # noqa: F403
 from tests.middleware.test_decision_log_store import *  # noqa: F403
+from tests.middleware.test_event_claims import *  # noqa: F403
 
 # Ends by writing to the SQLite file with raw SQL; the PostgreSQL triggers are
 # checked in test_postgres_log.py.
