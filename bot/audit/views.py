@@ -290,8 +290,10 @@ def verify(report: ChainReport, integrity: str) -> None:
         "the first decision" if set(report.start_sha256) == {"0"} else "the last prune checkpoint"
     )
     if report.ok:
+        kinds = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(report.counts.items()))
         console.print(
-            f"[green]ok[/green]: {report.checked} decision(s) verified from {start}; "
+            f"[green]ok[/green]: {report.checked} record(s) verified "
+            f"({kinds or 'none'}) from {start}; "
             f"head {report.head_id or '-'} sha256 {report.head_sha256}"
         )
         console.print("(note the head hash somewhere else to detect a rewritten tail later)")
@@ -313,4 +315,4 @@ def pruned(result: dict[str, Any], report: ChainReport | None) -> None:
     console.print(f"removed {result['removed']} decision(s) older than {result['cutoff_utc']}")
     if report is not None:
         state = "[green]verifies[/green]" if report.ok else f"[red]BROKEN[/red]: {report.message}"
-        console.print(f"remaining chain of {report.checked} decision(s) {state}")
+        console.print(f"remaining chain of {report.checked} record(s) {state}")

@@ -64,7 +64,7 @@ async def test_sigkill_loses_no_posted_decision(tmp_path: Path) -> None:
     log = await DecisionLog.open(db)
     try:
         report = await log.verify()
-        assert report.ok and report.checked == len(stored)
+        assert report.ok and report.counts["decision"] == len(stored)
         # History survived the crash too: the newest turns of a thread are there.
         turns = await log.history("crash", "C", "T0", max_turns=4, max_chars=10_000)
         assert turns and turns[-1].role == "assistant"
