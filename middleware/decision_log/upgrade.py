@@ -1,4 +1,4 @@
-"""Bringing a log written in chain format v1 onto v2 (run by migration ``m003``).
+"""Chain format v2's schema, and bringing a log written in v1 onto it (migration ``m003``).
 
 v1 chained decisions only. The upgrade records the head (the last seq ever
 used, AUTOINCREMENT's counter, and the last decision's hash) and the formats
@@ -28,6 +28,88 @@ class Cursor(Protocol):
 class Connection(Protocol):
     def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
 
+
+# Deliveries are rebuilt without ON DELETE CASCADE: a delivery recorded late (after
+# decisions written later than its own) stays on the chain until a prune reaches its
+# own seq, instead of vanishing with its decision and cutting the chain.
+M003_SQL = (
+    "".join(
+        f"ALTER TABLE {t} ADD COLUMN {c};\n"
+        for t in ("admin_actions", "chain_checkpoints")
+        for c in ("seq INTEGER", "prev_sha256 TEXT", "sha256 TEXT")
+    )
+    + """
+CREATE TABLE deliveries_v2 (
+    id INTEGER PRIMARY KEY,
+    decision_id TEXT NOT NULL,
+    created_utc TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('sent', 'failed', 'none')),
+    error TEXT,
+    seq INTEGER,
+    prev_sha256 TEXT,
+    sha256 TEXT
+) STRICT;
+INSERT INTO deliveries_v2 (id, decision_id, created_utc, status, error)
+    SELECT id, decision_id, created_utc, status, error FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v2 RENAME TO deliveries;
+CREATE INDEX deliveries_decision ON deliveries (decision_id);
+ALTER TABLE admin_actions ADD COLUMN changes_setting INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chain_checkpoints ADD COLUMN settings_json TEXT;
+CREATE UNIQUE INDEX deliveries_seq ON deliveries (seq);
+CREATE UNIQUE INDEX admin_actions_seq ON admin_actions (seq);
+CREATE UNIQUE INDEX chain_checkpoints_seq ON chain_checkpoints (seq);
+CREATE INDEX admin_actions_setting ON admin_actions (changes_setting, seq);
+CREATE TABLE chain_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+) STRICT;
+CREATE TABLE chain_versions (
+    version INTEGER PRIMARY KEY,
+    from_seq INTEGER NOT NULL,
+    applied_utc TEXT NOT NULL
+) STRICT;
+DROP TRIGGER admin_actions_no_update;
+"""
+)
+
+# Chained rows leave only with a prune (covered by its checkpoint); formats never change.
+M003_TRIGGERS = (
+    "".join(
+        f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} BEGIN
+    SELECT RAISE(ABORT, '{table} are append-only');
+END;
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+WHEN old.seq IS NULL OR old.seq > (SELECT coalesce(max(through_seq), 0) FROM chain_checkpoints)
+BEGIN
+    SELECT RAISE(ABORT, '{table} are append-only; only guardbot prune removes old rows');
+END;
+"""
+        for table in ("deliveries", "admin_actions")
+    )
+    + """
+CREATE TRIGGER chain_checkpoints_no_delete BEFORE DELETE ON chain_checkpoints
+WHEN old.seq IS NULL OR old.seq > (SELECT coalesce(max(through_seq), 0) FROM chain_checkpoints)
+BEGIN
+    SELECT RAISE(ABORT, 'chain_checkpoints are append-only');
+END;
+CREATE TRIGGER deliveries_need_a_decision BEFORE INSERT ON deliveries
+WHEN NOT EXISTS (SELECT 1 FROM decisions WHERE id = new.decision_id) BEGIN
+    SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: a delivery needs its decision');
+END;
+CREATE TRIGGER chain_versions_no_update BEFORE UPDATE ON chain_versions BEGIN
+    SELECT RAISE(ABORT, 'chain_versions are append-only');
+END;
+CREATE TRIGGER chain_versions_no_delete BEFORE DELETE ON chain_versions BEGIN
+    SELECT RAISE(ABORT, 'chain_versions are append-only');
+END;
+CREATE TRIGGER chain_head_no_delete BEFORE DELETE ON chain_head BEGIN
+    SELECT RAISE(ABORT, 'the chain head is never deleted');
+END;
+"""
+)
 
 # An admin action of v1 set a setting when it was allowed, named a scope and key and
 # carried an old or a new value (the only writer of such rows was the settings change).

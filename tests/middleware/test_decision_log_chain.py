@@ -315,3 +315,58 @@ def test_the_chain_format_is_unchanged() -> None:
     assert encode(d, TextPolicy(store_text=False, redact_pii=True)).content_sha256 == (
         "e5b3f52d18dee877462a50883d40de53fb5ec35cb27a1b0302456249f7aedf99"
     )
+
+
+async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -> None:
+    """A log written before chain v2: its v1 links verify as before, new records use v2."""
+    from middleware.decision_log.migrations import (
+        m001_initial,
+        m002_search_index_without_positions,
+    )
+    from middleware.decision_log.privacy import TextPolicy
+    from middleware.decision_log.records import encode
+    from middleware.decision_log.writes import INSERT_CHILDREN, INSERT_DECISION
+
+    path = tmp_path / "v1.db"
+    with raw_db(path) as db:  # what guardbot wrote before m003: decisions chained with v1
+        db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_utc TEXT NOT NULL)")
+        for fn in (m001_initial, m002_search_index_without_positions):
+            fn(db)
+            db.execute("INSERT INTO _migrations VALUES (?, '2026-01-01T00:00:00Z')", (fn.__name__,))
+        prev, ids = "0" * 64, []
+        for seq in (1, 2, 3):
+            enc = encode(make_decision(f"old {seq}"), TextPolicy())
+            sha = link(prev, enc.content_sha256)
+            db.execute(INSERT_DECISION, {**enc.row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            for sql, at in INSERT_CHILDREN:
+                db.executemany(sql, enc[at])
+            prev = sha
+            ids.append(enc.row["id"])
+        db.execute(
+            "INSERT INTO deliveries (decision_id, created_utc, status) VALUES (?, ?, 'sent')",
+            (ids[0], "2026-01-01T00:00:01.000000Z"),
+        )
+        db.execute(
+            "INSERT INTO settings VALUES ('global', 'best_of', '3', '2026-01-01T00:00:02.000000Z', "
+            "'U1')"
+        )
+        db.execute(
+            "INSERT INTO admin_actions VALUES ('a1', '2026-01-01T00:00:02.000000Z', 'U1', "
+            "'console', 'console', '/admin set best_of 3', 'global', 'best_of', NULL, '3', 1, NULL)"
+        )
+    log = await DecisionLog.open(path)  # migrates
+    await log.record(make_decision("new"))
+    assert [(r.key, r.value) for r in await log.settings()] == [("best_of", 3)]
+    await log.close()
+    report = await verify(path)
+    assert report.ok, report.message
+    assert report.counts == {"decision": 4, "delivery": 1, "admin action": 1}
+    with raw_db(path) as db:
+        assert db.execute("SELECT version, from_seq FROM chain_versions").fetchall() == [
+            (1, 1),
+            (2, 4),
+        ]
+        drop_guards(db)
+        db.execute("UPDATE decisions SET reply = 'edited' WHERE seq = 2")  # a v1 link
+    report = await verify(path)
+    assert (report.problem, report.bad_id, report.bad_seq) == ("changed", ids[1], 2)
