@@ -92,7 +92,8 @@ class ShardedGuardClient(_Hooks, discord.AutoShardedClient):
 def build_client(
     config: DiscordConfig, owner: ClientOwner, *, guild_ready_timeout_s: float
 ) -> GuardClient | ShardedGuardClient:
-    """``[discord] shards`` unset: one connection; "auto" or a count: AutoShardedClient."""
+    """``[discord] shards`` unset: one connection; "auto" or a count: AutoShardedClient;
+    ``shard_ids`` + ``shard_count``: AutoShardedClient running only those shards."""
     options: dict[str, Any] = {
         "intents": intents(),
         "allowed_mentions": NO_PINGS,  # the default for every send, besides per-send
@@ -103,7 +104,11 @@ def build_client(
     # guardbot never joins voice: skip discord.py's "PyNaCl is not installed" warnings.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
     client: GuardClient | ShardedGuardClient
-    if config.shards is None:
+    if config.shard_ids is not None:
+        client = ShardedGuardClient(
+            shard_ids=config.shard_ids, shard_count=config.shard_count, **options
+        )
+    elif config.shards is None:
         client = GuardClient(**options)
     else:
         count = None if config.shards == "auto" else config.shards

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def _ids(value: Any) -> Any:
@@ -29,6 +29,14 @@ class DiscordConfig(BaseModel):
     )
     shards: int | Literal["auto"] | None = Field(
         default=None, description='"auto" or a count selects AutoShardedClient'
+    )
+    shard_ids: list[int] | None = Field(
+        default=None,
+        description="the shards this instance runs, when several instances share the bot "
+        "(each its own ids, together every id below shard_count once)",
+    )
+    shard_count: int | None = Field(
+        default=None, ge=1, le=1024, description="the bot's total shards, with shard_ids"
     )
     channels: list[str] | None = Field(
         default=None,
@@ -76,6 +84,30 @@ class DiscordConfig(BaseModel):
         if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= 1024):
             raise ValueError('shards must be between 1 and 1024, or "auto"')
         return v
+
+    @model_validator(mode="after")
+    def _shard_range(self) -> DiscordConfig:
+        # Checked here, not at the gateway: a wrong range there means shards that
+        # nobody runs (guilds never answered) or run twice (every answer doubled).
+        ids, count = self.shard_ids, self.shard_count
+        if ids is None and count is None:
+            return self
+        if ids is None or count is None:
+            raise ValueError(
+                "shard_ids and shard_count go together (one process running every shard: "
+                "shards = N)"
+            )
+        if self.shards is not None:
+            raise ValueError("set either shards or shard_ids + shard_count, not both")
+        if not ids:
+            raise ValueError("shard_ids is empty: this instance would run no shard")
+        outside = sorted({i for i in ids if not 0 <= i < count})
+        if outside:
+            raise ValueError(f"shard_ids {outside} are outside 0..{count - 1} (shard_count)")
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"shard_ids lists {twice} more than once")
+        return self
 
     @field_validator("channels", "reply_all_channels", "command_guilds", mode="before")
     @classmethod
