@@ -42,6 +42,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli.settings",
     "bot.cli.run",
     "bot.cli.eval",
+    "bot.cli.migrate",
 ]
 
 
