@@ -55,12 +55,19 @@ def log_path(args: argparse.Namespace) -> Path:
     return Path(load_config_from_args(args).log.path)
 
 
-async def open_log(args: argparse.Namespace, *, read_only: bool) -> DecisionLog:
+async def open_log(
+    args: argparse.Namespace, *, read_only: bool, store_text: bool = True, redact_pii: bool = False
+) -> DecisionLog:
     """The log of --db (a file or a postgresql:// URL), else of the config ([log] url or path)."""
     if getattr(args, "db", None):
-        return await open_store(str(args.db), read_only=read_only)
+        return await open_store(
+            str(args.db), read_only=read_only, store_text=store_text, redact_pii=redact_pii
+        )
     log = load_config_from_args(args).log
-    return await open_store(log.target, read_only=read_only, password_env=log.password_env)
+    return await open_store(
+        log.target, read_only=read_only, password_env=log.password_env,
+        store_text=store_text, redact_pii=redact_pii,
+    )  # fmt: skip
 
 
 async def runtime_settings(

@@ -30,6 +30,7 @@ from bot.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     load_config_from_args,
+    open_log,
     positive_int,
     print_json,
 )
@@ -41,7 +42,8 @@ from bot.replay.results import ReplayResult, RunReport, Tally
 from bot.replay.select import DEFAULT_LIMIT, DecisionFilter, SelectionError, select
 from bot.replay.session import ReplayError, ReplayOptions, prepare, replay_selected
 from bot.replay.when import WhenError, parse_when
-from middleware.decision_log import DecisionLog, LogUnavailable
+from middleware.decision_log import LogUnavailable
+from middleware.decision_log.postgres import PgTarget, is_postgres_url
 
 EXIT_CHANGED = EXIT_NOT_FOUND  # 1: --fail-on-change met (see EXIT_CODES)
 
@@ -124,21 +126,26 @@ def register(subparsers: Any) -> None:
 
 def _handler(args: argparse.Namespace) -> int:
     base = load_config_from_args(args)
-    db = Path(args.db or base.log.path)
-    if not db.is_file():
+    target = str(args.db or base.log.target)
+    if is_postgres_url(target):  # shown without credentials; opened by open_log
+        shown = str(PgTarget(target))
+    elif not Path(target).is_file():
         return _fail(
-            f"no decision log at {db.resolve()} (use --db, or run `guardbot chat` to create one)",
+            f"no decision log at {Path(target).resolve()} (use --db, or run `guardbot chat` to "
+            "create one)",
             EXIT_NOT_FOUND,
         )
-    print(f"decision log: {db.resolve()}", file=sys.stderr)
+    else:
+        shown = str(Path(target).resolve())
+    print(f"decision log: {shown}", file=sys.stderr)
     if args.list:
-        return asyncio.run(_list(db, args))
+        return asyncio.run(_list(args))
     try:
         selection = _selection(args)
     except WhenError as exc:
         return _fail(str(exc))
     policy, source = _policy_config(args, base)
-    outcome = asyncio.run(_replay(args, base, policy, source, db, selection))
+    outcome = asyncio.run(_replay(args, base, policy, source, selection))
     return outcome if isinstance(outcome, int) else _finish(*outcome, args)
 
 
@@ -172,17 +179,16 @@ async def _replay(
     base: Config,
     policy: Config,
     source: str,
-    db: Path,
     selection: DecisionFilter,
 ) -> tuple[RunReport, dict[str, str]] | int:
     """The run itself; an int is an exit code for a problem already reported."""
     try:
-        log = await DecisionLog.open(
-            db, store_text=base.log.store_text, redact_pii=base.log.redact_pii
+        log = await open_log(
+            args, read_only=False, store_text=base.log.store_text, redact_pii=base.log.redact_pii
         )
     except LogUnavailable as exc:
         try:  # e.g. an auditor's read-only copy: replay it, but the run cannot be recorded
-            log = await DecisionLog.open(db, read_only=True)
+            log = await open_log(args, read_only=True)
         except LogUnavailable:
             return _fail(str(exc))
         print(f"warning: {exc}; this run will not be recorded", file=sys.stderr)
@@ -320,9 +326,9 @@ def _finish(report: RunReport, short: dict[str, str], args: argparse.Namespace) 
     return 0
 
 
-async def _list(db: Path, args: argparse.Namespace) -> int:
+async def _list(args: argparse.Namespace) -> int:
     try:
-        log = await DecisionLog.open(db, read_only=True)
+        log = await open_log(args, read_only=True)
     except LogUnavailable as exc:
         return _fail(str(exc))
     try:
