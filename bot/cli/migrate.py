@@ -37,7 +37,7 @@ TABLES = (
     "decisions", "verdicts", "candidates", "llm_calls", "deliveries", "chain_checkpoints",
     "settings", "admin_actions", "replay_runs", "stream_events",
 )  # fmt: skip
-IDENTITIES = (("deliveries", "id"), ("chain_checkpoints", "id"), ("stream_events", "seq"))
+IDENTITIES = (("deliveries", "id"), ("chain_checkpoints", "id"), ("stream_events", "id"))
 PAGE = 2000
 NOT_EMPTY_SQL = (
     "SELECT (SELECT seq FROM chain_head WHERE id = 1) > 0 "

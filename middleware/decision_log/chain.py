@@ -4,7 +4,8 @@ One chain runs through every record that decided or showed a reply, or
 changed the policy in force, in commit order (``seq``, one counter shared by
 all of them): decisions (with their verdicts, candidates and model calls),
 deliveries, admin actions (allowed or refused; a setting change is one) and
-prune checkpoints. Each record stores ``prev_sha256`` and ``sha256``:
+prune checkpoints, and each chunk of a streamed reply (and its end) as it is
+shown. Each record stores ``prev_sha256`` and ``sha256``:
 
 - format v1 (decisions written before the v2 migration):
   ``sha256 = H(prev_sha256 + content)``;
@@ -12,12 +13,14 @@ prune checkpoints. Each record stores ``prev_sha256`` and ``sha256``:
   record's kind and place are covered as well as its content.
 
 ``content`` is the SHA-256 of the canonical JSON of what was stored (see
-:mod:`.records`). The log records from which ``seq`` each version applies
-and the head (last ``seq`` and hash), so removing the newest records shows
-too. :func:`walk` recomputes the chain in order and names the first record
-that does not fit. A prune removes a prefix and appends a checkpoint record
-holding the hash of the last record it removed (where verification of the
-rest starts) and the settings in force at that point.
+:mod:`.records`); a decision's covers the hashes of its verdicts, candidates
+and model calls, so a changed one is named as that row (a :class:`Flaw`).
+The log records from which ``seq`` each version applies and the head (last
+``seq`` and hash), so removing the newest records shows too. :func:`walk`
+recomputes the chain in order and names the first record that does not fit.
+A prune removes a prefix and appends a checkpoint record holding the hash of
+the last record it removed (where verification of the rest starts) and the
+settings in force at that point.
 
 A chain without a secret cannot catch someone who rewrites the *end* of the
 log, head included, and recomputes every later hash; `guardbot verify`
@@ -35,7 +38,7 @@ from typing import Any, Protocol
 
 GENESIS = "0" * 64
 CURRENT_VERSION = 2
-KINDS = ("decision", "delivery", "admin action", "checkpoint")
+KINDS = ("decision", "delivery", "admin action", "checkpoint", "stream chunk", "stream end")
 
 Row = Sequence[Any]
 
@@ -113,6 +116,17 @@ class Chainer:
 
 
 @dataclass(frozen=True, slots=True)
+class Flaw:
+    """A part of a record (a decision's verdict, candidate or model call) that does not
+    match the hash the record committed to, although the record's own link holds."""
+
+    problem: str  # "changed" | "inserted" | "deleted"
+    kind: str  # "verdict" | "candidate" | "llm call"
+    id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredLink:
     """One chained record as read back for verification."""
 
@@ -123,6 +137,7 @@ class StoredLink:
     prev_sha256: str
     sha256: str
     version: int = CURRENT_VERSION
+    flaw: Flaw | None = None
 
     @property
     def name(self) -> str:
@@ -143,7 +158,7 @@ class ChainReport:
     bad_id: str | None = None
     bad_seq: int | None = None
     message: str = "ok"
-    bad_kind: str | None = None  # "decision" | "delivery" | "admin action" | "checkpoint" | ...
+    bad_kind: str | None = None  # one of KINDS, "verdict", "candidate", "llm call", "setting"...
     counts: dict[str, int] = field(default_factory=dict)  # records verified per kind
 
 
@@ -204,6 +219,12 @@ async def walk(
                 checked, start_sha256, last, "changed", bad=row, counts=counts,
                 message=f"{row.name} was changed after it was written: {_what(row.kind)} "
                 "no longer match its hash",
+            )  # fmt: skip
+        if row.flaw is not None:
+            f = row.flaw
+            return _report(
+                checked, start_sha256, last, f.problem, bad=(f.kind, row.seq, f.id),
+                counts=counts, message=f.message,
             )  # fmt: skip
         expected_prev = row.sha256
         last = row

@@ -10,15 +10,18 @@ remaining chain starts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
+from middleware.decision_log import streams
 from middleware.decision_log.chain import (
     GENESIS,
     ChainReport,
+    Flaw,
     Ref,
     StoredLink,
     failure,
@@ -41,9 +44,12 @@ from middleware.decision_log.records import (
     CHECKPOINT_COLUMNS,
     DELIVERY_COLUMNS,
     LLM_CALL_COLUMNS,
+    PARTS,
+    ROWS_COLUMN,
     VERDICT_COLUMNS,
     content_sha256_of,
     row_sha256,
+    rows_sha256,
     utc_text,
 )
 from middleware.decision_log.trail import Discrepancy, Key, SettingState, compare
@@ -57,11 +63,19 @@ from middleware.decision_log.writes import (
 
 PAGE = 1000
 NO_END = 2**62
-# The chained tables besides decisions: (kind, table, hashed columns, id column).
-OTHERS = (
-    ("delivery", "deliveries", DELIVERY_COLUMNS, "id"),
-    ("admin action", "admin_actions", ADMIN_HASHED, "id"),
-    ("checkpoint", "chain_checkpoints", CHECKPOINT_COLUMNS, "id"),
+Content = Callable[[Mapping[str, Any]], str]  # a stored row's content hash, as chained
+
+
+def _hashed(columns: Sequence[str]) -> Content:
+    return lambda row: row_sha256(columns, row)
+
+
+# The chained tables besides decisions: (kind as SQL, table, columns read, id, content).
+OTHERS: tuple[tuple[str, str, Sequence[str], str, Content], ...] = (
+    ("'delivery'", "deliveries", DELIVERY_COLUMNS, "id", _hashed(DELIVERY_COLUMNS)),
+    ("'admin action'", "admin_actions", ADMIN_HASHED, "id", _hashed(ADMIN_HASHED)),
+    ("'checkpoint'", "chain_checkpoints", CHECKPOINT_COLUMNS, "id", _hashed(CHECKPOINT_COLUMNS)),
+    (streams.KIND_SQL, "stream_events", streams.COLUMNS, "id", streams.content_sha256),
 )
 
 
@@ -118,19 +132,19 @@ async def _links(
         )
         end = rows[-1][0] if len(rows) == PAGE else NO_END
         page = await _decision_links(db, rows, versions)
-        for kind, table, columns, rid in OTHERS:
+        for kind, table, columns, rid, content in OTHERS:
             found = await db.execute_fetchall(
-                f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256 FROM {table} "
-                "WHERE seq > ? AND seq <= ? ORDER BY seq",
+                f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256, {kind} "
+                f"FROM {table} WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after_seq, end),
             )
             n = len(columns)
             page += [
                 StoredLink(
-                    kind,
+                    r[n + 4],
                     r[n + 1],
                     str(r[n]),
-                    row_sha256(columns, dict(zip(columns, r, strict=False))),
+                    content(dict(zip(columns, r, strict=False))),
                     r[n + 2],
                     r[n + 3],
                     version_at(versions, r[n + 1]),
@@ -159,28 +173,67 @@ async def _decision_links(
     out = []
     for values, i in zip(rows, ids, strict=True):
         row = dict(zip(CHAINED_COLUMNS, values, strict=True))
-        c = named(CANDIDATE_COLUMNS, cands[i])
-        content = content_sha256_of(
-            row, named(VERDICT_COLUMNS, verdicts[i]), c, named(LLM_CALL_COLUMNS, calls[i])
+        parts = (
+            named(VERDICT_COLUMNS, verdicts[i]),
+            named(CANDIDATE_COLUMNS, cands[i]),
+            named(LLM_CALL_COLUMNS, calls[i]),
         )
-        if not _texts_match(row, c):
+        content = content_sha256_of(row, *parts)
+        flaw = None
+        if row[ROWS_COLUMN] is not None:  # each part checked against its own hash
+            flaw = _part_flaw(i, row[ROWS_COLUMN], parts)
+        elif not _texts_match(parts[1]):
+            content = "text does not match its stored hash"
+        if not _texts_match([row]):
             content = "text does not match its stored hash"
         seq = row["seq"]
         version = 2 if seq >= v2_from else 1
         out.append(
-            StoredLink("decision", seq, i, content, row["prev_sha256"], row["sha256"], version)
+            StoredLink(
+                "decision", seq, i, content, row["prev_sha256"], row["sha256"], version, flaw
+            )
         )
     return out
 
 
-def _texts_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> bool:
+def _texts_match(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Stored texts against their hashes (the chain covers the hashes, not the texts)."""
-    pairs = [
-        (row["text"], row["text_sha256"]),
-        (row["reply"], row["reply_sha256"]),
-        *((c["text"], c["text_sha256"]) for c in candidates),
-    ]
+    pairs = [(r[c], r[f"{c}_sha256"]) for r in rows for c in ("text", "reply") if c in r]
     return all(text is None or sha256_hex(text) == sha for text, sha in pairs)
+
+
+def _part_flaw(
+    decision_id: str, stored_json: str, parts: Sequence[Sequence[Mapping[str, Any]]]
+) -> Flaw | None:
+    """The first verdict, candidate or model call that differs from the hashes the
+    decision committed to (the decision's own link is checked by the walk)."""
+    try:
+        committed = json.loads(stored_json)
+    except ValueError:
+        committed = None  # the link fails too: the walk names the decision first
+    if not isinstance(committed, list) or len(committed) != len(PARTS):
+        return None
+    for (kind, key, _), rows, hashes, stored in zip(
+        PARTS, parts, rows_sha256(*parts), committed, strict=True
+    ):
+        want = {str(k): sha for k, sha in stored}
+        seen: set[str] = set()
+        for row, (k, sha) in zip(rows, hashes, strict=True):
+            name = f"{decision_id}/{k}"
+            if str(k) in seen or str(k) not in want:
+                return Flaw("inserted", kind, name, f"{kind} {name} was inserted: decision "
+                            f"{decision_id} does not list it")  # fmt: skip
+            seen.add(str(k))
+            if want[str(k)] != sha or not _texts_match([row]):
+                return Flaw("changed", kind, name, f"{kind} {name} was changed after it was "
+                            f"written: it no longer matches the hash decision {decision_id} "
+                            "holds for it")  # fmt: skip
+        for k in want:
+            if k not in seen:
+                name = f"{decision_id}/{k}"
+                return Flaw("deleted", kind, name, f"{kind} {name} was deleted: decision "
+                            f"{decision_id} lists it ({key} {k})")  # fmt: skip
+    return None
 
 
 async def verify(db: aiosqlite.Connection) -> ChainReport:
@@ -222,22 +275,25 @@ async def _verify(db: aiosqlite.Connection) -> ChainReport:
 
 async def _off_chain(db: aiosqlite.Connection, start_seq: int) -> ChainReport | None:
     """A record in the pruned part of the log, or one that is not on the chain at all."""
-    for kind, table, rid in CHAINED_TABLES:
+    for kind_sql, table, rid in CHAINED_TABLES:
         found = list(
             await db.execute_fetchall(
-                f"SELECT seq, {rid} FROM {table} WHERE seq <= ? ORDER BY seq LIMIT 1", (start_seq,)
+                f"SELECT seq, {rid}, {kind_sql} FROM {table} WHERE seq <= ? ORDER BY seq LIMIT 1",
+                (start_seq,),
             )
         )
         if found:
-            seq, i = found[0]
+            seq, i, kind = found[0]
             message = f"{kind} {i} (#{seq}) was inserted into the pruned part of the log"
             return failure("inserted", kind, str(i), seq, message)
-    for kind, table, rid in CHAINED_TABLES[1:3]:
+    for kind_sql, table, rid in CHAINED_TABLES[1:3]:
         found = list(
-            await db.execute_fetchall(f"SELECT {rid} FROM {table} WHERE seq IS NULL LIMIT 1")
+            await db.execute_fetchall(
+                f"SELECT {rid}, {kind_sql} FROM {table} WHERE seq IS NULL LIMIT 1"
+            )
         )
         if found:
-            i = found[0][0]
+            i, kind = found[0]
             return failure("inserted", kind, str(i), None,
                            f"{kind} {i} was inserted: it is not on the chain")  # fmt: skip
     return None

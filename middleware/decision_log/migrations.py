@@ -323,7 +323,8 @@ def m003_chain_v2(db: sqlite3.Connection) -> None:
 
 @migration
 def m004_stream_events(db: sqlite3.Connection) -> None:
-    """Streamed replies: each chunk on record before it is shown (see ``streams.py``)."""
+    """Streamed replies: each chunk chained before it is shown (see ``streams.py``);
+    decisions hold their rows' hashes (``records.ROWS_COLUMN``)."""
     from middleware.decision_log.streams import STREAM_SQL  # its rows' own module
 
     for statement in statements(STREAM_SQL):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from middleware.decision_log.chain import canonical_sha256, content_sha256
+from middleware.decision_log.chain import canonical_json, canonical_sha256, content_sha256
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.storage import DELIVERY_STATUSES
 from middleware.types import Decision, Verdict, utc_now
@@ -50,7 +50,12 @@ LLM_CALL_COLUMNS = (
     "decision_id", "position", "purpose", "model", "tokens_in", "tokens_out", "latency_ms",
     "error",
 )  # fmt: skip
-CHAINED_COLUMNS = ("seq", *DECISION_COLUMNS, "prev_sha256", "sha256")  # a decision as stored
+# The hashes of a decision's verdicts, candidates and model calls, [[key, sha256], ...] per
+# table (keys: position, candidate_index, position). Hashed with the decision, so verify
+# can name the one row that was edited, inserted or deleted. NULL in decisions written
+# before it (their content hash covers the rows themselves).
+ROWS_COLUMN = "rows_sha256_json"
+CHAINED_COLUMNS = ("seq", *DECISION_COLUMNS, ROWS_COLUMN, "prev_sha256", "sha256")  # as stored
 # The other chained records (format v2): every column the content hash covers, in order.
 DELIVERY_COLUMNS = ("decision_id", "created_utc", "status", "error")
 ADMIN_COLUMNS = (
@@ -74,13 +79,33 @@ CANDIDATE_HASHED = CANDIDATE_COLUMNS[: -len(CANDIDATE_TEXTS)]
 Row = dict[str, Any]
 
 
+# Each part of a decision: (kind named by verify, key column, hashed columns).
+PARTS = (
+    ("verdict", "position", VERDICT_COLUMNS),
+    ("candidate", "candidate_index", CANDIDATE_HASHED),
+    ("llm call", "position", LLM_CALL_COLUMNS),
+)
+
+
+def rows_sha256(*parts: Sequence[Mapping[str, Any]]) -> list[list[list[Any]]]:
+    """[[key, sha256], ...] of verdicts, candidates and model calls (see :data:`ROWS_COLUMN`)."""
+    return [
+        [[row[key], row_sha256(columns, row)] for row in rows]
+        for (_, key, columns), rows in zip(PARTS, parts, strict=True)
+    ]
+
+
 def content_sha256_of(
     decision: Mapping[str, Any],
     verdicts: Sequence[Mapping[str, Any]],
     candidates: Sequence[Mapping[str, Any]],
     llm_calls: Sequence[Mapping[str, Any]],
 ) -> str:
-    """The content hash of a decision's rows (as encoded, or as read back by verify)."""
+    """The content hash of a decision: its row with its rows' hashes, or (written before
+    :data:`ROWS_COLUMN`) its row and every row of its parts."""
+    rows = decision.get(ROWS_COLUMN)
+    if rows is not None:
+        return canonical_sha256([[decision[c] for c in DECISION_HASHED], rows])
     return content_sha256(
         [decision[c] for c in DECISION_HASHED],
         [[v[c] for c in VERDICT_COLUMNS] for v in verdicts],
@@ -145,7 +170,7 @@ plain = str.__str__
 class EncodedDecision(NamedTuple):
     """A decision's rows, ready to insert; the writer adds ``seq`` and the chain hashes."""
 
-    row: Row  # DECISION_COLUMNS
+    row: Row  # DECISION_COLUMNS and ROWS_COLUMN
     verdicts: list[Row]
     candidates: list[Row]
     llm_calls: list[Row]
@@ -240,6 +265,7 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
         }  # fmt: skip
         for i, call in enumerate(decision.llm_calls)
     ]
+    row[ROWS_COLUMN] = canonical_json(rows_sha256(verdicts, candidates, llm_calls))
     digest = content_sha256_of(row, verdicts, candidates, llm_calls)
     return EncodedDecision(row, verdicts, candidates, llm_calls, digest)
 

@@ -58,15 +58,17 @@ INSERT_REPLAY = insert_sql("replay_runs", REPLAY_COLUMNS)
 # The chain's head: the last seq used and its hash (a removed tail leaves it behind).
 HEAD_SQL = "SELECT seq, sha256 FROM chain_head WHERE id = 1"
 UPDATE_HEAD_SQL = "UPDATE chain_head SET seq = ?, sha256 = ? WHERE id = 1"
-# Every chained table: (kind, table, its id as text). Deliveries are numbered by SQLite.
+# Every chained table: (its records' kind as SQL, table, their id as text). Deliveries,
+# checkpoints and stream events are numbered by the database.
 CHAINED_TABLES = (
-    ("decision", "decisions", "id"),
-    ("delivery", "deliveries", "CAST(id AS TEXT)"),
-    ("admin action", "admin_actions", "id"),
-    ("checkpoint", "chain_checkpoints", "CAST(id AS TEXT)"),
+    ("'decision'", "decisions", "id"),
+    ("'delivery'", "deliveries", "CAST(id AS TEXT)"),
+    ("'admin action'", "admin_actions", "id"),
+    ("'checkpoint'", "chain_checkpoints", "CAST(id AS TEXT)"),
+    ("'stream ' || kind", "stream_events", "CAST(id AS TEXT)"),  # stream chunk | stream end
 )
 CHAINED_RECORDS = " UNION ALL ".join(
-    f"SELECT '{kind}' AS kind, seq, {rid} AS rid, prev_sha256, sha256, created_utc FROM {table}"
+    f"SELECT {kind} AS kind, seq, {rid} AS rid, prev_sha256, sha256, created_utc FROM {table}"
     for kind, table, rid in CHAINED_TABLES
 )  # every chained record, as (kind, seq, rid, prev_sha256, sha256, created_utc)
 LAST_CHECKPOINT_SQL = (
@@ -266,7 +268,7 @@ def prune_step(cutoff_utc: str, now_utc: str) -> Op:
         }  # fmt: skip
         seq, prev, sha = chain.append("checkpoint", row_sha256(CHECKPOINT_COLUMNS, row))
         await db.execute(INSERT_CHECKPOINT, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-        for table in ("decisions", "deliveries", "admin_actions", "chain_checkpoints"):
+        for _, table, _ in CHAINED_TABLES:
             await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (end,))
         return (count, end < limit)
 

@@ -7,11 +7,18 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.chain import content_sha256, link, link_v2
+from middleware.decision_log.records import (
+    ROWS_COLUMN,
+    EncodedDecision,
+    content_sha256_of,
+    insert_sql,
+)
 from tests.support.decision_log_support import drop_guards, make_decision, raw_db
 
 
@@ -62,28 +69,36 @@ async def test_the_log_refuses_updates_and_deletes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "sql",
+    ("sql", "problem", "kind", "part"),
     [
-        "UPDATE decisions SET reply = 'I never said that' WHERE seq = 3",
-        "UPDATE decisions SET action = 'blocked', blocked_by = 'judge' WHERE seq = 3",
-        "UPDATE decisions SET cost_usd = 0 WHERE seq = 3",
-        "UPDATE verdicts SET outcome = 'block' WHERE decision_id = (SELECT id FROM decisions "
-        "WHERE seq = 3) AND position = 0",
-        "DELETE FROM candidates WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)",
-        "INSERT INTO llm_calls SELECT decision_id, 9, purpose, model, 0, 0, 0, NULL FROM "
-        "llm_calls WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)",
+        ("UPDATE decisions SET reply = 'I never said that' WHERE seq = 3", "changed", "decision",
+         ""),
+        ("UPDATE decisions SET action = 'blocked', blocked_by = 'judge' WHERE seq = 3",
+         "changed", "decision", ""),
+        ("UPDATE decisions SET cost_usd = 0 WHERE seq = 3", "changed", "decision", ""),
+        ("UPDATE decisions SET rows_sha256_json = '[[],[],[]]' WHERE seq = 3", "changed",
+         "decision", ""),
+        ("UPDATE verdicts SET outcome = 'block' WHERE decision_id = (SELECT id FROM decisions "
+         "WHERE seq = 3) AND position = 0", "changed", "verdict", "/0"),
+        ("DELETE FROM candidates WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)",
+         "deleted", "candidate", "/0"),
+        ("INSERT INTO llm_calls SELECT decision_id, 9, purpose, model, 0, 0, 0, NULL FROM "
+         "llm_calls WHERE decision_id = (SELECT id FROM decisions WHERE seq = 3)", "inserted",
+         "llm call", "/9"),
     ],
-)
-async def test_an_edit_names_the_row(tmp_path: Path, sql: str) -> None:
+)  # fmt: skip
+async def test_an_edit_names_the_row(
+    tmp_path: Path, sql: str, problem: str, kind: str, part: str
+) -> None:
     path = tmp_path / "g.db"
     ids = await fill(path, 5)
     with raw_db(path) as db:
         drop_guards(db)
         assert db.execute(sql).rowcount == 1
     report = await verify(path)
-    assert not report.ok and report.problem == "changed"
-    assert report.bad_id == ids[2] and report.bad_seq == 3
-    assert ids[2] in report.message
+    assert not report.ok and (report.problem, report.bad_kind) == (problem, kind)
+    assert report.bad_id == ids[2] + part and report.bad_seq == 3
+    assert ids[2] + part in report.message
 
 
 async def test_an_edit_with_a_recomputed_hash_still_names_the_row(tmp_path: Path) -> None:
@@ -121,7 +136,11 @@ async def test_a_text_edit_is_caught_by_its_hash(tmp_path: Path) -> None:
         drop_guards(db)
         db.execute("UPDATE candidates SET text = 'edited' WHERE decision_id = ?", (ids[1],))
     report = await verify(path)
-    assert report.problem == "changed" and report.bad_id == ids[1]
+    assert (report.problem, report.bad_kind, report.bad_id) == (
+        "changed",
+        "candidate",
+        ids[1] + "/0",
+    )
 
 
 async def test_a_deletion_is_named(tmp_path: Path) -> None:
@@ -250,6 +269,46 @@ async def test_prune_keeps_the_chain_verifiable(tmp_path: Path) -> None:
             db.execute("DELETE FROM decisions")
 
 
+async def test_prune_removes_stream_events_with_the_prefix_it_covers(tmp_path: Path) -> None:
+    """Stream chunks are chained records: a prune takes them with their decision, verify
+    still passes, and a chunk put back into the pruned part is named."""
+    from middleware.types import StreamChunk, StreamRecord
+
+    path = tmp_path / "g.db"
+    log = await DecisionLog.open(path)
+    try:
+        streamed = make_decision("stream me", reply="One. Two.")
+        for index, text in enumerate(("One. ", "Two.")):
+            chunk = StreamChunk(index=index, raw_chars=4, chars=4, shown_chars=4, at_ms=1.0)
+            await log.record_stream_chunk(streamed.id, chunk, text)
+        await log.record(streamed)
+        await log.record_stream_end(
+            streamed.id, StreamRecord(chunk_chars=4, context_chars=8, max_hold_ms=1.0)
+        )
+        assert (await log.verify()).counts == {
+            "stream chunk": 2, "decision": 1, "stream end": 1,
+        }  # fmt: skip
+        cutoff = datetime.now(UTC)
+        await log.record(make_decision("recent", created=cutoff + timedelta(seconds=1)))
+        removed, report = await log.prune(cutoff)
+        assert removed == 1 and report.ok, report.message
+        assert report.counts == {"checkpoint": 1, "decision": 1}
+        assert await log.stream_of(streamed.id) is None
+    finally:
+        await log.close()
+    with raw_db(path) as db:
+        assert db.execute("SELECT count(*) FROM stream_events").fetchone() == (0,)
+        drop_guards(db)
+        db.execute(
+            "INSERT INTO stream_events (decision_id, created_utc, kind, text_chars, text_sha256, "
+            "shown_chars, record_json, seq, prev_sha256, sha256) VALUES ('x', "
+            "'2026-01-01T00:00:00.000000Z', 'chunk', 0, '', 0, '{}', 2, '', '')"
+        )
+    report = await verify(path)
+    assert (report.problem, report.bad_kind, report.bad_seq) == ("inserted", "stream chunk", 2)
+    assert "pruned part" in report.message
+
+
 async def test_prune_stops_at_the_first_recent_row(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     log = await DecisionLog.open(path)
@@ -295,8 +354,15 @@ def test_the_content_hash_is_the_sha256_of_compact_json() -> None:
     )
 
 
+def _legacy(enc: EncodedDecision) -> tuple[dict[str, Any], str]:
+    """A decision's row and content hash as written before decisions held their rows' hashes."""
+    row = {k: v for k, v in enc.row.items() if k != ROWS_COLUMN}
+    return row, content_sha256_of(row, enc.verdicts, enc.candidates, enc.llm_calls)
+
+
 def test_the_chain_format_is_unchanged() -> None:
-    """Hashes of logs written by earlier versions (v1 format) must keep verifying."""
+    """Hashes of logs written by earlier versions (v1 format, and v2 decisions before they
+    held their rows' hashes) must keep verifying; the current form is pinned too."""
     from middleware.decision_log.privacy import TextPolicy
     from middleware.decision_log.records import encode
 
@@ -309,12 +375,26 @@ def test_the_chain_format_is_unchanged() -> None:
         }
     )
     # Computed by the version that wrote rows as positional tuples (commit 605edc5).
-    assert encode(d, TextPolicy()).content_sha256 == (
+    assert _legacy(encode(d, TextPolicy()))[1] == (
         "d0a5b65884fd0f0be9d4e6c0759cf1e9b64db30b6fde6f0a6f9b19fe6e4c7653"
     )
-    assert encode(d, TextPolicy(store_text=False, redact_pii=True)).content_sha256 == (
+    assert _legacy(encode(d, TextPolicy(store_text=False, redact_pii=True)))[1] == (
         "e5b3f52d18dee877462a50883d40de53fb5ec35cb27a1b0302456249f7aedf99"
     )
+    # Since m004: the decision's values and its rows' [key, sha256] lists, as auditors can
+    # recompute them with json.dumps (compact separators) and SHA-256.
+    enc = encode(d, TextPolicy())
+    assert enc.content_sha256 == (
+        "0c7af5ba4003b2bb193c02dd085c8e98811727f04785c1c8bc1bdb48f32222db"
+    )
+    sha = lambda value: hashlib.sha256(  # noqa: E731
+        json.dumps(value, separators=(",", ":")).encode()
+    ).hexdigest()
+    rows = json.loads(enc.row[ROWS_COLUMN])
+    assert rows[0] == [[v["position"], sha(list(v.values()))] for v in enc.verdicts]
+    assert [k for k, _ in rows[1]] == [c["candidate_index"] for c in enc.candidates]
+    values = [v for k, v in enc.row.items() if k not in ("text", "reply", ROWS_COLUMN)]
+    assert enc.content_sha256 == sha([values, enc.row[ROWS_COLUMN]])
 
 
 async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -> None:
@@ -325,7 +405,7 @@ async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -
     )
     from middleware.decision_log.privacy import TextPolicy
     from middleware.decision_log.records import encode
-    from middleware.decision_log.writes import INSERT_CHILDREN, INSERT_DECISION
+    from middleware.decision_log.writes import INSERT_CHILDREN
 
     path = tmp_path / "v1.db"
     with raw_db(path) as db:  # what guardbot wrote before m003: decisions chained with v1
@@ -336,8 +416,10 @@ async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -
         prev, ids = "0" * 64, []
         for seq in (1, 2, 3):
             enc = encode(make_decision(f"old {seq}"), TextPolicy())
-            sha = link(prev, enc.content_sha256)
-            db.execute(INSERT_DECISION, {**enc.row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            row, content = _legacy(enc)
+            sha = link(prev, content)
+            insert = insert_sql("decisions", [*row, "seq", "prev_sha256", "sha256"])
+            db.execute(insert, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
             for sql, at in INSERT_CHILDREN:
                 db.executemany(sql, enc[at])
             prev = sha

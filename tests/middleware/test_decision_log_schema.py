@@ -56,7 +56,7 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("saved_ms", "REAL", 1, 0), ("tokens_in", "INTEGER", 1, 0),
         ("tokens_out", "INTEGER", 1, 0), ("cost_usd", "REAL", 1, 0),
         ("config_fingerprint", "TEXT", 1, 0), ("prev_sha256", "TEXT", 1, 0),
-        ("sha256", "TEXT", 1, 0),
+        ("sha256", "TEXT", 1, 0), ("rows_sha256_json", "TEXT", 0, 0),
     ],
     "decisions_fts": [("text", "", 0, 0), ("reply", "", 0, 0)],
     "deliveries": [
@@ -92,17 +92,17 @@ EXPECTED: dict[str, list[tuple[str, str, int, int]]] = {
         ("platform", "TEXT", 1, 1), ("event_id", "TEXT", 1, 2), ("claimed_utc", "TEXT", 1, 0),
     ],
     "stream_events": [
-        ("seq", "INTEGER", 0, 1), ("decision_id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
+        ("id", "INTEGER", 0, 1), ("decision_id", "TEXT", 1, 0), ("created_utc", "TEXT", 1, 0),
         ("kind", "TEXT", 1, 0), ("chunk_index", "INTEGER", 0, 0), ("text", "TEXT", 0, 0),
         ("text_chars", "INTEGER", 1, 0), ("text_sha256", "TEXT", 1, 0),
-        ("shown_chars", "INTEGER", 1, 0), ("record_json", "TEXT", 1, 0),
+        ("shown_chars", "INTEGER", 1, 0), ("record_json", "TEXT", 1, 0), ("seq", "INTEGER", 1, 0),
         ("prev_sha256", "TEXT", 1, 0), ("sha256", "TEXT", 1, 0),
     ],
 }  # fmt: skip
 INDEXES = {
     "decisions_channel", "decisions_created", "decisions_thread", "decisions_user",
     "deliveries_decision", "stream_events_decision", "deliveries_seq", "admin_actions_seq",
-    "chain_checkpoints_seq", "admin_actions_setting", "event_claims_claimed",
+    "chain_checkpoints_seq", "admin_actions_setting", "event_claims_claimed", "stream_events_seq",
 }  # fmt: skip
 TRIGGERS = {
     "admin_actions_no_update", "candidates_no_update", "chain_checkpoints_no_update",

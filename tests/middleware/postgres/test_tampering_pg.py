@@ -19,7 +19,7 @@ import pytest
 
 from bot.cli.main import main
 from middleware.decision_log.postgres.connection import translate
-from tests.middleware.test_tampering import CASES, Case, _write
+from tests.middleware.test_tampering import CASES, Case, _write, expected_id
 
 
 async def tamper(url: str, *sql: str | tuple[str, tuple[Any, ...]]) -> None:
@@ -48,7 +48,6 @@ def test_verify_names_the_first_bad_record_on_postgres(
     code = main(["verify", "--db", url, "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and not report["ok"]
-    expected_id = ids.get(named, named)
     assert (report["problem"], report["bad_kind"], report["bad_id"]) == (
-        problem, kind, expected_id,
+        problem, kind, expected_id(ids, named),
     ), report["message"]  # fmt: skip
