@@ -213,7 +213,7 @@ def _part_flaw(
         committed = None  # the link fails too: the walk names the decision first
     if not isinstance(committed, list) or len(committed) != len(PARTS):
         return None
-    for (kind, key, _), rows, hashes, stored in zip(
+    for (kind, _, key, _), rows, hashes, stored in zip(
         PARTS, parts, rows_sha256(*parts), committed, strict=True
     ):
         want = {str(k): sha for k, sha in stored}
@@ -296,6 +296,17 @@ async def _off_chain(db: aiosqlite.Connection, start_seq: int) -> ChainReport | 
             i, kind = found[0]
             return failure("inserted", kind, str(i), None,
                            f"{kind} {i} was inserted: it is not on the chain")  # fmt: skip
+    for kind, table, key, _ in PARTS:  # a part whose decision is not in the log (pruned or never)
+        found = list(
+            await db.execute_fetchall(
+                f"SELECT decision_id, {key} FROM {table} AS t WHERE NOT EXISTS "
+                "(SELECT 1 FROM decisions AS d WHERE d.id = t.decision_id) LIMIT 1"
+            )
+        )
+        if found:
+            name = f"{found[0][0]}/{found[0][1]}"
+            return failure("inserted", kind, name, None, f"{kind} {name} was inserted: its "
+                           f"decision {found[0][0]} is not in the log")  # fmt: skip
     return None
 
 

@@ -79,11 +79,11 @@ CANDIDATE_HASHED = CANDIDATE_COLUMNS[: -len(CANDIDATE_TEXTS)]
 Row = dict[str, Any]
 
 
-# Each part of a decision: (kind named by verify, key column, hashed columns).
+# Each part of a decision: (kind named by verify, table, key column, hashed columns).
 PARTS = (
-    ("verdict", "position", VERDICT_COLUMNS),
-    ("candidate", "candidate_index", CANDIDATE_HASHED),
-    ("llm call", "position", LLM_CALL_COLUMNS),
+    ("verdict", "verdicts", "position", VERDICT_COLUMNS),
+    ("candidate", "candidates", "candidate_index", CANDIDATE_HASHED),
+    ("llm call", "llm_calls", "position", LLM_CALL_COLUMNS),
 )
 
 
@@ -91,7 +91,7 @@ def rows_sha256(*parts: Sequence[Mapping[str, Any]]) -> list[list[list[Any]]]:
     """[[key, sha256], ...] of verdicts, candidates and model calls (see :data:`ROWS_COLUMN`)."""
     return [
         [[row[key], row_sha256(columns, row)] for row in rows]
-        for (_, key, columns), rows in zip(PARTS, parts, strict=True)
+        for (_, _, key, columns), rows in zip(PARTS, parts, strict=True)
     ]
 
 

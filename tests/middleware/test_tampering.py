@@ -141,6 +141,13 @@ CASES: list[Case] = [
                                    "reason, latency_ms, model, tokens_in, tokens_out, raw_output, "
                                    "members_json FROM verdicts WHERE decision_id = ? AND "
                                    "position = 0", (i["d1"],))], "inserted", "verdict", "d1/7"),
+    ("insert orphan verdict", lambda i: [("INSERT INTO verdicts SELECT 'no-such-decision', 0, "
+                                          "guard, stage, candidate_index, 'block', 1, category, "
+                                          "score, confidence, reason, latency_ms, model, "
+                                          "tokens_in, tokens_out, raw_output, members_json FROM "
+                                          "verdicts WHERE decision_id = ? AND position = 0",
+                                          (i["d1"],))],
+     "inserted", "verdict", "no-such-decision/0"),
     ("delete verdict", lambda i: [("DELETE FROM verdicts WHERE decision_id = ? AND position = 1",
                                    (i["d1"],))], "deleted", "verdict", "d1/1"),
     ("edit verdict reason", lambda i: [("UPDATE verdicts SET reason = 'fine' WHERE decision_id = ? "
