@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-# The repository instead of this folder (whose http.py would shadow the standard library's).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from middleware.guards.config import (  # noqa: E402
     MaxLengthGuardConfig,

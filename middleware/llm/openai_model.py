@@ -9,7 +9,7 @@ as chunks, so cancellation stops it between tokens.
 The client reaches the server through aiohttp (the package's own
 ``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra) rather than its
 default httpx transport: same auth, retries, errors and streaming, about half
-the client CPU per call (``benchmarks/http.py``). ``transport="httpx"`` (config
+the client CPU per call (``benchmarks/http_overhead.py``). ``transport="httpx"`` (config
 ``[llm] transport``) goes back to the default, and so does a missing extra.
 """
 

@@ -20,18 +20,10 @@ client CPU per message and messages/s sequentially and at 50 concurrent with
 the stub answering at once. Prints a table, and with ``--json`` one JSON object
 as the last line.
 
-    python benchmarks/http.py [-n 20] [--baseline TREE] [--json]
+    python benchmarks/http_overhead.py [-n 20] [--baseline TREE] [--json]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this folder leads sys.path and this file would shadow the
-# standard library's `http` (which aiohttp and urllib import): drop it first.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -39,8 +31,10 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import sys
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path
 from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
