@@ -70,10 +70,10 @@ class SlackConfig(BaseModel):
         description="longer replies are split into several messages in the thread",
     )
     stream_api: Literal["auto", "off"] = Field(
-        default="auto",
-        description="a streamed reply uses Slack's chat.startStream/appendStream/stopStream "
-        "in a thread when Slack accepts them (auto; else, and with off, the placeholder is "
-        "updated with chat.update)",
+        default="off",
+        description="off: a streamed reply updates the placeholder with chat.update; auto: "
+        "it uses Slack's chat.startStream/appendStream/stopStream in a thread when Slack "
+        "accepts them (else chat.update)",
     )
     min_update_interval_s: float = Field(
         default=1.0,

@@ -1,13 +1,13 @@
 """A Slack reply as it is shown: a stream where Slack allows it, else the placeholder, updated.
 
-A streamed reply in a thread uses Slack's streaming methods: the first
-released chunk starts a stream (``chat.startStream``, which replaces the
-"thinking…" placeholder), later text is appended (``chat.appendStream``) and
-``chat.stopStream`` ends it. Slack takes them as standard markdown, escaped
-like every other outgoing text so that nothing a model wrote can ping anyone.
-If Slack answers that the app may not use them (``[slack] stream_api = "off"``,
-or a top-level DM, which has no thread to stream into), the placeholder itself
-is updated with ``chat.update``, in Slack's mrkdwn. Either way updates come at
+With ``[slack] stream_api = "auto"`` a streamed reply in a thread uses
+Slack's streaming methods: the first released chunk starts a stream
+(``chat.startStream``, which replaces the "thinking…" placeholder), later text
+is appended (``chat.appendStream``) and ``chat.stopStream`` ends it, in
+standard markdown made safe by :func:`markdown`. Otherwise (``"off"``, the
+default; a top-level DM, which has no thread to stream into; or Slack answering
+that the app may not use them) the placeholder itself is updated with
+``chat.update``, in Slack's mrkdwn. Either way updates come at
 most once per ``min_update_interval_s`` and a reply past ``max_message_chars``
 continues in a new message (see :mod:`adapters.live`); a retraction replaces
 what was shown, a stream by stopping it and updating it to the refusal. A reply
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -28,6 +29,7 @@ from adapters.slack.text import escape, to_mrkdwn
 
 log = logging.getLogger("guardbot.slack")
 
+
 # Slack's answers meaning "this app (or workspace) cannot stream": use chat.update.
 NO_STREAMS = {
     "unknown_method",
@@ -36,6 +38,17 @@ NO_STREAMS = {
     "missing_scope",
     "method_deprecated",
 }
+
+
+def markdown(text: str) -> str:
+    """A reply as ``markdown_text``: nothing pings (escaped) and no link hides its address.
+
+    Slack shows a markdown link by its label, which may name another address
+    than the one it opens; a space after the bracket of ``](``, ``][`` or
+    ``]:`` means no link starts there, so the address shows as text. A text
+    cut after ``]`` renders as a prefix of the whole, as streaming needs.
+    """
+    return re.sub(r"\](?=[(\[:])", "] ", escape(text))
 
 
 class SlackMessages:
@@ -59,7 +72,7 @@ class SlackMessages:
         self._placed = asyncio.Event()  # the placeholder was posted (or will not be)
         self._open: set[int] = set()  # messages whose stream is still open
         self._updates = Style(poster.limit, render=to_mrkdwn)
-        self._stream = Style(poster.limit, render=escape, close_open_fence=False)
+        self._stream = Style(poster.limit, render=markdown, close_open_fence=False)
         self._chosen: Style | None = None  # how this reply streams, once it does
 
     async def post_placeholder(self, text: str) -> None:

@@ -160,3 +160,25 @@ async def test_an_update_slack_rejects_is_recorded(fake: FakeSlack) -> None:
     sent, error = await view.finish(" ".join(SENTENCES[:3]))
     assert sent and error == "slack chat.update: restricted_action"
     assert states(fake.changes)[-1][-1] == " ".join(SENTENCES[:3])
+
+
+async def test_a_stream_cannot_ping_or_disguise_a_link(fake: FakeSlack) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    assert isinstance(view.surface, SlackMessages)
+    await view.surface.post_placeholder("thinking…")
+    first = "Hello <!channel> and <@U2>."
+    final = f"{first} Log in at [https://bank.example](https://evil.example) now."
+    await view.show(first)
+    await fake.wait_until(lambda: bool(fake.calls_to("chat.startStream")))
+    clock.now += 1
+    await view.show(final)
+    assert await view.finish(final) == (True, None)
+
+    text = "".join(
+        str(c.args.get("markdown_text", "")) for c in fake.calls if c.method.endswith("Stream")
+    )
+    assert text == (
+        "Hello &lt;!channel&gt; and &lt;@U2&gt;. Log in at "
+        "[https://bank.example] (https://evil.example) now."
+    )
