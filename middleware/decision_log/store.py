@@ -31,7 +31,6 @@ from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.decision_log.writer import Writer, WriterStats, connect
 from middleware.types import Decision, StreamChunk, StreamRecord, Turn, utc_now
 
-
 Method = TypeVar("Method", bound=Callable[..., Coroutine[Any, Any, Any]])
 
 
@@ -260,6 +259,7 @@ class DecisionLog(DecisionStore):
     async def stream_of(self, decision_id: str) -> StreamRecord | None:
         return await streams.stream_of(self._reader, decision_id)
 
+    @damage_checked
     async def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
         return await queries.short_ids(self._reader, ids)
 
