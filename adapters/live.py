@@ -101,8 +101,11 @@ class Layout:
         """Every message's text for ``text``; sealed ones are as before if ``text`` extends them."""
         if not text.startswith(self.source[: self._start]):
             self._reset()  # a different text (a retraction): start over
-        # What the open message showed last; a cut never takes back what was shown.
-        floor = len(self.source) - self._start if text.startswith(self.source) else 0
+        # What the open message showed last. Where text can only be appended, a cut
+        # cannot take that back, even mid-word; where messages are edited it may move
+        # a partial word on to the next message, so no word is ever split.
+        keep = not self.style.close_open_fence and text.startswith(self.source)
+        floor = len(self.source) - self._start if keep else 0
         self.source = text
         while True:
             tail = text[self._start :]

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.stubs.discord_harness import discord_rig
 from tests.stubs.discord_server import DROP
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
+from tests.support.live_checks import states, words_shown
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 MANAGE_GUILD = 1 << 5
@@ -104,17 +107,23 @@ async def test_long_reply_is_split_without_breaking_code_or_words(tmp_path: Path
         fake = rig.fake
         posted = await fake.post("write a long program", mention_bot=True)
         [delivered] = await rig.delivered(1)
-        parts = fake.sent_to(fake.channel_id)
-        assert len(parts) >= 3
-        assert all(len(p["content"]) <= 2000 for p in parts)
-        assert all(p["content"].count("```") % 2 == 0 for p in parts)  # every part renders
-        assert all(pings_nobody(p["allowed_mentions"]) for p in parts)
-        assert parts[0]["message_reference"]["message_id"] == int(posted["id"])
-        assert all("message_reference" not in p for p in parts[1:])
-        lines = [ln for p in parts for ln in p["content"].split("\n") if ln.startswith("print(")]
-        assert lines == [f"print('line {i:03d}')" for i in range(250)]
-        assert " ".join(p["content"] for p in parts).split()[-3:] == ["That", "is", "all."]
-        assert delivered.sent
+        sends = fake.sent_to(fake.channel_id)
+        assert all(pings_nobody(p["allowed_mentions"]) for p in [*sends, *fake.edits])
+        assert sends[0]["message_reference"]["message_id"] == int(posted["id"])
+        assert all("message_reference" not in p for p in sends[1:])
+        # The reply is streamed: a message grows by edits, so what a user reads is the
+        # fake's record of visible changes, checked in every state it went through.
+        seen = states(fake.changes)
+        for state in seen:
+            assert all(len(m) <= 2000 for m in state)
+            assert all(m.count("```") % 2 == 0 for m in state)  # every state renders
+            assert words_shown(state) == words_shown([answer])[: len(words_shown(state))]
+        final = seen[-1]
+        assert len(final) >= 3 and len(sends) == len(final)
+        lines = [ln for m in final for ln in m.split("\n") if ln.startswith("print(")]
+        assert lines == [f"print('line {i:03d}')" for i in range(250)]  # each once, in order
+        assert words_shown(final) == words_shown([answer])
+        assert delivered.sent and delivered.error is None
 
 
 async def test_everyone_in_model_output_pings_nobody(tmp_path: Path) -> None:
@@ -145,14 +154,32 @@ async def test_bot_ignores_itself_other_bots_and_unaddressed_messages(tmp_path: 
 
 async def test_failed_send_is_recorded_in_the_decision(tmp_path: Path) -> None:
     async with discord_rig(tmp_path) as rig:
-        rig.fake.send_failures.append(403)
+        rig.fake.send_failures.extend([403] * 8)  # the bot may never post here
         await rig.fake.post("hello", mention_bot=True)
         [delivered] = await rig.delivered(1)
-        assert not delivered.sent
+        attempts = [c for c in rig.fake.calls if c.method == "FAILED"]
+        assert len(attempts) == 8 - len(rig.fake.send_failures) >= 1
+        assert rig.fake.sent == [] and not delivered.sent
         assert delivered.error is not None and "403" in delivered.error
         assert "50013" in delivered.error  # Discord's "Missing Permissions" code
         stored = await rig.bot.log.get(delivered.decision.id)
         assert stored is not None and stored.delivery.status == "failed"
+        assert stored.delivery.error == delivered.error
+
+
+async def test_a_send_that_fails_once_is_retried_and_the_failure_still_recorded(
+    tmp_path: Path,
+) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.send_failures.append(403)  # the streamed first send fails; the final one not
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        [reply] = rig.fake.sent_to(rig.fake.channel_id)  # posted once: not lost, not doubled
+        assert reply["content"] == "you said: hello"
+        assert delivered.sent
+        assert delivered.error is not None and "50013" in delivered.error
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "sent"
         assert stored.delivery.error == delivered.error
 
 
@@ -180,17 +207,23 @@ async def test_model_failure_still_answers_and_is_recorded(tmp_path: Path) -> No
         assert delivered.decision.action.value == "error" and delivered.sent
 
 
+@pytest.mark.parametrize("failing_sends", [8, 1], ids=["every-retry-fails", "fails-once"])
 async def test_a_part_that_fails_midway_is_recorded_with_where_it_stopped(
-    tmp_path: Path,
+    tmp_path: Path, failing_sends: int
 ) -> None:
     answer = " ".join(f"word{i}" for i in range(1000))  # about 7,000 characters: 4 parts
     async with discord_rig(tmp_path, script=lambda _rec: Reply(text=answer)) as rig:
-        rig.fake.send_failures.extend([0, 403])
+        rig.fake.send_failures.extend([0] + [403] * failing_sends)
         await rig.fake.post("a long one please", mention_bot=True)
         [delivered] = await rig.delivered(1)
-        assert len(rig.fake.sent) == 1
-        assert not delivered.sent
         assert delivered.error is not None and delivered.error.endswith("(after 1 of 4 parts)")
+        final = states(rig.fake.changes)[-1]
+        if failing_sends > 1:  # the second part never got through: only the first is up
+            assert len(rig.fake.sent) == 1 and not delivered.sent
+            assert words_shown(final) == answer.split()[: len(words_shown(final))]
+        else:  # the next update sent it: every word is up once, the failure still recorded
+            assert len(rig.fake.sent) == 4 and delivered.sent
+            assert words_shown(final) == answer.split()
 
 
 async def test_reply_is_sent_even_where_typing_is_forbidden(tmp_path: Path) -> None:
@@ -202,14 +235,28 @@ async def test_reply_is_sent_even_where_typing_is_forbidden(tmp_path: Path) -> N
         assert delivered.sent and rig.fake.sent[0]["content"] == "you said: hello"
 
 
-async def test_a_dropped_connection_on_send_is_a_failed_delivery(tmp_path: Path) -> None:
+async def test_a_dropped_connection_on_send_is_recorded_and_the_reply_sent_once(
+    tmp_path: Path,
+) -> None:
     async with discord_rig(tmp_path) as rig:
-        rig.fake.send_failures.append(DROP)
+        rig.fake.send_failures.append(DROP)  # the streamed first send; the final one retries
         await rig.fake.post("hello", mention_bot=True)
         [delivered] = await rig.delivered(1)
         assert [c.method for c in rig.fake.calls if c.method == "DROPPED"] == ["DROPPED"]
-        assert rig.fake.sent == []
-        assert not delivered.sent
+        assert [m["content"] for m in rig.fake.sent] == ["you said: hello"]  # once, not twice
+        assert delivered.sent
+        assert delivered.error is not None and "ServerDisconnected" in delivered.error
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "sent"  # not left "pending"
+        assert stored.delivery.error == delivered.error
+
+
+async def test_a_connection_that_keeps_dropping_is_a_failed_delivery(tmp_path: Path) -> None:
+    async with discord_rig(tmp_path) as rig:
+        rig.fake.send_failures.extend([DROP] * 8)
+        await rig.fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        assert rig.fake.sent == [] and not delivered.sent
         assert delivered.error is not None and "ServerDisconnected" in delivered.error
         stored = await rig.bot.log.get(delivered.decision.id)
         assert stored is not None and stored.delivery.status == "failed"  # not left "pending"

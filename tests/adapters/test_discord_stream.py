@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import discord
@@ -17,7 +18,7 @@ import pytest
 
 from adapters.discord.delivery import Typing
 from adapters.discord.stream import DiscordMessages
-from adapters.live import LiveReply
+from adapters.live import Layout, LiveReply, Style
 from tests.stubs.discord_harness import DiscordRig, discord_rig
 from tests.support.live_checks import Clock, states, words_shown, write_times
 
@@ -52,10 +53,12 @@ async def drive(rig: DiscordRig, view: LiveReply, clock: Clock, chunks: list[str
         if index == 0:
             await rig.fake.wait_for(lambda: len(rig.fake.sent) == 1)
         elif index % 4 == 3:
-            await rig.fake.wait_for(
-                lambda latest=text: bool(rig.fake.changes) and rig.fake.changes[-1][2] == latest
-            )
+            await rig.fake.wait_for(partial(shows, rig, text))
     return text
+
+
+def shows(rig: DiscordRig, latest: str) -> bool:
+    return bool(rig.fake.changes) and rig.fake.changes[-1][2] == latest
 
 
 def assert_prefixes(changes: list[tuple[float, str, str | None]], final: str) -> None:
@@ -196,3 +199,19 @@ async def test_a_reply_that_was_not_streamed_is_sent_whole_as_before(rig: Discor
     assert (sent, error) == (True, None)
     assert [m["content"] for m in rig.fake.sent] == ["just the answer"]
     assert rig.fake.edits == []
+
+
+def test_layout_seals_a_full_message_inside_code_without_losing_or_splitting_a_line() -> None:
+    # Pieces of 57 characters end mid-word; the first message fills up inside the
+    # code block after one such piece, so the seal must move that partial word on.
+    code = "```python\n" + "\n".join(f"print('line {i:03d}')" for i in range(250)) + "\n```"
+    text = "Here is the program:\n\n" + code + "\n\n" + "That is all. " * 60
+    layout, sealed = Layout(Style(limit=2000)), list[str]()
+    for end in [*range(57, len(text), 57), len(text)]:
+        messages = layout.update(text[:end])
+        assert messages[: len(sealed)] == sealed  # a sealed message never changes
+        sealed = messages[:-1]
+        assert all(len(m) <= 2000 and m.count("```") % 2 == 0 for m in messages)
+        assert words_shown(messages) == words_shown([text[:end]])  # nothing lost or doubled
+    lines = [ln for m in messages for ln in m.split("\n") if ln.startswith("print(")]
+    assert len(messages) == 3 and lines == [f"print('line {i:03d}')" for i in range(250)]
