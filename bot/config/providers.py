@@ -56,7 +56,7 @@ class ModelProvider:
             return ECHO_NOTICE
         if self.fixed is None and not self.api_key and self._needs_key():
             return (
-                f"warning: [llm] provider = \"{self.llm.provider}\" but ${self.llm.api_key_env} "
+                f'warning: [llm] provider = "{self.llm.provider}" but ${self.llm.api_key_env} '
                 "is not set: OpenAI will refuse every model call (HTTP 401). Set it, or set "
                 "[llm] base_url to a local server that needs no key"
             )
