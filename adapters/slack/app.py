@@ -239,8 +239,11 @@ class SlackListeners:
             await self._record(decision, sent=sent, error=error)
 
     async def _decide(self, request: ChatRequest, view: LiveReply) -> Decision | None:
+        # With stream_api "off" the pipeline gets no view: nothing is shown until the
+        # whole reply is screened, and ``finish`` posts it as one (split) reply.
+        shown = view if self.config.stream_api != "off" else None
         try:
-            return await self.handler.handle(request, view=view)
+            return await self.handler.handle(request, view=shown)
         except Exception:
             log.exception("slack: the pipeline failed on message %s", request.message_id)
             return None

@@ -69,11 +69,12 @@ class SlackConfig(BaseModel):
         le=40000,
         description="longer replies are split into several messages in the thread",
     )
-    stream_api: Literal["auto", "off"] = Field(
+    stream_api: Literal["off", "update", "auto"] = Field(
         default="off",
-        description="off: a streamed reply updates the placeholder with chat.update; auto: "
-        "it uses Slack's chat.startStream/appendStream/stopStream in a thread when Slack "
-        "accepts them (else chat.update)",
+        description="off: the screened reply is posted whole (no streaming in Slack); update: "
+        "a streamed reply updates the placeholder with chat.update; auto: it uses Slack's "
+        "chat.startStream/appendStream/stopStream in a thread when Slack accepts them "
+        "(else chat.update)",
     )
     min_update_interval_s: float = Field(
         default=1.0,
