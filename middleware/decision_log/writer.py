@@ -166,7 +166,7 @@ class Writer:
                 lost = f"the decision log {self.path} lost its connection ({exc}); "
                 return [LogUnavailable(lost + "the next write opens a new one")] * len(jobs)
             if isinstance(exc, sqlite3.Error):
-                return [LogUnavailable(storage_error(self.path, exc))] * len(jobs)
+                return [LogUnavailable(writes.storage_error(str(self.path), exc))] * len(jobs)
             return await self._refused(jobs, exc)
         except Exception as exc:  # a bad job (a bug or an invalid value): isolate it
             return await self._refused(jobs, exc)
@@ -213,21 +213,6 @@ def _settle(batch: list[tuple[writes.Job, asyncio.Future[Any]]], results: list[A
             future.set_exception(result)
         else:
             future.set_result(result)
-
-
-def storage_error(path: Path, exc: BaseException) -> str:
-    """An operator's explanation of a failed write (disk full, read-only, locked)."""
-    text = str(exc)
-    low = text.lower()
-    if "full" in low:
-        why = "the disk or the log's size limit is full"
-    elif "readonly" in low or "read-only" in low:
-        why = "the database file or its directory is read-only"
-    elif "locked" in low or "busy" in low:
-        why = "another process has held the write lock too long"
-    else:
-        why = "a storage error"
-    return f"cannot write the decision log {path}: {text} ({why})"
 
 
 # -- opening files ---------------------------------------------------------------------
