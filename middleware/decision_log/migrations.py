@@ -11,10 +11,12 @@ are history: never edit one that has shipped, add the next number instead.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 Migration = Callable[[sqlite3.Connection], None]
+Step = TypeVar("Step")  # a SQLite migration function or a PostgreSQL script
 MIGRATIONS: list[tuple[str, Migration]] = []
 APPLIED_SQL = "SELECT name FROM _migrations ORDER BY rowid"
 
@@ -38,14 +40,20 @@ def statements(script: str) -> list[str]:
 
 
 def pending(done: list[str]) -> list[tuple[str, Migration]]:
-    known = {name for name, _ in MIGRATIONS}
+    return pending_in(MIGRATIONS, done)
+
+
+def pending_in(registry: Sequence[tuple[str, Step]], done: list[str]) -> list[tuple[str, Step]]:
+    """The steps of ``registry`` not yet ``done``, in order; any backend's registry.
+    A name the registry does not know means a newer guardbot wrote the database."""
+    known = {name for name, _ in registry}
     unknown = [name for name in done if name not in known]
     if unknown:
         raise RuntimeError(
             f"the database was written by a newer guardbot (unknown migrations: "
             f"{', '.join(unknown)}); upgrade guardbot to read it"
         )
-    return [(name, fn) for name, fn in MIGRATIONS if name not in done]
+    return [(name, step) for name, step in registry if name not in done]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

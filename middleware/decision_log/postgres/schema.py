@@ -20,7 +20,7 @@ import datetime as dt
 import asyncpg
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
-from middleware.decision_log.migrations import MIGRATIONS
+from middleware.decision_log.migrations import MIGRATIONS, pending_in
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
 
@@ -367,14 +367,7 @@ async def applied(conn: asyncpg.Connection) -> list[str]:
 
 
 def pending(done: list[str]) -> list[tuple[str, str]]:
-    known = {name for name, _ in PG_MIGRATIONS}
-    unknown = [name for name in done if name not in known]
-    if unknown:
-        raise RuntimeError(
-            f"the database was written by a newer guardbot (unknown migrations: "
-            f"{', '.join(unknown)}); upgrade guardbot to read it"
-        )
-    return [(name, sql) for name, sql in PG_MIGRATIONS if name not in done]
+    return pending_in(PG_MIGRATIONS, done)
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
