@@ -32,10 +32,10 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import aiosqlite
@@ -48,6 +48,8 @@ from middleware.decision_log.storage import LogUnavailable
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI prune, a second bot) may hold the lock briefly
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
 CHECKPOINT_PAGES = 10_000  # WAL pages (4 KiB) that make the writer checkpoint after a commit
+T = TypeVar("T")
+Arg = TypeVar("Arg")
 
 # Binding None makes the sqlite3 module look for an adapter on a type object,
 # which formats and discards an AttributeError every time; many stored values
@@ -154,8 +156,8 @@ class Writer:
         assert self._db is not None
         try:
             if isinstance(jobs[0], writes.Pragma):
-                return [await writes.pragma(self._db, jobs[0].text)]
-            return await writes.commit(self._db, jobs)
+                return [await self._step(writes.pragma, jobs[0].text)]
+            return await self._step(writes.commit, jobs)
         except sqlite3.IntegrityError as exc:
             if len(jobs) > 1:
                 return [(await self._results([job]))[0] for job in jobs]
@@ -170,6 +172,17 @@ class Writer:
             return await self._refused(jobs, exc)
         except Exception as exc:  # a bad job (a bug or an invalid value): isolate it
             return await self._refused(jobs, exc)
+
+    async def _step(
+        self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
+    ) -> T:
+        """``step(connection, arg)``: on SQLite in one hop to aiosqlite's thread, however
+        many statements it makes (see :func:`in_thread`)."""
+        db = self._db
+        assert db is not None
+        if isinstance(db, aiosqlite.Connection):
+            return await in_thread(db, step, arg)
+        return await step(db, arg)  # another backend's connection with aiosqlite's calls
 
     async def _refused(self, jobs: list[writes.Job], exc: Exception) -> list[Any]:
         if len(jobs) > 1:
@@ -191,6 +204,61 @@ class Writer:
         if db is not None:
             with contextlib.suppress(sqlite3.Error, ValueError):  # already gone
                 await db.close()
+
+
+class _Direct:
+    """The calls of :mod:`.writes` made directly on sqlite3, in aiosqlite's thread.
+
+    aiosqlite sends each statement to its thread and waits for the answer; a
+    transaction of nine statements was nine round trips, which on one core
+    cost as much CPU as the rest of a message. Here every call completes at
+    once, so the coroutine of a whole step never suspends and :func:`in_thread`
+    runs it to the end in one hop. The steps stay async because the other
+    backend (PostgreSQL) awaits the same ones on its own connection.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    async def execute(self, sql: str, params: Any = ()) -> None:
+        self.conn.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Any]) -> None:
+        self.conn.executemany(sql, rows)
+
+    async def execute_fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+async def in_thread(
+    db: aiosqlite.Connection,
+    step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]],
+    arg: Arg,
+) -> T:
+    """Run ``step`` on aiosqlite's thread with direct sqlite3 calls: one hop for all of it.
+
+    aiosqlite has no public call for "run this on your thread"; ``_execute`` is
+    what each of its own methods uses. Cancelling the caller does not stop the
+    step: like any aiosqlite call, it runs to its end (COMMIT or ROLLBACK).
+    """
+
+    def run() -> T:
+        coroutine = step(cast(aiosqlite.Connection, _Direct(db._conn)), arg)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return cast(T, done.value)
+        coroutine.close()
+        raise RuntimeError(f"{step.__qualname__} waited on something other than the database")
+
+    execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
+    return await execute(run)
 
 
 def _is_pragma(queued: tuple[writes.Job, asyncio.Future[Any]]) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 
 from middleware.decision_log import DecisionLog, LogUnavailable
@@ -28,16 +31,22 @@ def writer_of(log: DecisionLog) -> Writer:
     return log._writer
 
 
+def holding(loop: asyncio.AbstractEventLoop) -> tuple[Op, asyncio.Event, threading.Event]:
+    """An op that holds its transaction open on the writer's thread until released."""
+    inside, release = asyncio.Event(), threading.Event()
+
+    async def held(_db: object, _chain: object) -> None:  # inside the group's transaction
+        loop.call_soon_threadsafe(inside.set)
+        release.wait(timeout=60)  # blocks the writer's thread, not the event loop
+
+    return Op(held), inside, release
+
+
 async def test_callers_share_one_transaction_and_hear_only_after_commit(
     log: DecisionLog,
 ) -> None:
-    inside, release = asyncio.Event(), asyncio.Event()
-
-    async def held(_db: object, _chain: object) -> None:  # runs inside the group's transaction
-        inside.set()
-        await release.wait()
-
-    first = asyncio.create_task(writer_of(log).submit(Op(held)))
+    op, inside, release = holding(asyncio.get_running_loop())
+    first = asyncio.create_task(writer_of(log).submit(op))
     second = asyncio.create_task(log.record(d := make_decision("grouped")))
     await inside.wait()
     # The decision was inserted in the same, still open, transaction: nobody has
@@ -48,6 +57,52 @@ async def test_callers_share_one_transaction_and_hear_only_after_commit(
     assert await log.get(d.id) is not None
     stats = writer_of(log).stats
     assert (stats.batches, stats.jobs, stats.connections) == (1, 2, 1)
+
+
+async def test_a_transaction_is_one_hop_to_the_connection_thread(log: DecisionLog) -> None:
+    """However many rows and tables, a group commit is one call on aiosqlite's thread."""
+    db = writer_of(log)._db
+    assert isinstance(db, aiosqlite.Connection)
+    hops: list[str] = []
+    execute = db._execute
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await execute(fn, *args, **kwargs)
+
+    db._execute = counted  # type: ignore[method-assign]
+    decisions = [make_decision(f"hop {i}") for i in range(5)]
+    await asyncio.gather(*(log.record(d) for d in decisions))
+    await log.record_delivery(decisions[0].id, "sent", None)
+    assert len(hops) == 2, hops  # the five decisions in one transaction, the delivery in one
+    assert (await log.verify()).ok
+
+
+async def test_a_cancelled_caller_s_job_is_still_committed_whole(log: DecisionLog) -> None:
+    op, inside, release = holding(asyncio.get_running_loop())
+    holder = asyncio.create_task(writer_of(log).submit(op))
+    cancelled = asyncio.create_task(log.record(d := make_decision("cancelled")))
+    await inside.wait()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    release.set()  # the transaction the cancelled caller was part of goes on to COMMIT
+    await holder
+    await log.record(after := make_decision("after"))
+    assert await log.get(d.id) is not None and await log.get(after.id) is not None
+    assert (await log.verify()).ok
+
+
+async def test_a_step_that_waits_on_anything_but_the_database_is_refused(
+    log: DecisionLog,
+) -> None:
+    async def waits(_db: object, _chain: object) -> None:
+        await asyncio.sleep(0)  # would suspend on the writer's thread, away from the loop
+
+    with pytest.raises(ValueError, match="waited on something other than the database"):
+        await writer_of(log).submit(Op(waits))
+    await log.record(d := make_decision("carries on"))
+    assert await log.get(d.id) is not None
 
 
 async def test_a_lost_connection_fails_what_was_in_flight_and_is_replaced(
