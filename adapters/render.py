@@ -19,10 +19,19 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from middleware.decision_log.privacy import mask_text
-from middleware.types import Candidate, Decision, Outcome, Timings, Verdict
+from middleware.types import (
+    Candidate,
+    Decision,
+    Outcome,
+    StreamChunk,
+    StreamRecord,
+    Timings,
+    Verdict,
+)
 
 # C0 controls but tab and newline (ESC starts every CSI/OSC sequence, CR rewrites a
 # line), DEL, C1 controls (0x9b is a one-byte CSI), line/paragraph separators, and
@@ -119,13 +128,15 @@ def fired(d: Decision) -> list[str]:
     )
 
 
-def summary_line(d: Decision) -> str:
-    """One decision in a list (the admin ``recent`` answer)."""
+def summary_line(d: Decision, short: Mapping[str, str] | None = None) -> str:
+    """One decision in a list (the admin ``recent`` answer); ``short`` maps ids to their
+    shortest unique prefix (the log's ``short_ids``), which every id argument accepts."""
     r = d.request
     by = f" by {d.blocked_by}" if d.blocked_by else ""
     text = quote(r.text, 50) if r.text else "(text not stored)"
     return (
-        f"{d.id}  {d.created_utc:%m-%d %H:%M}  {r.platform}:{plain(r.channel_id, 40)}  "
+        f"{(short or {}).get(d.id, d.id)}  {d.created_utc:%m-%d %H:%M}  "
+        f"{r.platform}:{plain(r.channel_id, 40)}  "
         f"{quote(r.user_name or r.user_id, 20)}  {d.action.value}{by}  {text}"
     )
 
@@ -173,6 +184,10 @@ def explain(d: Decision, *, every_verdict: bool = False) -> str:
             for c in d.candidates
         ]
     lines.append("reply: " + (quote(d.reply, 200) if d.reply else "(none)"))
+    if d.stream is not None:
+        lines.append(stream_line(d.stream, blocked_by=d.blocked_by))
+        if every_verdict:
+            lines += [f"  {chunk_line(c, d.stream)}" for c in d.stream.chunks]
     lines.append(timings_line(d.timings))
     lines.append(
         f"tokens {d.tokens_in}+{d.tokens_out}, cost ${d.cost_usd:.4f}, "
@@ -194,3 +209,89 @@ def _candidates(d: Decision) -> str:
         if d.selection.reasoning:
             text += f": {quote(d.selection.reasoning, 120)}"
     return text
+
+
+# -- streamed replies ------------------------------------------------------------------
+# What a stream record says, for every surface: the one line of ``explain`` and
+# ``show``, and the per-chunk rows of the ``show`` table and the HTML report.
+
+STREAM_COLUMNS = ("chunk", "shown", "chars", "model chars", "visible", "at ms", "output verdicts")
+
+
+def stream_end(s: StreamRecord, *, blocked_by: str | None = None) -> str:
+    """How a streamed reply ended (its stop reason), from the record and the decision's
+    ``blocked_by``: completed, stopped at a chunk by a guard, broken off, or retracted."""
+    if s.stopped_at_chunk is not None:
+        chunk = next((c for c in s.chunks if c.index == s.stopped_at_chunk), None)
+        why = [v for v in (chunk.verdicts if chunk else []) if v.blocking]
+        by = "; ".join(
+            f"{v.guard} {v.outcome.value}" + (f": {quote(v.reason, 100)}" if v.reason else "")
+            for v in why
+        )
+        return f"stopped at chunk {s.stopped_at_chunk}" + (f" by {by}" if by else "")
+    if s.note:
+        return quote(s.note, 160)
+    if s.retracted:
+        if blocked_by:
+            return f"retracted: {quote(blocked_by, 40)} blocked the whole reply after it was shown"
+        return "retracted: the shown text was replaced by the final message"
+    if not s.chunks:
+        return f"nothing shown: blocked by {quote(blocked_by, 40)}" if blocked_by else "no chunks"
+    return "completed"
+
+
+def stream_line(s: StreamRecord, *, blocked_by: str | None = None) -> str:
+    """A streamed reply in one line: chunks and updates, time to first visible text,
+    characters shown, retracted or not, how it ended, and delivery failures."""
+    first = "-" if s.first_visible_ms is None else f"{s.first_visible_ms:.0f} ms"
+    last = "" if s.last_visible_ms is None else f", last at {s.last_visible_ms:.0f} ms"
+    line = (
+        f"streamed: {len(s.chunks)} chunk(s), {s.updates} update(s), first visible text at "
+        f"{first}{last}, {s.shown_chars} chars shown, "
+        f"{'RETRACTED' if s.retracted else 'not retracted'}; "
+        f"ended: {stream_end(s, blocked_by=blocked_by)}"
+    )
+    if s.final_guards:
+        line += f"; judged once at the end: {quote(', '.join(s.final_guards), 80)}"
+    if s.delivery_errors:
+        errors = "; ".join(quote(e, 100) for e in s.delivery_errors)
+        line += f"; {len(s.delivery_errors)} delivery failure(s): {errors}"
+    else:
+        line += "; no delivery failures"
+    return line
+
+
+def chunk_shown(c: StreamChunk, s: StreamRecord) -> str:
+    if c.released:
+        return "shown"
+    return "BLOCKED" if c.index == s.stopped_at_chunk else "not shown"
+
+
+def chunk_verdicts(c: StreamChunk) -> str:
+    """A chunk's output verdicts: guard and outcome, a score, and why when it did something."""
+    parts = []
+    for v in c.verdicts:
+        text = f"{quote(v.guard, 40)} {outcome_of(v)}"
+        if v.score is not None:
+            text += f" {v.score:.2f}"
+        if v.outcome not in (Outcome.ALLOW, Outcome.SKIPPED) and v.reason:
+            text += f" ({quote(v.reason, 100)})"
+        parts.append(text)
+    return ", ".join(parts) or "-"
+
+
+def stream_rows(s: StreamRecord) -> list[tuple[str, ...]]:
+    """One row per chunk, in :data:`STREAM_COLUMNS` order, every value already inert."""
+    return [
+        (str(c.index), chunk_shown(c, s), str(c.chars), str(c.raw_chars))
+        + (str(c.shown_chars), f"{c.at_ms:.1f}", chunk_verdicts(c))
+        for c in s.chunks
+    ]
+
+
+def chunk_line(c: StreamChunk, s: StreamRecord) -> str:
+    """One chunk on one line (the console's ``--explain``)."""
+    return (
+        f"chunk {c.index}: {chunk_shown(c, s)}, {c.chars} chars ({c.raw_chars} from the model), "
+        f"{c.shown_chars} visible at {c.at_ms:.0f} ms; {chunk_verdicts(c)}"
+    )

@@ -15,6 +15,7 @@ from datetime import timedelta
 from bot.admin.context import Command, Context, Handler, show
 from bot.config.keys import GUARD_FIELDS, SettingError, current_value, parse_key, uses_threshold
 from bot.config.runtime import GLOBAL
+from bot.config.schema import Config
 from middleware.types import utc_now
 
 STATUS_WINDOW = timedelta(hours=24)
@@ -42,6 +43,7 @@ async def status(ctx: Context, cmd: Command) -> str:
         f"model: {model}, temperature {llm.temperature}{_origin(ctx, 'temperature')}",
         f"best_of: {p.best_of}{_origin(ctx, 'best_of')}, "
         f"selection: {p.selection}{_origin(ctx, 'selection')}",
+        streaming_line(ctx, config),
         f"refusal: {show(p.refusal, 60)}{_origin(ctx, 'refusal')}",
         f"system_prompt: {show(llm.system_prompt, 60)}{_origin(ctx, 'system_prompt')}",
         "guards:",
@@ -50,6 +52,41 @@ async def status(ctx: Context, cmd: Command) -> str:
     ]
     lines += _override_lines(ctx)
     return "\n".join(lines)
+
+
+def streaming_line(ctx: Context, config: Config) -> str:
+    """Whether replies stream here, and exactly what best-of-N does to it.
+
+    The pipeline streams a single candidate only (``Pipeline.run``): with
+    ``best_of > 1`` every candidate is generated and screened whole, and the
+    chosen reply is shown whole once chosen, so no text of a discarded
+    candidate is ever shown.
+    """
+    p = config.pipeline
+    origin = _origin(ctx, "stream")
+    if not p.stream:
+        return f"streaming: off{origin} (replies are shown whole once screened)"
+    if ctx.request.platform == "slack" and config.slack.stream_api == "off":
+        return (
+            f"streaming: on{origin}, but not in Slack ([slack] stream_api = off): "
+            "replies are posted whole once screened"
+        )
+    if p.best_of > 1:
+        chosen = (
+            "the first candidate to pass its output guards is shown whole and the others "
+            "are cancelled"
+            if p.selection == "first"
+            else f"the reply chosen by {p.selection} is shown whole once it is chosen"
+        )
+        return (
+            f"streaming: on{origin}, but not with best_of {p.best_of}: {chosen}; "
+            "nothing from a discarded candidate is ever shown"
+        )
+    return (
+        f"streaming: on{origin}: chunks of {p.chunk_chars}+ chars, each shown only after "
+        f"the output guards passed it ({p.context_chars} chars of context); best_of > 1 "
+        "turns it off: the chosen reply is then shown whole"
+    )
 
 
 async def guard_list(ctx: Context, cmd: Command) -> str:

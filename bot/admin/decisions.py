@@ -35,8 +35,10 @@ async def recent(ctx: Context, cmd: Command) -> str:
     what = "blocked decisions" if cmd.blocked else "decisions"
     if not decisions:
         return f"No {what} yet" + (" in this channel." if cmd.here else ".")
+    # Ids as their shortest unique prefix (as `guardbot logs` shows them); `why` takes them.
+    short = await ctx.host.log.short_ids([d.id for d in decisions])
     lines = [f"Last {len(decisions)} {what} (newest first; `why ID` explains one):"]
-    lines += [summary_line(d) for d in decisions]
+    lines += [summary_line(d, short) for d in decisions]
     return "\n".join(lines)
 
 
@@ -48,7 +50,8 @@ async def why(ctx: Context, cmd: Command) -> str:
         return str(exc)
     if decision is None:
         return f"No decision with id {quote(cmd.decision, 64)}; `recent` lists the latest ids."
-    return explain(decision)
+    stream = await ctx.host.log.stream_of(decision.id)  # kept apart, in stream_events
+    return explain(decision.model_copy(update={"stream": stream}) if stream else decision)
 
 
 async def stats(ctx: Context, cmd: Command) -> str:
@@ -124,10 +127,11 @@ async def replay_summary(
         f"errors {s['errors']} · not replayable {s['not_replayable']}",
     ]
     changed = [r for r in report.tally.sorted_notable() if r.kind is not Kind.NOT_REPLAYABLE]
+    short = await host.log.short_ids([r.decision_id for r in changed[:SHOWN_CHANGES]])
     for r in changed[:SHOWN_CHANGES]:
         why = "; ".join(describe_flip(f) for f in r.flips) or (r.error or r.note or "")
         lines.append(
-            f"- {r.decision_id} {r.kind.value.replace('_', ' ')}: "
+            f"- {short.get(r.decision_id, r.decision_id)} {r.kind.value.replace('_', ' ')}: "
             f"{r.old_action} → {r.new_action or '–'} ({plain(why, 160)})"
         )
     if len(changed) > SHOWN_CHANGES:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.render import stream_end
 from middleware.decision_log.rows import StoredDecision
+from middleware.types import StreamRecord, Verdict
 
 CSV_FIELDS = (
     "id", "created_utc", "platform", "channel_id", "thread_id", "user_id", "user_name",
@@ -43,28 +45,7 @@ def record(stored: StoredDecision) -> dict[str, Any]:
         "reply_chars": stored.reply_chars,
         "blocked_by": d.blocked_by,
         "error": d.error,
-        "verdicts": [
-            {
-                "guard": v.guard,
-                "stage": v.stage.value,
-                "candidate_index": v.candidate_index,
-                "outcome": v.outcome.value,
-                "blocking": v.blocking,
-                "category": v.category,
-                "score": v.score,
-                "confidence": v.confidence,
-                "reason": v.reason,
-                "latency_ms": v.latency_ms,
-                "model": v.model,
-                "tokens_in": v.tokens_in,
-                "tokens_out": v.tokens_out,
-                "raw": v.raw,
-                "members": [
-                    m.model_dump(mode="json", exclude={"redacted_text"}) for m in v.members
-                ],
-            }
-            for v in d.verdicts
-        ],
+        "verdicts": [_verdict(v) for v in d.verdicts],
         "candidates": [
             {
                 "index": c.index,
@@ -105,8 +86,62 @@ def record(stored: StoredDecision) -> dict[str, Any]:
                 for e in stored.deliveries
             ],
         },
+        "stream": stream_record(d.stream, d.blocked_by) if d.stream is not None else None,
         "sha256": stored.sha256,
         "prev_sha256": stored.prev_sha256,
+    }
+
+
+def _verdict(v: Verdict) -> dict[str, Any]:
+    return {
+        "guard": v.guard,
+        "stage": v.stage.value,
+        "candidate_index": v.candidate_index,
+        "outcome": v.outcome.value,
+        "blocking": v.blocking,
+        "category": v.category,
+        "score": v.score,
+        "confidence": v.confidence,
+        "reason": v.reason,
+        "latency_ms": v.latency_ms,
+        "model": v.model,
+        "tokens_in": v.tokens_in,
+        "tokens_out": v.tokens_out,
+        "raw": v.raw,
+        "members": [m.model_dump(mode="json", exclude={"redacted_text"}) for m in v.members],
+    }
+
+
+def stream_record(s: StreamRecord, blocked_by: str | None = None) -> dict[str, Any]:
+    """A streamed reply as recorded: the windows, how it went, and each chunk with its
+    output verdicts (``stop_reason`` is the sentence ``guardbot show`` prints)."""
+    return {
+        "chunk_chars": s.chunk_chars,
+        "context_chars": s.context_chars,
+        "max_hold_ms": s.max_hold_ms,
+        "first_visible_ms": s.first_visible_ms,
+        "last_visible_ms": s.last_visible_ms,
+        "chunks_count": len(s.chunks),
+        "updates": s.updates,
+        "shown_chars": s.shown_chars,
+        "retracted": s.retracted,
+        "stopped_at_chunk": s.stopped_at_chunk,
+        "stop_reason": stream_end(s, blocked_by=blocked_by),
+        "note": s.note,
+        "final_guards": s.final_guards,
+        "delivery_errors": s.delivery_errors,
+        "chunks": [
+            {
+                "index": c.index,
+                "released": c.released,
+                "chars": c.chars,
+                "raw_chars": c.raw_chars,
+                "shown_chars": c.shown_chars,
+                "at_ms": c.at_ms,
+                "verdicts": [_verdict(v) for v in c.verdicts],
+            }
+            for c in s.chunks
+        ],
     }
 
 

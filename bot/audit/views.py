@@ -17,8 +17,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from adapters.render import clip, fired, outcome_of, plain, stage_of, timings_line
+from adapters.render import (
+    STREAM_COLUMNS,
+    clip,
+    fired,
+    outcome_of,
+    plain,
+    stage_of,
+    stream_line,
+    stream_rows,
+    timings_line,
+)
 from middleware.decision_log import ChainReport, StoredDecision
+from middleware.types import Decision
 
 ACTION_STYLE = {"replied": "green", "blocked": "red", "error": "yellow"}
 
@@ -203,6 +214,8 @@ def show(s: StoredDecision) -> None:
                 f"{c.tokens_in}+{c.tokens_out}", _num(c.score, digits=2), clean(body, 60),
             )  # fmt: skip
         console.print(ct)
+    if d.stream is not None:
+        _stream(console, d)
     if d.selection:
         why = d.selection.reasoning or "-"
         conf = f", confidence {d.selection.confidence:.2f}" if d.selection.confidence else ""
@@ -215,6 +228,22 @@ def show(s: StoredDecision) -> None:
     )
     for e in s.deliveries:
         console.print(clean(f"delivery {e.created_utc.isoformat()}: {e.status} {e.error or ''}"))
+
+
+def _stream(console: Console, d: Decision) -> None:
+    """The streamed reply: one line on how it went, then what each chunk showed and why."""
+    assert d.stream is not None
+    console.print(Text(stream_line(d.stream, blocked_by=d.blocked_by)))
+    if not d.stream.chunks:
+        return
+    table = Table(title="streamed chunks", title_justify="left")
+    for name in STREAM_COLUMNS:
+        table.add_column(name, justify="left" if name in ("shown", "output verdicts") else "right")
+    for row in stream_rows(d.stream):
+        cells = [Text(cell) for cell in row]
+        cells[1].stylize("red" if row[1] == "BLOCKED" else ("" if row[1] == "shown" else "yellow"))
+        table.add_row(*cells)
+    console.print(table)
 
 
 def _text(s: StoredDecision, text: str, chars: int, sha: str) -> Text:

@@ -303,7 +303,7 @@ def _finish(report: RunReport, short: dict[str, str], args: argparse.Namespace) 
             fd = os.open(args.report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
             with open(fd, "w", encoding="utf-8") as page:
-                page.write(render_html(report))
+                page.write(render_html(report, short))
         except OSError as exc:
             print(f"guardbot replay: cannot write {args.report}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -137,5 +137,6 @@ def _result(old: Decision, kind: Kind, *, new_action: str | None, **found: Any) 
         new_action=new_action,
         old_blocked_by=old.blocked_by,
         text=preview(old.request.text),
+        stream=old.stream,
         **found,
     )

@@ -9,8 +9,10 @@ anyone scripting against the page) can read them back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from html import escape
 
+from adapters.render import STREAM_COLUMNS, stream_line, stream_rows
 from bot.replay.results import NOT_RUN, GuardFlip, Kind, ReplayResult, RunReport
 
 LABELS = {
@@ -66,6 +68,9 @@ td.id{font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}
 ul.flips{margin:0;padding-left:18px}.note{color:#555;font-size:13px}
 .empty{color:#555;font-style:italic}.help{color:#333;max-width:800px}
 .card.zero dd{color:#9aa0a6}
+.stream{margin-top:6px}.stream-line{margin:0;font-size:13px}
+table.chunks{margin-top:4px;font-size:12px}table.chunks td,table.chunks th{padding:3px 6px}
+details summary{cursor:pointer;color:#0d47a1}ul.ids{margin:4px 0;padding-left:16px}
 """
 HELP = (
     "Every selected message from the decision log was checked again under the policy "
@@ -185,18 +190,64 @@ def _flip(f: GuardFlip) -> str:
     )
 
 
-def _row(r: ReplayResult) -> str:
+def _stream(r: ReplayResult) -> str:
+    """The recorded stream: how it went in one line, and each chunk with its verdicts (open
+    when the stream stopped or was retracted, the cases an auditor came to see)."""
+    s = r.stream
+    if s is None:
+        return ""
+    head = f'<p class="stream-line">{_e(stream_line(s, blocked_by=r.old_blocked_by))}</p>'
+    if not s.chunks:
+        return f'<div class="stream" data-chunks="0">{head}</div>'
+    cells = "".join(f"<th>{_e(name)}</th>" for name in STREAM_COLUMNS)
+    rows = "".join(
+        f'<tr class="chunk" data-index="{_e(row[0])}" data-shown="{_e(row[1])}" '
+        f'data-chars="{_e(row[2])}" data-visible="{_e(row[4])}">'
+        + "".join(f"<td>{_e(cell)}</td>" for cell in row)
+        + "</tr>"
+        for row in stream_rows(s)
+    )
+    opened = " open" if s.retracted or s.stopped_at_chunk is not None else ""
+    return (
+        f'<div class="stream" data-chunks="{len(s.chunks)}" '
+        f'data-retracted="{str(s.retracted).lower()}" data-shown-chars="{s.shown_chars}">'
+        f"{head}<details{opened}><summary>{len(s.chunks)} streamed chunk(s)</summary>"
+        f'<table class="chunks"><thead><tr>{cells}</tr></thead><tbody>{rows}</tbody></table>'
+        "</details></div>"
+    )
+
+
+def _ids(group: Sequence[ReplayResult], short: Mapping[str, str]) -> str:
+    """The example's id; for a group, how many and every id, behind a disclosure."""
+    first = group[0].decision_id
+    cell = _e(short.get(first, first))
+    if len(group) > 1:
+        items = "".join(f"<li>{_e(r.decision_id)}</li>" for r in group)
+        cell += (
+            f'<details class="group"><summary>and {len(group) - 1} identical</summary>'
+            f'<ul class="ids">{items}</ul></details>'
+        )
+    return cell
+
+
+def _row(group: Sequence[ReplayResult], short: Mapping[str, str]) -> str:
+    """One row for a group of identical results: the first as the example, with the count
+    and the list of ids (the terminal table groups the same way)."""
+    r = group[0]
     flips = "".join(_flip(f) for f in r.flips)
     detail = f'<ul class="flips">{flips}</ul>' if flips else ""
     if r.error:
         detail += f'<p class="note">{_e(r.error)}</p>'
     if r.note:
         detail += f'<p class="note">{_e(r.note)}</p>'
+    detail += _stream(r)
     after = r.new_action or "–"
+    ids = " ".join(_e(x.decision_id) for x in group)
     return (
-        f'<tr class="change" data-id="{_e(r.decision_id)}" data-kind="{r.kind.value}">'
+        f'<tr class="change" data-id="{_e(r.decision_id)}" data-ids="{ids}" '
+        f'data-count="{len(group)}" data-kind="{r.kind.value}">'
         f"<td>{_e(r.created_utc.strftime('%Y-%m-%d %H:%M:%S'))} UTC</td>"
-        f'<td class="id">{_e(r.decision_id)}</td>'
+        f'<td class="id">{_ids(group, short)}</td>'
         f"<td>{_e(r.platform)} {_e(r.channel_id)}<br>{_e(r.user_id)}</td>"
         f'<td class="msg">{_e(r.text)}</td>'
         f'<td><span class="kind {r.kind.value}">{KIND_LABELS[r.kind]}</span><br>'
@@ -204,25 +255,36 @@ def _row(r: ReplayResult) -> str:
     )
 
 
-def _table(section_id: str, title: str, results: list[ReplayResult], empty: str) -> str:
-    if not results:
+def _table(
+    section_id: str,
+    title: str,
+    groups: Sequence[Sequence[ReplayResult]],
+    empty: str,
+    short: Mapping[str, str],
+) -> str:
+    if not groups:
         body = f'<p class="empty">{empty}</p>'
     else:
         body = (
             "<table><thead><tr><th>When</th><th>Decision</th><th>Where / who</th>"
             "<th>Message</th><th>Change</th><th>Why</th></tr></thead><tbody>"
-            + "".join(_row(r) for r in results)
+            + "".join(_row(g, short) for g in groups)
             + "</tbody></table>"
         )
+    count = sum(len(g) for g in groups)
     return (
-        f'<section id="{section_id}" data-count="{len(results)}"><h2>{title}</h2>{body}</section>'
+        f'<section id="{section_id}" data-count="{count}" data-rows="{len(groups)}">'
+        f"<h2>{title}</h2>{body}</section>"
     )
 
 
-def render_html(report: RunReport) -> str:
-    notable = report.tally.sorted_notable()
-    changed = [r for r in notable if r.changed]
-    problems = [r for r in notable if r.kind in (Kind.ERROR, Kind.NOT_REPLAYABLE)]
+def render_html(report: RunReport, short: Mapping[str, str] | None = None) -> str:
+    """The page; ``short`` maps ids to their shortest unique prefix (shown; the full ids
+    stay in the ``data-id`` attributes and in each group's list)."""
+    short = short or {}
+    groups = report.tally.grouped_notable()
+    changed = [g for g in groups if g[0].changed]
+    problems = [g for g in groups if g[0].kind in (Kind.ERROR, Kind.NOT_REPLAYABLE)]
     filters = ", ".join(f"{k} = {v}" for k, v in report.filters.items() if v not in (None, []))
     meta = (
         f'<p class="meta">Run <code id="run-id">{_e(report.run_id or "(not recorded)")}</code> · '
@@ -245,12 +307,13 @@ def render_html(report: RunReport) -> str:
         + '<section id="chart"><h2>Verdict changes by guard</h2><div class="chart">'
         + chart_svg(report.tally.flips_by_guard)
         + "</div></section>"
-        + _table("changes", "Changed decisions", changed, "No decision changed.")
+        + _table("changes", "Changed decisions", changed, "No decision changed.", short)
         + _table(
             "problems",
             "Errors, and decisions that could not be replayed",
             problems,
             "Every selected decision was replayed.",
+            short,
         )
         + "</main></body></html>\n"
     )

@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from middleware.types import StreamRecord
+
 NOT_RUN = "not run"  # a guard that is disabled, removed or out of scope on one side
 
 
@@ -94,6 +96,7 @@ class ReplayResult:
     error: str | None = None  # why it could not be replayed (error / not_replayable)
     note: str | None = None  # a caveat about the comparison (e.g. output not screened)
     fingerprint: str = ""  # effective config fingerprint used for this decision
+    stream: StreamRecord | None = None  # how the reply was streamed then (the report shows it)
 
     @property
     def changed(self) -> bool:
@@ -104,6 +107,10 @@ class ReplayResult:
         return (
             self.kind, self.old_action, self.new_action, self.old_blocked_by,
             self.new_blocked_by, self.flips, self.text, self.error, self.note,
+            None if self.stream is None else (
+                len(self.stream.chunks), self.stream.shown_chars, self.stream.retracted,
+                self.stream.stopped_at_chunk, self.stream.note,
+            ),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:

@@ -210,10 +210,12 @@ async def test_recent_why_and_stats(bot: GuardBot) -> None:
     await say(bot, "hello <!channel> @everyone")
     blocked = await say(bot, LONG, channel="C2")
     recent = await admin(bot, "recent 5")
-    assert recent.count("\n") == 2 and blocked.id in recent
+    short = (await bot.log.short_ids([blocked.id]))[blocked.id]
+    assert recent.count("\n") == 2 and f"\n{short}  " in recent
+    assert blocked.id not in recent and 7 <= len(short) < len(blocked.id)  # as `logs` shows it
     assert "<!channel>" not in recent and "@everyone" not in recent  # mentions defused
     only_blocked = await admin(bot, "recent --blocked")
-    assert blocked.id in only_blocked and "hello" not in only_blocked
+    assert short in only_blocked and "hello" not in only_blocked
     assert "No decisions yet in this channel" in await admin(bot, "recent --here", channel="C5")
     why = await admin(bot, f"why {blocked.id}")
     assert f"Decision {blocked.id}: blocked by length" in why

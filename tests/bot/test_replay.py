@@ -249,7 +249,9 @@ async def test_chat_summary_for_admins(built: BuiltLog, bot_b: GuardBot) -> None
     text = await replay_summary(bot_b, "1h", actor="console:admin")
     assert "8 decision(s)" in text
     assert "newly blocked 2 · newly allowed 1 · verdicts changed 1" in text
-    assert built.ids["apple"] in text and "words (input): allow 0.00 → block 1.00" in text
+    apple = (await bot_b.log.short_ids([built.ids["apple"]]))[built.ids["apple"]]
+    assert f"- {apple} newly blocked" in text  # the short id, as `recent` and `logs` show it
+    assert "words (input): allow 0.00 → block 1.00" in text
     (run,) = await bot_b.log.replay_runs(5)
     assert run.actor == "console:admin"
     with pytest.raises(ValueError, match="cannot read the time"):
