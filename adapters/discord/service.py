@@ -246,7 +246,7 @@ class DiscordService:
         if thread is None and not is_dm(channel) and not own_thread:
             reference = message.to_reference(fail_if_not_exists=False)
         request = await to_request(message, me, self.conversations, thread=thread)
-        messages = DiscordMessages(target, reference=reference)
+        messages = DiscordMessages(target, event=message.id, reference=reference)
         view = LiveReply(messages, interval_s=self.config.min_edit_interval_s)
         decision: Decision | None = None
         try:

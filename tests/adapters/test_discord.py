@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.discord.stream import reply_nonce
 from tests.stubs.discord_harness import discord_rig
-from tests.stubs.discord_server import DROP
+from tests.stubs.discord_server import DROP, LOST
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.live_checks import states, words_shown
 
@@ -189,10 +190,14 @@ async def test_rate_limited_send_is_retried_by_discord_py(tmp_path: Path) -> Non
         await rig.fake.post("hello", mention_bot=True)
         [delivered] = await rig.delivered(1)
         assert delivered.sent
-        assert [c.method for c in rig.fake.calls if "/messages" in c.path or c.method == "FAILED"][
-            -2:
-        ] == ["FAILED", "POST"]
+        posts = [c for c in rig.fake.calls if "/messages" in c.path or c.method == "FAILED"]
+        assert [c.method for c in posts[-2:]] == ["FAILED", "POST"]
         assert len(rig.fake.sent) == 1
+        # discord.py's own retry sent the same payload: the nonce survived it
+        nonce = reply_nonce(int(delivered.decision.request.message_id), 0)
+        assert [(c.body["nonce"], c.body["enforce_nonce"]) for c in posts[-2:]] == [
+            (nonce, True), (nonce, True),
+        ]  # fmt: skip
 
 
 async def test_model_failure_still_answers_and_is_recorded(tmp_path: Path) -> None:
@@ -249,6 +254,27 @@ async def test_a_dropped_connection_on_send_is_recorded_and_the_reply_sent_once(
         stored = await rig.bot.log.get(delivered.decision.id)
         assert stored is not None and stored.delivery.status == "sent"  # not left "pending"
         assert stored.delivery.error == delivered.error
+
+
+async def test_a_send_created_but_its_answer_lost_is_not_posted_twice(tmp_path: Path) -> None:
+    """Discord created the message, the connection dropped before its answer: the
+    retry carries the same nonce, so Discord answers with that message."""
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        fake.send_failures.append(LOST)  # the streamed first send; the final one retries
+        posted = await fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        methods = [c.method for c in fake.calls if c.path.startswith("/channels/")]
+        assert methods.count("LOST") == 1 and methods.count("REPEATED") == 1
+        [reply] = fake.sent_to(fake.channel_id)  # one reply in the channel, not two
+        assert reply["content"] == "you said: hello"
+        assert (reply["nonce"], reply["enforce_nonce"]) == (reply_nonce(int(posted["id"]), 0), True)
+        ours = [m for m in fake.messages.values() if m["author"]["id"] == fake.bot_user["id"]]
+        assert [m["content"] for m in ours] == ["you said: hello"]
+        assert delivered.sent
+        assert delivered.error is not None and "ServerDisconnected" in delivered.error
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "sent"
 
 
 async def test_a_connection_that_keeps_dropping_is_a_failed_delivery(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ import discord
 import pytest
 
 from adapters.discord.delivery import Typing
-from adapters.discord.stream import DiscordMessages
+from adapters.discord.stream import DiscordMessages, reply_nonce
 from adapters.live import Layout, LiveReply, Style
 from tests.stubs.discord_harness import DiscordRig, discord_rig
+from tests.stubs.discord_payloads import snowflake
+from tests.stubs.discord_server import LOST
 from tests.support.live_checks import Clock, states, words_shown, write_times
 
 SENTENCES = [f"Sentence {i} says something useful about item {i}." for i in range(40)]
@@ -39,7 +41,8 @@ def channel_of(rig: DiscordRig) -> discord.TextChannel:
 
 def view_for(rig: DiscordRig, clock: Clock, **options: object) -> tuple[LiveReply, DiscordMessages]:
     rig.fake.clock = clock
-    messages = DiscordMessages(channel_of(rig), **options)  # type: ignore[arg-type]
+    event = snowflake()  # the message being answered
+    messages = DiscordMessages(channel_of(rig), event=event, **options)  # type: ignore[arg-type]
     return LiveReply(messages, interval_s=1.0, clock=clock, sleep=clock.sleep), messages
 
 
@@ -190,6 +193,51 @@ async def test_a_retraction_replaces_every_message_shown_with_the_refusal(
     assert [m.content for m in messages.messages] == [refusal]
     assert states(fake.changes)[-1] == [refusal]
     assert_prefixes(fake.changes[:-2], text)  # before the retraction: prefixes only
+
+
+async def test_a_send_whose_answer_was_lost_is_not_repeated_and_catches_up(
+    rig: DiscordRig,
+) -> None:
+    clock = Clock()
+    view, messages = view_for(rig, clock)
+    fake = rig.fake
+    fake.send_failures.append(LOST)  # created with the first chunk; the answer never arrives
+    await view.show(SENTENCES[0])
+    await fake.wait_for(lambda: any(c.method == "LOST" for c in fake.calls))
+    clock.now += 1
+    final = " ".join(SENTENCES[:3])
+    sent, error = await view.finish(final)  # sends again, with the same nonce
+
+    assert sent and error is not None and "ServerDisconnected" in error
+    assert [c.method for c in fake.calls if c.method in ("LOST", "REPEATED")] == [
+        "LOST", "REPEATED",
+    ]  # fmt: skip
+    [created] = fake.sent  # Discord answered the retry with the message the first try made...
+    assert created["nonce"] == reply_nonce(messages.event, 0) and created["enforce_nonce"]
+    assert [e["content"] for e in fake.edits] == [final]  # ...whose older text is then edited
+    assert states(fake.changes)[-1] == [final]
+    assert [m.content for m in messages.messages] == [final]
+
+
+async def test_a_message_deleted_while_streaming_is_sent_again_under_a_new_nonce(
+    rig: DiscordRig,
+) -> None:
+    clock = Clock()
+    view, messages = view_for(rig, clock)
+    fake = rig.fake
+    await view.show(SENTENCES[0])
+    await fake.wait_for(lambda: len(fake.sent) == 1)
+    del fake.messages[int(fake.sent[0]["id"])]  # a moderator deleted it
+    clock.now += 1
+    final = " ".join(SENTENCES[:2])
+    sent, error = await view.finish(final)
+
+    assert (sent, error) == (True, None)
+    assert [m["nonce"] for m in fake.sent] == [
+        reply_nonce(messages.event, 0), reply_nonce(messages.event, 1),
+    ]  # fmt: skip
+    assert fake.sent[1]["content"] == final
+    assert not any(c.method == "REPEATED" for c in fake.calls)
 
 
 async def test_a_reply_that_was_not_streamed_is_sent_whole_as_before(rig: DiscordRig) -> None:

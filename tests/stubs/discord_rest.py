@@ -3,8 +3,11 @@
 Split from ``discord_server`` (the gateway and the test controls) so each stays
 readable. Every request is recorded; message sends, edits and deletes also go
 into ``changes``, the order in which a user would have seen them, and can be
-made to fail (``send_failures`` / ``edit_failures``: a status, 429 included, or
-:data:`DROP`) or held (``edit_gates``) so a test can act while one is pending.
+made to fail (``send_failures`` / ``edit_failures``: a status, 429 included,
+:data:`DROP`, or :data:`LOST`) or held (``edit_gates``) so a test can act while
+one is pending. Like Discord, a send with ``enforce_nonce`` whose nonce created
+a message in that channel within the last few minutes creates nothing: the
+answer is the message created then (or 404 if it was deleted since).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from tests.stubs import discord_payloads as p
 from tests.stubs.discord_payloads import Json, snowflake
 
 DROP = -1  # a send_failures entry: the connection drops instead of an answer
+LOST = -2  # a send_failures entry: the message is created, then the connection drops
+NONCE_WINDOW_S = 300.0  # how long Discord remembers a nonce ("a few minutes")
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,6 +66,7 @@ class DiscordRest:
     command_syncs: list[Call]
     unhandled: list[str]
     messages: dict[int, Json]
+    nonces: dict[tuple[str, str], tuple[float, int]]
     channels: dict[int, Json]
     bot_user: Json
     admin: Json
@@ -165,10 +171,8 @@ class DiscordRest:
         status = self.send_failures.pop(0) if self.send_failures else 0
         if status == DROP:
             await self._record(self.calls, Call("DROPPED", f"/channels/{channel_id}", body, {}))
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)  # never reaches the client
-        if status:
+            return self._hang_up(request)
+        if status not in (0, LOST):
             await self._record(self.calls, Call("FAILED", f"/channels/{channel_id}", body, {}))
             if status == 429:
                 headers = {"Via": "1.1 google", "X-RateLimit-Scope": "user"}
@@ -176,14 +180,41 @@ class DiscordRest:
                 return _json({**limited, "global": False}, status=429, headers=headers)
             error = {"message": "Missing Permissions", "code": 50013}
             return _json(error, status=status)
+        if (repeated := await self._repeated_nonce(channel_id, body)) is not None:
+            return repeated
         sent = self._bot_message(int(channel_id), body)
         self.messages[int(sent["id"])] = sent
+        if body.get("nonce") is not None:
+            self.nonces[(channel_id, str(body["nonce"]))] = (self.clock(), int(sent["id"]))
         self.changes.append((self.clock(), str(sent["id"]), sent["content"]))
         await self._record(self.sent, {"channel_id": channel_id, "id": sent["id"], **body})
         if self.echo_own_messages:
             guild_id = self.guild_id if "guild_id" in sent else None
             await self.dispatch("MESSAGE_CREATE", sent, guild_id=guild_id)
+        if status == LOST:
+            await self._record(self.calls, Call("LOST", f"/channels/{channel_id}", body, {}))
+            return self._hang_up(request)
         return _json(sent)
+
+    async def _repeated_nonce(self, channel_id: str, body: Json) -> web.Response | None:
+        """Discord's answer to a nonce it has seen lately (with ``enforce_nonce``), or None."""
+        nonce = body.get("nonce")
+        if nonce is None or not body.get("enforce_nonce"):
+            return None
+        seen = self.nonces.get((channel_id, str(nonce)))
+        if seen is None or self.clock() - seen[0] > NONCE_WINDOW_S:
+            return None
+        await self._record(self.calls, Call("REPEATED", f"/channels/{channel_id}", body, {}))
+        found = self.messages.get(seen[1])
+        if found is None:  # created, then deleted: Discord will not create it again
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        return _json(found)
+
+    @staticmethod
+    def _hang_up(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never reaches the client
 
     async def _edit(self, channel_id: str, message_id: str, body: Json) -> web.Response:
         if self.edit_gates:
@@ -225,7 +256,7 @@ class DiscordRest:
             body.get("content") or "",
             guild_id=self.guild_id if in_guild else None,
             reference=referenced,
-            extra={"flags": body.get("flags", 0)},
+            extra={"flags": body.get("flags", 0), "nonce": body.get("nonce")},
         )
 
     async def _start_thread(self, channel_id: int, message_id: int, body: Json) -> web.Response:

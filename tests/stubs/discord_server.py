@@ -27,9 +27,9 @@ from aiohttp import WSMsgType, web
 
 from tests.stubs import discord_payloads as p
 from tests.stubs.discord_payloads import Json, snowflake
-from tests.stubs.discord_rest import DROP, Call, DiscordRest
+from tests.stubs.discord_rest import DROP, LOST, Call, DiscordRest
 
-__all__ = ["DROP", "Call", "FakeDiscord"]
+__all__ = ["DROP", "LOST", "Call", "FakeDiscord"]
 
 
 @dataclass
@@ -48,7 +48,8 @@ class FakeDiscord(DiscordRest):
     shard_count: int = 1  # what GET /gateway/bot recommends
     close_on_identify: int | None = None  # e.g. 4014 (privileged intent not enabled)
     echo_own_messages: bool = True
-    # next sends' statuses: 0 = ok, DROP = hang up without answering
+    # next sends' statuses: 0 = ok, DROP = hang up without answering, LOST = create the
+    # message, then hang up (the client never learns it was created)
     send_failures: list[int] = field(default_factory=list)
     edit_failures: list[int] = field(default_factory=list)  # the same, for message edits
     typing_status: int = 204  # e.g. 403 where the bot may not type
@@ -86,6 +87,7 @@ class FakeDiscord(DiscordRest):
             self.other_channel_id: p.text_channel(self.other_channel_id, self.guild_id, "random"),
         }
         self.messages: dict[int, Json] = {}
+        self.nonces: dict[tuple[str, str], tuple[float, int]] = {}  # (channel, nonce) -> sent
         self.edit_gates: list[asyncio.Event] = []  # hold the next edits until each is set
         self.clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
         self._changed = asyncio.Condition()
