@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from adapters.render import plain
+from adapters.render import plain, stream_line
 from bot.replay.report_html import KIND_LABELS, LABELS
 from bot.replay.results import NOT_RUN, GuardFlip, Kind, ReplayResult, RunReport
 from middleware.decision_log.rows import ReplayRunRow
@@ -85,6 +85,8 @@ def changes_table(
             why.append("\n" + safe_text(r.error, 300), style="yellow")
         if r.note:
             why.append("\nnote: " + safe_text(r.note, 300), style="dim")
+        if r.stream is not None:  # what was shown then (`guardbot show` has every chunk)
+            why.append("\n" + stream_line(r.stream, blocked_by=r.old_blocked_by), style="dim")
         table.add_row(where, change, why)
     return table
 
