@@ -181,6 +181,7 @@ class _Reader(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.page = Page()
         self._row: str | None = None
+        self._depth = 0
         self._in_msg = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -191,8 +192,11 @@ class _Reader(HTMLParser):
             self.page.summary[a["data-key"]] = int(a["data-count"])
         if tag == "tr" and "change" in a.get("class", "").split():
             self._row = a["data-id"]
-            self.page.changes[self._row] = a["data-kind"]
+            for one in a.get("data-ids", "").split() or [self._row]:  # a group of identical rows
+                self.page.changes[one] = a["data-kind"]
             self.page.flips[self._row] = {}
+        if tag == "tr" and self._row is not None:
+            self._depth += 1  # a streamed reply's chunk table nests rows inside the change row
         if tag == "li" and self._row is not None and "flip" in a.get("class", ""):
             self.page.flips[self._row][a["data-guard"]] = (a["data-old"], a["data-new"])
         if tag == "td" and self._row is not None and a.get("class") == "msg":
@@ -202,8 +206,10 @@ class _Reader(HTMLParser):
             self.page.chart[a["data-guard"]] = int(a["data-total"])
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "tr":
-            self._row = None
+        if tag == "tr" and self._row is not None:
+            self._depth -= 1
+            if not self._depth:
+                self._row = None
         if tag == "td":
             self._in_msg = False
 
