@@ -6,17 +6,18 @@ HTTP request, which is how a blocking input guard stops the provider from
 producing (and billing) more tokens. With ``stream=True`` the reply arrives
 as chunks, so cancellation stops it between tokens.
 
-The client reaches the server through aiohttp (the package's own
-``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra) rather than its
-default httpx transport: same auth, retries, errors and streaming, about half
-the client CPU per call (``benchmarks/http_overhead.py``). ``transport="httpx"`` (config
-``[llm] transport``) goes back to the default, and so does a missing extra.
+The client reaches the server through aiohttp (:mod:`middleware.llm.transport`)
+rather than its default httpx transport: same auth, retries, errors and
+streaming, a fraction of the client CPU per call (``benchmarks/http_overhead.py``).
+``transport="httpx"`` (config ``[llm] transport``) goes back to the default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Delta, Message, ModelSettings
+from middleware.llm.transport import AioHttpClient
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
 
@@ -81,11 +83,13 @@ def build_client(
 ) -> AsyncOpenAI:
     """One AsyncOpenAI client (one connection pool) on the chosen HTTP transport."""
     http_client: httpx2.AsyncClient | None = None
-    if transport == "aiohttp":
-        try:
+    if transport == "aiohttp" and not urllib.request.getproxies():
+        http_client = AioHttpClient()
+    elif transport == "aiohttp":
+        # Through a proxy (HTTPS_PROXY and the like): the package's own aiohttp client,
+        # which reads them; the default transport if its `aiohttp` extra is missing.
+        with contextlib.suppress(RuntimeError):
             http_client = openai.DefaultAioHttpClient()
-        except RuntimeError:  # the `aiohttp` extra is not installed: the default transport
-            http_client = None
     return AsyncOpenAI(
         # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
         api_key=api_key or "not-needed",

@@ -19,6 +19,7 @@ from bot.config.schema import LLMConfig
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, Transport, build_client
+from middleware.llm.transport import AioHttpClient
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
@@ -45,45 +46,60 @@ def streaming(model: OpenAIChatModel) -> OpenAIChatModel:
     return OpenAIChatModel(model=model.name, api_key=None, client=model.client, stream=True)
 
 
-def test_aiohttp_is_the_default_and_httpx_the_fallback() -> None:
+def test_aiohttp_is_the_default_and_httpx_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
     default = build_client(api_key=None, base_url="http://127.0.0.1:1/v1", max_retries=0)
     fallback = build_client(
         api_key=None, base_url="http://127.0.0.1:1/v1", max_retries=0, transport="httpx"
     )
-    assert isinstance(default._client, openai.DefaultAioHttpClient)
-    assert not isinstance(fallback._client, openai.DefaultAioHttpClient)
+    assert isinstance(default._client, AioHttpClient)
+    assert not isinstance(fallback._client, AioHttpClient | openai.DefaultAioHttpClient)
     assert isinstance(fallback._client, openai.DefaultAsyncHttpxClient)
 
 
-async def test_a_missing_aiohttp_extra_falls_back_to_httpx(
-    stub_llm: StubOpenAI, monkeypatch: pytest.MonkeyPatch
+def test_behind_a_proxy_the_packages_own_aiohttp_client_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    client = build_client(api_key=None, base_url="https://api.example/v1", max_retries=0)
+    assert isinstance(client._client, openai.DefaultAioHttpClient)
+
     class Missing(openai.DefaultAsyncHttpxClient):
         # What the openai package puts in its place when the extra is not installed.
         def __init__(self, **_kwargs: object) -> None:
             raise RuntimeError("To use the aiohttp client you must have installed the package")
 
     monkeypatch.setattr(openai, "DefaultAioHttpClient", Missing)
-    chat = OpenAIChatModel(model="m", api_key=None, base_url=stub_llm.base_url, max_retries=0)
-    try:
-        assert not isinstance(chat.client._client, Missing)
-        assert (await chat.complete(HELLO, settings=ModelSettings())).text == "ok"
-    finally:
-        await chat.close()
+    client = build_client(api_key=None, base_url="https://api.example/v1", max_retries=0)
+    assert isinstance(client._client, openai.DefaultAsyncHttpxClient)
+    assert not isinstance(client._client, Missing | AioHttpClient)
 
 
 async def test_the_provider_builds_the_configured_transport(stub_llm: StubOpenAI) -> None:
-    for transport, aiohttp in (("aiohttp", True), ("httpx", False)):
+    choices: list[tuple[Transport, bool]] = [("aiohttp", True), ("httpx", False)]
+    for transport, aiohttp in choices:
         llm = LLMConfig(base_url=stub_llm.base_url, max_retries=0, transport=transport)
         provider = ModelProvider(llm, env={})
         try:
             client = provider.openai_client()
             assert client is not None
-            assert isinstance(client._client, openai.DefaultAioHttpClient) is aiohttp
+            assert isinstance(client._client, AioHttpClient) is aiohttp
             completion = await provider(model="judge").complete(HELLO, settings=ModelSettings())
             assert completion.model == "judge" and completion.text == "ok"
         finally:
             await provider.close()
+
+
+async def test_sequential_calls_share_one_kept_alive_connection(stub_llm: StubOpenAI) -> None:
+    chat = OpenAIChatModel(model="m", api_key=None, base_url=stub_llm.base_url, max_retries=0)
+    try:
+        for _ in range(3):
+            await chat.complete(HELLO, settings=ModelSettings())
+        peers = {rec.peer for rec in stub_llm.chat_requests()}
+    finally:
+        await chat.close()
+    assert len(stub_llm.chat_requests()) == 3 and len(peers) == 1
 
 
 async def test_reply_usage_and_key_reach_both_ends(

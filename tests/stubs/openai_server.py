@@ -53,6 +53,7 @@ class Recorded:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     chunks_sent: int = 0  # streaming: content chunks written so far
     first_chunk: asyncio.Event = field(default_factory=asyncio.Event)
+    peer: str = ""  # the client's address and port: one per connection it opened
 
     @property
     def closed_early(self) -> bool:
@@ -121,6 +122,8 @@ class StubOpenAI:
         rec = Recorded(
             path=request.path, body=body, started=time.perf_counter(), headers=dict(request.headers)
         )
+        if request.transport is not None:
+            rec.peer = str(request.transport.get_extra_info("peername"))
         self.requests.append(rec)
         self.request_seen.set()
         return rec, self.script(rec)

@@ -1,0 +1,195 @@
+"""The HTTP client under the `openai` client: httpx's interface, aiohttp's wire.
+
+The `openai` package builds every request (auth, retry headers, idempotency
+key), retries and maps errors itself, then hands an ``httpx2.Request`` to its
+HTTP client's ``send``. Its own aiohttp option (``DefaultAioHttpClient``) keeps
+the whole httpx client around the wire: the client's default headers merged
+into every request, auth and redirect loops, event hooks, a transport adapter
+and a byte-stream reader; together more client CPU per call than aiohttp
+itself (``benchmarks/http_overhead.py``). :class:`AioHttpClient` keeps the two
+methods the `openai` client calls and does them directly:
+
+- ``build_request`` wraps the headers and body the `openai` client already
+  prepared, for an absolute URL (what it always sends), and defers to httpx for
+  anything else (query params, files, cookies);
+- ``send`` makes one request on a shared aiohttp session (keep-alive pool) and
+  reads a plain reply whole; a streamed one is read as the bytes arrive.
+
+Cancelling a call, or closing a stream before its end, closes the connection,
+so the server sees the client hang up and stops generating. Transport errors
+become httpx's (a timeout, a connect or read error), which the `openai` client
+retries and reports as it does for its default transport. A request with its
+own httpx ``auth`` (not used for API keys) goes through httpx's own path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import httpx2
+from openai import DEFAULT_CONNECTION_LIMITS, DEFAULT_TIMEOUT
+
+HTTP_1_1 = {"http_version": b"HTTP/1.1"}
+UseClientDefault = type(httpx2.USE_CLIENT_DEFAULT)
+
+
+class AioHttpClient(httpx2.AsyncClient):
+    """``httpx2.AsyncClient`` for the `openai` client, sending through one aiohttp session."""
+
+    def __init__(self) -> None:
+        limits = DEFAULT_CONNECTION_LIMITS
+        # trust_env=False: the caller builds this client only when no proxy is set.
+        super().__init__(timeout=DEFAULT_TIMEOUT, limits=limits, trust_env=False)
+        self._limit = limits.max_connections or 0
+        self._keepalive_s = limits.keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp session belongs to the running loop.
+        connector = aiohttp.TCPConnector(
+            limit=self._limit,
+            keepalive_timeout=self._keepalive_s,  # None: aiohttp's default
+            ssl=httpx2.create_ssl_context(),
+        )
+        # auto_decompress=False: httpx decodes the body as its Content-Encoding says.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    def build_request(  # the parameters it does not read are passed on by name
+        self,
+        method: str,
+        url: httpx2.URL | str,
+        *,
+        content: Any = None,
+        headers: Any = None,
+        timeout: Any = httpx2.USE_CLIENT_DEFAULT,
+        extensions: Any = None,
+        **others: Any,
+    ) -> httpx2.Request:
+        lean = (
+            not any(value is not None for value in others.values())
+            and extensions is None
+            and isinstance(url, str)
+            and url.startswith(("https://", "http://"))
+        )
+        if not lean:
+            return super().build_request(
+                method, url, content=content, headers=headers, timeout=timeout,
+                extensions=extensions, **others,
+            )  # fmt: skip
+        timeout = self.timeout if isinstance(timeout, UseClientDefault) else timeout
+        return httpx2.Request(
+            method,
+            url,
+            content=content,
+            headers=headers,
+            extensions={"timeout": httpx2.Timeout(timeout).as_dict()},
+        )
+
+    async def send(
+        self,
+        request: httpx2.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx2.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT,
+    ) -> httpx2.Response:
+        custom_auth = auth is not httpx2.USE_CLIENT_DEFAULT and auth is not None
+        if custom_auth or not isinstance(request.stream, httpx2.ByteStream):  # auth, uploads
+            return await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        if isinstance(follow_redirects, UseClientDefault):
+            follow_redirects = self.follow_redirects
+        session = self._session or self._open()
+        timeout = request.extensions.get("timeout") or {}
+        started = time.perf_counter()
+        with _httpx_errors(request):
+            reply = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content or None,  # read: a ByteStream
+                allow_redirects=follow_redirects,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+            )
+            if stream:
+                response = httpx2.Response(
+                    reply.status,
+                    headers=reply.raw_headers,
+                    stream=_Body(reply, request),
+                    request=request,
+                    extensions=HTTP_1_1,
+                )
+                return response
+            try:
+                body = await reply.read()
+            except BaseException:
+                reply.close()  # cancelled or broken mid-body: hang up, never reuse it
+                raise
+            reply.release()
+        response = httpx2.Response(
+            reply.status,
+            headers=reply.raw_headers,
+            content=body,
+            request=request,
+            extensions=HTTP_1_1,
+        )
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+        return response
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await super().aclose()
+
+
+class _Body(httpx2.AsyncByteStream):
+    """A streamed reply's bytes as they arrive; closing it early closes the connection."""
+
+    def __init__(self, reply: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+        self._reply = reply
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors(self._request):
+            async for chunk in self._reply.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._reply.content.at_eof():
+            self._reply.release()
+        else:
+            self._reply.close()  # the reader stopped early: the server must see the hang-up
+
+
+@contextlib.contextmanager
+def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
+    """aiohttp's errors as httpx's, which the `openai` client retries and maps."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc), request=request) from exc
+    except TimeoutError as exc:  # aiohttp's socket read timeout is one too
+        raise httpx2.ReadTimeout(str(exc) or "timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx2.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise httpx2.ReadError(str(exc), request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise httpx2.NetworkError(str(exc), request=request) from exc
