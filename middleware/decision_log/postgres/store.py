@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from middleware.decision_log import integrity
+from middleware.decision_log import integrity, writes
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.postgres.connection import (
     DRIVER_ERRORS,
@@ -48,15 +49,23 @@ log = logging.getLogger("guardbot.decision_log")
 
 CONNECT_TIMEOUT_S = 5.0
 RELISTEN_S = 0.5  # how soon a lost LISTEN connection is tried again
+WRITER_NAME = "guardbot writer"  # application_name of each role's connections
+LISTENER_NAME = "guardbot settings listener"
 POOL_SIZE = 4
 
 
-async def connect(target: PgTarget) -> asyncpg.Connection:
-    """One connection, or LogUnavailable with the one line an operator needs."""
+async def connect(target: PgTarget, role: str = "guardbot") -> asyncpg.Connection:
+    """One connection, or LogUnavailable with the one line an operator needs.
+
+    ``role`` becomes the connection's ``application_name``, so an operator (and
+    a test) can tell the writer, the settings listener and a CLI apart in
+    ``pg_stat_activity``.
+    """
     try:
         return await asyncpg.connect(
-            target.url, password=target.password, timeout=CONNECT_TIMEOUT_S
-        )
+            target.url, password=target.password, timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": role},
+        )  # fmt: skip
     except (*DRIVER_ERRORS, ValueError) as exc:
         raise LogUnavailable(f"cannot connect to the decision log {target}: {_why(exc)}") from None
 
@@ -77,15 +86,25 @@ class PgWriter(Writer):
         super().__init__(Path(str(target)))  # shown in error messages, never opened
         self.target = target
         self.lock_stats = LockStats()
+        self._sql: SqlConnection | None = None
 
     async def open(self) -> None:
         await self._connect()
         self._start()
 
     async def _connect(self) -> None:
-        conn = await connect(self.target)
-        self._db = shared(SqlConnection(conn, self.lock_stats))
+        conn = await connect(self.target, WRITER_NAME)
+        self._sql = SqlConnection(conn, self.lock_stats)
+        self._db = shared(self._sql)
         self.stats.connections += 1
+
+    async def _results(self, jobs: list[writes.Job]) -> list[Any]:
+        if self._db is not None and self._sql is not None and self._sql.conn.is_closed():
+            # The server ended the connection while it sat idle (a restart, an
+            # operator's pg_terminate_backend): nothing was in flight, so no job
+            # needs to fail for it; the writer opens a new one first.
+            await self._drop()
+        return await super()._results(jobs)
 
 
 class PostgresLog(DecisionLog):
@@ -163,37 +182,47 @@ class PostgresLog(DecisionLog):
     # -- what a shared database adds ----------------------------------------------
 
     def on_settings_changed(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Call ``callback`` whenever any instance commits a settings change (and after
-        the database comes back, since changes may have been missed meanwhile)."""
+        """Call ``callback`` whenever any instance commits a settings change, and each
+        time the listener (re)starts listening, since changes may have been missed."""
         self._listeners.append(callback)
         if self._listen_task is None:
             self._listen_task = asyncio.create_task(self._listen(), name="settings-listener")
 
     async def _listen(self) -> None:
-        missed = False
+        """LISTEN on a connection of its own; after a loss, connect again until it works."""
+        down = False
         while not self._closed.is_set():
             try:
-                conn = await connect(self.target)
+                conn = await connect(self.target, LISTENER_NAME)
             except LogUnavailable as exc:
-                log.warning("settings listener: %s; retrying", exc)
+                if not down:  # once per outage, not every RELISTEN_S
+                    log.warning("settings listener: %s; retrying every %s s", exc, RELISTEN_S)
+                down = True
                 await asyncio.sleep(RELISTEN_S)
                 continue
+            if down:
+                log.warning("settings listener: connected again to %s", self.target)
+            down, began = False, time.monotonic()
             try:
-                await self._listen_on(conn, missed)
+                await self._listen_on(conn)
             except DRIVER_ERRORS as exc:
                 log.warning("settings listener lost its connection: %s; reconnecting", exc)
             finally:
                 conn.terminate()
-            missed = True  # changes made while no connection listened
-            await asyncio.sleep(RELISTEN_S)
+            if time.monotonic() - began < RELISTEN_S:  # lost at once: do not spin
+                await asyncio.sleep(RELISTEN_S)
 
-    async def _listen_on(self, conn: asyncpg.Connection, missed: bool) -> None:
-        """Hand each notification to the callbacks until the connection is lost."""
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        """Hand each notification to the callbacks until the connection is lost.
+
+        The callbacks also run once as soon as LISTEN is in place: a change
+        committed before it (while the bot started, or while no connection
+        listened) sent its NOTIFY to nobody.
+        """
         lost, changed = asyncio.Event(), asyncio.Event()
         conn.add_termination_listener(lambda _c: lost.set())
         await conn.add_listener(SETTINGS_CHANNEL, lambda *_: changed.set())
-        if missed:
-            changed.set()
+        changed.set()
         while not lost.is_set():
             waiters = {asyncio.ensure_future(e.wait()) for e in (changed, lost)}
             _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
