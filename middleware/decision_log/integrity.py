@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,6 @@ import aiosqlite
 
 from middleware.decision_log import streams
 from middleware.decision_log.chain import (
-    GENESIS,
     ChainReport,
     Flaw,
     Ref,
@@ -58,6 +58,7 @@ from middleware.decision_log.writes import (
     CHAINED_TABLES,
     HEAD_SQL,
     PREFIX_SQL,
+    checkpoint,
     settings_state,
 )
 
@@ -77,21 +78,6 @@ OTHERS: tuple[tuple[str, str, Sequence[str], str, Content], ...] = (
     ("'checkpoint'", "chain_checkpoints", CHECKPOINT_COLUMNS, "id", _hashed(CHECKPOINT_COLUMNS)),
     (streams.KIND_SQL, "stream_events", streams.COLUMNS, "id", streams.content_sha256),
 )
-
-
-async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str, str | None, int | None, str]:
-    """The last prune checkpoint: (through_seq, its hash, snapshot, own seq, id),
-    or (0, GENESIS, None, None, "") for a log never pruned."""
-    rows = list(
-        await db.execute_fetchall(
-            "SELECT through_seq, through_sha256, settings_json, seq, id FROM chain_checkpoints "
-            "ORDER BY through_seq DESC, id DESC LIMIT 1"
-        )
-    )
-    if not rows:
-        return (0, GENESIS, None, None, "")
-    r = rows[0]
-    return (r[0], r[1], r[2], r[3], str(r[4]))
 
 
 class _Lookup:
@@ -268,8 +254,11 @@ async def _verify(db: aiosqlite.Connection) -> ChainReport:
     if not report.ok:
         return report
     for found in (stray, await _settings_problem(db)):
-        if found is not None:
-            return _with_walk(found, report)
+        if found is not None:  # found after the chain verified: keep what the walk established
+            return replace(
+                found, checked=report.checked, head_sha256=report.head_sha256,
+                head_id=report.head_id, start_sha256=report.start_sha256, counts=report.counts,
+            )  # fmt: skip
     return report
 
 
@@ -328,16 +317,6 @@ async def _settings_problem(db: aiosqlite.Connection) -> ChainReport | None:
         return None
     first = problems[0]
     return failure(first.problem, "setting", first.id, None, first.message)
-
-
-def _with_walk(found: ChainReport, walked: ChainReport) -> ChainReport:
-    """A failure found after the chain verified: keep what the walk established."""
-    return ChainReport(
-        ok=False, checked=walked.checked, head_sha256=walked.head_sha256,
-        head_id=walked.head_id, start_sha256=walked.start_sha256, problem=found.problem,
-        bad_id=found.bad_id, bad_seq=found.bad_seq, message=found.message,
-        bad_kind=found.bad_kind, counts=walked.counts,
-    )  # fmt: skip
 
 
 async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:

@@ -6,28 +6,18 @@ used, AUTOINCREMENT's counter, and the last decision's hash) and the formats
 actions already in the log to the chain in time order, so that from the
 upgrade on they are covered like new ones. Admin actions that set or reset
 a setting are marked as such, which is what the settings in force are
-derived from. It runs on a plain DB-API connection inside the migration's
-transaction; another backend runs the same function on its own connection.
+derived from. It runs inside the migration's transaction. (A PostgreSQL log
+never held v1 records: its m003 starts the head at genesis.)
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS, Chainer
 from middleware.decision_log.records import ADMIN_HASHED, DELIVERY_COLUMNS, row_sha256
-
-
-class Cursor(Protocol):
-    def fetchall(self) -> list[Any]: ...
-
-    def fetchone(self) -> Any: ...
-
-
-class Connection(Protocol):
-    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
-
 
 # Deliveries are rebuilt without ON DELETE CASCADE: a delivery recorded late (after
 # decisions written later than its own) stays on the chain until a prune reaches its
@@ -119,7 +109,7 @@ V1_CHANGES_SETTING = (
 )
 
 
-def adopt(db: Connection) -> None:
+def adopt(db: sqlite3.Connection) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     (last_seq,) = db.execute(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'decisions'), 0), "

@@ -94,10 +94,6 @@ class Writer:
         self._wake.set()
         return await future
 
-    async def pragma(self, text: str) -> Any:
-        """``PRAGMA text`` on the writer's connection, between two transactions."""
-        return await self.submit(writes.Pragma(text))
-
     async def close(self) -> None:
         """Commit what was submitted, then close the connection (it checkpoints the WAL)."""
         if self._closing:
@@ -124,11 +120,7 @@ class Writer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            size = 0  # up to the first pragma, which runs alone
-            while size < min(len(self._queue), MAX_BATCH) and not _is_pragma(self._queue[size]):
-                size += 1
-            size = size or 1
-            batch, self._queue = self._queue[:size], self._queue[size:]
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
                 await self._commit(batch)
             except Exception as exc:  # a bug here must not strand callers or stop the log
@@ -155,23 +147,20 @@ class Writer:
                 return [exc] * len(jobs)
         assert self._db is not None
         try:
-            if isinstance(jobs[0], writes.Pragma):
-                return [await self._step(writes.pragma, jobs[0].text)]
             return await self._step(writes.commit, jobs)
         except sqlite3.IntegrityError as exc:
-            if len(jobs) > 1:
-                return [(await self._results([job]))[0] for job in jobs]
-            return [ValueError(f"the decision log refused this write: {exc}")]
-        except (sqlite3.Error, ValueError) as exc:
-            if not await _alive(self._db):  # aiosqlite: "Connection closed"
-                await self._drop()
+            why = f"the decision log refused this write: {exc}"
+        except Exception as exc:  # a bad job (a bug or an invalid value), or the storage
+            if isinstance(exc, sqlite3.Error | ValueError) and not await _alive(self._db):
+                await self._drop()  # aiosqlite: "Connection closed"
                 lost = f"the decision log {self.path} lost its connection ({exc}); "
                 return [LogUnavailable(lost + "the next write opens a new one")] * len(jobs)
             if isinstance(exc, sqlite3.Error):
                 return [LogUnavailable(writes.storage_error(str(self.path), exc))] * len(jobs)
-            return await self._refused(jobs, exc)
-        except Exception as exc:  # a bad job (a bug or an invalid value): isolate it
-            return await self._refused(jobs, exc)
+            why = f"{type(exc).__name__}: {exc}"
+        if len(jobs) > 1:  # retried alone, so that only the bad job fails
+            return [(await self._results([job]))[0] for job in jobs]
+        return [ValueError(why)]
 
     async def _step(
         self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
@@ -183,11 +172,6 @@ class Writer:
         if isinstance(db, aiosqlite.Connection):
             return await in_thread(db, step, arg)
         return await step(db, arg)  # another backend's connection with aiosqlite's calls
-
-    async def _refused(self, jobs: list[writes.Job], exc: Exception) -> list[Any]:
-        if len(jobs) > 1:
-            return [(await self._results([job]))[0] for job in jobs]
-        return [ValueError(f"{type(exc).__name__}: {exc}")]
 
     async def _connect(self) -> None:
         db = await connect(self.path, read_only=False)
@@ -259,10 +243,6 @@ async def in_thread(
 
     execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
     return await execute(run)
-
-
-def _is_pragma(queued: tuple[writes.Job, asyncio.Future[Any]]) -> bool:
-    return isinstance(queued[0], writes.Pragma)
 
 
 async def _alive(db: aiosqlite.Connection) -> bool:

@@ -5,8 +5,7 @@ A job is one of:
 - an :class:`~.records.EncodedDecision`: the writer adds ``seq`` and the chain;
 - a :class:`Delivery`: a delivery event, chained the same way;
 - an :class:`Op`: settings and admin actions (chained), replay runs, a prune
-  step, whose return value goes back to the caller;
-- a :class:`Pragma`, run by the writer on its own, outside any transaction.
+  step, whose return value goes back to the caller.
 
 :func:`commit` writes a group of jobs as one ``BEGIN IMMEDIATE`` transaction
 with one ``executemany`` per table; rows are dicts bound by column name. The
@@ -24,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.chain import Chainer
+from middleware.decision_log.chain import GENESIS, Chainer
 from middleware.decision_log.records import (
     ADMIN_HASHED,
     CANDIDATE_COLUMNS,
@@ -71,10 +70,6 @@ CHAINED_RECORDS = " UNION ALL ".join(
     f"SELECT {kind} AS kind, seq, {rid} AS rid, prev_sha256, sha256, created_utc FROM {table}"
     for kind, table, rid in CHAINED_TABLES
 )  # every chained record, as (kind, seq, rid, prev_sha256, sha256, created_utc)
-LAST_CHECKPOINT_SQL = (
-    "SELECT through_seq, through_sha256, settings_json FROM chain_checkpoints "
-    "ORDER BY through_seq DESC, id DESC LIMIT 1"
-)
 SETTING_CHANGES_SQL = (
     "SELECT id, created_utc, actor, scope, key, new_json FROM admin_actions "
     "WHERE changes_setting = 1 AND seq > ? AND seq <= ? ORDER BY seq"
@@ -101,15 +96,7 @@ class Op:
     run: Callable[[aiosqlite.Connection, Chainer], Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class Pragma:
-    """``PRAGMA text`` on the writer's connection, alone, between two transactions
-    (tests fill the disk with ``max_page_count``)."""
-
-    text: str
-
-
-Job = EncodedDecision | Delivery | Op | Pragma
+Job = EncodedDecision | Delivery | Op
 
 
 async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
@@ -164,14 +151,6 @@ async def _insert_decisions(
         children = [child for d in decisions for child in d[at]]
         if children:
             await db.executemany(sql, children)
-
-
-async def pragma(db: aiosqlite.Connection, text: str) -> Any:
-    """``PRAGMA text`` outside any transaction; the first value it answers, if any."""
-    if ";" in text:
-        raise ValueError(f"one pragma at a time, not {text!r}")
-    found = list(await db.execute_fetchall(f"PRAGMA {text}"))
-    return found[0][0] if found else None
 
 
 # -- operations, each inside the group's transaction ----------------------------------
@@ -240,7 +219,7 @@ def prune_step(cutoff_utc: str, now_utc: str) -> Op:
     """
 
     async def run(db: aiosqlite.Connection, chain: Chainer) -> tuple[int, bool]:
-        start, _, snapshot = await last_checkpoint(db)
+        start, _, snapshot, _, _ = await checkpoint(db)
         recent = await _one(db, FIRST_RECENT_SQL, (cutoff_utc,))
         limit = min(chain.seq, recent - 1) if recent is not None else chain.seq
         nth = await _one(
@@ -284,10 +263,19 @@ async def settings_state(
     return derive(parse_snapshot(snapshot), rows)
 
 
-async def last_checkpoint(db: aiosqlite.Connection) -> tuple[int, str | None, str | None]:
-    """(through_seq, through_sha256, settings_json) of the last prune, or (0, None, None)."""
-    found = list(await db.execute_fetchall(LAST_CHECKPOINT_SQL))
-    return (found[0][0], found[0][1], found[0][2]) if found else (0, None, None)
+async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str, str | None, int | None, str]:
+    """The last prune checkpoint: (through_seq, its hash, settings snapshot, own seq, id),
+    or (0, GENESIS, None, None, "") for a log never pruned."""
+    found = list(
+        await db.execute_fetchall(
+            "SELECT through_seq, through_sha256, settings_json, seq, id FROM chain_checkpoints "
+            "ORDER BY through_seq DESC, id DESC LIMIT 1"
+        )
+    )
+    if not found:
+        return (0, GENESIS, None, None, "")
+    r = found[0]
+    return (r[0], r[1], r[2], r[3], str(r[4]))
 
 
 async def _one(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:

@@ -22,9 +22,11 @@ from tests.support.decision_log_support import make_decision
 
 
 async def on_writer(log: DecisionStore, pragma: str) -> None:
-    """Run a PRAGMA on the writer's own connection (alone, between two transactions)."""
+    """Run a PRAGMA on the writer's own connection: between two transactions, since
+    each transaction is one call on that connection's thread."""
     assert isinstance(log, DecisionLog) and log._writer is not None
-    await log._writer.pragma(pragma)
+    assert log._writer._db is not None
+    await log._writer._db.execute(f"PRAGMA {pragma}")
 
 
 async def fill_disk(log: DecisionStore) -> None:

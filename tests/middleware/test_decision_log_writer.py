@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import pytest
@@ -64,7 +64,7 @@ async def test_a_transaction_is_one_hop_to_the_connection_thread(log: DecisionLo
     db = writer_of(log)._db
     assert isinstance(db, aiosqlite.Connection)
     hops: list[str] = []
-    execute = db._execute
+    execute = cast(Callable[..., Awaitable[Any]], db._execute)
 
     async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
         hops.append(getattr(fn, "__name__", repr(fn)))
