@@ -5,6 +5,9 @@ the writer task takes everything queued (up to :data:`MAX_BATCH`) and commits
 it as one transaction (:func:`.writes.commit`), so jobs submitted while a
 transaction runs share the next one: group commit without a timer, and alone
 a job is committed at once. A caller hears about its job only after COMMIT.
+The whole transaction is one call on aiosqlite's thread (:func:`in_thread`),
+not one per statement, so it is also indivisible: nothing else runs on the
+connection between its BEGIN and its COMMIT.
 
 Failures: a storage error (disk full, read-only file, lock held too long)
 fails every job of the transaction with :class:`LogUnavailable`, and the next
