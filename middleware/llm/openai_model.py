@@ -24,6 +24,7 @@ from typing import Any, Literal
 import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream
+from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
@@ -119,6 +120,11 @@ class OpenAIChatModel:
             api_key=api_key, base_url=base_url, max_retries=max_retries, transport=transport
         )
         self._url = str(self.client.base_url.join("chat/completions"))
+        # What every call sends but its body and timeout, built once: ``client.post``
+        # builds these typed options per call, deep-copying their defaults.
+        self._options = FinalRequestOptions.construct(
+            method="post", url=self._url, security={"bearer_auth": True}
+        )
 
     async def close(self) -> None:
         await self.client.close()
@@ -195,18 +201,18 @@ class OpenAIChatModel:
         Cheaper than the typed ``chat.completions.create`` on every message's
         critical path: that walks the type hints of every parameter to transform
         a body that is already plain JSON, and builds a pydantic ChatCompletion
-        of which four fields are read. Here the client returns the raw response
-        (after its status checks and retries) and the JSON is read directly; the
-        URL is absolute, so the client does not re-merge it with its base URL.
-        A stream is still parsed by the client into chunks.
+        of which four fields are read. Here the client's ``request`` (what
+        ``client.post`` calls) gets a copy of the prepared options and returns the
+        raw response (after its status checks and retries), and the JSON is read
+        directly; the URL is absolute, so the client does not re-merge it with its
+        base URL. A stream is still parsed by the client into chunks.
         """
-        return await self.client.post(
-            self._url,
-            body=body,
+        options = self._options.model_copy(update={"json_data": body, "timeout": timeout_s})
+        return await self.client.request(
             # A stream keeps the typed cast: with the raw one the client would not
             # parse it into stream_cls chunks.
-            cast_to=ChatCompletion if stream else httpx2.Response,
-            options={"timeout": timeout_s, "security": {"bearer_auth": True}},
+            ChatCompletion if stream else httpx2.Response,
+            options,
             stream=stream,
             stream_cls=AsyncStream[ChatCompletionChunk],
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -84,11 +85,7 @@ class AioHttpClient(httpx2.AsyncClient):
             )  # fmt: skip
         timeout = self.timeout if isinstance(timeout, UseClientDefault) else timeout
         return httpx2.Request(
-            method,
-            url,
-            content=content,
-            headers=headers,
-            extensions={"timeout": httpx2.Timeout(timeout).as_dict()},
+            method, url, content=content, headers=headers, extensions={"timeout": _as_dict(timeout)}
         )
 
     async def send(
@@ -155,6 +152,20 @@ class AioHttpClient(httpx2.AsyncClient):
             await self._session.close()
             self._session = None
         await super().aclose()
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(
+    connect: float | None, read: float | None, write: float | None, pool: float | None
+) -> dict[str, float | None]:
+    return {"connect": connect, "read": read, "write": write, "pool": pool}
+
+
+def _as_dict(timeout: Any) -> dict[str, float | None]:
+    """A timeout as httpx's request extension; the same few every call, so cached."""
+    if not isinstance(timeout, httpx2.Timeout):
+        timeout = httpx2.Timeout(timeout)
+    return _timeouts(timeout.connect, timeout.read, timeout.write, timeout.pool)
 
 
 class _Body(httpx2.AsyncByteStream):
