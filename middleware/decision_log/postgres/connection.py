@@ -43,6 +43,8 @@ import asyncpg
 # 64-bit number no other application on the database uses: "guardbot").
 CHAIN_LOCK_KEY = 0x6775617264626F74
 LOCK_SQL = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"
+# Both in one message (the simple query protocol takes several statements): a round trip less.
+BEGIN_LOCKED = f"BEGIN; {LOCK_SQL}"
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|(?<!:):([A-Za-z_]\w*)")
 _FTS = re.compile(r"WHERE decisions_fts MATCH \?")
@@ -106,7 +108,8 @@ class LockStats:
     """Time spent waiting for the chain lock, and in write transactions, by this instance."""
 
     waits: int = 0
-    wait_s: float = 0.0
+    wait_s: float = 0.0  # from asking for the lock to holding it
+    held_s: float = 0.0  # from holding it to COMMIT (or ROLLBACK) done: what others wait on
 
 
 class SqlConnection:
@@ -115,6 +118,7 @@ class SqlConnection:
     def __init__(self, conn: asyncpg.Connection, lock_stats: LockStats | None = None) -> None:
         self.conn = conn
         self.lock_stats = lock_stats or LockStats()
+        self._locked_at: float | None = None  # when this transaction got the chain lock
 
     @property
     def in_transaction(self) -> bool:
@@ -123,11 +127,18 @@ class SqlConnection:
     async def execute(self, sql: str, params: Any = None) -> None:
         try:
             if sql == "BEGIN IMMEDIATE":
-                await self.conn.execute("BEGIN")
                 started = time.perf_counter()
-                await self.conn.execute(LOCK_SQL)
+                await self.conn.execute(BEGIN_LOCKED)
+                self._locked_at = time.perf_counter()
                 self.lock_stats.waits += 1
-                self.lock_stats.wait_s += time.perf_counter() - started
+                self.lock_stats.wait_s += self._locked_at - started
+                return
+            if sql in ("COMMIT", "ROLLBACK") and self._locked_at is not None:
+                try:
+                    await self.conn.execute(sql)
+                finally:
+                    self.lock_stats.held_s += time.perf_counter() - self._locked_at
+                    self._locked_at = None
                 return
             if sql == "BEGIN":
                 await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -23,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
+import aiosqlite
 import asyncpg
 
 from middleware.decision_log import integrity, writes
 from middleware.decision_log.chain import ChainReport
+from middleware.decision_log.postgres import append
 from middleware.decision_log.postgres.connection import (
     DRIVER_ERRORS,
     LockStats,
@@ -46,6 +48,8 @@ from middleware.decision_log.store import DecisionLog
 from middleware.decision_log.writer import Writer
 
 log = logging.getLogger("guardbot.decision_log")
+T = TypeVar("T")
+Arg = TypeVar("Arg")
 
 CONNECT_TIMEOUT_S = 5.0
 RELISTEN_S = 0.5  # how soon a lost LISTEN connection is tried again
@@ -97,6 +101,17 @@ class PgWriter(Writer):
         self._sql = SqlConnection(conn, self.lock_stats)
         self._db = shared(self._sql)
         self.stats.connections += 1
+
+    async def _step(
+        self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
+    ) -> T:
+        """A group of decisions and deliveries in three round trips (:mod:`.append`);
+        any other step as on SQLite, through the shared SQL."""
+        if step is writes.commit and self._sql is not None:
+            group = append.prepare(cast(list[writes.Job], arg))
+            if group is not None:
+                return cast(T, await append.commit(self._sql, group))
+        return await super()._step(step, arg)
 
     async def _results(self, jobs: list[writes.Job]) -> list[Any]:
         if self._db is not None and self._sql is not None and self._sql.conn.is_closed():
