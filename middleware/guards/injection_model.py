@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain, repeat
 from pathlib import Path
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "prompt_injection.json"
@@ -26,37 +27,65 @@ _WORD = re.compile(r"[a-z0-9']+")
 _HEAD, _TAIL = 3000, 1000
 
 
-def features(folded: str) -> set[str]:
-    """Binary features of normalised, leet-folded text: words, word pairs, char 4-grams."""
+# The three kinds of feature, by the prefix their weights are stored under.
+_KINDS = ("w:", "b:", "c:")
+
+
+def feature_kinds(folded: str) -> tuple[set[str], set[str], set[str]]:
+    """Words, word pairs and char 4-grams of normalised, leet-folded text (unprefixed)."""
     if len(folded) > _HEAD + _TAIL:
         folded = folded[:_HEAD] + " " + folded[-_TAIL:]
     words = _WORD.findall(folded)
-    out = {"w:" + w for w in words}
-    out.update("b:" + a + " " + b for a, b in zip(words, words[1:], strict=False))
     joined = " " + " ".join(words) + " "
-    out.update("c:" + joined[i : i + 4] for i in range(len(joined) - 3))
-    return out
+    return (
+        set(words),
+        {a + " " + b for a, b in zip(words, words[1:], strict=False)},
+        {joined[i : i + 4] for i in range(len(joined) - 3)},
+    )
+
+
+def features(folded: str) -> set[str]:
+    """Binary features of normalised, leet-folded text: words, word pairs, char 4-grams,
+    prefixed by kind as their weights are stored (what training sees)."""
+    kinds = feature_kinds(folded)
+    return {prefix + f for prefix, kind in zip(_KINDS, kinds, strict=True) for f in kind}
 
 
 @dataclass(frozen=True, slots=True)
 class InjectionModel:
     """``P(injection | text) = sigmoid(bias + sum(weights of present features) / sqrt(n))``,
-    where ``n`` is the number of features present (known or not)."""
+    where ``n`` is the number of features present (known or not).
+
+    The weights are held per kind, unprefixed, so that scoring looks features up as
+    :func:`feature_kinds` gives them instead of building a prefixed string for each."""
 
     bias: float
-    weights: dict[str, float]
+    weights_by_kind: tuple[dict[str, float], dict[str, float], dict[str, float]]
+
+    @classmethod
+    def from_weights(cls, bias: float, weights: dict[str, float]) -> InjectionModel:
+        """From weights keyed as stored (``"w:word"``, ``"b:two words"``, ``"c:gram"``)."""
+        words, pairs, grams = ({k[2:]: w for k, w in weights.items() if k[:2] == p} for p in _KINDS)
+        return cls(bias, (words, pairs, grams))
 
     def probability(self, folded: str) -> float:
-        feats = features(folded)
-        if not feats:
+        kinds = feature_kinds(folded)
+        n = sum(map(len, kinds))
+        if not n:
             return 1.0 / (1.0 + math.exp(-self.bias))
-        get = self.weights.get
-        total = sum(get(f, 0.0) for f in feats)
-        z = self.bias + total / math.sqrt(len(feats))
+        # fsum is exact whatever order the sets iterate in (that order changes with the
+        # process's hash seed), so a replay scores a text exactly as the bot did.
+        total = math.fsum(
+            chain.from_iterable(
+                map(weights.get, kind, repeat(0.0))
+                for weights, kind in zip(self.weights_by_kind, kinds, strict=True)
+            )
+        )
+        z = self.bias + total / math.sqrt(n)
         return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
 
 
 @lru_cache(maxsize=1)
 def load_injection_model(path: Path = MODEL_PATH) -> InjectionModel:
     data = json.loads(path.read_text(encoding="utf-8"))
-    return InjectionModel(bias=float(data["bias"]), weights=dict(data["weights"]))
+    return InjectionModel.from_weights(float(data["bias"]), dict(data["weights"]))

@@ -71,6 +71,7 @@ _NOT_PHONE = re.compile(
     r"|\d{1,3}(?:\.\d{1,3}){3}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)$|[-./]{2}"
 )
 _GROUPS = re.compile(r"\d+")
+_DIGIT = re.compile(r"\d")
 _EXTENSION = re.compile(r"(?i)[ ]?(?:x|ext\.?|#)[ ]?\d{1,6}$")
 
 # IBAN lengths by country (ISO 13616); an unknown country is not an IBAN.
@@ -209,7 +210,7 @@ def _spans(text: str, kinds: Iterable[str], regions: Sequence[str]) -> Iterator[
     if "email" in wanted and (" at " in text or "at]" in text or "at)" in text or "at}" in text):
         for m in _EMAIL_SPELLED.finditer(text):
             yield m.start(), m.end(), "email"
-    if not any(c.isdigit() for c in text):
+    if _DIGIT.search(text) is None:  # every pattern below needs a digit
         return
     if "iban" in wanted:
         for m in _IBAN_START.finditer(text):

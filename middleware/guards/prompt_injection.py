@@ -149,9 +149,11 @@ _ANCHORS: dict[str, tuple[str, ...]] = {
     "begin_with": ("you",),
 }
 _COMPILED = tuple(
-    (rule, category, weight, _ANCHORS[rule], re.compile(pattern, re.IGNORECASE))
+    (rule, category, weight, frozenset(_ANCHORS[rule]), re.compile(pattern, re.IGNORECASE))
     for rule, category, weight, pattern in RULES
 )
+# Each anchor is looked for once per text, not once per rule that names it.
+_ALL_ANCHORS = tuple(sorted({a for anchors in _ANCHORS.values() for a in anchors}))
 
 
 def score_injection(
@@ -164,10 +166,13 @@ def score_injection(
     """(score 0..1, [(rule, category), ...]) for ``text``; ``learned=False``: patterns only."""
     norm, folded = forms(text)
     variants = (norm,) if folded == norm else (norm, folded)
+    present = {a for a in _ALL_ANCHORS if a in norm}
+    if folded != norm:
+        present.update(a for a in _ALL_ANCHORS if a in folded)
     matched: list[tuple[str, str]] = []
     remaining = 1.0
     for rule, category, weight, anchors, rx in _COMPILED:
-        if any(a in v for v in variants for a in anchors) and any(rx.search(v) for v in variants):
+        if not present.isdisjoint(anchors) and any(rx.search(v) for v in variants):
             matched.append((rule, category))
             remaining *= 1.0 - weight
     for i, rx in enumerate(extra):
