@@ -37,6 +37,10 @@ NO_REPLY_NOTE = (
     "output guards not run: no reply was generated when this was logged "
     "(replay with --full to generate one)"
 )
+CUT_NOTE = (
+    "only the {chars} characters shown before chunk {chunk} stopped the stream were kept; "
+    "the rest of that reply was never recorded (replay with --full to generate one)"
+)
 REDACTED_NOTE = "the log keeps replies after redaction, so a redacting guard sees the masked text"
 
 
@@ -113,10 +117,16 @@ async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
         out_ctx = GuardContext(Stage.OUTPUT, request, candidates[0].index)
         found, stopped = await _screen_stream(output_guards, candidates[0].text, out_ctx, old)
         verdicts.extend(found)
-        if stopped is None:
-            return Screened(verdicts, Action.REPLIED, None)
-        note = f"the stream would now stop at chunk {stopped}"
-        return Screened(verdicts, Action.BLOCKED, _first_blocking(found), note)
+        blocked_by = _first_blocking(found)
+        if blocked_by is None:
+            cut = old.stream.stopped_at_chunk
+            note = None if cut is None else CUT_NOTE.format(chars=old.stream.shown_chars, chunk=cut)
+            return Screened(verdicts, Action.REPLIED, None, note)
+        if stopped is None:  # no chunk stopped it: a `final` guard blocks the whole reply
+            note = f"{blocked_by} (stream = final) would retract the reply after it was shown"
+        else:
+            note = f"the stream would now stop at chunk {stopped}"
+        return Screened(verdicts, Action.BLOCKED, blocked_by, note)
     any_safe = False
     for cand in candidates:  # few candidates, each screened with its guards in parallel
         out_ctx = GuardContext(Stage.OUTPUT, request, cand.index)

@@ -304,6 +304,8 @@ async def test_html_report_shows_the_chunks_and_groups_identical_rows(
     assert row["chunks"] == [(0, "shown", s.chunks[0].shown_chars), (1, "BLOCKED", s.shown_chars)]
     assert "RETRACTED; ended: stopped at chunk 1 by words block" in str(row["stream"])
     assert f"first visible text at {s.first_visible_ms:.0f} ms" in str(row["stream"])
+    # The `final` guard still blocks its reply: unchanged, so not listed.
+    assert streamed.decisions["final"].id not in page.rows
     # The three identical spam decisions: one row, the count, and every id listed.
     spam_ids = [d.id for d in streamed.spam]
     (first,) = [k for k, r in page.rows.items() if r["ids"] == spam_ids]
@@ -404,3 +406,17 @@ async def test_delivery_failures_are_shown_inert(streamed: Streamed) -> None:
         "; 1 delivery failure(s): edit 2: HTTP 403 \\x1b[2Jmissing_scope <@\u200bU1>"
     )
     assert "\x1b" not in line
+
+
+async def test_replay_applies_a_final_guard_to_the_whole_streamed_reply(streamed: Streamed) -> None:
+    policy = TOML.replace('words = ["zebra"]', 'words = ["zebra", "bye"]')
+    bot = GuardBot(_config(streamed.db, policy), await DecisionLog.open(streamed.db), env={})
+    try:
+        report = await run_replay(bot, ReplayOptions())
+    finally:
+        await bot.close()
+    results = {r.decision_id: r for r in report.tally.notable}
+    mail = results[streamed.decisions["mail"].id]  # "... Bye now." was shown in full then
+    assert (mail.kind.value, mail.new_blocked_by) == ("newly_blocked", "late")
+    assert mail.note == "late (stream = final) would retract the reply after it was shown"
+    assert streamed.decisions["final"].id not in results  # blocked by `late` then and now
