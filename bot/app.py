@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from adapters.admin import AdminCommands
@@ -225,16 +226,6 @@ class GuardBot:
     async def _decide(
         self, request: ChatRequest, config: Config, fingerprint: str, view: _Shown | None
     ) -> Decision:
-        if not request.history and config.pipeline.history_turns:
-            turns = await self.log.history(
-                request.platform,
-                request.channel_id,
-                request.thread_id,
-                max_turns=config.pipeline.history_turns,
-                max_chars=config.pipeline.history_chars,
-            )
-            if turns:
-                request = request.model_copy(update={"history": tuple(turns)})
         budget = config.budget
         spent = await check_budget(
             self.log,
@@ -245,13 +236,30 @@ class GuardBot:
         if spent is not None:  # refused politely, and recorded like any other decision
             return budget_refusal(request, spent, message=budget.message, fingerprint=fingerprint)
         policy = self.policies.policy(config, fingerprint)
-        if view is None or not config.pipeline.stream:
-            return await self.pipeline.run(request, policy)
         p = config.pipeline
+        history = None
+        if not request.history and p.history_turns:
+            # Read by the pipeline while the input guards start (the log is the memory).
+            history = partial(
+                self.log.history,
+                request.platform,
+                request.channel_id,
+                request.thread_id,
+                max_turns=p.history_turns,
+                max_chars=p.history_chars,
+            )
+        if view is None or not p.stream:
+            return await self.pipeline.run(request, policy, history=history)
         stream = StreamSettings(p.chunk_chars, p.context_chars, p.max_hold_ms)
         # The log is the recorder: each chunk is committed before the view shows it.
         return await self.pipeline.run(
-            request, policy, view=view, stream=stream, recorder=self.log, decision_id=new_id()
+            request,
+            policy,
+            view=view,
+            stream=stream,
+            recorder=self.log,
+            decision_id=new_id(),
+            history=history,
         )
 
     async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:

@@ -15,8 +15,9 @@ text of a discarded candidate is ever shown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from middleware.errors import LLMError
@@ -24,12 +25,7 @@ from middleware.guards.guard import GuardContext
 from middleware.llm.model import Message, ModelSettings
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.screening import screen
-from middleware.pipeline.streaming import (
-    ChunkRecorder,
-    ReplyView,
-    StreamedReply,
-    StreamSettings,
-)
+from middleware.pipeline.streaming import ChunkRecorder, ReplyView, StreamedReply, StreamSettings
 from middleware.selection.selector import fastest
 from middleware.types import (
     Action,
@@ -40,11 +36,13 @@ from middleware.types import (
     Outcome,
     Selection,
     Stage,
+    Turn,
     Verdict,
     new_id,
 )
 
 CANCELLED = "cancelled"
+History = Callable[[], Awaitable[Sequence[Turn]]]  # reads the earlier turns of a conversation
 
 
 def user_reason(errors: Sequence[str]) -> str:
@@ -102,8 +100,12 @@ class Pipeline:
         stream: StreamSettings | None = None,
         recorder: ChunkRecorder | None = None,
         decision_id: str | None = None,
+        history: History | None = None,
     ) -> Decision:
         """Answer ``request``; with ``view`` and ``stream`` (and one candidate), streamed.
+
+        ``history`` reads the earlier turns, which only generation needs: the input
+        guards (they screen the message alone) send their requests while it is read.
 
         A streamed run shows released chunks in ``view`` (each given to
         ``recorder`` first); the caller records the decision and then calls
@@ -112,24 +114,24 @@ class Pipeline:
         """
         started = time.perf_counter()
         if (too_long := policy.length_verdict(request.text)) is not None:
-            return self._too_long(request, too_long, policy)
+            return self._too_long(await _with_history(request, history), too_long, policy)
         if view is not None and stream is not None and policy.best_of <= 1:
+            request = await _with_history(request, history)
             return await self._run_streamed(
                 request, policy, view, stream, recorder, decision_id or new_id(), started
             )
         input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
         output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
-        messages = build_messages(policy, request)
         runs = [_Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
         gate = asyncio.Event()  # set once every input guard has passed
-        async with asyncio.TaskGroup() as tg:
+        async with _one_error(), asyncio.TaskGroup() as tg:
+            read = tg.create_task(_with_history(request, history)) if history is not None else None
             tasks = [
-                tg.create_task(self._candidate(run, messages, request, policy, output_guards, gate))
+                tg.create_task(self._candidate(run, read, request, policy, output_guards, gate))
                 for run in runs
             ]
-            in_ctx = GuardContext(Stage.INPUT, request)
             await asyncio.sleep(0)  # let the generation requests start before CPU-bound guards
-            screened = await screen(input_guards, request.text, in_ctx)
+            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
             input_verdicts, blocked = screened.verdicts, screened.blocked
             input_done = time.perf_counter()
             if blocked:
@@ -144,6 +146,7 @@ class Pipeline:
         for run, task in zip(runs, tasks, strict=True):
             if task.cancelled() or run.candidate.error == CANCELLED:
                 run.candidate.error = cancel_reason
+        request = read.result() if read is not None else request
         decision = Decision(request=request, action=Action.ERROR, verdicts=input_verdicts)
         if blocked:
             self._blocked(decision, input_verdicts, policy)
@@ -155,7 +158,7 @@ class Pipeline:
     async def _candidate(
         self,
         run: _Run,
-        messages: Sequence[Message],
+        read: asyncio.Task[ChatRequest] | None,
         request: ChatRequest,
         policy: PipelinePolicy,
         output_guards: Sequence[ConfiguredGuard],
@@ -167,6 +170,8 @@ class Pipeline:
         # Yield once so remote input guards (started just after us) send their
         # requests first: they are usually the shorter path, and the one a block waits on.
         await asyncio.sleep(0)
+        # Shielded: a cancelled candidate must not cancel the read that the decision needs.
+        messages = build_messages(policy, await asyncio.shield(read) if read else request)
         began = time.perf_counter()
         try:
             async with asyncio.timeout(policy.timeout_s):
@@ -227,21 +232,17 @@ class Pipeline:
         )
         gate = asyncio.Event()
         messages = build_messages(policy, request)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                task = tg.create_task(
-                    streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
-                )
-                await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
-                in_ctx = GuardContext(Stage.INPUT, request)
-                screened = await screen(input_guards, request.text, in_ctx)
-                input_done = time.perf_counter()
-                if screened.blocked:
-                    task.cancel()  # nothing was shown: the gate never opened
-                else:
-                    gate.set()
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None  # the log went down mid-stream, say
+        async with _one_error(), asyncio.TaskGroup() as tg:
+            task = tg.create_task(
+                streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
+            )
+            await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
+            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
+            input_done = time.perf_counter()
+            if screened.blocked:
+                task.cancel()  # nothing was shown: the gate never opened
+            else:
+                gate.set()
         decision = Decision(
             id=decision_id, request=request, action=Action.ERROR, verdicts=screened.verdicts
         )
@@ -372,6 +373,20 @@ class Pipeline:
         decision.cost_usd = sum(
             policy.cost_usd(c.model, c.tokens_in, c.tokens_out) for c in decision.llm_calls
         )
+
+
+async def _with_history(request: ChatRequest, history: History | None) -> ChatRequest:
+    turns = tuple(await history()) if history is not None else ()
+    return request.model_copy(update={"history": turns}) if turns else request
+
+
+@contextlib.asynccontextmanager
+async def _one_error() -> AsyncIterator[None]:
+    """A task group's failure (the log went down, say) as the error callers handle."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 async def _first_safe(tasks: Sequence[asyncio.Task[bool]]) -> None:

@@ -19,7 +19,7 @@ from middleware.llm.model import Completion, Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.run import Pipeline
-from middleware.types import Action, ChatRequest, Outcome, Stage, Verdict
+from middleware.types import Action, ChatRequest, Outcome, Stage, Turn, Verdict
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 
@@ -276,3 +276,35 @@ async def test_api_key_and_parameters_reach_the_server(stub_llm: StubOpenAI) -> 
     assert rec.body["model"] == "stub-model"
     assert rec.body["temperature"] == 0.3 and rec.body["max_tokens"] == 50
     assert rec.body["messages"][-1] == {"role": "user", "content": "what's up"}
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+async def test_input_guards_run_while_the_history_is_read(
+    stub_llm: StubOpenAI, unsafe: bool
+) -> None:
+    turns = [Turn(role="user", content="earlier question"), Turn(role="assistant", content="ok")]
+    read = asyncio.Event()  # the history read finishes only when the test says so
+
+    async def history() -> list[Turn]:
+        await read.wait()
+        return turns
+
+    guard = EventGuard("g", lambda: None, unsafe=unsafe)
+    policy = policy_for(stub_llm, ConfiguredGuard(guard_cfg("g"), guard))
+    run = asyncio.create_task(Pipeline().run(request(), policy, history=history))
+    await guard.finished.wait()  # the guard judged while the history was still being read
+    assert stub_llm.chat_requests() == []  # generation waits for the history
+    read.set()
+    decision = await run
+
+    assert decision.request.history == tuple(turns)  # on record, blocked or not
+    if unsafe:  # blocked before the history came back: generation was never sent
+        assert decision.action is Action.BLOCKED and stub_llm.chat_requests() == []
+        return
+    assert decision.action is Action.REPLIED
+    (generation,) = stub_llm.chat_requests()
+    assert [m["content"] for m in generation.body["messages"]][-3:] == [
+        "earlier question",
+        "ok",
+        "hello there",
+    ]
