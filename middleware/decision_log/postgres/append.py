@@ -1,41 +1,41 @@
-"""The hot path of the shared chain: a group of decisions and deliveries in one statement.
+"""The hot path of the shared chain: a group of decisions and deliveries appended in one call.
 
 Several instances append to one chain, so while one holds the chain lock
 every other waits; what matters is how long it is held. The shared write
-(:func:`..writes.commit`) runs one statement per table, and on PostgreSQL
-each is a round trip between two processes: from taking the lock to COMMIT,
-the head read, decisions, the search index, verdicts, candidates, model
-calls, deliveries, the head update and COMMIT, eight or nine of them. For a
-group that holds only decisions and deliveries (what every message writes)
-this module does the same writes in three:
+(:func:`..writes.commit`) runs one statement per table from the client, and
+on PostgreSQL each is a round trip between two processes: from taking the
+lock to COMMIT the head read, decisions, the search index, verdicts,
+candidates, model calls, deliveries, the head update and COMMIT. On a busy
+machine every one of them also waits for the instance to be scheduled, with
+the lock held all along. For a group that holds only decisions and
+deliveries (what every message writes) this module sends one statement,
+outside any transaction, and the database does the rest itself:
 
-- before the lock: every row turned into JSON (a decision's row without its
-  place in the chain, which only the head can give);
-- BEGIN and the lock, sent together;
-- under the lock: the head read; then one statement that inserts every
-  table from JSON arrays (``jsonb_populate_recordset``, columns by name) and
-  moves the head; then COMMIT. The chain links are computed in between, in
-  the order the shared write uses (decisions, then deliveries).
+- the instance turns every row into JSON (decisions and deliveries with
+  their content hash, everything the chain needs but the head);
+- ``guardbot_append`` (below, migration ``m006_pg_chain_append``) takes the
+  chain lock, reads the head, links each record to the one before it,
+  inserts every table from the JSON arrays (``jsonb_populate_record``,
+  columns by name), moves the head, and the statement commits. The lock is
+  held for that and nothing else: no client round trip is inside it.
 
-The rows, hashes and chain are the shared write's, so ``verify`` cannot tell
-the two apart (a test checks it). Anything else (settings, admin actions,
-prune) goes the shared way. Floats that JSON cannot carry (NaN, infinity)
-make :func:`prepare` decline, and that group goes the shared way too.
+The link is :func:`..chain.link_v2`, written a second time in SQL because it
+has to run under the lock; the order is the shared write's (decisions, then
+deliveries), so the rows, hashes and head are byte for byte what the shared
+write stores (a test compares every table) and ``verify`` (which recomputes
+every link in Python) checks it on every log. Anything else (settings, admin
+actions, prune, stream chunks) goes the shared way, as do floats JSON
+cannot carry (NaN, infinity), which :func:`prepare` declines.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
-from middleware.decision_log.chain import Chainer
 from middleware.decision_log.postgres.connection import (
-    BEGIN_LOCKED,
+    CHAIN_LOCK_KEY,
     DRIVER_ERRORS,
     SqlConnection,
     as_sqlite_error,
@@ -50,42 +50,118 @@ from middleware.decision_log.records import (
     EncodedDecision,
     row_sha256,
 )
-from middleware.decision_log.writes import HEAD_SQL, Delivery, Job
+from middleware.decision_log.writes import Delivery, Job
 
 # Compact, NaN refused (PostgreSQL's JSON has none), non-ASCII kept as is (shorter).
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+CONTENT = "content_sha256"  # the key of a record's content hash in its JSON (not a column)
 
 
-def _from_json(table: str, columns: Sequence[str], param: int, *, into: str = "") -> str:
+def _linked_insert(table: str, columns: Sequence[str], rows: str) -> str:
+    """Insert the JSON array ``rows`` in order, each with seq, prev_sha256 and sha256 added
+    from ``links`` (computed before) after ``head_seq`` / ``head_sha``."""
     names = ", ".join(columns)
-    return (
-        f"INSERT INTO {into or table} ({names}) SELECT {names} "
-        f"FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb)"
-    )
+    return f"""
+    INSERT INTO {table} ({names})
+    SELECT {names} FROM jsonb_array_elements({rows}) WITH ORDINALITY AS a(item, n),
+        jsonb_populate_record(NULL::{table}, item || jsonb_build_object(
+            'seq', head_seq + n, 'prev_sha256', coalesce(links[n - 1], head_sha),
+            'sha256', links[n])) AS r
+    ORDER BY n;"""
 
 
-# One statement: every table of the group, then the head. Foreign keys are
-# checked at the end of the statement, when the decisions are in.
-APPEND_SQL = (
-    f"WITH d AS ({_from_json('decisions', CHAINED_COLUMNS, 1)}), "
-    f"f AS ({_from_json('decisions', ('seq', 'text', 'reply'), 1, into='decisions_fts')}), "
-    f"v AS ({_from_json('verdicts', VERDICT_COLUMNS, 2)}), "
-    f"c AS ({_from_json('candidates', CANDIDATE_COLUMNS, 3)}), "
-    f"l AS ({_from_json('llm_calls', LLM_CALL_COLUMNS, 4)}), "
-    f"e AS ({_from_json('deliveries', (*DELIVERY_COLUMNS, *LINK_COLUMNS), 5)}) "
-    "UPDATE chain_head SET seq = $6, sha256 = $7 WHERE id = 1"
-).replace("INSERT INTO decisions_fts (seq,", "INSERT INTO decisions_fts (rowid,")
+def _plain_insert(table: str, columns: Sequence[str], rows: str) -> str:
+    names = ", ".join(columns)
+    return f"""
+    INSERT INTO {table} ({names})
+    SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, {rows});"""
+
+
+def _link(kind: str, rows: str) -> str:
+    """Compute ``links`` for the records of ``rows`` (kind ``kind``) after the head."""
+    return f"""
+    links := guardbot_links('{kind}', head_seq, head_sha, ARRAY(
+        SELECT item ->> '{CONTENT}' FROM jsonb_array_elements({rows}) WITH ORDINALITY AS a(item, n)
+        ORDER BY n));"""
+
+
+def _advance(rows: str) -> str:
+    return f"""
+    added := jsonb_array_length({rows});
+    head_seq := head_seq + added;
+    head_sha := coalesce(links[added], head_sha);"""
+
+
+# The functions (a PostgreSQL-only migration: SQLite's writer needs none).
+FUNCTIONS_SQL = (
+    """
+-- chain.link_v2: H(json([2, kind, seq, prev_sha256, content])) for each content in turn.
+CREATE FUNCTION guardbot_links(kind text, after_seq bigint, prev text, contents text[])
+RETURNS text[] LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    links text[] := '{}';
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(contents, 1), 0) LOOP
+        prev := encode(sha256(convert_to('[2,"' || kind || '",' || (after_seq + i) || ',"'
+                                         || prev || '","' || contents[i] || '"]', 'UTF8')), 'hex');
+        links := links || prev;
+    END LOOP;
+    RETURN links;
+END $$;
+
+CREATE FUNCTION guardbot_append(
+    d_json jsonb, v_json jsonb, c_json jsonb, l_json jsonb, e_json jsonb,
+    OUT wait_s double precision, OUT held_s double precision
+) LANGUAGE plpgsql AS $$
+DECLARE
+    asked timestamptz := clock_timestamp();
+    locked timestamptz;
+    head_seq bigint;
+    head_sha text;
+    links text[];
+    added integer;
+BEGIN
+"""
+    + f"    PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});"
+    + """
+    locked := clock_timestamp();
+    SELECT seq, sha256 INTO head_seq, head_sha FROM chain_head WHERE id = 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the chain head row is missing; run `guardbot verify`'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;"""
+    + _link("decision", "d_json")
+    + _linked_insert("decisions", CHAINED_COLUMNS, "d_json")
+    + """
+    INSERT INTO decisions_fts (rowid, text, reply)
+    SELECT seq, text, reply FROM decisions WHERE seq > head_seq ORDER BY seq;"""
+    + _advance("d_json")
+    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_json")
+    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_json")
+    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_json")
+    + _link("delivery", "e_json")
+    + _linked_insert("deliveries", (*DELIVERY_COLUMNS, *LINK_COLUMNS), "e_json")
+    + _advance("e_json")
+    + """
+    UPDATE chain_head SET seq = head_seq, sha256 = head_sha WHERE id = 1;
+    wait_s := extract(epoch FROM locked - asked);
+    held_s := extract(epoch FROM clock_timestamp() - locked);  -- COMMIT not included
+END $$;
+"""
+)
+APPEND_SQL = "SELECT wait_s, held_s FROM guardbot_append($1, $2, $3, $4, $5)"
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A group's rows as JSON, all but the chain links."""
+    """A group's rows as JSON arrays, each chained record with its content hash."""
 
-    decisions: list[tuple[str, str]]  # (content hash, row JSON without seq and links)
+    decisions: str
     verdicts: str
     candidates: str
     llm_calls: str
-    deliveries: list[tuple[str, Delivery]]  # (content hash, the delivery)
+    deliveries: str
+    jobs: int
 
 
 def prepare(jobs: Sequence[Job]) -> Prepared | None:
@@ -95,69 +171,38 @@ def prepare(jobs: Sequence[Job]) -> Prepared | None:
     decisions = [j for j in jobs if isinstance(j, EncodedDecision)]
     try:
         return Prepared(
-            decisions=[(d.content_sha256, _JSON(d.row)) for d in decisions],
+            decisions=_JSON([{**d.row, CONTENT: d.content_sha256} for d in decisions]),
             verdicts=_JSON([v for d in decisions for v in d.verdicts]),
             candidates=_JSON([c for d in decisions for c in d.candidates]),
             llm_calls=_JSON([c for d in decisions for c in d.llm_calls]),
-            deliveries=[
-                (row_sha256(DELIVERY_COLUMNS, j.row), j) for j in jobs if isinstance(j, Delivery)
-            ],
+            deliveries=_JSON(
+                [
+                    {**j.row, CONTENT: row_sha256(DELIVERY_COLUMNS, j.row)}
+                    for j in jobs
+                    if isinstance(j, Delivery)
+                ]
+            ),  # fmt: skip
+            jobs=len(jobs),
         )
     except ValueError:  # a float JSON cannot hold
         return None
 
 
 async def commit(db: SqlConnection, group: Prepared) -> list[None]:
-    """Append the group to the chain in one transaction; a result (None) per job.
+    """Append the group to the chain: one statement, its own transaction; a result per job.
 
-    All or nothing, as :func:`..writes.commit`: on any error the transaction
-    is rolled back (or was cut off with the connection) and the error raised
-    as the :mod:`sqlite3` class the writer sorts errors by.
+    All or nothing: on any error the database rolls the statement back, and
+    the error is raised as the :mod:`sqlite3` class the writer sorts errors by.
     """
-    conn, stats = db.conn, db.lock_stats
     try:
-        asked = time.perf_counter()
-        await conn.execute(BEGIN_LOCKED)
-        locked = time.perf_counter()
-        stats.waits += 1
-        stats.wait_s += locked - asked
-        try:
-            await _append(conn, group)
-            await conn.execute("COMMIT")
-        finally:
-            stats.held_s += time.perf_counter() - locked
+        found = await db.conn.fetchrow(
+            APPEND_SQL, group.decisions, group.verdicts, group.candidates, group.llm_calls,
+            group.deliveries,
+        )  # fmt: skip
     except DRIVER_ERRORS as exc:
-        await _roll_back(db)
         raise as_sqlite_error(exc) from exc
-    except BaseException:
-        await _roll_back(db)
-        raise
-    return [None] * (len(group.decisions) + len(group.deliveries))
-
-
-async def _append(conn: asyncpg.Connection, group: Prepared) -> None:
-    """Under the lock: read the head, link the group to it, write it all in one statement."""
-    found = await conn.fetchrow(HEAD_SQL)
-    if found is None:
-        raise sqlite3.IntegrityError("the chain head row is missing; run `guardbot verify`")
-    chain = Chainer(found[0], found[1])
-    decisions = []
-    for content, body in group.decisions:
-        seq, prev, sha = chain.append("decision", content)
-        decisions.append(f'{{"seq":{seq},"prev_sha256":"{prev}","sha256":"{sha}",{body[1:]}')
-    deliveries = []
-    for content, delivery in group.deliveries:
-        seq, prev, sha = chain.append("delivery", content)
-        deliveries.append({**delivery.row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-    await conn.execute(
-        APPEND_SQL, f"[{','.join(decisions)}]", group.verdicts, group.candidates,
-        group.llm_calls, _JSON(deliveries), chain.seq, chain.sha256,
-    )  # fmt: skip
-
-
-async def _roll_back(db: SqlConnection) -> None:
-    if db.in_transaction:
-        try:
-            await db.conn.execute("ROLLBACK")
-        except DRIVER_ERRORS:
-            db.conn.terminate()  # gone: the server rolls the transaction back itself
+    assert found is not None  # a function with OUT parameters returns one row
+    db.lock_stats.waits += 1
+    db.lock_stats.wait_s += found[0]
+    db.lock_stats.held_s += found[1]
+    return [None] * group.jobs

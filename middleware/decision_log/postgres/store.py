@@ -105,7 +105,7 @@ class PgWriter(Writer):
     async def _step(
         self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
     ) -> T:
-        """A group of decisions and deliveries in three round trips (:mod:`.append`);
+        """A group of decisions and deliveries in one statement (:mod:`.append`);
         any other step as on SQLite, through the shared SQL."""
         if step is writes.commit and self._sql is not None:
             group = append.prepare(cast(list[writes.Job], arg))
