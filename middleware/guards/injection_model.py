@@ -69,16 +69,18 @@ class InjectionModel:
         return cls(bias, (words, pairs, grams))
 
     def probability(self, folded: str) -> float:
-        kinds = feature_kinds(folded)
-        n = sum(map(len, kinds))
+        words, pairs, grams = feature_kinds(folded)
+        n = len(words) + len(pairs) + len(grams)
         if not n:
             return 1.0 / (1.0 + math.exp(-self.bias))
+        by_word, by_pair, by_gram = self.weights_by_kind
         # fsum is exact whatever order the sets iterate in (that order changes with the
         # process's hash seed), so a replay scores a text exactly as the bot did.
         total = math.fsum(
-            chain.from_iterable(
-                map(weights.get, kind, repeat(0.0))
-                for weights, kind in zip(self.weights_by_kind, kinds, strict=True)
+            chain(
+                map(by_word.get, words, repeat(0.0)),
+                map(by_pair.get, pairs, repeat(0.0)),
+                map(by_gram.get, grams, repeat(0.0)),
             )
         )
         z = self.bias + total / math.sqrt(n)
