@@ -13,11 +13,14 @@ outside any transaction, and the database does the rest itself:
 
 - the instance turns every row into JSON (decisions and deliveries with
   their content hash, everything the chain needs but the head);
-- ``guardbot_append`` (below, migration ``m006_pg_chain_append``) takes the
-  chain lock, reads the head, links each record to the one before it,
-  inserts every table from the JSON arrays (``jsonb_populate_record``,
-  columns by name), moves the head, and the statement commits. The lock is
-  held for that and nothing else: no client round trip is inside it.
+- ``guardbot_append`` (below, migration ``m006_pg_chain_append``) inserts
+  the verdicts, candidates and model calls (they carry no link; their
+  foreign keys are checked at COMMIT), takes the chain lock, reads the head,
+  links each record to the one before it, inserts the decisions, their
+  search index and the deliveries from the JSON arrays
+  (``jsonb_populate_record``, columns by name), moves the head, and the
+  statement commits. The lock is held for that and nothing else: no client
+  round trip is inside it.
 
 The link is :func:`..chain.link_v2`, written a second time in SQL because it
 has to run under the lock; the order is the shared write's (decisions, then
@@ -114,15 +117,22 @@ CREATE FUNCTION guardbot_append(
     OUT wait_s double precision, OUT held_s double precision
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    asked timestamptz := clock_timestamp();
+    asked timestamptz;
     locked timestamptz;
     head_seq bigint;
     head_sha text;
     links text[];
     added integer;
 BEGIN
-"""
-    + f"    PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});"
+    -- The verdicts, candidates and model calls carry no link: written before the lock,
+    -- their decisions' existence checked at COMMIT (still under the lock).
+    SET CONSTRAINTS verdicts_decision_id_fkey, candidates_decision_id_fkey,
+        llm_calls_decision_id_fkey DEFERRED;"""
+    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_json")
+    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_json")
+    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_json")
+    + "\n    asked := clock_timestamp();"
+    + f"\n    PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});"
     + """
     locked := clock_timestamp();
     SELECT seq, sha256 INTO head_seq, head_sha FROM chain_head WHERE id = 1;
@@ -136,9 +146,6 @@ BEGIN
     INSERT INTO decisions_fts (rowid, text, reply)
     SELECT seq, text, reply FROM decisions WHERE seq > head_seq ORDER BY seq;"""
     + _advance("d_json")
-    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_json")
-    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_json")
-    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_json")
     + _link("delivery", "e_json")
     + _linked_insert("deliveries", (*DELIVERY_COLUMNS, *LINK_COLUMNS), "e_json")
     + _advance("e_json")
@@ -148,6 +155,10 @@ BEGIN
     held_s := extract(epoch FROM clock_timestamp() - locked);  -- COMMIT not included
 END $$;
 """
+    + "".join(
+        f"ALTER TABLE {table} ALTER CONSTRAINT {table}_decision_id_fkey DEFERRABLE;\n"
+        for table in ("verdicts", "candidates", "llm_calls")
+    )  # INITIALLY IMMEDIATE still: only guardbot_append defers them
 )
 APPEND_SQL = "SELECT wait_s, held_s FROM guardbot_append($1, $2, $3, $4, $5)"
 

@@ -9,8 +9,10 @@ both must verify. Groups it cannot carry go the shared way.
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import asyncpg
+import pytest
 
 from middleware.decision_log.postgres import PostgresLog, append
 from middleware.decision_log.postgres.connection import SqlConnection, shared
@@ -91,3 +93,20 @@ def test_groups_it_cannot_carry_go_the_shared_way() -> None:
     odd = encode(make_decision("not a number"), TextPolicy())
     odd.row["total_ms"] = math.nan  # encode() stores 0.0 instead; a row made another way
     assert append.prepare([odd]) is None  # JSON has no NaN; the shared write binds it
+
+
+async def test_a_bad_group_writes_nothing_and_foreign_keys_still_hold(pg_url: str) -> None:
+    group = jobs()
+    orphan = encode(make_decision("orphan"), TextPolicy())
+    orphan.verdicts[0]["decision_id"] = "no-such-decision"  # checked at COMMIT, still checked
+    prepared = append.prepare([*group, orphan])
+    assert prepared is not None
+    conn = SqlConnection(await asyncpg.connect(pg_url))
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="verdicts_decision_id_fkey"):
+            await append.commit(conn, prepared)
+    finally:
+        await conn.close()
+    rows = await dump(pg_url)
+    assert rows["chain_head"][0]["seq"] == 0
+    assert not any(rows[t] for t in ("decisions", "verdicts", "candidates", "deliveries"))
