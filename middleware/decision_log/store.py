@@ -147,11 +147,11 @@ class DecisionLog(DecisionStore):
         await self._require_writer().submit(writes.Delivery(row))
 
     async def record_stream_chunk(self, decision_id: str, chunk: StreamChunk, text: str) -> None:
-        row = streams.chunk_row(decision_id, chunk, text, self.policy)
+        row = streams.event_row(decision_id, chunk, text, self.policy)
         await self._require_writer().submit(streams.append(row))
 
     async def record_stream_end(self, decision_id: str, record: StreamRecord) -> None:
-        row = streams.end_row(decision_id, record, self.policy)
+        row = streams.event_row(decision_id, record, "", self.policy)
         await self._require_writer().submit(streams.append(row))
 
     async def claim_event(self, platform: str, event_id: str) -> bool:

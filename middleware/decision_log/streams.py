@@ -108,25 +108,17 @@ def content_sha256(row: Mapping[str, Any]) -> str:
     return row_sha256(HASHED, row)
 
 
-def chunk_row(
-    decision_id: str, chunk: StreamChunk, text: str, policy: TextPolicy
+def event_row(
+    decision_id: str, event: StreamChunk | StreamRecord, text: str, policy: TextPolicy
 ) -> dict[str, Any]:
+    """A ``chunk`` row (``event`` a chunk, ``text`` what it shows) or the ``end`` row."""
     stored, chars, sha = policy.content(text)
     return {
-        "decision_id": decision_id, "created_utc": utc_text(utc_now()), "kind": "chunk",
-        "chunk_index": chunk.index, "text": stored, "text_chars": chars, "text_sha256": sha,
-        "shown_chars": chunk.shown_chars,
-        "record_json": policy.mask(chunk.model_dump_json(exclude_none=True)),
-    }  # fmt: skip
-
-
-def end_row(decision_id: str, record: StreamRecord, policy: TextPolicy) -> dict[str, Any]:
-    stored, chars, sha = policy.content("")
-    return {
-        "decision_id": decision_id, "created_utc": utc_text(utc_now()), "kind": "end",
-        "chunk_index": None, "text": stored, "text_chars": chars, "text_sha256": sha,
-        "shown_chars": record.shown_chars,
-        "record_json": policy.mask(record.model_dump_json(exclude_none=True)),
+        "decision_id": decision_id, "created_utc": utc_text(utc_now()),
+        "kind": "chunk" if isinstance(event, StreamChunk) else "end",
+        "chunk_index": event.index if isinstance(event, StreamChunk) else None,
+        "text": stored, "text_chars": chars, "text_sha256": sha, "shown_chars": event.shown_chars,
+        "record_json": policy.mask(event.model_dump_json(exclude_none=True)),
     }  # fmt: skip
 
 
