@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log import streams
+from middleware.decision_log import queries, streams
 from middleware.decision_log.chain import (
     ChainReport,
     Flaw,
@@ -28,15 +28,8 @@ from middleware.decision_log.chain import (
     version_at,
     walk,
 )
-from middleware.decision_log.decode import (
-    CANDIDATE_SELECT,
-    DECISION_SELECT,
-    LLM_CALL_SELECT,
-    VERDICT_SELECT,
-    named,
-)
+from middleware.decision_log.decode import DECISION_SELECT, named
 from middleware.decision_log.privacy import sha256_hex
-from middleware.decision_log.queries import children
 from middleware.decision_log.records import (
     ADMIN_HASHED,
     CANDIDATE_COLUMNS,
@@ -152,9 +145,7 @@ async def _decision_links(
     if not rows:
         return []
     ids = [r[1] for r in rows]
-    verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
-    cands = await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index")
-    calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
+    verdicts, cands, calls = await queries.parts(db, ids)
     v2_from = min((f for v, f in versions if v >= 2), default=NO_END)
     out = []
     for values, i in zip(rows, ids, strict=True):

@@ -117,15 +117,22 @@ async def with_children(db: aiosqlite.Connection, rows: list[Any]) -> list[Store
     if not rows:
         return []
     ids = [row[1] for row in rows]
-    verdicts = await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position")
-    cands = await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index")
-    calls = await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position")
+    verdicts, cands, calls = await parts(db, ids)
     deliveries = await children(
         db, "SELECT decision_id, created_utc, status, error FROM deliveries", ids, "id"
     )
     return [
         stored_decision(row, verdicts[i], cands[i], calls[i], deliveries[i])
         for row, i in zip(rows, ids, strict=True)
+    ]
+
+
+async def parts(db: aiosqlite.Connection, ids: list[str]) -> list[dict[str, list[Any]]]:
+    """The verdicts, candidates and model calls of each decision: one query per table."""
+    return [
+        await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position"),
+        await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index"),
+        await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position"),
     ]
 
 
