@@ -87,7 +87,12 @@ class ChatRequest(BaseModel):
 
 
 class Verdict(BaseModel):
-    """One guard's judgement of one text. Recorded whether or not it blocks."""
+    """One guard's judgement of one text. Recorded whether or not it blocks.
+
+    Built once per guard call, so its cost was measured: validated construction is
+    about 2 µs, and ``model_construct`` is no shortcut (it inspects the signature
+    of the ``members`` default factory on every call: 40 times slower).
+    """
 
     guard: str
     stage: Stage
