@@ -7,8 +7,9 @@ word-pair and character 4-gram features learns that vocabulary from public
 data (``benchmarks/guard_data/train_injection.py``, reproducible). The
 weights ship as JSON and are scored here in pure Python: one set of features
 per message, one dictionary lookup per feature, so a chat message costs tens
-of microseconds. :func:`features` is the one feature function; training uses
-it too, so the shipped weights mean the same thing at run time.
+of microseconds. :func:`feature_kinds` is the one feature function: training
+uses it (prefixed by kind, through :func:`features`) and so does scoring, so the
+shipped weights mean the same thing at run time.
 """
 
 from __future__ import annotations
