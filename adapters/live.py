@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapters.message_split import CLOSE, _fence_after, split_message
+from adapters.message_split import CLOSE, open_fence, split_message
 
 log = logging.getLogger("guardbot.live")
 
@@ -78,12 +78,6 @@ class Surface(Protocol):
         ...
 
 
-def _open_fence(text: str, fence: str | None = None) -> str | None:
-    for line in text.split("\n"):
-        fence = _fence_after(line, fence)
-    return fence
-
-
 class Layout:
     """A growing text as messages of at most ``style.limit`` characters, once rendered."""
 
@@ -115,7 +109,7 @@ class Layout:
                 return [*self.sealed, self._piece(tail, closed=self.style.close_open_fence)]
             cut = self._cut(tail, floor)
             self.sealed.append(self._piece(tail[:cut], closed=True))
-            self._reopen = _open_fence(tail[:cut], self._reopen)
+            self._reopen = open_fence(tail[:cut], self._reopen)
             rest = tail[cut:]
             gap = len(rest) - len(rest.lstrip("\n" if rest.startswith("\n") else " "))
             self._start += cut + gap
@@ -123,7 +117,7 @@ class Layout:
 
     def _piece(self, raw: str, *, closed: bool) -> str:
         body = f"{self._reopen}\n{raw}" if self._reopen is not None else raw
-        if closed and _open_fence(raw, self._reopen) is not None:
+        if closed and open_fence(raw, self._reopen) is not None:
             body += CLOSE.removeprefix("\n") if body.endswith("\n") else CLOSE
         return self.style.render(body)
 

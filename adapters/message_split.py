@@ -40,8 +40,12 @@ def split_message(text: str, limit: int) -> list[str]:
     return _Splitter(limit).split(text.split("\n"))
 
 
-def _fence_after(line: str, fence: str | None) -> str | None:
-    """The open fence after ``line`` (None outside code), given the one before it."""
+def fence_after(line: str, fence: str | None) -> str | None:
+    """The open fence after ``line`` (None outside code), given the one before it.
+
+    Public because :mod:`adapters.live` lays out streamed messages with the
+    same reading of fences as the splitter, so both agree on what is code.
+    """
     if line.count(FENCE) % 2 == 0:
         return fence
     if fence is not None:
@@ -50,6 +54,13 @@ def _fence_after(line: str, fence: str | None) -> str | None:
     lang = _LANG.match(start[len(FENCE) :]) if start.startswith(FENCE) else None
     # A language tag is short; anything longer is content, so reopen bare.
     return FENCE + (lang.group(0) if lang and len(lang.group(0)) <= _MAX_LANG else "")
+
+
+def open_fence(text: str, fence: str | None = None) -> str | None:
+    """The fence still open at the end of ``text`` (None: not inside code)."""
+    for line in text.split("\n"):
+        fence = fence_after(line, fence)
+    return fence
 
 
 def _wrap(line: str, width: int) -> list[str]:
@@ -116,10 +127,10 @@ class _Splitter:
         index = 0
         while index < len(lines):
             line = lines[index]
-            after = _fence_after(line, self.fence)
+            after = fence_after(line, self.fence)
             if self.fence is None and after is not None:
                 self._keep_block_whole(lines, index)
-                after = _fence_after(line, self.fence)
+                after = fence_after(line, self.fence)
             if self._length(line, after) <= self.limit:
                 if line.strip() or self.current:  # no blank line opens a message
                     self._append(_Entry(line, after))
@@ -144,7 +155,7 @@ class _Splitter:
         fence: str | None = None
         size = -1
         for line in lines[start:]:
-            fence = _fence_after(line, fence)
+            fence = fence_after(line, fence)
             size += len(line) + 1
             if fence is None or size > self.limit:
                 break

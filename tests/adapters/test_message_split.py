@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from adapters.message_split import FENCE, MIN_LIMIT, split_message
+from adapters.message_split import FENCE, MIN_LIMIT, open_fence, split_message
 
 _FENCE_LINE = re.compile(r"^\s*```[\w+#.-]*\s*$", re.M)
 
@@ -83,6 +83,16 @@ def test_inline_triple_backticks_do_not_toggle_code_state() -> None:
     text = ("use ```x``` inline. " * 150).strip()
     pieces = split_message(text, 2000)
     assert all(balanced(p) and len(p) <= 2000 for p in pieces)
+
+
+def test_open_fence_reads_code_as_the_splitter_does() -> None:
+    # The streamed layout (adapters.live) closes and reopens exactly these fences.
+    assert open_fence("Here:\n```python\nx = 1") == "```python"
+    assert open_fence("Here:\n```python\nx = 1\n```\nDone.") is None
+    assert open_fence("use ```x``` inline") is None
+    assert open_fence("y = 2\n```", "```python") is None  # continues a block opened before
+    assert open_fence("```" + "averyveryverylongtag\ncode") == "```"  # too long for a language
+    assert all(open_fence(piece) is None for piece in split_message("a\n```sh\nls\n```", 20))
 
 
 @pytest.mark.parametrize("seed", range(30))
