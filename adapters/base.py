@@ -41,6 +41,11 @@ class MessageHandler(Protocol):
         """Record whether the reply reached the platform."""
         ...
 
+    async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:
+        """Put a message that will get no reply on record (shutdown, say); never raises
+        for a log that is down. Nothing was posted for it."""
+        ...
+
     async def admin(
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:

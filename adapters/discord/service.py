@@ -13,7 +13,9 @@ split, never pinging) and its delivery recorded in the decision. The
 good (a revoked token, a fatal close code), ``failed`` is set with the reason
 in ``failure``, so `guardbot run` exits instead of serving nothing. ``stop()``
 stops taking new messages, waits for those in flight, then logs out; the
-application flushes its decision log after that.
+application flushes its decision log after that. A message that gets no reply
+because of the shutdown (still waiting for a slot, see :mod:`adapters.slots`,
+or arriving once the stop began) is put on record as not answered first.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from adapters.discord.interactions import answer_admin, answer_ephemeral
 from adapters.discord.messages import Conversations, is_dm, should_answer, to_request
 from adapters.discord.stream import DiscordMessages
 from adapters.live import LiveReply
+from adapters.slots import NOT_ANSWERED, NotAdmitted, Slots
 from middleware.types import Decision
 
 log = logging.getLogger("guardbot.discord")
@@ -51,6 +54,8 @@ log = logging.getLogger("guardbot.discord")
 SORRY = "Sorry, something went wrong on my side. Please try again."
 SHUTTING_DOWN = "guardbot is restarting; please try again in a minute."
 DEFER_AFTER_S = 2.0  # answer within 3 s or defer; leaves a second for the network
+ARRIVED_STOPPING = "not answered: shutting down (it arrived after the stop began)"
+STRAGGLERS_S = 2.0  # after logging out: for records of messages that arrived meanwhile
 
 
 def discord_requested(config: DiscordConfig, env: Mapping[str, str] = os.environ) -> bool:
@@ -105,7 +110,7 @@ class DiscordService:
         self.stopping = asyncio.Event()  # set when stop() begins: no new messages after it
         self.failed = asyncio.Event()  # set when the gateway ended on its own, for good
         self.failure = ""  # why, for the operator
-        self._slots = asyncio.Semaphore(config.max_in_flight)  # pipelines running at once
+        self._slots = Slots(config.max_in_flight)  # pipelines running at once
         self._accepting = False
         self._inflight: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -163,16 +168,27 @@ class DiscordService:
         """Stop taking messages, let those in flight finish, then log out."""
         self._accepting = False
         self.stopping.set()
-        pending = {t for t in self._inflight if not t.done()}
-        if pending:
-            log.info("Discord: finishing %d message(s) in flight", len(pending))
-            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_timeout_s)
+        self._slots.close()  # those waiting for a slot go on record as not answered
+        if waiting := self._pending():
+            log.info("Discord: finishing %d message(s) in flight", len(waiting))
+        await self._drain(self.config.shutdown_timeout_s)
+        await self._close_client()
+        await self._drain(STRAGGLERS_S)
+
+    def _pending(self) -> set[asyncio.Task[Any]]:
+        return {t for t in self._inflight if not t.done()}
+
+    async def _drain(self, timeout_s: float) -> None:
+        """Until nothing is in flight (messages arriving meanwhile count too), then cancel."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (pending := self._pending()) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(pending, timeout=left)
+        if late := self._pending():
             for task in late:
                 task.cancel()
-            if late:
-                log.warning("Discord: %d message(s) cancelled at shutdown", len(late))
-                await asyncio.wait(late)
-        await self._close_client()
+            log.warning("Discord: %d message(s) cancelled at shutdown", len(late))
+            await asyncio.wait(late)
 
     async def _close_client(self) -> None:
         await self.client.close()
@@ -226,10 +242,24 @@ class DiscordService:
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
-        if not self._accepting or me is None or not should_answer(message, me, self.config):
+        if me is None or not (self._accepting or self.stopping.is_set()):
+            return
+        if not should_answer(message, me, self.config):
             return
         with self._tracked():
-            await self._answer(message, me)
+            if self._accepting:
+                await self._answer(message, me)
+            else:
+                await self._not_answered(message, me)
+
+    async def _not_answered(self, message: discord.Message, me: discord.ClientUser) -> None:
+        """A message that arrived during shutdown: no reply, but a record."""
+        try:
+            request = await to_request(message, me, self.conversations)
+        except Exception:  # the client may be logging out under it
+            log.exception("Discord: message %s arrived at shutdown, not recorded", message.id)
+            return
+        await self.handler.record_cut_off(request, ARRIVED_STOPPING)
 
     async def _answer(self, message: discord.Message, me: discord.ClientUser) -> None:
         channel = message.channel
@@ -249,11 +279,18 @@ class DiscordService:
         messages = DiscordMessages(target, event=message.id, reference=reference)
         view = LiveReply(messages, interval_s=self.config.min_edit_interval_s)
         decision: Decision | None = None
+        admitted = False
         try:
-            async with typing_while(target) as typing, self._slots:  # beyond max_in_flight: wait
+            async with typing_while(target) as typing, self._slots.held():  # may wait its turn
+                admitted = True
                 messages.typing = typing  # a streamed reply stops it at its first chunk
                 decision = await self.handler.handle(request, view=view)
+        except NotAdmitted:
+            await self.handler.record_cut_off(request, NOT_ANSWERED)
+            return
         except asyncio.CancelledError:
+            if not admitted:  # once admitted, the handler records the cut-off itself
+                await self.handler.record_cut_off(request, NOT_ANSWERED)
             await view.close()  # shutdown: what was shown stays, nothing more is sent
             raise
         except Exception:

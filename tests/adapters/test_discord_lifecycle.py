@@ -1,7 +1,8 @@
 """Starting and stopping the Discord service: clear errors, graceful shutdown, shards.
 
 Startup failures must be one clear AdapterConfigError (never a traceback, never
-the token); shutdown must finish the replies in flight before logging out.
+the token); shutdown must finish the replies in flight before logging out, and
+leave a record (read back from the real log) of every message it did not answer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import pytest
 
 from adapters.base import AdapterConfigError
 from adapters.discord.config import DiscordConfig
-from adapters.discord.service import DiscordService, discord_requested, read_token
+from adapters.discord.service import (
+    ARRIVED_STOPPING,
+    DiscordService,
+    discord_requested,
+    read_token,
+)
+from adapters.slots import NOT_ANSWERED
 from bot.app import GuardBot
 from bot.cli.run import serve
 from bot.config.schema import Config
@@ -104,6 +111,41 @@ async def test_shutdown_finishes_the_reply_in_flight_and_takes_no_new_ones(
         assert [m["content"] for m in fake.sent] == ["finished after the signal"]
         assert service.client.is_closed()
         assert all(s.ws.closed for s in fake.sessions)  # logged out of the gateway
+        # ...but it is on record: received, not answered, nothing posted for it
+        records = {d.request.text: d for d in await rig.bot.log.query(limit=5)}
+        assert sorted(records) == ["start something slow", "too late"]
+        skipped = records["too late"]
+        assert (skipped.action.value, skipped.error) == ("error", ARRIVED_STOPPING)
+        assert skipped.delivery.status == "none" and skipped.reply == ""
+
+
+async def test_shutdown_records_a_message_still_waiting_for_a_slot(tmp_path: Path) -> None:
+    hold = asyncio.Event()
+
+    def held(rec: Recorded) -> Reply:
+        return Reply(text="the first one's answer", hold=hold)
+
+    async with discord_rig(tmp_path, discord={"max_in_flight": 1}, script=held) as rig:
+        fake, service = rig.fake, rig.service
+        await fake.post("first", mention_bot=True)
+        await rig.llm.request_seen.wait()  # "first" holds the only slot
+        waiting = await fake.post("second", mention_bot=True)
+        # typing starts just before a message asks for its slot: "second" is queued now
+        await fake.wait_for(lambda: len(fake.typing) == 2)
+        stopping = asyncio.create_task(service.stop())
+        await service.stopping.wait()  # no slot is handed out from here on...
+        hold.set()  # ...not even the one "first" frees now
+        await stopping
+        assert [r.text for r in rig.observed.requests] == ["first"]  # "second" never ran
+        assert len(rig.llm.chat_requests()) == 1
+        assert [m["content"] for m in fake.sent] == ["the first one's answer"]
+        records = {d.request.text: d for d in await rig.bot.log.query(limit=5)}
+        assert sorted(records) == ["first", "second"]
+        assert records["first"].delivery.status == "sent"
+        queued = records["second"]
+        assert queued.request.message_id == waiting["id"]
+        assert (queued.action.value, queued.error) == ("error", NOT_ANSWERED)
+        assert queued.delivery.status == "none"
 
 
 async def test_shutdown_gives_up_on_replies_after_the_timeout(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from adapters.slack.service import SlackService
 from bot.app import GuardBot
 from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
-from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
+from middleware.llm.model import ChatModel, Completion, Delta, Message, ModelSettings
 from middleware.pipeline.streaming import ReplyView
 from middleware.types import ChatRequest, Decision
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
@@ -73,6 +73,9 @@ class Observed:
         async with self._changed:
             self._changed.notify_all()
 
+    async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:
+        await self.inner.record_cut_off(request, why, elapsed_ms)
+
     async def claim_event(self, platform: str, event_id: str) -> bool:
         return await self.inner.claim_event(platform, event_id)
 
@@ -107,9 +110,14 @@ class Observed:
 
 
 class GatedModel:
-    """A model that answers only when the test opens the gate (no timing involved)."""
+    """A model that answers only when the test opens the gate (no timing involved).
+
+    It streams as the bot's models do (Slack streams by default): the whole
+    text as one piece once the gate opens, then the completion.
+    """
 
     name = "gated"
+    offline = False
 
     def __init__(self, text: str = "the slow answer") -> None:
         self.text = text
@@ -122,6 +130,13 @@ class GatedModel:
         self.started.set()
         await self.gate.wait()
         return Completion(text=self.text, model=self.name, tokens_in=1, tokens_out=1)
+
+    async def stream(
+        self, messages: Sequence[Message], *, settings: ModelSettings
+    ) -> AsyncIterator[Delta]:
+        completion = await self.complete(messages, settings=settings)
+        yield completion.text
+        yield completion
 
 
 @dataclass
