@@ -17,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.decode import parse_utc
+from middleware.decision_log.decode import named, parse_utc
 from middleware.decision_log.integrity import derived_settings
 from middleware.decision_log.records import ADMIN_COLUMNS, REPLAY_COLUMNS, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
@@ -117,20 +117,15 @@ async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActio
     )
     return [
         AdminActionRow(
-            id=r[0],
-            created_utc=parse_utc(r[1]),
-            actor=r[2],
-            platform=r[3],
-            channel_id=r[4],
-            command=r[5],
-            scope=r[6],
-            key=r[7],
-            old=from_json(r[8]),
-            new=from_json(r[9]),
-            allowed=bool(r[10]),
-            error=r[11],
-        )  # fmt: skip
-        for r in rows
+            **{k: a[k] for k in ("id", "actor", "platform", "channel_id", "command", "error")},
+            created_utc=parse_utc(a["created_utc"]),
+            scope=a["scope"],
+            key=a["key"],
+            old=from_json(a["old_json"]),
+            new=from_json(a["new_json"]),
+            allowed=bool(a["allowed"]),
+        )
+        for a in named(ADMIN_COLUMNS, rows)
     ]
 
 
@@ -140,16 +135,11 @@ async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow
     )
     return [
         ReplayRunRow(
-            id=r[0],
-            created_utc=parse_utc(r[1]),
-            actor=r[2],
-            config_fingerprint=r[3],
-            decisions_count=r[4],
-            changed_count=r[5],
-            duration_ms=r[6],
-            filters=json.loads(r[7]),
-            summary=json.loads(r[8]),
-            changes=json.loads(r[9]),
-        )  # fmt: skip
-        for r in rows
+            **{k: r[k] for k in REPLAY_COLUMNS if not k.endswith(("_utc", "_json"))},
+            created_utc=parse_utc(r["created_utc"]),
+            filters=json.loads(r["filters_json"]),
+            summary=json.loads(r["summary_json"]),
+            changes=json.loads(r["changes_json"]),
+        )
+        for r in named(REPLAY_COLUMNS, rows)
     ]
