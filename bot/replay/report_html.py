@@ -4,7 +4,10 @@ The page carries its own CSS and an inline SVG chart, loads nothing (a
 Content-Security-Policy forbids it, and there is no script), and escapes every
 value that came from the log: messages are hostile text. Summary numbers sit
 in elements with stable ids and ``data-count`` attributes so that tests (and
-anyone scripting against the page) can read them back.
+anyone scripting against the page) can read them back. Identical rows are one
+row (as in the terminal table) with their count and every id behind a
+disclosure; a streamed reply shows its recorded chunks through the shared
+renderer (:func:`adapters.render.stream_rows`).
 """
 
 from __future__ import annotations
