@@ -15,12 +15,20 @@ on 127.0.0.1, and they take turns message by message:
   checkout, e.g. ``git worktree add /tmp/before <rev>``: a before/after from
   one sitting. Use ``-n 12`` with it to stay under five minutes.
 
+Given two CPUs or more (``taskset -c 0,1``), the stub runs on the last and
+every client on the first, as a model server runs on other hardware: a stub
+sharing the clients' core could only read a request once the client that sent
+it stopped for breath, which charges a client's CPU to its latency twice.
+
 Latency is measured at 800 ms generation / 300 ms guard and at 300/800;
 client CPU per message and messages/s sequentially and at 50 concurrent with
 the stub answering at once. Prints a table, and with ``--json`` one JSON object
 as the last line.
 
-    python benchmarks/http_overhead.py [-n 20] [--baseline TREE] [--json]
+    taskset -c 0,1 python benchmarks/http_overhead.py [-n 20] [--baseline TREE] [--json]
+
+The issue named this script ``benchmarks/http.py``; a script of that name
+shadows the standard library's ``http`` for every script in the folder.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import os
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any  # noqa: E402
 
@@ -41,6 +51,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.stubs.process import stub_process  # noqa: E402
+
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Processes started inside run on ``cpu`` (they inherit the driver's affinity)."""
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, CPUS)
+
+
+@contextlib.contextmanager
+def stub(*args: str) -> Iterator[str]:
+    """The stub on the last CPU, away from the clients when there are two."""
+    with contextlib.ExitStack() as stack:
+        with on_cpu(CPUS[-1]):
+            url = stack.enter_context(stub_process("latency", *args))
+        yield url
+
 
 SYSTEMS = ["floor", "guardbot", "guardbot-httpx"]  # + "guardbot-baseline" with --baseline
 GUARD_PROMPT = "Is this message unsafe? Answer as JSON."
@@ -197,7 +229,8 @@ class Worker:
     @classmethod
     def start(cls, base_url: str) -> list[Worker]:
         """One worker per system, started together (each imports for a second or two)."""
-        workers = [cls(s, base_url) for s in SYSTEMS]
+        with on_cpu(CPUS[0]):
+            workers = [cls(s, base_url) for s in SYSTEMS]
         for w in workers:
             if w.stdout.readline().strip() != "ready":
                 for other in workers:
@@ -220,7 +253,7 @@ class Worker:
 
 
 def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
-    with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as url:
+    with stub(str(gen_ms / 1000), str(guard_ms / 1000)) as url:
         workers = Worker.start(url)
         times: dict[str, dict[bool, list[float]]] = {s: {False: [], True: []} for s in SYSTEMS}
         for i in range(2 * n + 4):
@@ -249,7 +282,7 @@ def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
 
 def cost(sequential_n: int, concurrent_n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with stub_process("latency", "0", "0") as url:
+    with stub("0", "0") as url:
         workers = Worker.start(url)
         for w in workers:
             w.ask(op="batch", n=200, concurrency=50, start=10**6)  # warm-up: the pool fills
@@ -292,6 +325,7 @@ def report(rows: list[dict[str, Any]], costs: dict[str, Any]) -> None:
             f"{c['sequential_messages_per_s']:>7.0f} | {c['concurrent_cpu_per_message_ms']:>10.2f} "
             f"{c['concurrent_messages_per_s']:>7.0f} {c['cpu_vs_floor_ratio']:>7.2f}x"
         )
+    print(f"clients on CPU {CPUS[0]}, stub on CPU {CPUS[-1]}")
     print("targets: allowed over floor <= 2 ms, blocked / guard <= 1.01, CPU <= 2x the floor's")
 
 
@@ -338,6 +372,8 @@ def main() -> None:
             "blocked_vs_guard_ratio": max(r["guardbot"]["blocked_vs_guard_ratio"] for r in rows),
             "messages_per_kind": args.n,
             "baseline": args.baseline,
+            "client_cpu": CPUS[0],
+            "stub_cpu": CPUS[-1],
         }
         print(json.dumps(summary))
 
