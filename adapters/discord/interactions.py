@@ -16,7 +16,13 @@ import logging
 import discord
 
 from adapters.base import MessageHandler
-from adapters.discord.delivery import MESSAGE_LIMIT, NO_PINGS, describe
+from adapters.discord.delivery import (
+    MESSAGE_LIMIT,
+    NO_PINGS,
+    SEND_ERRORS,
+    describe,
+    describe_error,
+)
 from adapters.discord.messages import home_channel_id
 from adapters.message_split import split_message
 from middleware.types import ChatRequest
@@ -91,5 +97,5 @@ async def answer_ephemeral(interaction: discord.Interaction, text: str) -> None:
                 await interaction.response.send_message(
                     piece, ephemeral=True, allowed_mentions=NO_PINGS
                 )
-    except discord.HTTPException as exc:
-        log.warning("Discord: could not answer /guardbot: %s", describe(exc))
+    except SEND_ERRORS as exc:  # a dropped connection too: never an unhandled error
+        log.warning("Discord: could not answer /guardbot: %s", describe_error(exc))

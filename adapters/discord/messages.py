@@ -27,6 +27,7 @@ import discord
 
 from adapters.discord.config import DiscordConfig
 from adapters.discord.delivery import SEND_ERRORS
+from middleware.decision_log.privacy import clean
 from middleware.types import ChatRequest
 
 log = logging.getLogger("guardbot.discord")
@@ -82,15 +83,21 @@ def should_answer(message: discord.Message, me: discord.ClientUser, config: Disc
     )
 
 
+def _mention_as(text: str, user_id: int, shown: str) -> str:
+    # Plain replacement, never re.sub: a display name is user text, and a backslash in a
+    # regex replacement is an escape ("\q" is an error: the message went unanswered).
+    return text.replace(f"<@{user_id}>", shown).replace(f"<@!{user_id}>", shown)
+
+
 def message_text(message: discord.Message, me: discord.ClientUser) -> str:
     """The message as the model should read it: own mention removed, others as names."""
     text = message.content
     own_role = message.guild.self_role if message.guild else None
-    text = re.sub(rf"<@!?{me.id}>", " ", text)
+    text = _mention_as(text, me.id, " ")
     if own_role is not None:
         text = text.replace(f"<@&{own_role.id}>", " ")
     for user in message.mentions:
-        text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
+        text = _mention_as(text, user.id, f"@{user.display_name}")
     for role in message.role_mentions:
         text = text.replace(f"<@&{role.id}>", f"@{role.name}")
     for channel in message.channel_mentions:
@@ -192,7 +199,7 @@ async def to_request(
         channel_id=channel_id,
         thread_id=thread_id,
         user_id=str(message.author.id),
-        user_name=message.author.display_name,
+        user_name=clean(message.author.display_name),  # stored as is: no lone surrogates
         message_id=str(message.id),
         text=text,
     )

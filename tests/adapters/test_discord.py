@@ -221,7 +221,8 @@ async def test_a_part_that_fails_midway_is_recorded_with_where_it_stopped(
         rig.fake.send_failures.extend([0] + [403] * failing_sends)
         await rig.fake.post("a long one please", mention_bot=True)
         [delivered] = await rig.delivered(1)
-        assert delivered.error is not None and delivered.error.endswith("(after 1 of 4 parts)")
+        # where it stopped (a shared failure summary may add how often it happened)
+        assert delivered.error is not None and "(after 1 of 4 parts)" in delivered.error
         final = states(rig.fake.changes)[-1]
         if failing_sends > 1:  # the second part never got through: only the first is up
             assert len(rig.fake.sent) == 1 and not delivered.sent

@@ -4,10 +4,11 @@ Split from ``discord_server`` (the gateway and the test controls) so each stays
 readable. Every request is recorded; message sends, edits and deletes also go
 into ``changes``, the order in which a user would have seen them, and can be
 made to fail (``send_failures`` / ``edit_failures``: a status, 429 included,
-:data:`DROP`, or :data:`LOST`) or held (``edit_gates``) so a test can act while
-one is pending. Like Discord, a send with ``enforce_nonce`` whose nonce created
-a message in that channel within the last few minutes creates nothing: the
-answer is the message created then (or 404 if it was deleted since).
+:data:`DROP`, or :data:`LOST`; ``callback_failures``: :data:`DROP`) or held
+(``edit_gates``) so a test can act while one is pending. Like Discord, a send
+with ``enforce_nonce`` whose nonce created a message in that channel within the
+last few minutes creates nothing: the answer is the message created then (or
+404 if it was deleted since).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class DiscordRest:
     echo_own_messages: bool
     send_failures: list[int]
     edit_failures: list[int]
+    callback_failures: list[int]
     typing_status: int
     calls: list[Call]
     sent: list[Json]
@@ -122,6 +124,9 @@ class DiscordRest:
             case ("POST", "channels", channel_id, "messages", message_id, "threads"):
                 return await self._start_thread(int(channel_id), int(message_id), body)
             case ("POST", "interactions", interaction_id, _, "callback"):
+                if self.callback_failures and self.callback_failures.pop(0) == DROP:
+                    await self._record(self.calls, Call("DROPPED", path, body, {}))
+                    return self._hang_up(request)
                 return await self._callback(interaction_id, body)
             case ("POST", "webhooks", _, _):
                 await self._record(self.followups, {"kind": "followup", **body})

@@ -52,6 +52,7 @@ class FakeDiscord(DiscordRest):
     # message, then hang up (the client never learns it was created)
     send_failures: list[int] = field(default_factory=list)
     edit_failures: list[int] = field(default_factory=list)  # the same, for message edits
+    callback_failures: list[int] = field(default_factory=list)  # DROP: interaction answers
     typing_status: int = 204  # e.g. 403 where the bot may not type
 
     calls: list[Call] = field(default_factory=list)
