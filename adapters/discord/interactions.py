@@ -6,6 +6,12 @@ that takes longer than ``defer_after_s`` (``replay``, a slow disk) is first
 deferred ("guardbot is thinking…") and then answered with a follow-up. Both
 are ephemeral: only the admin sees them. Whether the user may run the
 command is the application's decision; this module reports Manage Server.
+
+Discord keeps showing a command as it was registered, for a while after an
+upgrade changed it (global commands take up to an hour), so an interaction may
+name a subcommand or options this version does not have. discord.py cannot
+run it; :func:`answer_command_error` says so to the user instead of leaving
+"The application did not respond" and a traceback in the log.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import logging
 
 import discord
+from discord import app_commands
 
 from adapters.base import MessageHandler
 from adapters.discord.delivery import (
@@ -30,6 +37,10 @@ from middleware.types import ChatRequest
 log = logging.getLogger("guardbot.discord")
 
 FAILED = "Sorry, that admin command failed on my side; the bot's log has the details."
+OUT_OF_DATE = (
+    "That /guardbot command is not one this version of guardbot knows (Discord may still "
+    "show an older form). Try again in a minute, or see /guardbot help."
+)
 
 
 def admin_request(interaction: discord.Interaction, command: str) -> ChatRequest:
@@ -99,3 +110,16 @@ async def answer_ephemeral(interaction: discord.Interaction, text: str) -> None:
                 )
     except SEND_ERRORS as exc:  # a dropped connection too: never an unhandled error
         log.warning("Discord: could not answer /guardbot: %s", describe_error(exc))
+
+
+async def answer_command_error(
+    interaction: discord.Interaction, error: app_commands.AppCommandError
+) -> None:
+    """A ``/guardbot`` interaction discord.py could not run: answered, one log line."""
+    if isinstance(error, app_commands.CommandInvokeError):  # a bug on our side
+        log.error("Discord: /guardbot failed", exc_info=error.original)
+        text = FAILED
+    else:  # an unknown command, options that changed, a value out of range
+        log.warning("Discord: cannot run a /guardbot interaction: %s", error)
+        text = OUT_OF_DATE
+    await answer_ephemeral(interaction, text)

@@ -42,7 +42,7 @@ from adapters.discord.delivery import (
     describe_error,
     typing_while,
 )
-from adapters.discord.interactions import answer_admin, answer_ephemeral
+from adapters.discord.interactions import answer_admin, answer_command_error, answer_ephemeral
 from adapters.discord.messages import Conversations, is_dm, should_answer, to_request
 from adapters.discord.stream import DiscordMessages
 from adapters.live import LiveReply
@@ -107,6 +107,7 @@ class DiscordService:
         self.client = build_client(config, self, guild_ready_timeout_s=guild_ready_timeout_s)
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(GuardbotCommands(handler.admin_commands, self.run_admin))
+        self.tree.error(answer_command_error)
         self.stopping = asyncio.Event()  # set when stop() begins: no new messages after it
         self.failed = asyncio.Event()  # set when the gateway ended on its own, for good
         self.failure = ""  # why, for the operator

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from adapters.discord.interactions import OUT_OF_DATE
 from tests.stubs import discord_payloads as p
 from tests.stubs.discord_harness import discord_rig
 from tests.stubs.discord_payloads import snowflake
 from tests.stubs.discord_server import DROP
+
+EPHEMERAL = 1 << 6
 
 
 def unhandled(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -98,4 +101,26 @@ async def test_an_admin_answer_whose_connection_drops_is_logged_not_raised(
         await fake.wait_for(lambda: len(fake.callbacks) == 1)
         assert fake.callbacks[0]["data"]["content"].startswith("Status for")
     assert any("could not answer /guardbot" in r.getMessage() for r in caplog.records)
+    assert unhandled(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "options"),
+    [("retired", {}), ("set", {})],  # a command this version lacks; required options missing
+    ids=["unknown-command", "options-changed"],
+)
+async def test_an_out_of_date_command_form_gets_an_answer_not_a_traceback(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    subcommand: str,
+    options: dict[str, str | int | bool],
+) -> None:
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        await fake.slash(subcommand, options, invoker=fake.admin)
+        await fake.wait_for(lambda: len(fake.callbacks) == 1)
+        [answer] = fake.callbacks
+        assert answer["data"]["content"] == OUT_OF_DATE
+        assert answer["data"]["flags"] & EPHEMERAL
+        assert await rig.bot.log.admin_actions() == []  # nothing ran
     assert unhandled(caplog) == []
