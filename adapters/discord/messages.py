@@ -159,7 +159,9 @@ async def _parent(
         return await message.channel.fetch_message(ref.message_id)  # type: ignore[arg-type]
     except SEND_ERRORS as exc:  # an unreadable parent must not cost the reply
         log.debug("reply chain: cannot fetch %s: %r", ref.message_id, exc)
-        return None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # nor a malformed one
+        log.warning("reply chain: message %s is malformed (%r)", ref.message_id, exc)
+    return None
 
 
 def quoted_parent(message: discord.Message, me: discord.ClientUser) -> str:

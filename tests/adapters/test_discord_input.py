@@ -124,3 +124,19 @@ async def test_an_out_of_date_command_form_gets_an_answer_not_a_traceback(
         assert answer["data"]["flags"] & EPHEMERAL
         assert await rig.bot.log.admin_actions() == []  # nothing ran
     assert unhandled(caplog) == []
+
+
+async def test_a_reply_to_a_message_the_api_returns_malformed_is_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with discord_rig(tmp_path) as rig:
+        fake = rig.fake
+        parent = snowflake()  # not in the event (Discord omits it at times): fetched over REST
+        fake.messages[parent] = {"id": str(parent), "channel_id": str(fake.channel_id)}
+        ref = {"type": 0, "message_id": str(parent), "channel_id": str(fake.channel_id)}
+        await fake.post("hello", mention_bot=True, extra={"type": 19, "message_reference": ref})
+        [delivered] = await rig.delivered(1)
+        assert delivered.sent and fake.sent[0]["content"] == "you said: hello"
+        assert delivered.decision.request.thread_id == str(parent)  # the chain starts there
+        assert any(c.path.endswith(f"/messages/{parent}") for c in fake.calls)
+    assert unhandled(caplog) == []
