@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
 from bot.replay.diff import compare, failed
-from bot.replay.masked import carry_forward
+from bot.replay.masked import ChunkNotReplayable, carry_forward, keep_blocked_chunk
 from bot.replay.results import Kind, ReplayResult
 from bot.replay.select import Logged
 from middleware.decision_log.storage import DecisionStore
@@ -77,8 +77,10 @@ async def _screen_stream(
 
     The recorded chunk lengths cut the recorded (shown) text; each chunk is
     judged with the same ``context_chars`` before it; ``stream = "final"``
-    guards judge the whole text. Returns the verdicts and the first chunk a
-    guard now blocks (None: the stream would run to its end).
+    guards judge the whole text. The chunk that stopped the stream then was
+    not recorded: its verdicts are kept from the log (``keep_blocked_chunk``).
+    Returns the verdicts and the first chunk a guard now blocks (None: the
+    stream would run to its end).
     """
     assert old.stream is not None
     chunk_guards = [g for g in guards if g.config.stream == "chunk"]
@@ -87,6 +89,12 @@ async def _screen_stream(
     at = 0
     for chunk in old.stream.chunks:
         if not chunk.released:
+            if chunk.index == old.stream.stopped_at_chunk:
+                # Its text was never shown, so never recorded: keep what was said of it.
+                found = keep_blocked_chunk(chunk_guards, chunk.verdicts)
+                verdicts.extend(found)
+                if _first_blocking(found):
+                    return verdicts, chunk.index
             break
         window = context_of(text[:at], old.stream.context_chars) + text[at : at + chunk.chars]
         found = await _screen(chunk_guards, window, ctx, old)
@@ -124,6 +132,8 @@ async def screen_recorded(old: Decision, policy: PipelinePolicy) -> Screened:
             return Screened(verdicts, Action.REPLIED, None, note)
         if stopped is None:  # no chunk stopped it: a `final` guard blocks the whole reply
             note = f"{blocked_by} (stream = final) would retract the reply after it was shown"
+        elif stopped == old.stream.stopped_at_chunk:
+            note = f"the stream would still stop at chunk {stopped} (its verdicts are kept)"
         else:
             note = f"the stream would now stop at chunk {stopped}"
         return Screened(verdicts, Action.BLOCKED, blocked_by, note)
@@ -174,6 +184,8 @@ class Replayer:
             if self.mode == "full":
                 return await self._full(old, config, policy)
             found = await screen_recorded(old, policy)
+        except ChunkNotReplayable as exc:
+            return failed(old, Kind.NOT_REPLAYABLE, str(exc))
         except Exception as exc:  # one broken decision must not end the run; it is reported
             return failed(old, Kind.ERROR, f"replay failed: {type(exc).__name__}: {exc}")
         result = compare(
