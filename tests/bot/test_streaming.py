@@ -18,24 +18,7 @@ from middleware.llm.openai_model import OpenAIChatModel
 from middleware.llm.scripted import Scripted, ScriptedModel
 from middleware.types import Action, ChatRequest
 from tests.stubs.openai_server import Reply, StubOpenAI
-
-TOML = """
-[pipeline]
-chunk_chars = 10
-history_turns = 0
-
-[[guards]]
-name = "pii"
-kind = "pii"
-stage = "output"
-action = "redact"
-
-[[guards]]
-name = "words"
-kind = "blocklist"
-stage = "output"
-words = ["forbidden"]
-"""
+from tests.support.stream_support import STREAM_TOML
 
 
 class AuditingView:
@@ -64,7 +47,7 @@ class AuditingView:
 
 
 async def make_bot(tmp_path: Path, model: ChatModel, extra: str = "") -> GuardBot:
-    toml = TOML + extra + f'\n[log]\npath = "{tmp_path / "g.db"}"\n'
+    toml = STREAM_TOML + extra + f'\n[log]\npath = "{tmp_path / "g.db"}"\n'
     config = parse_config(toml, "test")
     log = await DecisionLog.open(config.log.path)
     return GuardBot(config, log, env={}, model=model)
@@ -153,7 +136,7 @@ async def test_replay_rescreens_a_streamed_reply_chunk_by_chunk(
         await bot.close()
         await model.close()
     # The same log under a policy that blocks "banana": the stream would stop earlier.
-    stricter = TOML.replace('words = ["forbidden"]', 'words = ["forbidden", "banana"]')
+    stricter = STREAM_TOML.replace('words = ["forbidden"]', 'words = ["forbidden", "banana"]')
     config = parse_config(stricter + f'\n[log]\npath = "{tmp_path / "g.db"}"\n', "test")
     host = GuardBot(
         config, await DecisionLog.open(config.log.path), env={}, model=ScriptedModel([])

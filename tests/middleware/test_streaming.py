@@ -28,27 +28,11 @@ from middleware.pipeline.streaming import BROKE_OFF_NOTE, StreamSettings, finish
 from middleware.types import Action, ChatRequest, StreamChunk
 from tests.middleware.test_pipeline import EventGuard, guard_cfg
 from tests.stubs.openai_server import Reply, StubOpenAI
+from tests.support.stream_support import RecordingView
 
 SETTINGS = StreamSettings(chunk_chars=20, context_chars=40, max_hold_ms=60_000)
 EMAIL = "jane.doe@example.com"
 KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 2
-
-
-class RecordingView:
-    """Every state a user could have seen, in order."""
-
-    def __init__(self) -> None:
-        self.states: list[str] = []
-        self.retracted: list[str] = []
-        self.first_shown = asyncio.Event()
-
-    async def show(self, text: str) -> None:
-        self.states.append(text)
-        self.first_shown.set()
-
-    async def retract(self, text: str) -> None:
-        self.retracted.append(text)
-        self.states.append(text)
 
 
 class Recorder:
