@@ -11,7 +11,9 @@ to the platform no more often than the interval allows. Text released while an
 update is in flight (including a 429 that the platform client waits out) is
 therefore merged into the next update, the latest text winning. A platform
 failure is recorded, never raised; :meth:`LiveReply.finish` makes the reply
-read the decision's text and returns what went wrong, for the delivery record.
+read the decision's text and returns what went wrong, for the delivery record,
+and :meth:`LiveReply.annotate` puts the platform's update count and failures on
+the decision's stream record.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from adapters.message_split import CLOSE, open_fence, split_message
+from middleware.types import StreamRecord
 
 log = logging.getLogger("guardbot.live")
 
@@ -208,7 +212,36 @@ class LiveReply:
         self._kick()
         assert self._task is not None
         await self._task
-        return self._complete, "; ".join(self.failures) or None
+        return self._complete, "; ".join(self.failure_summary()) or None
+
+    async def cut_off(self, unanswered: str, note: str) -> tuple[bool, str | None]:
+        """Shutdown: end the reply now, keeping what the pipeline released.
+
+        Released text was screened and is on record (each chunk is committed
+        before it is shown), so it stays, with ``note`` after it; with nothing
+        released the reply reads ``unanswered``, and a retraction stays as it is.
+        """
+        if self.retracted or not self._text:
+            text = self._text if self.retracted else unanswered
+        else:
+            text = f"{self._text}\n\n{note}"
+        return await self.finish(text)
+
+    def failure_summary(self) -> list[str]:
+        """Each distinct failure once, in order, with how often it happened."""
+        counts = Counter(self.failures)
+        return [f"{f} ({counts[f]} times)" if counts[f] > 1 else f for f in counts]
+
+    def annotate(self, record: StreamRecord | None) -> None:
+        """Put the platform's side of a streamed reply on its record, before it is stored.
+
+        The pipeline counts the updates it asked for; the platform made fewer
+        (text released within the interval, or during a 429, went out in one
+        update), and only the adapter sees which of them failed.
+        """
+        if record is not None:
+            record.updates = self.updates
+            record.delivery_errors = self.failure_summary()
 
     @property
     def posted(self) -> bool:

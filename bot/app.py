@@ -304,6 +304,8 @@ class GuardBot:
             return
         try:
             await self.log.record_delivery(decision.id, decision.delivery.status, error)
+            if decision.stream is not None:  # again, with the platform's updates and failures
+                await self.log.record_stream_end(decision.id, decision.stream)
         except LogUnavailable as exc:
             log.error("could not record delivery of %s: %s", decision.id, exc)
 

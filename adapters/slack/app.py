@@ -42,7 +42,7 @@ from adapters.base import EventClaims, MessageHandler
 from adapters.live import LiveReply
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, malformed
-from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, Poster, describe
+from adapters.slack.post import CRASH_REPLY, CUT_OFF_NOTE, SHUTDOWN_REPLY, Poster, describe
 from adapters.slack.stream import SlackMessages
 from adapters.slack.text import from_slack, slack_messages
 from middleware.types import ChatRequest, Decision
@@ -50,6 +50,7 @@ from middleware.types import ChatRequest, Decision
 log = logging.getLogger("guardbot.slack")
 
 ADMIN_ACK_BUDGET_S = 2.0  # answer within the ack when we can; Slack allows 3 s in all
+CUT_OFF_BUDGET_S = 2.0  # after shutdown_timeout_s: ending a cut-off reply, and its record
 NOT_ALLOWED_NOTICE = "I'm not enabled in this channel. Ask an admin, or send me a direct message."
 COMMAND_FAILED = "Sorry, that command failed. The error is in the bot's log."
 
@@ -236,7 +237,7 @@ class SlackListeners:
             log.warning("slack: reply not (fully) delivered in %s: %s", incoming.channel, error)
         progress.delivered = True
         if decision is not None:
-            await self._record(decision, sent=sent, error=error)
+            await self._record(decision, view, sent=sent, error=error)
 
     async def _decide(self, request: ChatRequest, view: LiveReply) -> Decision | None:
         # With stream_api "off" the pipeline gets no view: nothing is shown until the
@@ -248,24 +249,33 @@ class SlackListeners:
             log.exception("slack: the pipeline failed on message %s", request.message_id)
             return None
 
-    async def _record(self, decision: Decision, *, sent: bool, error: str | None) -> None:
+    async def _record(
+        self, decision: Decision, view: LiveReply, *, sent: bool, error: str | None
+    ) -> None:
+        view.annotate(decision.stream)  # updates made and failures, with the delivery
         try:
             await self.handler.record_delivery(decision, sent=sent, error=error)
         except Exception:
             log.exception("slack: could not record the delivery of %s", decision.id)
 
     async def _cut_off(self, incoming: Incoming, progress: _Progress) -> None:
-        """Shutdown cancelled an answer: say so in Slack and on the record, briefly."""
-        if progress.delivered:
+        """Shutdown cancelled an answer: end it in Slack and on the record, briefly.
+
+        A decision already made is on record, so its reply may still go out; an
+        answer cut off inside the pipeline keeps what was shown, with a note
+        (the bot records that decision as cut off).
+        """
+        view, decision = progress.view, progress.decision
+        if progress.delivered or view is None:
             return
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                if progress.view is not None:
-                    await progress.view.finish(SHUTDOWN_REPLY)
-                if progress.decision is not None:
-                    await self._record(
-                        progress.decision, sent=False, error="stopped before posting"
-                    )
+            async with asyncio.timeout(CUT_OFF_BUDGET_S):
+                if decision is None:
+                    await view.cut_off(SHUTDOWN_REPLY, CUT_OFF_NOTE)
+                    return
+                sent, error = await view.finish(decision.reply)
+                why = error if sent else "; ".join(filter(None, [error, "stopped before posting"]))
+                await self._record(decision, view, sent=sent, error=why)
 
     # -- the slash command --------------------------------------------------
 

@@ -70,11 +70,11 @@ class SlackConfig(BaseModel):
         description="longer replies are split into several messages in the thread",
     )
     stream_api: Literal["off", "update", "auto"] = Field(
-        default="off",
-        description="off: the screened reply is posted whole (no streaming in Slack); update: "
-        "a streamed reply updates the placeholder with chat.update; auto: it uses Slack's "
-        "chat.startStream/appendStream/stopStream in a thread when Slack accepts them "
-        "(else chat.update)",
+        default="auto",
+        description="how a screened reply streams in Slack: auto: Slack's chat.startStream/"
+        "appendStream/stopStream in a thread, else (a top-level DM, or Slack refusing them) "
+        "chat.update of the placeholder; update: always chat.update; off: no streaming, the "
+        "reply is posted whole once screened",
     )
     min_update_interval_s: float = Field(
         default=1.0,

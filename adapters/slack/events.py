@@ -61,7 +61,7 @@ _LISTS_OF_OBJECTS = ("authorizations", "response_urls", "actions")
 def malformed(body: object) -> str | None:
     """Why ``body`` (a parsed request) is not a Slack request the app can read, or None."""
     if not isinstance(body, dict):
-        return f"the body is a JSON {_json_kind(body)}, not an object"
+        return f"the body is a JSON {json_kind(body)}, not an object"
     problem = _bad_fields(body, "")
     if problem:
         return problem
@@ -82,7 +82,7 @@ def malformed(body: object) -> str | None:
 def _bad_fields(body: Mapping[str, Any], where: str) -> str | None:
     for name, types in _FIELD_TYPES.items():
         if not isinstance(body.get(name), types):
-            return f"{where}{name} is a JSON {_json_kind(body[name])}"
+            return f"{where}{name} is a JSON {json_kind(body[name])}"
     for name in _LISTS_OF_OBJECTS:
         value = body.get(name)
         if value is not None and (
@@ -92,7 +92,7 @@ def _bad_fields(body: Mapping[str, Any], where: str) -> str | None:
     return None
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number")
 

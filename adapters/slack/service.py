@@ -5,7 +5,8 @@ the bot token with ``auth.test``, the app token with
 ``apps.connections.open`` (Socket Mode), so a missing or wrong secret is one
 clear :class:`AdapterConfigError` at start, not a bot that silently never
 answers. HTTP mode serves the Events API on aiohttp; Socket Mode uses
-slack-bolt's handler. Either way the Web API client points at
+slack-bolt's handler over a client that checks every envelope
+(:mod:`adapters.slack.socket`). Either way the Web API client points at
 ``[slack] api_url``. slack-sdk's Socket Mode client reconnects forever, even
 when Slack rejects the app token (revoked, app uninstalled); that can never
 heal, so the service sets ``failed`` (reason in ``failure``) and `guardbot run`
@@ -24,7 +25,6 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -33,6 +33,7 @@ from adapters.slack.app import SlackHandler, SlackListeners
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import Identity
 from adapters.slack.post import describe, retry_handlers
+from adapters.slack.socket import SocketModeHandler
 
 log = logging.getLogger("guardbot.slack")
 
@@ -139,7 +140,7 @@ class SlackService:
         self.listeners: SlackListeners | None = None
         self.url = ""  # HTTP mode: the Request URL actually served
         self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._accepting = False
         self.failed = asyncio.Event()  # set when Socket Mode can never reconnect
@@ -258,7 +259,7 @@ class SlackService:
 
     async def _connect_socket(self) -> None:
         assert self.listeners is not None
-        handler = AsyncSocketModeHandler(
+        handler = SocketModeHandler(
             self.listeners.app,
             app_token=self.secrets.app_token,
             web_client=self.client,
@@ -287,7 +288,7 @@ class SlackService:
         await handler.close_async()  # type: ignore[no-untyped-call]
         raise AdapterConfigError(problem)
 
-    def _watch_reconnects(self, handler: AsyncSocketModeHandler) -> None:
+    def _watch_reconnects(self, handler: SocketModeHandler) -> None:
         """Notice when a reconnect is refused for good (slack-sdk would retry forever)."""
         client = handler.client
         issue = client.issue_new_wss_url

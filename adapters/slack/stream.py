@@ -1,17 +1,21 @@
 """A Slack reply as it is shown: a stream where Slack allows it, else the placeholder, updated.
 
-With ``[slack] stream_api = "auto"`` a streamed reply in a thread uses
-Slack's streaming methods: the first released chunk starts a stream
+With ``[slack] stream_api = "auto"`` (the default) a streamed reply in a
+thread uses Slack's streaming methods: the first released chunk starts a stream
 (``chat.startStream``, which replaces the "thinking…" placeholder), later text
 is appended (``chat.appendStream``) and ``chat.stopStream`` ends it, in
-standard markdown made safe by :func:`markdown`. Otherwise (``"off"``, the
-default; a top-level DM, which has no thread to stream into; or Slack answering
-that the app may not use them) the placeholder itself is updated with
-``chat.update``, in Slack's mrkdwn. Either way updates come at
+standard markdown made safe by :func:`markdown`. Otherwise (``"update"``; a
+top-level DM, which has no thread to stream into; or Slack refusing to start a
+stream) the placeholder itself is updated with ``chat.update``, in Slack's
+mrkdwn. A refusal that says the app or workspace cannot stream turns streams
+off for every later reply; any other refusal of the first ``chat.startStream``
+moves only this reply to ``chat.update``, so a reply is never lost to a
+method the workspace does not offer. Either way updates come at
 most once per ``min_update_interval_s`` and a reply past ``max_message_chars``
 continues in a new message (see :mod:`adapters.live`); a retraction replaces
 what was shown, a stream by stopping it and updating it to the refusal. A reply
-that was not streamed replaces the placeholder, split as always.
+that was not streamed (``"off"``, or text shown whole) replaces the
+placeholder, split as always.
 """
 
 from __future__ import annotations
@@ -152,16 +156,19 @@ class SlackMessages:
                 recipient_team_id=self.team_id or None,
                 recipient_user_id=self.user_id or None,
             )
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else None
-            if error in NO_STREAMS and not self.ts:
+        except Exception as exc:
+            why = describe("chat.startStream", exc)
+            if self.ts:  # a continuation: the reply already streams here, so retry it
+                raise DeliveryError(why) from exc
+            answer = exc.response if isinstance(exc, SlackApiError) else None
+            error = answer.get("error") if answer is not None else None
+            if error in NO_STREAMS:
                 log.info("slack: streaming methods refused (%s); updating messages instead", error)
                 self.poster.streams = False
-                self._chosen = self._updates
-                raise Restyled from exc
-            raise DeliveryError(describe("chat.startStream", exc)) from exc
-        except Exception as exc:
-            raise DeliveryError(describe("chat.startStream", exc)) from exc
+            else:
+                log.warning("slack: %s; this reply updates its message instead", why)
+            self._chosen = self._updates
+            raise Restyled from exc
         return str(response.get("ts") or "")
 
     async def _call(self, method: str, **args: Any) -> None:
@@ -191,3 +198,9 @@ class SlackMessages:
         if self.placeholder_ts:  # nothing replaced it (an empty reply, or every post failed)
             await self._quietly_remove(self.placeholder_ts)
             self.placeholder_ts = None
+        for index in sorted(self._open):  # a last update failed: do not leave it "typing"
+            self._open.discard(index)
+            try:
+                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+            except DeliveryError as exc:
+                log.warning("slack: stream not stopped: %s", exc)

@@ -9,11 +9,11 @@ events (a gated model), never with sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
-from adapters.slack.post import SHUTDOWN_REPLY
+import pytest
+
 from tests.stubs.openai_server import Reply
 from tests.stubs.slack_harness import GatedModel, slack_rig
 
@@ -32,10 +32,13 @@ async def test_mention_is_answered_in_its_thread(tmp_path: Path) -> None:
 
         placeholder = rig.fake.calls_to("chat.postMessage")[0].args
         assert placeholder == {"channel": "C1", "thread_ts": ts, "text": "thinking…"}
-        [update] = rig.fake.calls_to("chat.update")
-        assert update.args["text"] == "Paris, of course."
-        [reply] = [m for m in rig.fake.thread("C1", ts) if m.user == "UBOT"]
-        assert reply.text == "Paris, of course." and reply.history == ["thinking…"]
+        # Streamed (the default): a Slack stream in the thread takes the placeholder's place.
+        [start] = rig.fake.calls_to("chat.startStream")
+        assert (start.args["channel"], start.args["thread_ts"]) == ("C1", ts)
+        assert (start.args["recipient_team_id"], start.args["recipient_user_id"]) == ("T1", "U1")
+        assert rig.replies(ts) == ["Paris, of course."]
+        assert not any(m.streaming for m in rig.fake.messages)  # the stream was stopped
+        assert rig.assert_every_state_a_prefix() == ["Paris,", "of", "course."]
         # The model saw the question without the bot's mention.
         assert "what is the capital of France?" in rig.llm.chat_requests()[0].text()
         assert "<@UBOT>" not in rig.llm.chat_requests()[0].text()
@@ -95,8 +98,8 @@ async def test_blocked_message_gets_the_refusal(tmp_path: Path) -> None:
         [done] = await rig.observed.delivered(1)
 
         assert done.decision.blocked and done.decision.blocked_by == "short"
-        [update] = rig.fake.calls_to("chat.update")
-        assert update.args["text"] == REFUSAL
+        assert rig.replies(done.decision.request.thread_id) == [REFUSAL]
+        assert [text for _, _, text in rig.fake.changes if text != "thinking…"][0] == REFUSAL
         assert done.sent
 
 
@@ -154,87 +157,45 @@ async def test_ack_arrives_before_a_slow_generation_ends(tmp_path: Path) -> None
         model.gate.set()
         [done] = await rig.observed.delivered(1)
         assert done.decision.reply == "worth the wait"
-        assert rig.fake.calls_to("chat.update")[0].args["text"] == "worth the wait"
+        assert rig.replies(payload["event"]["ts"]) == ["worth the wait"]
         assert model.calls == 1
 
 
-async def test_rate_limited_update_is_retried_as_slack_asks(tmp_path: Path) -> None:
-    async with slack_rig(tmp_path, script=lambda _r: Reply(text="eventually")) as rig:
-        rig.fake.fail("chat.update", status=429, retry_after=0)
-        await rig.send(rig.mention("hi"))
-        [done] = await rig.observed.delivered(1)
-
-        updates = rig.fake.calls_to("chat.update")
-        assert [c.status for c in updates] == [429, 200]
-        assert updates[1].args["text"] == "eventually"
-        assert done.sent and done.error is None
-
-
-async def test_gateway_errors_are_retried(tmp_path: Path) -> None:
-    async with slack_rig(tmp_path, script=lambda _r: Reply(text="through the proxy")) as rig:
-        rig.fake.fail("chat.update", status=502)
-        await rig.send(rig.mention("hi"))
-        [done] = await rig.observed.delivered(1)
-        assert [c.status for c in rig.fake.calls_to("chat.update")] == [502, 200]
-        assert done.sent
+@pytest.mark.parametrize(
+    ("stream_api", "shown"),
+    [
+        ("auto", "&lt;!channel&gt; look at &lt;@U999&gt; &amp; **this**"),  # markdown_text
+        ("update", "&lt;!channel&gt; look at &lt;@U999&gt; &amp; *this*"),  # mrkdwn
+        ("off", "&lt;!channel&gt; look at &lt;@U999&gt; &amp; *this*"),
+    ],
+)
+async def test_reply_cannot_ping_or_link(tmp_path: Path, stream_api: str, shown: str) -> None:
+    text = "<!channel> look at <@U999> & **this**"
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, script=lambda _r: Reply(text=text)) as rig:
+        payload = rig.mention("hi")
+        await rig.send(payload)
+        await rig.observed.delivered(1)
+        assert rig.replies(payload["event"]["ts"]) == [shown]
 
 
-async def test_failed_post_is_recorded_in_the_delivery(tmp_path: Path) -> None:
-    async with slack_rig(tmp_path) as rig:
-        rig.fake.fail("chat.postMessage", error="not_in_channel", times=2)
-        await rig.send(rig.mention("hi"))
-        [done] = await rig.observed.delivered(1)
-
-        assert not done.sent
-        assert done.error == "slack chat.postMessage: not_in_channel"
-        stored = await rig.bot.log.get_stored(done.decision.id)
-        assert stored is not None
-        assert [(d.status, d.error) for d in stored.deliveries] == [("failed", done.error)]
-
-
-async def test_rate_limit_that_never_ends_is_a_failed_delivery(tmp_path: Path) -> None:
-    async with slack_rig(tmp_path, slack={"api_retries": 1, "placeholder": ""}) as rig:
-        rig.fake.fail("chat.postMessage", status=429, retry_after=0, times=2)
-        await rig.send(rig.mention("hi"))
-        [done] = await rig.observed.delivered(1)
-        assert not done.sent
-        assert done.error == "slack chat.postMessage: rate limited (429), retries exhausted"
-
-
-async def test_long_reply_is_split_in_the_thread(tmp_path: Path) -> None:
-    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 30 for i in range(12)]
-    long_reply = "\n\n".join(paragraphs)
-    assert len(long_reply) > 2 * 3900
-    async with slack_rig(tmp_path, script=lambda _r: Reply(text=long_reply)) as rig:
-        payload = rig.mention("tell me everything")
-        ts = payload["event"]["ts"]
+@pytest.mark.parametrize(
+    ("stream_api", "shown"),
+    [
+        # A space after "]" means no markdown link starts there: the address shows as text.
+        ("auto", "Log in at [https://good.example.com/login] (https://evil.example.net/phish)."),
+        ("update", "Log in at <https://evil.example.net/phish>."),
+        ("off", "Log in at <https://evil.example.net/phish>."),
+    ],
+)
+async def test_reply_cannot_disguise_a_link(tmp_path: Path, stream_api: str, shown: str) -> None:
+    text = "Log in at [https://good.example.com/login](https://evil.example.net/phish)."
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, script=lambda _r: Reply(text=text)) as rig:
+        payload = rig.mention("where do I log in?")
         await rig.send(payload)
         [done] = await rig.observed.delivered(1)
-
-        posted = [m.text for m in rig.fake.thread("C1", ts) if m.user == "UBOT"]
-        assert len(posted) == 3 and all(len(p) <= 3900 for p in posted)
-        assert rig.fake.calls_to("chat.update")[0].args["text"] == posted[0]
-        assert "\n\n".join(posted).split() == long_reply.split()
-        assert all(p.startswith("Paragraph") for p in posted)  # cut between paragraphs
-        assert done.sent
-
-
-async def test_reply_cannot_ping_or_link(tmp_path: Path) -> None:
-    text = "<!channel> look at <@U999> & **this**"
-    async with slack_rig(tmp_path, script=lambda _r: Reply(text=text)) as rig:
-        await rig.send(rig.mention("hi"))
-        await rig.observed.delivered(1)
-        posted = rig.fake.calls_to("chat.update")[0].args["text"]
-        assert posted == "&lt;!channel&gt; look at &lt;@U999&gt; &amp; *this*"
-
-
-async def test_reply_cannot_disguise_a_link(tmp_path: Path) -> None:
-    text = "Log in at [https://good.example.com/login](https://evil.example.net/phish)."
-    async with slack_rig(tmp_path, script=lambda _r: Reply(text=text)) as rig:
-        await rig.send(rig.mention("where do I log in?"))
-        [done] = await rig.observed.delivered(1)
-        posted = rig.fake.calls_to("chat.update")[0].args["text"]
-        assert posted == "Log in at <https://evil.example.net/phish>."
+        assert rig.replies(payload["event"]["ts"]) == [shown]
         assert done.sent and done.decision.reply == text  # the log keeps what the model wrote
 
 
@@ -280,28 +241,3 @@ async def test_url_verification_is_answered(tmp_path: Path) -> None:
         challenge = {"token": "t", "challenge": "c-123", "type": "url_verification"}
         status, body = await rig.send(challenge)
         assert status == 200 and "c-123" in body
-
-
-async def test_stop_lets_in_flight_replies_finish(tmp_path: Path) -> None:
-    model = GatedModel("finished anyway")
-    async with slack_rig(tmp_path, model=model) as rig:
-        await rig.send(rig.mention("slow one"))
-        await model.started.wait()
-        stopping = asyncio.create_task(rig.service.stop())
-        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.postMessage"))
-        assert not stopping.done()
-        model.gate.set()
-        await stopping
-        [done] = rig.observed.deliveries
-        assert done.sent and rig.fake.calls_to("chat.update")[0].args["text"] == "finished anyway"
-
-
-async def test_stop_cuts_off_what_does_not_finish_in_time(tmp_path: Path) -> None:
-    model = GatedModel()
-    async with slack_rig(tmp_path, model=model, slack={"shutdown_timeout_s": 0.2}) as rig:
-        await rig.send(rig.mention("never answered"))
-        await model.started.wait()
-        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.postMessage"))
-        await rig.service.stop()
-        [update] = rig.fake.calls_to("chat.update")
-        assert update.args["text"] == SHUTDOWN_REPLY

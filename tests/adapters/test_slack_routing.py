@@ -137,9 +137,11 @@ async def test_direct_messages_can_be_turned_off(tmp_path: Path) -> None:
 
 async def test_empty_mention_gets_a_hint_not_a_model_call(tmp_path: Path) -> None:
     async with slack_rig(tmp_path) as rig:
-        await rig.send(rig.event(type="app_mention", user="U1", text="<@UBOT>", channel="C1"))
+        payload = rig.event(type="app_mention", user="U1", text="<@UBOT>", channel="C1")
+        await rig.send(payload)
         [done] = await rig.observed.delivered(1)
-        assert "didn't receive any text" in rig.fake.calls_to("chat.update")[0].args["text"]
+        [hint] = rig.replies(payload["event"]["ts"])
+        assert "didn't receive any text" in hint
         assert rig.llm.chat_requests() == [] and done.sent
 
 

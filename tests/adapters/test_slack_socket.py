@@ -8,6 +8,8 @@ receives envelopes and acks them, and the bot answers through the Web API.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ async def test_mention_over_socket_mode_is_acked_and_answered(tmp_path: Path) ->
         [done] = await rig.observed.delivered(1)
 
         assert done.sent and done.decision.request.thread_id == payload["event"]["ts"]
-        assert rig.fake.calls_to("chat.update")[0].args["text"] == "hello over the socket"
+        assert rig.replies(payload["event"]["ts"]) == ["hello over the socket"]
         opened = rig.fake.calls_to("apps.connections.open")
         assert len(opened) == 1 and opened[0].token == SOCKET_ENV["SLACK_APP_TOKEN"]
 
@@ -68,6 +70,46 @@ async def test_socket_mode_retry_is_not_answered_twice(tmp_path: Path) -> None:
         await rig.fake.socket_send(envelope("env-3", rig.mention("twice")))
         await rig.observed.delivered(2)
         assert [r.text for r in rig.observed.requests] == ["once", "twice"]
+
+
+BAD_USER = event_callback({"type": "app_mention", "user": ["U1"]}, event_id="Ev9")
+BAD_EVENT = {"type": "event_callback", "event": "x"}
+MALFORMED: list[tuple[str, str, str | None]] = [
+    ("not JSON", "{not json", None),
+    ("an array", json.dumps([envelope("env-a", {})]), None),
+    ("no envelope id", json.dumps({"type": "events_api", "payload": {}}), None),
+    ("payload a list", json.dumps(envelope("env-b", {}) | {"payload": []}), "env-b"),
+    ("payload a string", json.dumps(envelope("env-c", {}) | {"payload": "hi"}), "env-c"),
+    ("event a string", json.dumps(envelope("env-d", BAD_EVENT)), "env-d"),
+    ("user a list", json.dumps(envelope("env-e", BAD_USER)), "env-e"),
+    ("no type", json.dumps(envelope("env-f", {"team_id": "T1"})), "env-f"),
+]
+
+
+@pytest.mark.parametrize(("name", "frame", "envelope_id"), MALFORMED, ids=[m[0] for m in MALFORMED])
+async def test_a_malformed_envelope_is_acked_and_skipped_with_one_log_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    frame: str,
+    envelope_id: str | None,
+) -> None:
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="guardbot"):
+            await rig.fake.socket_send_raw(frame)
+            # The next envelope is answered: the connection and the bot are unharmed.
+            await rig.fake.socket_send(envelope("env-ok", rig.mention("still there?")))
+            await acked(rig, "env-ok")
+            [done] = await rig.observed.delivered(1)
+            if envelope_id is not None:  # acked, so Slack does not send it again
+                assert await acked(rig, envelope_id) == {"envelope_id": envelope_id}
+        assert done.sent and [r.text for r in rig.observed.requests] == ["still there?"]
+        skipped = [r for r in caplog.records if "malformed Socket Mode envelope" in r.message]
+        assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING, name
+        assert "\n" not in skipped[0].getMessage()  # one line, and not the frame itself
+        assert "still there" not in skipped[0].getMessage()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_slash_command_over_socket_mode_is_ephemeral(tmp_path: Path) -> None:
@@ -124,10 +166,14 @@ async def test_guardbot_run_serves_slack_until_stopped(
             "channel": "C1",
         }
         await fake.socket_send(envelope("env-1", event_callback(mention, event_id="Ev1")))
-        await fake.wait_until(lambda: fake.calls_to("chat.update"))
+
+        def replies() -> list[str]:
+            return [m.text for m in fake.thread("C1", "5.5") if m.user == "UBOT"]
+
+        await fake.wait_until(lambda: replies() == ["served"])
         stop.set()
         assert await serving == 0
-        assert fake.calls_to("chat.update")[0].args["text"] == "served"
+        assert replies() == ["served"] and not any(m.streaming for m in fake.messages)
         assert "Slack (Socket Mode) is up" in capsys.readouterr().err
 
 

@@ -49,7 +49,8 @@ async def drive(fake: FakeSlack, view: LiveReply, clock: Clock, count: int) -> s
         await view.show(text)
         clock.now += 0.25
         if index % 4 == 3 or index == 0:
-            await fake.wait_until(lambda t=text: shown_now(fake) == t.split())
+            words = text.split()
+            await fake.wait_until(lambda: shown_now(fake) == words)  # noqa: B023 - awaited here
     return text
 
 

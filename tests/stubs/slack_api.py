@@ -176,7 +176,8 @@ class FakeSlack:
             if m.channel == channel and (m.thread_ts == thread_ts or m.ts == thread_ts)
         ]
 
-    async def wait_until(self, predicate: Callable[[], T], within_s: float = 10.0) -> T:
+    async def wait_until(self, predicate: Callable[[], T | None], within_s: float = 10.0) -> T:
+        """The predicate's first truthy answer, waiting for the records to change."""
         async with asyncio.timeout(within_s), self._changed:
             while not (result := predicate()):
                 await self._changed.wait()
@@ -189,8 +190,12 @@ class FakeSlack:
             await ws.close()
 
     async def socket_send(self, envelope: dict[str, Any]) -> None:
+        await self.socket_send_raw(json.dumps(envelope))
+
+    async def socket_send_raw(self, text: str) -> None:
+        """Send one text frame as is (a malformed envelope, say)."""
         await self.socket_connected.wait()
-        await self._sockets[-1].send_str(json.dumps(envelope))
+        await self._sockets[-1].send_str(text)
 
     # -- the Web API ------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from tests.stubs.slack_api import (
     signed_headers,
     slash_command,
 )
+from tests.support.live_checks import states, words_shown
 
 HTTP_ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
 SOCKET_ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN}
@@ -164,8 +165,9 @@ class SlackRig:
             return response.status, await response.text()
 
     def event(self, **event: Any) -> dict[str, Any]:
-        """An event_callback envelope with a fresh event id (and ts, unless given)."""
+        """An event_callback envelope with a fresh event id (and ts and team, unless given)."""
         event.setdefault("ts", self.fake.next_ts())
+        event.setdefault("team", self.fake.team_id)  # Slack's streams in channels need it
         event.setdefault("event_ts", event["ts"])
         return event_callback(event, event_id=f"Ev{next(self._ids):04d}")
 
@@ -193,6 +195,23 @@ class SlackRig:
             channel_type=channel_type,
             **extra,
         )
+
+    def replies(self, thread_ts: str, channel: str = "C1") -> list[str]:
+        """The bot's messages in a thread as they read now (the placeholder, if still up)."""
+        return [m.text for m in self.fake.thread(channel, thread_ts) if m.user == "UBOT"]
+
+    def assert_every_state_a_prefix(self, placeholder: str = "thinking…") -> list[str]:
+        """Every state users saw (placeholder aside) is a prefix of the last, in words.
+
+        Returns the last state's words. The reply is screened and masked before
+        the view ever gets it, so a prefix of it never shows unscreened text.
+        """
+        seen = [[m for m in state if m != placeholder] for state in states(self.fake.changes)]
+        final = words_shown(seen[-1])
+        for state in seen:
+            words = words_shown(state)
+            assert words == final[: len(words)], f"not a prefix of the reply: {state}"
+        return final
 
     async def command(
         self, text: str, *, user_id: str, key: str = "cmd"

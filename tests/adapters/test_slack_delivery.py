@@ -1,0 +1,208 @@
+"""A Slack reply on its way out: rate limits, failures, long replies and shutdown.
+
+The whole chain as in ``test_slack``: signed requests in, a real GuardBot with
+its SQLite log, the real `openai` client against the stub, and the bot's Web
+API client against the fake Slack. Replies stream by default (``stream_api =
+"auto"``: Slack's streaming methods in a thread); where the way out differs
+by ``stream_api``, each value is tested. What users saw is read from the
+fake's record of every visible change, and what went wrong from the log.
+Concurrency is shown with events (a gated model, held model pieces, held API
+calls), never with sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from adapters.slack.post import CUT_OFF_NOTE, SHUTDOWN_REPLY
+from bot.app import SHUTDOWN_ERROR
+from tests.stubs.openai_server import Reply
+from tests.stubs.slack_harness import GatedModel, slack_rig
+
+# The first write of a reply in each mode (a stream's start, or the placeholder's update).
+FIRST_WRITE = [("auto", "chat.startStream"), ("update", "chat.update"), ("off", "chat.update")]
+EVERY_POST = ("chat.postMessage", "chat.startStream")
+ONE_CHUNK_A_SENTENCE = {"pipeline": {"chunk_chars": 1}}
+
+
+@pytest.mark.parametrize(("stream_api", "method"), FIRST_WRITE)
+async def test_rate_limited_write_is_retried_as_slack_asks(
+    tmp_path: Path, stream_api: str, method: str
+) -> None:
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, script=lambda _r: Reply(text="eventually")) as rig:
+        rig.fake.fail(method, status=429, retry_after=0)
+        payload = rig.mention("hi")
+        await rig.send(payload)
+        [done] = await rig.observed.delivered(1)
+
+        assert [c.status for c in rig.fake.calls_to(method)][:2] == [429, 200]
+        assert rig.replies(payload["event"]["ts"]) == ["eventually"]
+        assert done.sent and done.error is None
+
+
+@pytest.mark.parametrize(("stream_api", "method"), FIRST_WRITE)
+async def test_gateway_errors_are_retried(tmp_path: Path, stream_api: str, method: str) -> None:
+    slack = {"stream_api": stream_api}
+    script = lambda _r: Reply(text="through the proxy")  # noqa: E731
+    async with slack_rig(tmp_path, slack=slack, script=script) as rig:
+        rig.fake.fail(method, status=502)
+        payload = rig.mention("hi")
+        await rig.send(payload)
+        [done] = await rig.observed.delivered(1)
+        assert [c.status for c in rig.fake.calls_to(method)][:2] == [502, 200]
+        assert rig.replies(payload["event"]["ts"]) == ["through the proxy"]
+        assert done.sent
+
+
+@pytest.mark.parametrize("stream_api", ["auto", "update", "off"])
+async def test_failed_post_is_recorded_in_the_delivery(tmp_path: Path, stream_api: str) -> None:
+    async with slack_rig(tmp_path, slack={"stream_api": stream_api}) as rig:
+        for method in EVERY_POST:  # the bot was removed from the channel: nothing gets in
+            rig.fake.fail(method, error="not_in_channel", times=10)
+        await rig.send(rig.mention("hi"))
+        [done] = await rig.observed.delivered(1)
+
+        assert not done.sent
+        assert done.error is not None
+        assert done.error.startswith("slack chat.postMessage: not_in_channel")
+        stored = await rig.bot.log.get_stored(done.decision.id)
+        assert stored is not None
+        assert [(d.status, d.error) for d in stored.deliveries] == [("failed", done.error)]
+        if stream_api != "off":  # streamed: the stream record says it too
+            stream = await rig.bot.log.stream_of(done.decision.id)
+            assert stream is not None
+            assert (stream.updates, "; ".join(stream.delivery_errors)) == (0, done.error)
+
+
+@pytest.mark.parametrize("stream_api", ["auto", "update"])
+async def test_rate_limit_that_never_ends_is_a_failed_delivery(
+    tmp_path: Path, stream_api: str
+) -> None:
+    slack = {"api_retries": 1, "placeholder": "", "stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack) as rig:
+        for method in EVERY_POST:
+            rig.fake.fail(method, status=429, retry_after=0, times=100)
+        await rig.send(rig.mention("hi"))
+        [done] = await rig.observed.delivered(1)
+
+        assert not done.sent
+        assert done.error is not None
+        assert done.error.startswith(
+            "slack chat.postMessage: rate limited (429), retries exhausted"
+        )
+        # Bounded: a one-chunk reply makes at most two rounds (the chunk, then the final
+        # text), each one call and its one retry; a stream that Slack would not start is
+        # asked once, then the reply updates.
+        assert len(rig.fake.calls_to("chat.postMessage")) <= 4
+        assert len(rig.fake.calls_to("chat.startStream")) == (2 if stream_api == "auto" else 0)
+        assert rig.fake.changes == []  # nothing was ever shown
+
+
+@pytest.mark.parametrize("stream_api", ["auto", "update", "off"])
+async def test_long_reply_continues_in_more_messages(tmp_path: Path, stream_api: str) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 30 for i in range(12)]
+    long_reply = "\n\n".join(paragraphs)
+    assert len(long_reply) > 2 * 3900
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, script=lambda _r: Reply(text=long_reply)) as rig:
+        payload = rig.mention("tell me everything")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        [done] = await rig.observed.delivered(1)
+
+        posted = rig.replies(ts)
+        assert len(posted) >= 3 and all(len(p) <= 3900 for p in posted)
+        assert "\n\n".join(posted).split() == long_reply.split()
+        assert rig.assert_every_state_a_prefix() == long_reply.split()
+        assert done.sent and done.error is None
+        placeholder = rig.fake.calls_to("chat.postMessage")[0].args["text"]
+        assert placeholder == "thinking…"
+        if stream_api == "auto":  # each message is a stream of its own, each stopped
+            assert len(rig.fake.calls_to("chat.startStream")) == len(posted)
+            assert not any(m.streaming for m in rig.fake.messages)
+        else:  # the placeholder became the first message
+            assert rig.fake.calls_to("chat.update")[0].args["ts"] == rig.fake.changes[0][1]
+        if stream_api == "off":  # split whole, between paragraphs
+            assert rig.fake.calls_to("chat.update")[0].args["text"] == posted[0]
+            assert all(p.startswith("Paragraph") for p in posted)
+
+
+async def test_an_update_slack_rejects_mid_stream_is_on_the_stream_record(tmp_path: Path) -> None:
+    pieces = ["First part. ", "Second part. ", "Third part."]
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    script = lambda _r: Reply(pieces=pieces, pauses=gates)  # noqa: E731
+    slack = {"stream_api": "update"}
+    async with slack_rig(tmp_path, slack=slack, config=ONE_CHUNK_A_SENTENCE, script=script) as rig:
+        payload = rig.mention("hi")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        await rig.fake.wait_until(lambda: rig.replies(ts) == ["First part. "])
+        rig.fake.fail("chat.update", error="restricted_action")
+        gates[1].set()  # the second chunk's update is refused; the model is still held
+        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.update")[-1].error)
+        gates[2].set()
+        [done] = await rig.observed.delivered(1)
+
+        assert rig.replies(ts) == ["First part. Second part. Third part."]
+        assert done.sent and done.error == "slack chat.update: restricted_action"
+        stream = await rig.bot.log.stream_of(done.decision.id)
+        assert stream is not None and len(stream.chunks) == 3
+        assert stream.delivery_errors == [done.error]
+        made = [c for c in rig.fake.calls_to("chat.update") if c.error is None]
+        assert stream.updates == len(made) == 2  # the first chunk, then the rest at once
+        rig.assert_every_state_a_prefix()
+
+
+async def test_stop_lets_in_flight_replies_finish(tmp_path: Path) -> None:
+    model = GatedModel("finished anyway")
+    async with slack_rig(tmp_path, model=model) as rig:
+        payload = rig.mention("slow one")
+        await rig.send(payload)
+        await model.started.wait()
+        stopping = asyncio.create_task(rig.service.stop())
+        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.postMessage"))
+        assert not stopping.done()
+        model.gate.set()
+        await stopping
+        [done] = rig.observed.deliveries
+        assert done.sent and rig.replies(payload["event"]["ts"]) == ["finished anyway"]
+
+
+async def test_stop_cuts_off_what_does_not_finish_in_time(tmp_path: Path) -> None:
+    model = GatedModel()
+    async with slack_rig(tmp_path, model=model, slack={"shutdown_timeout_s": 0.2}) as rig:
+        payload = rig.mention("never answered")
+        await rig.send(payload)
+        await model.started.wait()
+        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.postMessage"))
+        await rig.service.stop()
+        [update] = rig.fake.calls_to("chat.update")
+        assert update.args["text"] == SHUTDOWN_REPLY
+        assert rig.replies(payload["event"]["ts"]) == [SHUTDOWN_REPLY]
+        [decision] = await rig.bot.log.query(limit=5)  # on record, though never answered
+        assert decision.error == SHUTDOWN_ERROR and decision.request.text == "never answered"
+
+
+async def test_stop_keeps_what_a_cut_off_stream_showed_and_says_so(tmp_path: Path) -> None:
+    never = asyncio.Event()
+    script = lambda _r: Reply(pieces=["Part one is here. ", "never sent"], pauses={1: never})  # noqa: E731
+    slack = {"shutdown_timeout_s": 0.2}
+    async with slack_rig(tmp_path, slack=slack, config=ONE_CHUNK_A_SENTENCE, script=script) as rig:
+        payload = rig.mention("a long story")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        await rig.fake.wait_until(lambda: rig.replies(ts) == ["Part one is here. "])
+        await rig.service.stop()
+
+        assert rig.replies(ts) == [f"Part one is here. \n\n{CUT_OFF_NOTE}"]
+        assert not any(m.streaming for m in rig.fake.messages)  # the stream was stopped
+        rig.assert_every_state_a_prefix()
+        [generation] = rig.llm.chat_requests()
+        await generation.done.wait()
+        assert generation.closed_early  # the model stopped producing tokens
+        [decision] = await rig.bot.log.query(limit=5)
+        assert decision.error == SHUTDOWN_ERROR
