@@ -206,3 +206,67 @@ async def test_stop_keeps_what_a_cut_off_stream_showed_and_says_so(tmp_path: Pat
         assert generation.closed_early  # the model stopped producing tokens
         [decision] = await rig.bot.log.query(limit=5)
         assert decision.error == SHUTDOWN_ERROR
+
+
+SCREENED = {
+    "pipeline": {"chunk_chars": 1},
+    "guards": [
+        {"name": "pii", "kind": "pii", "stage": "output", "action": "redact"},
+        {"name": "words", "kind": "blocklist", "stage": "output", "words": ["forbidden"]},
+    ],
+}
+
+
+@pytest.mark.parametrize("stream_api", ["auto", "update"])
+async def test_an_address_split_across_chunks_is_never_shown_unmasked(
+    tmp_path: Path, stream_api: str
+) -> None:
+    pieces = ["Hello there. ", "Mail me at a.b@", "example.org please. ", "Bye now."]
+    gates = {i: asyncio.Event() for i in (1, 2, 3)}
+    script = lambda _r: Reply(pieces=pieces, pauses=gates)  # noqa: E731
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, config=SCREENED, script=script) as rig:
+        payload = rig.mention("how do I reach you?")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        await rig.fake.wait_until(lambda: rig.replies(ts) == ["Hello there. "])
+        for gate in gates.values():  # one piece at a time, each after the last was shown
+            shown = len(rig.fake.changes)
+            gate.set()
+            await rig.fake.wait_until(lambda: len(rig.fake.changes) > shown)  # noqa: B023
+        [done] = await rig.observed.delivered(1)
+
+        final = rig.assert_every_state_a_prefix()
+        assert " ".join(final) == "Hello there. Mail me at [EMAIL] please. Bye now."
+        assert not any("a.b@" in (text or "") for _, _, text in rig.fake.changes)
+        assert not any("example.org" in c.args.get("markdown_text", "") for c in rig.fake.calls)
+        assert done.sent and done.decision.reply.endswith("[EMAIL] please. Bye now.")
+
+
+@pytest.mark.parametrize("stream_api", ["auto", "update"])
+async def test_a_mid_stream_block_replaces_what_was_shown_with_the_refusal(
+    tmp_path: Path, stream_api: str
+) -> None:
+    pieces = ["A fine start here. ", "Then a forbidden word. ", "And more."]
+    gate, never = asyncio.Event(), asyncio.Event()
+    script = lambda _r: Reply(pieces=pieces, pauses={1: gate, 2: never})  # noqa: E731
+    slack = {"stream_api": stream_api}
+    async with slack_rig(tmp_path, slack=slack, config=SCREENED, script=script) as rig:
+        payload = rig.mention("tell me")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        await rig.fake.wait_until(lambda: rig.replies(ts) == ["A fine start here. "])
+        gate.set()
+        [done] = await rig.observed.delivered(1)
+
+        assert done.decision.blocked and done.decision.blocked_by == "words"
+        assert rig.replies(ts) == ["Sorry, I can't help with that."]
+        assert not any("forbidden" in (text or "") for _, _, text in rig.fake.changes)
+        if stream_api == "auto":  # the stream is stopped, then updated to the refusal
+            assert [c.method for c in rig.fake.calls[-2:]] == ["chat.stopStream", "chat.update"]
+        stream = await rig.bot.log.stream_of(done.decision.id)
+        assert stream is not None and stream.retracted and stream.stopped_at_chunk == 1
+        assert stream.shown_chars == len("A fine start here. ")
+        [generation] = rig.llm.chat_requests()
+        await generation.done.wait()
+        assert generation.closed_early  # the model was stopped mid-reply
