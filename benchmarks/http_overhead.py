@@ -280,23 +280,31 @@ def latency(gen_ms: int, guard_ms: int, n: int) -> dict[str, Any]:
     return row
 
 
-def cost(sequential_n: int, concurrent_n: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def cost(sequential_n: int, concurrent_n: int, rounds: int = 5) -> dict[str, Any]:
+    """Medians over ``rounds``, the systems taking turns (in rotation) within each, so
+    a busy moment of the machine falls on all of them alike."""
+    samples: dict[str, dict[str, list[float]]] = {s: {} for s in SYSTEMS}
     with stub("0", "0") as url:
         workers = Worker.start(url)
         for w in workers:
             w.ask(op="batch", n=200, concurrency=50, start=10**6)  # warm-up: the pool fills
-        for w in workers:
-            seq = w.ask(op="batch", n=sequential_n, concurrency=1, start=0)
-            par = w.ask(op="batch", n=concurrent_n, concurrency=50, start=10**5)
-            out[w.system] = {
-                "sequential_cpu_per_message_ms": seq["cpu_ms"],
-                "sequential_messages_per_s": seq["per_s"],
-                "concurrent_cpu_per_message_ms": par["cpu_ms"],
-                "concurrent_messages_per_s": par["per_s"],
-            }
+        for r in range(rounds):
+            for k in range(len(workers)):
+                w = workers[(r + k) % len(workers)]
+                start = r * (sequential_n + concurrent_n)  # new threads: no history
+                seq = w.ask(op="batch", n=sequential_n // rounds, concurrency=1, start=start)
+                start += sequential_n
+                par = w.ask(op="batch", n=concurrent_n // rounds, concurrency=50, start=start)
+                for key, value in (
+                    ("sequential_cpu_per_message_ms", seq["cpu_ms"]),
+                    ("sequential_messages_per_s", seq["per_s"]),
+                    ("concurrent_cpu_per_message_ms", par["cpu_ms"]),
+                    ("concurrent_messages_per_s", par["per_s"]),
+                ):
+                    samples[w.system].setdefault(key, []).append(value)
         for w in workers:
             w.close()
+    out = {s: {k: statistics.median(v) for k, v in samples[s].items()} for s in SYSTEMS}
     floor_cpu = out["floor"]["concurrent_cpu_per_message_ms"]
     for s in SYSTEMS:
         out[s]["cpu_vs_floor_ratio"] = out[s]["concurrent_cpu_per_message_ms"] / floor_cpu
