@@ -98,8 +98,8 @@ def verdict_line(v: Verdict, *, reason_chars: int = 150) -> str:
     score = f", score {v.score:.2f}" if v.score is not None else ""
     reason = v.reason or ("skipped" if v.outcome is Outcome.SKIPPED else "")
     return (
-        f"{stage_of(v):<9} {v.guard:<18} {outcome_of(v)}{category}{score} ({v.latency_ms:.1f} ms)"
-        + (f": {quote(reason, reason_chars)}" if reason else "")
+        f"{stage_of(v):<9} {plain(v.guard, 40):<18} {outcome_of(v)}{category}{score} "
+        f"({v.latency_ms:.1f} ms)" + (f": {quote(reason, reason_chars)}" if reason else "")
     )
 
 
@@ -118,7 +118,8 @@ def timings_line(t: Timings) -> str:
 
 
 def head_line(d: Decision) -> str:
-    return f"Decision {d.id}: {d.action.value}" + (f" by {d.blocked_by}" if d.blocked_by else "")
+    by = f" by {quote(d.blocked_by, 40)}" if d.blocked_by else ""
+    return f"Decision {plain(d.id, 40)}: {d.action.value}{by}"
 
 
 def fired(d: Decision) -> list[str]:
@@ -132,10 +133,10 @@ def summary_line(d: Decision, short: Mapping[str, str] | None = None) -> str:
     """One decision in a list (the admin ``recent`` answer); ``short`` maps ids to their
     shortest unique prefix (the log's ``short_ids``), which every id argument accepts."""
     r = d.request
-    by = f" by {d.blocked_by}" if d.blocked_by else ""
+    by = f" by {quote(d.blocked_by, 40)}" if d.blocked_by else ""
     text = quote(r.text, 50) if r.text else "(text not stored)"
     return (
-        f"{(short or {}).get(d.id, d.id)}  {d.created_utc:%m-%d %H:%M}  "
+        f"{plain((short or {}).get(d.id, d.id), 40)}  {d.created_utc:%m-%d %H:%M}  "
         f"{r.platform}:{plain(r.channel_id, 40)}  "
         f"{quote(r.user_name or r.user_id, 20)}  {d.action.value}{by}  {text}"
     )
@@ -159,7 +160,7 @@ def explain(d: Decision, *, every_verdict: bool = False) -> str:
             score = f", score {v.score:.2f}" if v.score is not None else ""
             category = f", category {plain(v.category, 40)}" if v.category else ""
             lines.append(
-                f"because: guard {v.guard} ({v.stage.value}) said {v.outcome.value}"
+                f"because: guard {quote(v.guard, 40)} ({v.stage.value}) said {v.outcome.value}"
                 f"{category}{score}" + (f": {quote(v.reason, 150)}" if v.reason else "")
             )
     if d.error:
@@ -167,7 +168,7 @@ def explain(d: Decision, *, every_verdict: bool = False) -> str:
     counts = Counter(v.outcome.value for v in d.verdicts)
     if counts:
         noticed = [
-            f"{v.guard} {v.outcome.value}"
+            f"{quote(v.guard, 40)} {v.outcome.value}"
             for v in d.verdicts
             if not v.blocking and v.outcome in NOTICED
         ]
@@ -225,7 +226,8 @@ def stream_end(s: StreamRecord, *, blocked_by: str | None = None) -> str:
         chunk = next((c for c in s.chunks if c.index == s.stopped_at_chunk), None)
         why = [v for v in (chunk.verdicts if chunk else []) if v.blocking]
         by = "; ".join(
-            f"{v.guard} {v.outcome.value}" + (f": {quote(v.reason, 100)}" if v.reason else "")
+            f"{quote(v.guard, 40)} {v.outcome.value}"
+            + (f": {quote(v.reason, 100)}" if v.reason else "")
             for v in why
         )
         return f"stopped at chunk {s.stopped_at_chunk}" + (f" by {by}" if by else "")

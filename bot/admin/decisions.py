@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.render import explain, plain, quote, summary_line
 from bot.admin.context import Command, Context
+from bot.audit.streamed import with_stream
 from bot.replay.render import describe_flip
 from bot.replay.rerun import ReplayHost
 from bot.replay.results import Kind
@@ -50,8 +51,7 @@ async def why(ctx: Context, cmd: Command) -> str:
         return str(exc)
     if decision is None:
         return f"No decision with id {quote(cmd.decision, 64)}; `recent` lists the latest ids."
-    stream = await ctx.host.log.stream_of(decision.id)  # kept apart, in stream_events
-    return explain(decision.model_copy(update={"stream": stream}) if stream else decision)
+    return explain(await with_stream(ctx.host.log, decision))
 
 
 async def stats(ctx: Context, cmd: Command) -> str:
@@ -131,7 +131,8 @@ async def replay_summary(
     for r in changed[:SHOWN_CHANGES]:
         why = "; ".join(describe_flip(f) for f in r.flips) or (r.error or r.note or "")
         lines.append(
-            f"- {short.get(r.decision_id, r.decision_id)} {r.kind.value.replace('_', ' ')}: "
+            f"- {plain(short.get(r.decision_id, r.decision_id), 40)} "
+            f"{r.kind.value.replace('_', ' ')}: "
             f"{r.old_action} → {r.new_action or '–'} ({plain(why, 160)})"
         )
     if len(changed) > SHOWN_CHANGES:

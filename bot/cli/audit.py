@@ -15,13 +15,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from adapters.render import json_text
 from bot.audit import views
 from bot.audit.export import CSV_FIELDS, csv_row, record
+from bot.audit.streamed import stored_with_stream
 from bot.cli.common import (
     EXIT_CODES,
     EXIT_NOT_FOUND,
@@ -32,7 +33,7 @@ from bot.cli.common import (
     print_json,
 )
 from bot.replay.when import WhenError, parse_when
-from middleware.decision_log import DecisionLog, LogUnavailable, StoredDecision
+from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.postgres import is_postgres_url
 from middleware.decision_log.queries import AmbiguousId
 
@@ -155,14 +156,6 @@ def _command(fn: Any) -> Any:
     return run
 
 
-async def _with_stream(log: DecisionLog, stored: StoredDecision) -> StoredDecision:
-    """``stored`` with its stream record (kept apart, in ``stream_events``), if it streamed."""
-    stream = await log.stream_of(stored.decision.id)
-    if stream is None:
-        return stored
-    return replace(stored, decision=stored.decision.model_copy(update={"stream": stream}))
-
-
 @_command
 async def _logs(args: argparse.Namespace) -> int:
     filters = {
@@ -177,9 +170,9 @@ async def _logs(args: argparse.Namespace) -> int:
     }
     log = await _open(args)
     try:
-        found = [
-            await _with_stream(log, s) for s in await log.query_stored(limit=args.n, **filters)
-        ]
+        found = await log.query_stored(limit=args.n, **filters)
+        if args.json:  # the table has no column for a stream: read them for JSON only
+            found = [await stored_with_stream(log, s) for s in found]
         short = await log.short_ids([s.decision.id for s in found])
     finally:
         await log.close()
@@ -196,7 +189,7 @@ async def _show(args: argparse.Namespace) -> int:
     try:
         found = await log.get_stored(args.id.strip())
         if found is not None:
-            found = await _with_stream(log, found)
+            found = await stored_with_stream(log, found)
     except AmbiguousId as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
     finally:
@@ -285,7 +278,7 @@ async def _export(args: argparse.Namespace) -> int:
                 writer.writeheader()
             async for stored in log.iter_stored(since=since, until=until):
                 # CSV has no column for a stream's chunks: skip reading them
-                rec = record(stored if writer else await _with_stream(log, stored))
+                rec = record(stored if writer else await stored_with_stream(log, stored))
                 if writer:
                     writer.writerow(csv_row(rec))
                 else:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from bot.audit.streamed import with_stream
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
 from bot.replay.diff import compare, failed
@@ -178,8 +179,7 @@ class Replayer:
         if not item.text_stored:
             return failed(old, Kind.NOT_REPLAYABLE, NOT_STORED)
         try:
-            if old.stream is None:  # streamed replies are replayed chunk by chunk
-                old = old.model_copy(update={"stream": await self.host.log.stream_of(old.id)})
+            old = await with_stream(self.host.log, old)  # replayed chunk by chunk
             config, policy = self.host.policy_for(old.request)
             if self.mode == "full":
                 return await self._full(old, config, policy)

@@ -16,12 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from adapters.render import stream_line
+from adapters.render import explain, stream_line
+from bot.admin.decisions import replay_summary
 from bot.app import GuardBot
+from bot.audit.streamed import with_stream
 from bot.cli.main import main
 from middleware.decision_log import DecisionLog
 from middleware.llm.openai_model import OpenAIChatModel
-from middleware.types import Action, ChatRequest
+from middleware.types import (
+    Action,
+    Candidate,
+    ChatRequest,
+    Decision,
+    Outcome,
+    Stage,
+    StreamChunk,
+    StreamRecord,
+    Verdict,
+)
 from tests.stubs.openai_server import Reply, StubOpenAI
 from tests.support.stream_support import (
     RecordingView,
@@ -116,6 +128,24 @@ async def test_show_json_has_the_stream_record(
     code, out, _ = await asyncio.to_thread(_cli, capsys, "logs", "--db", str(streamed.db), "--json")
     by_id = {r["id"]: r for r in json.loads(out)}
     assert by_id[block.id]["stream"] == got
+
+
+async def test_logs_reads_the_streams_for_json_only(
+    streamed: Streamed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table has no column for a stream: one query per decision would be wasted."""
+    asked: list[str] = []
+    read = DecisionLog.stream_of
+
+    async def recorded(log: DecisionLog, decision_id: str) -> StreamRecord | None:
+        asked.append(decision_id)
+        return await read(log, decision_id)
+
+    monkeypatch.setattr(DecisionLog, "stream_of", recorded)
+    code, _, err = await asyncio.to_thread(_cli, capsys, "logs", "--db", str(streamed.db))
+    assert code == 0 and asked == [], err
+    code, _, err = await asyncio.to_thread(_cli, capsys, "logs", "--db", str(streamed.db), "--json")
+    assert code == 0 and sorted(asked) == sorted(streamed.streams), err
 
 
 async def test_admin_why_explains_the_stream(streamed: Streamed, tmp_path: Path) -> None:
@@ -215,3 +245,58 @@ async def test_delivery_failures_are_shown_inert(streamed: Streamed) -> None:
         "; 1 delivery failure(s): edit 2: HTTP 403 \\x1b[2Jmissing_scope <@\u200bU1>"
     )
     assert "\x1b" not in line
+
+
+async def test_hostile_ids_and_guard_names_from_the_log_are_shown_inert(tmp_path: Path) -> None:
+    """A log written by something else (or edited) can hold any id or guard name: every
+    line that names them (admin recent, why, replay, show's stream line) writes them out."""
+    esc, rlo = "\x1b[2J", "\u202e"
+    guard = f"g{esc}{rlo}"
+    db = tmp_path / "g.db"
+    log = await DecisionLog.open(db)
+    request = console_request("hello")
+    blocking = Verdict(guard=guard, stage=Stage.OUTPUT, outcome=Outcome.BLOCK, blocking=True)
+    stopped = Decision(
+        id=f"01{esc}{rlo}stopped",
+        request=request,
+        action=Action.BLOCKED,
+        blocked_by=guard,
+        verdicts=[blocking],
+        candidates=[Candidate(index=0, text="", safe=False)],
+    )
+    # Replied then; today's `words` blocks it: the replay lists it by id.
+    replied = Decision(
+        id=f"01{esc}{rlo}replied",
+        request=request,
+        action=Action.REPLIED,
+        reply="a forbidden thing",
+        candidates=[Candidate(index=0, text="a forbidden thing", safe=True, chosen=True)],
+    )
+    chunk = StreamChunk(
+        index=0, raw_chars=5, chars=0, shown_chars=0, at_ms=1.0, released=False,
+        verdicts=[blocking],
+    )  # fmt: skip
+    record = StreamRecord(
+        chunk_chars=10, context_chars=0, max_hold_ms=0, chunks=[chunk], stopped_at_chunk=0
+    )
+    try:
+        for d in (stopped, replied):
+            await log.record(d)
+        await log.record_stream_end(stopped.id, record)
+    finally:
+        await log.close()
+    bot = GuardBot(audit_config(db), await DecisionLog.open(db), env={})
+    admin = ChatRequest(platform="console", channel_id="console", user_id="root", text="")
+    try:
+        recent = await bot.admin(admin, "recent 5")
+        summary = await replay_summary(bot, since=None)
+        logged = await bot.log.get(stopped.id)
+        assert logged is not None
+        why = explain(await with_stream(bot.log, logged), every_verdict=True)
+    finally:
+        await bot.close()
+    assert "newly blocked" in summary and "stopped at chunk 0 by g\\x1b[2J\\u202e block" in why
+    # shortest unique prefixes, escapes and all (the ids differ only after them)
+    assert "01\\x1b[2J\\u202es" in recent and "01\\x1b[2J\\u202er" in summary
+    for text in (recent, summary, why):
+        assert esc not in text and rlo not in text, text
