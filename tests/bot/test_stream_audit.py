@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,18 +175,14 @@ async def test_recent_shows_short_ids_that_why_accepts(streamed: Streamed) -> No
         for d in everything:
             answer = await bot.admin(request, f"why {short[d.id]}")
             assert answer.startswith(f"Decision {d.id}: {d.action.value}"), answer
-        # one character less than a short id may be ambiguous: then the candidates are named
-        ambiguous = next(
-            (
-                s[:-1]
-                for s in listed
-                if len(s) > 7 and sum(x.startswith(s[:-1]) for x in listed) > 1
-            ),
-            None,
-        )
-        if ambiguous is not None:
-            answer = await bot.admin(request, f"why {ambiguous}")
-            assert "matches more than one decision" in answer
+        # the prefix two ids share (made in one second: a long one) names them both
+        first, second = sorted(d.id for d in everything)[:2]
+        ambiguous = os.path.commonprefix([first, second])
+        assert len(ambiguous) >= 7
+        answer = await bot.admin(request, f"why {ambiguous}")
+        assert "matches more than one decision" in answer, answer
+        named = answer.split(": ", 1)[1].split("; ")[0].split(", ")  # as much as tells them apart
+        assert all(any(i.startswith(n) for n in named) for i in (first, second)), named
     finally:
         await bot.close()
 
