@@ -20,7 +20,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from middleware.decision_log.privacy import mask_text
 from middleware.types import (
@@ -216,7 +216,21 @@ def _candidates(d: Decision) -> str:
 # What a stream record says, for every surface: the one line of ``explain`` and
 # ``show``, and the per-chunk rows of the ``show`` table and the HTML report.
 
-STREAM_COLUMNS = ("chunk", "shown", "chars", "model chars", "visible", "at ms", "output verdicts")
+
+class StreamRow(NamedTuple):
+    """One chunk as every table shows it, each value already inert; the fields are the
+    columns (:data:`STREAM_COLUMNS` are their headings), so readers go by name."""
+
+    chunk: str
+    shown: str  # shown, BLOCKED (the chunk that stopped the stream) or not shown
+    chars: str
+    model_chars: str
+    visible: str  # characters visible once this chunk was shown
+    at_ms: str
+    output_verdicts: str
+
+
+STREAM_COLUMNS = tuple(name.replace("_", " ") for name in StreamRow._fields)
 
 
 def stream_end(s: StreamRecord, *, blocked_by: str | None = None) -> str:
@@ -282,11 +296,18 @@ def chunk_verdicts(c: StreamChunk) -> str:
     return ", ".join(parts) or "-"
 
 
-def stream_rows(s: StreamRecord) -> list[tuple[str, ...]]:
-    """One row per chunk, in :data:`STREAM_COLUMNS` order, every value already inert."""
+def stream_rows(s: StreamRecord) -> list[StreamRow]:
+    """One row per chunk."""
     return [
-        (str(c.index), chunk_shown(c, s), str(c.chars), str(c.raw_chars))
-        + (str(c.shown_chars), f"{c.at_ms:.1f}", chunk_verdicts(c))
+        StreamRow(
+            chunk=str(c.index),
+            shown=chunk_shown(c, s),
+            chars=str(c.chars),
+            model_chars=str(c.raw_chars),
+            visible=str(c.shown_chars),
+            at_ms=f"{c.at_ms:.1f}",
+            output_verdicts=chunk_verdicts(c),
+        )
         for c in s.chunks
     ]
 

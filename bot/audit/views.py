@@ -240,9 +240,9 @@ def _stream(console: Console, d: Decision) -> None:
     for name in STREAM_COLUMNS:
         table.add_column(name, justify="left" if name in ("shown", "output verdicts") else "right")
     for row in stream_rows(d.stream):
-        cells = [Text(cell) for cell in row]
-        cells[1].stylize("red" if row[1] == "BLOCKED" else ("" if row[1] == "shown" else "yellow"))
-        table.add_row(*cells)
+        cells = {field: Text(cell) for field, cell in row._asdict().items()}
+        cells["shown"].stylize({"BLOCKED": "red", "shown": ""}.get(row.shown, "yellow"))
+        table.add_row(*cells.values())
     console.print(table)
 
 

@@ -204,8 +204,8 @@ def _stream(r: ReplayResult) -> str:
         return f'<div class="stream" data-chunks="0">{head}</div>'
     cells = "".join(f"<th>{_e(name)}</th>" for name in STREAM_COLUMNS)
     rows = "".join(
-        f'<tr class="chunk" data-index="{_e(row[0])}" data-shown="{_e(row[1])}" '
-        f'data-chars="{_e(row[2])}" data-visible="{_e(row[4])}">'
+        f'<tr class="chunk" data-index="{_e(row.chunk)}" data-shown="{_e(row.shown)}" '
+        f'data-chars="{_e(row.chars)}" data-visible="{_e(row.visible)}">'
         + "".join(f"<td>{_e(cell)}</td>" for cell in row)
         + "</tr>"
         for row in stream_rows(s)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.render import explain, stream_line
+from adapters.render import STREAM_COLUMNS, explain, stream_line, stream_rows
 from bot.admin.decisions import replay_summary
 from bot.app import GuardBot
 from bot.audit.streamed import with_stream
@@ -297,3 +297,16 @@ async def test_hostile_ids_and_guard_names_from_the_log_are_shown_inert(tmp_path
     assert "01\\x1b[2J\\u202es" in recent and "01\\x1b[2J\\u202er" in summary
     for text in (recent, summary, why):
         assert esc not in text and rlo not in text, text
+
+
+async def test_stream_rows_are_read_by_column(streamed: Streamed) -> None:
+    s = streamed.streams[streamed.decisions["block"].id]
+    rows = stream_rows(s)
+    assert STREAM_COLUMNS == (
+        "chunk", "shown", "chars", "model chars", "visible", "at ms", "output verdicts",
+    )  # fmt: skip
+    assert [(r.chunk, r.shown, r.visible) for r in rows] == [
+        ("0", "shown", str(s.chunks[0].shown_chars)),
+        ("1", "BLOCKED", str(s.shown_chars)),
+    ]
+    assert "words block BLOCKS" in rows[1].output_verdicts and rows[1].chars == "0"
