@@ -107,10 +107,7 @@ class ReplayResult:
         return (
             self.kind, self.old_action, self.new_action, self.old_blocked_by,
             self.new_blocked_by, self.flips, self.text, self.error, self.note,
-            None if self.stream is None else (
-                len(self.stream.chunks), self.stream.shown_chars, self.stream.retracted,
-                self.stream.stopped_at_chunk, self.stream.note,
-            ),
+            None if self.stream is None else _stream_key(self.stream),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +128,16 @@ class ReplayResult:
             "note": self.note,
             "config_fingerprint": self.fingerprint,
         }
+
+
+def _stream_key(s: StreamRecord) -> tuple[Any, ...]:
+    """What a report shows of a stream, timings aside: how it ended, and each chunk's fate
+    and verdicts (a grouped row shows the first result's chunk table for all of them)."""
+    chunks = tuple(
+        (c.released, tuple((v.guard, v.outcome.value, v.blocking) for v in c.verdicts))
+        for c in s.chunks
+    )
+    return (s.shown_chars, s.retracted, s.stopped_at_chunk, s.note, chunks)
 
 
 SUMMARY_FIELDS = (

@@ -9,6 +9,7 @@ The HTML report shows each row's chunks; identical rows are grouped.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 from rich.console import Console
 
 from bot.app import GuardBot
-from bot.replay import Kind, ReplayOptions, RunReport, run_replay
+from bot.replay import Kind, ReplayOptions, RunReport, Tally, run_replay
 from bot.replay.render import print_report
 from bot.replay.report_html import render_html
 from middleware.decision_log import DecisionLog
+from middleware.types import Outcome
 from tests.stubs.openai_server import StubOpenAI
 from tests.support.replay_support import read_page
 from tests.support.stream_support import AUDIT_TOML, Streamed, audit_config, stream_log
@@ -184,3 +186,25 @@ async def test_replay_applies_a_final_guard_to_the_whole_streamed_reply(streamed
     assert (mail.kind.value, mail.new_blocked_by) == ("newly_blocked", "late")
     assert mail.note == "late (stream = final) would retract the reply after it was shown"
     assert streamed.decisions["final"].id not in results  # blocked by `late` then and now
+
+
+async def test_rows_group_only_when_their_chunks_read_the_same(streamed: Streamed) -> None:
+    """A grouped row shows its first result's chunk table: results whose chunks were judged
+    differently (here one spam reply's first chunk was flagged) are rows of their own."""
+    report = await _replay(streamed, AUDIT_TOML + FRUIT)
+    spam = sorted(
+        (r for r in report.tally.notable if r.decision_id in {d.id for d in streamed.spam}),
+        key=lambda r: r.decision_id,
+    )
+    assert len(spam) == 3 and len(report.tally.grouped_notable()) == 1
+    stream = spam[1].stream
+    assert stream is not None
+    first = stream.chunks[0]
+    flagged = [v.model_copy(update={"outcome": Outcome.FLAG}) for v in first.verdicts]
+    chunks = [first.model_copy(update={"verdicts": flagged}), *stream.chunks[1:]]
+    other = replace(spam[1], stream=stream.model_copy(update={"chunks": chunks}))
+    tally = Tally(notable=[spam[0], other, spam[2]])
+    assert [[r.decision_id for r in g] for g in tally.grouped_notable()] == [
+        [spam[0].decision_id, spam[2].decision_id],
+        [other.decision_id],
+    ]
