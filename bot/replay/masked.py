@@ -28,6 +28,8 @@ from middleware.types import Outcome, Verdict
 
 PII_MARKS = tuple(MASKS.values())
 OBJECTED = (Outcome.BLOCK, Outcome.FLAG, Outcome.REDACT)
+MASKED_WHY = "kept from the log (the stored text is masked)"
+CHUNK_WHY = "kept from the log: the blocked chunk's text was not recorded"
 
 
 def hides_finding(kind: str | None, text: str) -> bool:
@@ -105,10 +107,6 @@ def keep_blocked_chunk(
                 "(replay with --full to generate the reply again)"
             )
     return kept
-
-
-MASKED_WHY = "kept from the log (the stored text is masked)"
-CHUNK_WHY = "kept from the log: the blocked chunk's text was not recorded"
 
 
 def _why(why: str, old: Verdict) -> str:
