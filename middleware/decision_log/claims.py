@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from middleware.decision_log.chain import Chainer
 from middleware.decision_log.records import utc_text
-from middleware.decision_log.writes import Op
+from middleware.decision_log.writes import Op, Tx
 
 # Slack retries for about five minutes; a day leaves room for a long outage.
 CLAIM_TTL = timedelta(days=1)
@@ -48,7 +46,7 @@ def claim(platform: str, event_id: str, now: datetime) -> Op:
     if not platform or not event_id:
         raise ValueError("an event claim needs a platform and an event id")
 
-    async def run(db: aiosqlite.Connection, chain: Chainer) -> bool:
+    async def run(db: Tx, chain: Chainer) -> bool:
         await db.execute(FORGET_SQL, (utc_text(now - CLAIM_TTL),))
         inserted = await db.execute_fetchall(CLAIM_SQL, (platform, event_id, utc_text(now)))
         return bool(list(inserted))

@@ -5,7 +5,7 @@ the writer task takes everything queued (up to :data:`MAX_BATCH`) and commits
 it as one transaction (:func:`.writes.commit`), so jobs submitted while a
 transaction runs share the next one: group commit without a timer, and alone
 a job is committed at once. A caller hears about its job only after COMMIT.
-The whole transaction is one call on aiosqlite's thread (:func:`in_thread`),
+The whole transaction is one call on aiosqlite's thread (:mod:`.one_hop`),
 not one per statement, so it is also indivisible: nothing else runs on the
 connection between its BEGIN and its COMMIT.
 
@@ -16,7 +16,11 @@ does. A bad job (a constraint, an invalid value) is retried alone so that only
 it fails, with ``ValueError``. If the connection itself is lost, the jobs in
 flight fail with :class:`LogUnavailable` and the next write opens a new one.
 Cancelling a caller never disturbs the writer: its job is committed or fails
-on its own.
+on its own. Cancelling the writer task itself (its loop closing) does not cut
+a transaction short either: the transaction runs to COMMIT or ROLLBACK on
+aiosqlite's thread, and its callers hear that outcome when it comes (or
+:class:`LogUnavailable` if the loop ends first); jobs not yet begun fail with
+:class:`LogUnavailable`, and the next ``submit`` starts a new task.
 
 Files: created 0600 before SQLite touches them (SQLite gives ``-wal`` and
 ``-shm`` the same mode). ``synchronous = NORMAL`` in WAL mode keeps every
@@ -33,9 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -45,6 +50,7 @@ import aiosqlite
 
 from middleware.decision_log import writes
 from middleware.decision_log.migrations import migrate
+from middleware.decision_log.one_hop import in_thread, require_thread_calls
 from middleware.decision_log.records import EncodedDecision
 from middleware.decision_log.storage import LogUnavailable
 
@@ -78,6 +84,7 @@ class Writer:
         self._queue: list[tuple[writes.Job, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[list[Any]] | None = None  # the transaction running
         self._closing = False
 
     async def open(self) -> None:
@@ -103,8 +110,10 @@ class Writer:
             return
         self._closing = True
         self._wake.set()
-        if self._task is not None:
+        if self._task is not None and not self._task.done():  # done: cancelled, queue failed
             await self._task
+        if self._inflight is not None:  # a transaction a cancelled task left running
+            await asyncio.wait([self._inflight])
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -116,25 +125,64 @@ class Writer:
         self._task = asyncio.create_task(self._run(), name="decision-log-writer")
 
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            try:
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._commit(batch)
-            except Exception as exc:  # a bug here must not strand callers or stop the log
-                error = LogUnavailable(f"the decision log writer failed: {exc!r}")
-                _settle(batch, [error] * len(batch))
+        except asyncio.CancelledError:
+            # Nothing of these was begun: their callers must not wait for a task that is gone.
+            waiting, self._queue = self._queue, []
+            stopped = LogUnavailable(
+                f"the decision log {self.path} writer was stopped before this write began; "
+                "nothing of it was written"
+            )
+            _settle(waiting, [stopped] * len(waiting))
+            raise
 
     async def _commit(self, batch: list[tuple[writes.Job, asyncio.Future[Any]]]) -> None:
+        """Commit ``batch`` and settle its callers, whatever happens to this task.
+
+        The transaction is a task of its own, shielded: cancelling the writer
+        task cannot cut it short (on SQLite it runs on aiosqlite's thread to
+        COMMIT or ROLLBACK anyway), and the callback settles every caller with
+        its real outcome when it ends, however this task ends meanwhile.
+        """
         self.stats.batches += 1
         self.stats.jobs += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
-        results = await self._results([job for job, _ in batch])
+        self._inflight = outcome = asyncio.create_task(
+            self._results([job for job, _ in batch]), name="decision-log-transaction"
+        )
+        outcome.add_done_callback(functools.partial(self._settle_batch, batch))
+        try:
+            await asyncio.shield(outcome)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if outcome.cancelled() and task is not None and not task.cancelling():
+                return  # only the transaction's task was cancelled: settled; the writer goes on
+            raise
+
+    def _settle_batch(
+        self,
+        batch: list[tuple[writes.Job, asyncio.Future[Any]]],
+        outcome: asyncio.Future[list[Any]],
+    ) -> None:
+        if outcome.cancelled():  # the loop closed before the transaction's end was heard
+            error = LogUnavailable(
+                f"the decision log {self.path} writer stopped before its transaction ended; "
+                "`guardbot verify` shows whether it was committed"
+            )
+            results: list[Any] = [error] * len(batch)
+        elif (exc := outcome.exception()) is not None:  # a bug here must not strand callers
+            results = [LogUnavailable(f"the decision log writer failed: {exc!r}")] * len(batch)
+        else:
+            results = outcome.result()
         if any(isinstance(r, LogUnavailable) for r in results):
             self.stats.failed_batches += 1
         else:
@@ -165,11 +213,9 @@ class Writer:
             return [(await self._results([job]))[0] for job in jobs]
         return [ValueError(why)]
 
-    async def _step(
-        self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
-    ) -> T:
+    async def _step(self, step: Callable[[writes.Tx, Arg], Coroutine[Any, Any, T]], arg: Arg) -> T:
         """``step(connection, arg)``: on SQLite in one hop to aiosqlite's thread, however
-        many statements it makes (see :func:`in_thread`)."""
+        many statements it makes (see :func:`.one_hop.in_thread`)."""
         db = self._db
         assert db is not None
         if isinstance(db, aiosqlite.Connection):
@@ -177,6 +223,7 @@ class Writer:
         return await step(db, arg)  # another backend's connection with aiosqlite's calls
 
     async def _connect(self) -> None:
+        require_thread_calls()
         db = await connect(self.path, read_only=False)
         try:
             await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
@@ -191,61 +238,6 @@ class Writer:
         if db is not None:
             with contextlib.suppress(sqlite3.Error, ValueError):  # already gone
                 await db.close()
-
-
-class _Direct:
-    """The calls of :mod:`.writes` made directly on sqlite3, in aiosqlite's thread.
-
-    aiosqlite sends each statement to its thread and waits for the answer; a
-    transaction of nine statements was nine round trips, which on one core
-    cost as much CPU as the rest of a message. Here every call completes at
-    once, so the coroutine of a whole step never suspends and :func:`in_thread`
-    runs it to the end in one hop. The steps stay async because the other
-    backend (PostgreSQL) awaits the same ones on its own connection.
-    """
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.conn.in_transaction
-
-    async def execute(self, sql: str, params: Any = ()) -> None:
-        self.conn.execute(sql, params)
-
-    async def executemany(self, sql: str, rows: Iterable[Any]) -> None:
-        self.conn.executemany(sql, rows)
-
-    async def execute_fetchall(self, sql: str, params: Any = ()) -> list[Any]:
-        return self.conn.execute(sql, params).fetchall()
-
-
-async def in_thread(
-    db: aiosqlite.Connection,
-    step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]],
-    arg: Arg,
-) -> T:
-    """Run ``step`` on aiosqlite's thread with direct sqlite3 calls: one hop for all of it.
-
-    aiosqlite has no public call for "run this on your thread"; ``_execute`` is
-    what each of its own methods uses. Cancelling the caller does not stop the
-    step: like any aiosqlite call, it runs to its end (COMMIT or ROLLBACK).
-    """
-
-    def run() -> T:
-        coroutine = step(cast(aiosqlite.Connection, _Direct(db._conn)), arg)
-        try:
-            coroutine.send(None)
-        except StopIteration as done:
-            return cast(T, done.value)
-        coroutine.close()
-        raise RuntimeError(f"{step.__qualname__} waited on something other than the database")
-
-    execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
-    return await execute(run)
 
 
 async def _alive(db: aiosqlite.Connection) -> bool:

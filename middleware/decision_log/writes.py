@@ -11,17 +11,21 @@ A job is one of:
 with one ``executemany`` per table; rows are dicts bound by column name. The
 chain's head (:data:`HEAD_SQL`) is read at the start of the transaction and
 written back at its end, so every record of every kind takes the next ``seq``.
+
+Every step here takes a :class:`Tx`: the calls that aiosqlite's connection,
+the writer's direct sqlite3 calls on its thread (``one_hop._Direct``) and the
+PostgreSQL connection (``postgres.connection.SqlConnection``) all answer the
+same way. ``execute`` returns a cursor on the first only, so a step cannot
+use what it returns; rows come from ``execute_fetchall``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import aiosqlite
+from typing import Any, Protocol
 
 from middleware.decision_log.chain import GENESIS, Chainer
 from middleware.decision_log.records import (
@@ -83,6 +87,21 @@ PREFIX_SQL = (
 )
 
 
+class Tx(Protocol):
+    """The connection a step runs its statements on, inside the writer's transaction."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, params: Any = ..., /) -> Awaitable[object]: ...
+
+    def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]], /
+    ) -> Awaitable[object]: ...
+
+    def execute_fetchall(self, sql: str, params: Any = ..., /) -> Awaitable[Iterable[Any]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     row: Row  # decision_id, created_utc, status, error
@@ -93,13 +112,13 @@ class Op:
     """A write whose result the caller needs, run inside the group's transaction;
     it appends what it writes to the chain through the transaction's :class:`Chainer`."""
 
-    run: Callable[[aiosqlite.Connection, Chainer], Awaitable[Any]]
+    run: Callable[[Tx, Chainer], Awaitable[Any]]
 
 
 Job = EncodedDecision | Delivery | Op
 
 
-async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
+async def commit(db: Tx, jobs: Sequence[Job]) -> list[Any]:
     """Write ``jobs`` as one transaction, chained in order; their results, in order.
 
     All or nothing: on any error the transaction is rolled back and the error raised.
@@ -131,16 +150,14 @@ async def commit(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
     return results
 
 
-async def head(db: aiosqlite.Connection) -> Chainer:
+async def head(db: Tx) -> Chainer:
     found = list(await db.execute_fetchall(HEAD_SQL))
     if not found:
         raise sqlite3.IntegrityError("the chain head row is missing; run `guardbot verify`")
     return Chainer(found[0][0], found[0][1])
 
 
-async def _insert_decisions(
-    db: aiosqlite.Connection, decisions: list[EncodedDecision], chain: Chainer
-) -> None:
+async def _insert_decisions(db: Tx, decisions: list[EncodedDecision], chain: Chainer) -> None:
     chained = []
     for d in decisions:
         seq, prev, sha = chain.append("decision", d.content_sha256)
@@ -156,7 +173,7 @@ async def _insert_decisions(
 # -- operations, each inside the group's transaction ----------------------------------
 
 
-async def _insert_admin(db: aiosqlite.Connection, chain: Chainer, row: Row) -> None:
+async def _insert_admin(db: Tx, chain: Chainer, row: Row) -> None:
     seq, prev, sha = chain.append("admin action", row_sha256(ADMIN_HASHED, row))
     await db.execute(INSERT_ADMIN, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
 
@@ -164,14 +181,14 @@ async def _insert_admin(db: aiosqlite.Connection, chain: Chainer, row: Row) -> N
 def insert_admin(row: Row) -> Op:
     """An admin action that changed no setting (a query, or a refused attempt)."""
 
-    async def run(db: aiosqlite.Connection, chain: Chainer) -> None:
+    async def run(db: Tx, chain: Chainer) -> None:
         await _insert_admin(db, chain, {**row, "changes_setting": 0})
 
     return Op(run)
 
 
 def insert_replay(row: Row) -> Op:
-    async def run(db: aiosqlite.Connection, chain: Chainer) -> None:
+    async def run(db: Tx, chain: Chainer) -> None:
         await db.execute(INSERT_REPLAY, row)
 
     return Op(run)
@@ -185,7 +202,7 @@ def change_setting(audit: Row) -> Op:
     the same transaction: the trail is what the setting in force derives from.
     """
 
-    async def run(db: aiosqlite.Connection, chain: Chainer) -> str | None:
+    async def run(db: Tx, chain: Chainer) -> str | None:
         scope, key, new_json = audit["scope"], audit["key"], audit["new_json"]
         found = list(
             await db.execute_fetchall(
@@ -218,7 +235,7 @@ def prune_step(cutoff_utc: str, now_utc: str) -> Op:
     it is applied to.
     """
 
-    async def run(db: aiosqlite.Connection, chain: Chainer) -> tuple[int, bool]:
+    async def run(db: Tx, chain: Chainer) -> tuple[int, bool]:
         start, _, snapshot, _, _ = await checkpoint(db)
         recent = await _one(db, FIRST_RECENT_SQL, (cutoff_utc,))
         limit = min(chain.seq, recent - 1) if recent is not None else chain.seq
@@ -255,7 +272,7 @@ def prune_step(cutoff_utc: str, now_utc: str) -> Op:
 
 
 async def settings_state(
-    db: aiosqlite.Connection, after_seq: int, through_seq: int, snapshot: str | None
+    db: Tx, after_seq: int, through_seq: int, snapshot: str | None
 ) -> dict[Key, SettingState]:
     """The settings in force at ``through_seq``: the snapshot, then the trail after it."""
     changes = await db.execute_fetchall(SETTING_CHANGES_SQL, (after_seq, through_seq))
@@ -263,7 +280,7 @@ async def settings_state(
     return derive(parse_snapshot(snapshot), rows)
 
 
-async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str, str | None, int | None, str]:
+async def checkpoint(db: Tx) -> tuple[int, str, str | None, int | None, str]:
     """The last prune checkpoint: (through_seq, its hash, settings snapshot, own seq, id),
     or (0, GENESIS, None, None, "") for a log never pruned."""
     found = list(
@@ -278,7 +295,7 @@ async def checkpoint(db: aiosqlite.Connection) -> tuple[int, str, str | None, in
     return (r[0], r[1], r[2], r[3], str(r[4]))
 
 
-async def _one(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+async def _one(db: Tx, sql: str, params: Sequence[Any]) -> Any:
     found = list(await db.execute_fetchall(sql, params))
     return found[0][0] if found else None
 

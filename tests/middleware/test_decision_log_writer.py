@@ -1,4 +1,4 @@
-"""The one in-process writer: a lost connection, bad jobs, cancelled callers, the WAL."""
+"""The one in-process writer: a lost connection, bad jobs, cancelled callers and writer, the WAL."""
 
 from __future__ import annotations
 
@@ -91,6 +91,79 @@ async def test_a_cancelled_caller_s_job_is_still_committed_whole(log: DecisionLo
     await log.record(after := make_decision("after"))
     assert await log.get(d.id) is not None and await log.get(after.id) is not None
     assert (await log.verify()).ok
+
+
+@pytest.mark.parametrize("cancelled", ["writer", "transaction"])
+async def test_cancelling_the_writer_mid_transaction_commits_it_whole_and_tells_its_callers(
+    log: DecisionLog, cancelled: str
+) -> None:
+    """The writer task (its loop closing, say), or the task running the transaction
+    through ``in_thread``, is cancelled while the transaction is open on aiosqlite's
+    thread: the transaction still reaches COMMIT, in one piece, its callers are told
+    instead of waiting forever, and the next job is served."""
+    writer = writer_of(log)
+    op, inside, release = holding(asyncio.get_running_loop())
+    holder = asyncio.create_task(writer.submit(op))
+    recorded = asyncio.create_task(log.record(d := make_decision("mid-commit")))
+    await inside.wait()  # BEGIN, the decision's rows and the op: all in, no COMMIT yet
+    task = writer._task if cancelled == "writer" else writer._inflight
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not recorded.done()  # the transaction is still open on the thread
+    release.set()
+    async with asyncio.timeout(30):  # without a settled future they would wait forever
+        outcomes = await asyncio.gather(holder, recorded, return_exceptions=True)
+    if cancelled == "writer":  # the transaction's own task heard its COMMIT
+        assert outcomes == [None, None]
+    else:  # nobody heard how it ended: the callers are told so, not that it failed
+        assert all(isinstance(o, LogUnavailable) for o in outcomes), outcomes
+        assert "`guardbot verify` shows whether it was committed" in str(outcomes[1])
+    # The next job is served, on the same thread after the held transaction's end.
+    await log.record(after := make_decision("after"))
+    assert await log.get(after.id) is not None
+    stored = await log.get(d.id)
+    assert stored is not None and stored.verdicts == d.verdicts  # its rows came with it
+    assert (writer._task is task) is False and writer._task is not None
+    report = await log.verify()
+    assert report.ok and report.checked == 2 and report.head_id == after.id
+    assert writer.stats.batches == 2
+
+
+async def test_jobs_queued_behind_a_cancelled_writer_fail_rather_than_wait(
+    log: DecisionLog,
+) -> None:
+    writer = writer_of(log)
+    op, inside, release = holding(asyncio.get_running_loop())
+    holder = asyncio.create_task(writer.submit(op))
+    await inside.wait()
+    queued = asyncio.create_task(log.record(late := make_decision("queued")))
+    await asyncio.sleep(0)  # submitted: queued behind the open transaction
+    assert writer._queue
+    assert writer._task is not None
+    writer._task.cancel()
+    with pytest.raises(LogUnavailable, match="stopped before this write began"):
+        await queued
+    release.set()
+    await holder
+    assert await log.get(late.id) is None
+    assert (await log.verify()).ok
+
+
+@pytest.mark.parametrize("name", ["_execute", "_conn"])
+async def test_an_aiosqlite_without_the_thread_calls_is_refused_when_opening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A future aiosqlite (pyproject pins <0.23) may drop the private calls the writer
+    uses: the log then refuses to open, naming the version, not fail at the first write."""
+    monkeypatch.delattr(aiosqlite.Connection, name)
+    writer = Writer(tmp_path / "g.db")
+    with pytest.raises(
+        LogUnavailable, match=rf"aiosqlite {aiosqlite.__version__} .*{name}.*<0\.23"
+    ):
+        await writer.open()
+    assert writer._db is None and writer._task is None
 
 
 async def test_a_step_that_waits_on_anything_but_the_database_is_refused(

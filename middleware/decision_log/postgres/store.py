@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import aiosqlite
 import asyncpg
 
 from middleware.decision_log import integrity, writes
@@ -102,9 +101,7 @@ class PgWriter(Writer):
         self._db = shared(self._sql)
         self.stats.connections += 1
 
-    async def _step(
-        self, step: Callable[[aiosqlite.Connection, Arg], Coroutine[Any, Any, T]], arg: Arg
-    ) -> T:
+    async def _step(self, step: Callable[[writes.Tx, Arg], Coroutine[Any, Any, T]], arg: Arg) -> T:
         """A group of decisions and deliveries in one statement (:mod:`.append`);
         any other step as on SQLite, through the shared SQL."""
         if step is writes.commit and self._sql is not None:
