@@ -117,13 +117,18 @@ async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActio
     )
     return [
         AdminActionRow(
-            **{k: a[k] for k in ("id", "actor", "platform", "channel_id", "command", "error")},
+            id=a["id"],
             created_utc=parse_utc(a["created_utc"]),
+            actor=a["actor"],
+            platform=a["platform"],
+            channel_id=a["channel_id"],
+            command=a["command"],
             scope=a["scope"],
             key=a["key"],
             old=from_json(a["old_json"]),
             new=from_json(a["new_json"]),
             allowed=bool(a["allowed"]),
+            error=a["error"],
         )
         for a in named(ADMIN_COLUMNS, rows)
     ]
@@ -135,8 +140,13 @@ async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow
     )
     return [
         ReplayRunRow(
-            **{k: r[k] for k in REPLAY_COLUMNS if not k.endswith(("_utc", "_json"))},
+            id=r["id"],
             created_utc=parse_utc(r["created_utc"]),
+            actor=r["actor"],
+            config_fingerprint=r["config_fingerprint"],
+            decisions_count=r["decisions_count"],
+            changed_count=r["changed_count"],
+            duration_ms=r["duration_ms"],
             filters=json.loads(r["filters_json"]),
             summary=json.loads(r["summary_json"]),
             changes=json.loads(r["changes_json"]),
