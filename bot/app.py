@@ -191,10 +191,7 @@ class GuardBot:
     async def _handle(self, request: ChatRequest, view: _Shown | None) -> Decision:
         await self.settings.ensure_loaded()
         config, fingerprint = self.effective_config(request)
-        if (text := clean(request.text)) is not request.text:
-            # Lone surrogates (broken or hostile input) cannot be encoded for any model
-            # or guard: every part sees, and the log stores, U+FFFD in their place.
-            request = request.model_copy(update={"text": text})
+        request = storable(request)
         if not request.text.strip():
             decision = Decision(
                 request=request, action=Action.ERROR, reply=EMPTY_REPLY, error="empty message"
@@ -268,6 +265,7 @@ class GuardBot:
         The caller re-raises the cancellation; this only makes sure the message
         does not vanish from the audit trail (nothing was posted for it).
         """
+        request = storable(request)
         _, fingerprint = self.effective_config(request)
         decision = Decision(
             request=request,
@@ -340,3 +338,22 @@ class _Shown:
     async def retract(self, text: str) -> None:
         self.text = text
         await self.view.retract(text)
+
+
+_REQUEST_TEXT = ("text", "user_name", "user_id", "channel_id", "thread_id", "message_id")
+
+
+def storable(request: ChatRequest) -> ChatRequest:
+    """The request with lone surrogates and NUL replaced in every text field.
+
+    Broken or hostile input (a message, a display name) cannot be encoded for any
+    model or guard, nor stored by either backend: every part sees, and the log
+    stores, U+FFFD in their place. Each platform's fields pass through here, so no
+    adapter has to remember it.
+    """
+    update = {}
+    for name in _REQUEST_TEXT:
+        value = getattr(request, name)
+        if (cleaned := clean(value)) is not value:
+            update[name] = cleaned
+    return request.model_copy(update=update) if update else request

@@ -106,3 +106,30 @@ async def test_the_bot_answers_a_lone_surrogate_through_the_real_client(
     assert decision.action is Action.REPLIED, decision.error
     assert decision.reply == "you said: hi \ufffd there"
     assert stub_llm.chat_requests()[-1].body["messages"][-1]["content"] == "hi \ufffd there"
+
+
+async def test_hostile_names_and_ids_are_stored_not_refused(tmp_path: Path) -> None:
+    # A display name or id from a platform may hold lone surrogates or NUL, which no
+    # backend can store: the message is still answered, and recorded (also when cut off).
+    config = parse_config(f'[log]\npath = "{tmp_path / "g.db"}"\n', "test")
+    bot = await GuardBot.open(config, env={})
+    hostile = ChatRequest(
+        platform="discord",
+        channel_id="C\x00",
+        thread_id="t\udcff",
+        user_id="U\x001",
+        user_name="Eve \ud800\x00",
+        message_id="m\udc80",
+        text="hello",
+    )
+    try:
+        decision = await bot.handle(hostile)
+        await bot.record_cut_off(hostile.model_copy(update={"text": "second"}), SHUTDOWN_ERROR)
+        stored = await bot.log.query(limit=5)
+        assert (await bot.log.verify()).ok
+    finally:
+        await bot.close()
+    assert decision.action is Action.REPLIED, decision.error
+    assert {d.request.user_name for d in stored} == {"Eve \ufffd\ufffd"}
+    assert {(d.request.user_id, d.request.message_id) for d in stored} == {("U\ufffd1", "m\ufffd")}
+    assert sorted(d.action.value for d in stored) == ["error", "replied"]
