@@ -35,9 +35,11 @@ async def command(rig: SlackRig, text: str, *, user: str, channel: str = "C1") -
 
 
 async def posted_reply(rig: SlackRig, text: str, *, channel: str, count: int) -> str:
-    await rig.send(rig.mention(text, channel=channel))
+    payload = rig.mention(text, channel=channel)
+    await rig.send(payload)
     await rig.observed.delivered(count)
-    return str(rig.fake.calls_to("chat.update")[count - 1].args["text"])
+    [reply] = rig.replies(payload["event"]["ts"], channel)  # streamed or not, as it reads
+    return reply
 
 
 async def test_admin_changes_a_channel_setting_from_slack(tmp_path: Path) -> None:
