@@ -200,7 +200,10 @@ class GuardBot:
             try:
                 decision = await self._decide(request, config, fingerprint, view)
             except asyncio.CancelledError:
-                await self.record_cut_off(request, SHUTDOWN_ERROR)
+                # A reply cut off mid-stream has chunks on record under the id it was
+                # streamed as: its decision takes that id, so they are not left orphaned.
+                streamed = view.decision_id if view is not None else None
+                await self.record_cut_off(request, SHUTDOWN_ERROR, decision_id=streamed)
                 raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
@@ -248,6 +251,7 @@ class GuardBot:
         if view is None or not p.stream:
             return await self.pipeline.run(request, policy, history=history)
         stream = StreamSettings(p.chunk_chars, p.context_chars, p.max_hold_ms)
+        view.decision_id = new_id()  # the chunks' id, for a cut-off record to reuse
         # The log is the recorder: each chunk is committed before the view shows it.
         return await self.pipeline.run(
             request,
@@ -255,19 +259,29 @@ class GuardBot:
             view=view,
             stream=stream,
             recorder=self.log,
-            decision_id=new_id(),
+            decision_id=view.decision_id,
             history=history,
         )
 
-    async def record_cut_off(self, request: ChatRequest, why: str, elapsed_ms: float = 0.0) -> None:
+    async def record_cut_off(
+        self,
+        request: ChatRequest,
+        why: str,
+        elapsed_ms: float = 0.0,
+        *,
+        decision_id: str | None = None,
+    ) -> None:
         """A message cancelled before its reply was ready: put that on record, briefly.
 
         The caller re-raises the cancellation; this only makes sure the message
-        does not vanish from the audit trail (nothing was posted for it).
+        does not vanish from the audit trail (no final reply was posted for it).
+        ``decision_id`` is the id a cut-off stream recorded its shown chunks under,
+        so `guardbot show` finds them with this decision and verify finds no orphans.
         """
         request = storable(request)
         _, fingerprint = self.effective_config(request)
         decision = Decision(
+            id=decision_id or new_id(),
             request=request,
             action=Action.ERROR,
             error=why,
@@ -325,11 +339,13 @@ class GuardBot:
 
 
 class _Shown:
-    """The adapter's view, remembering what it was last given (to replace it if need be)."""
+    """The adapter's view, remembering what it was last given (to replace it if need be)
+    and the decision id a streamed reply records its chunks under."""
 
     def __init__(self, view: ReplyView) -> None:
         self.view = view
         self.text = ""
+        self.decision_id: str | None = None  # set when the reply streams: its chunks' id
 
     async def show(self, text: str) -> None:
         self.text = text

@@ -17,6 +17,7 @@ import pytest
 from adapters.discord.config import DiscordConfig
 from adapters.slack.config import SlackConfig
 from bot.app import SHUTDOWN_ERROR, GuardBot
+from bot.cli.main import main
 from bot.config.schema import default_config_text, parse_config
 from middleware.decision_log import DecisionLog
 from middleware.errors import LLMError
@@ -24,7 +25,8 @@ from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, build_client
 from middleware.llm.scripted import FunctionModel
 from middleware.types import Action, ChatRequest
-from tests.stubs.openai_server import Reply, StubOpenAI
+from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
+from tests.support.stream_support import STREAM_TOML, RecordingView
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_STOP_GRACE_S = 10
@@ -63,6 +65,44 @@ async def test_a_message_cut_off_at_shutdown_is_recorded(tmp_path: Path) -> None
         assert (await bot.log.verify()).ok
     finally:
         await bot.close()
+
+
+async def test_a_reply_cut_off_mid_stream_is_recorded_with_its_shown_chunk(
+    tmp_path: Path, stub_llm: StubOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    never = asyncio.Event()  # the rest of the reply never comes: shutdown cuts it off
+
+    def script(_rec: Recorded) -> Reply:
+        return Reply(pieces=["Hello there, friend. ", "The rest never comes."], pauses={1: never})
+
+    stub_llm.script = script
+    db = tmp_path / "g.db"
+    config = parse_config(STREAM_TOML + f'[log]\npath = "{db}"\n', "test")
+    model = OpenAIChatModel(model="stub", api_key=None, base_url=stub_llm.base_url)
+    bot = GuardBot(config, await DecisionLog.open(db), env={}, model=model)
+    view = RecordingView()
+    try:
+        task = asyncio.create_task(bot.handle(request("hello"), view))
+        await view.first_shown.wait()  # the first chunk is on record, and on screen
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [decision] = await bot.log.query(limit=5)
+        stream = await bot.log.stream_of(decision.id)
+        report = await bot.log.verify()
+    finally:
+        await bot.close()
+        await model.close()
+    assert view.states == ["Hello there, friend. "]
+    assert (decision.action, decision.error) == (Action.ERROR, SHUTDOWN_ERROR)
+    # The chunk shown was recorded under the id the cut-off decision now carries.
+    assert stream is not None and [c.index for c in stream.chunks] == [0]
+    assert stream.shown_chars == len(view.states[0])
+    assert report.ok, report
+    assert await asyncio.to_thread(main, ["show", "--db", str(db), decision.id]) == 0
+    shown = capsys.readouterr().out
+    assert decision.id in shown and SHUTDOWN_ERROR in shown
+    assert f"{len(view.states[0])} chars shown" in shown
 
 
 def test_default_shutdown_timeout_fits_in_docker_stop_grace() -> None:
