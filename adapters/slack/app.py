@@ -6,6 +6,9 @@ the pipeline run together after the ack, the reply replaces the placeholder
 (chunk by chunk when it streams, see :mod:`adapters.slack.stream`), and the
 delivery is recorded with the decision. The tasks belong to this
 object, so stopping can let them finish (or tell the user they were cut off).
+Every message received leaves a decision: one still waiting for a slot
+(``max_in_flight``, see :mod:`adapters.slots`) when the stop begins is put on
+record as not answered.
 
 An HTTP request reaches bolt only after :meth:`SlackListeners.dispatch_http`
 checked, in this order, its signature (401), its encoding and JSON (400) and
@@ -45,6 +48,7 @@ from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, m
 from adapters.slack.post import CRASH_REPLY, CUT_OFF_NOTE, SHUTDOWN_REPLY, Poster, describe
 from adapters.slack.stream import SlackMessages
 from adapters.slack.text import from_slack, slack_messages
+from adapters.slots import NOT_ANSWERED, NotAdmitted, Slots
 from middleware.types import ChatRequest, Decision
 
 log = logging.getLogger("guardbot.slack")
@@ -64,6 +68,8 @@ class _Progress:
     """How far one answer got, so a cut-off answer can be tidied up."""
 
     view: LiveReply | None = None
+    admitted: bool = False  # given a slot: from then on the handler records a cut-off
+    turned_away: bool = False  # the stop came first: recorded as not answered
     decision: Decision | None = None
     delivered: bool = False
 
@@ -86,7 +92,7 @@ class SlackListeners:
         self.poster = Poster(
             client, limit=config.max_message_chars, streams=config.stream_api == "auto"
         )
-        self.slots = asyncio.Semaphore(config.max_in_flight)
+        self.slots = Slots(config.max_in_flight)  # pipelines running at once
         self.tasks: set[asyncio.Task[Any]] = set()
         self.admin_ack_budget_s = ADMIN_ACK_BUDGET_S
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
@@ -185,6 +191,7 @@ class SlackListeners:
 
     async def drain(self, timeout_s: float) -> None:
         """Let in-flight answers finish for up to ``timeout_s``; cut off the rest."""
+        self.slots.close()  # those still waiting for a slot are recorded, not answered
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.tasks and (left := deadline - loop.time()) > 0:
@@ -225,14 +232,20 @@ class SlackListeners:
         view = progress.view = LiveReply(messages, interval_s=self.config.min_update_interval_s)
 
         async def decide() -> None:
-            async with self.slots:
-                progress.decision = await self._decide(incoming.request, view)
+            try:
+                async with self.slots.held():
+                    progress.admitted = True
+                    progress.decision = await self._decide(incoming.request, view)
+            except NotAdmitted:
+                progress.turned_away = True  # once: a cancel mid-record does not record twice
+                await self.handler.record_cut_off(incoming.request, NOT_ANSWERED)
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(messages.post_placeholder(self.config.placeholder))
             tg.create_task(decide())
         decision = progress.decision
-        sent, error = await view.finish(decision.reply if decision is not None else CRASH_REPLY)
+        fallback = CRASH_REPLY if progress.admitted else SHUTDOWN_REPLY  # no decision
+        sent, error = await view.finish(decision.reply if decision is not None else fallback)
         if error:
             log.warning("slack: reply not (fully) delivered in %s: %s", incoming.channel, error)
         progress.delivered = True
@@ -263,10 +276,15 @@ class SlackListeners:
 
         A decision already made is on record, so its reply may still go out; an
         answer cut off inside the pipeline keeps what was shown, with a note
-        (the bot records that decision as cut off).
+        (the bot records that decision as cut off); one cancelled before its
+        turn never reached the bot, so it is recorded here.
         """
         view, decision = progress.view, progress.decision
-        if progress.delivered or view is None:
+        if progress.delivered:
+            return
+        if not (progress.admitted or progress.turned_away):
+            await self.handler.record_cut_off(incoming.request, NOT_ANSWERED)
+        if view is None:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CUT_OFF_BUDGET_S):

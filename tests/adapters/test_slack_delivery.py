@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adapters.slack.post import CUT_OFF_NOTE, SHUTDOWN_REPLY
+from adapters.slots import NOT_ANSWERED
 from bot.app import SHUTDOWN_ERROR
 from tests.stubs.openai_server import Reply
 from tests.stubs.slack_harness import GatedModel, slack_rig
@@ -206,6 +207,36 @@ async def test_stop_keeps_what_a_cut_off_stream_showed_and_says_so(tmp_path: Pat
         assert generation.closed_early  # the model stopped producing tokens
         [decision] = await rig.bot.log.query(limit=5)
         assert decision.error == SHUTDOWN_ERROR
+
+
+async def test_stop_records_a_message_still_waiting_for_a_slot(tmp_path: Path) -> None:
+    model = GatedModel("the first one's answer")
+    async with slack_rig(tmp_path, model=model, slack={"max_in_flight": 1}) as rig:
+        first, second = rig.mention("first"), rig.mention("second")
+        await rig.send(first)
+        await model.started.wait()  # "first" holds the only slot
+        await rig.send(second)
+        await rig.fake.wait_until(lambda: len(rig.fake.calls_to("chat.postMessage")) == 2)
+        listeners = rig.service.listeners
+        assert listeners is not None
+        await rig.fake.wait_until(lambda: listeners.slots.waiting == 1)
+        stopping = asyncio.create_task(rig.service.stop())
+        # "second" is turned away (its placeholder says so) while "first" still runs...
+        ts = second["event"]["ts"]
+        await rig.fake.wait_until(lambda: rig.replies(ts) == [SHUTDOWN_REPLY])
+        assert not stopping.done()
+        model.gate.set()  # ...and the slot "first" frees now goes to no one
+        await stopping
+
+        assert [r.text for r in rig.observed.requests] == ["first"] and model.calls == 1
+        assert rig.replies(first["event"]["ts"]) == ["the first one's answer"]
+        records = {d.request.text: d for d in await rig.bot.log.query(limit=5)}
+        assert sorted(records) == ["first", "second"]
+        assert records["first"].delivery.status == "sent"
+        queued = records["second"]
+        assert (queued.action.value, queued.error) == ("error", NOT_ANSWERED)
+        assert queued.delivery.status == "none" and queued.reply == ""
+        assert (await rig.bot.log.verify()).ok
 
 
 SCREENED = {
