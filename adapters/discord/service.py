@@ -301,6 +301,7 @@ class DiscordService:
             return
         for posted in messages.messages:
             self.conversations.remember(posted.id, request.thread_id)
+        view.annotate(decision.stream)  # edits made and failures, with the delivery
         try:
             await self.handler.record_delivery(decision, sent=sent, error=error)
         except Exception:

@@ -182,6 +182,11 @@ async def test_a_send_that_fails_once_is_retried_and_the_failure_still_recorded(
         stored = await rig.bot.log.get(delivered.decision.id)
         assert stored is not None and stored.delivery.status == "sent"
         assert stored.delivery.error == delivered.error
+        # The stream record keeps the platform's side: the sends and edits Discord
+        # accepted, and the failure, with the text of the delivery's error.
+        stream = await rig.bot.log.stream_of(delivered.decision.id)
+        assert stream is not None and stream.delivery_errors == [delivered.error]
+        assert stream.updates == len(rig.fake.sent) + len(rig.fake.edits) == 1
 
 
 async def test_rate_limited_send_is_retried_by_discord_py(tmp_path: Path) -> None:
