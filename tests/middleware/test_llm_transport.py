@@ -3,7 +3,9 @@
 Both transports must keep every promise the pipeline relies on: the reply and
 its usage arrive, errors keep their meaning, and cancelling a call (plain or
 streamed) or timing it out closes the HTTP request, which the stub records as
-``closed_early``. A missing ``openai[aiohttp]`` extra falls back to httpx.
+``closed_early``. guardbot's own ``AioHttpClient`` is the default; behind a proxy
+the package's aiohttp client (the ``openai[aiohttp]`` extra) is used, and httpx
+when that extra is missing.
 """
 
 from __future__ import annotations
