@@ -120,6 +120,7 @@ async def answer_command_error(
         log.error("Discord: /guardbot failed", exc_info=error.original)
         text = FAILED
     else:  # an unknown command, options that changed, a value out of range
-        log.warning("Discord: cannot run a /guardbot interaction: %s", error)
+        # The error's text can quote option values a user typed: log only its kind.
+        log.warning("Discord: cannot run a /guardbot interaction (%s)", type(error).__name__)
         text = OUT_OF_DATE
     await answer_ephemeral(interaction, text)
