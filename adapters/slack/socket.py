@@ -36,6 +36,13 @@ log = logging.getLogger("guardbot.slack")
 
 # Envelopes that carry a request to ack; others (hello, disconnect) are the client's own.
 REQUEST_TYPES = {"events_api", "slash_commands", "interactive"}
+# Envelope types named in the log as they are; any other is untrusted and shown cut short.
+KNOWN_TYPES = REQUEST_TYPES | {"hello", "disconnect"}
+
+
+def type_name(kind: object) -> str:
+    """An envelope's type for the log: a known one, else a short repr (one line, bounded)."""
+    return kind if isinstance(kind, str) and kind in KNOWN_TYPES else repr(kind)[:40]
 
 
 def envelope_problem(message: object) -> str | None:
@@ -49,12 +56,12 @@ def envelope_problem(message: object) -> str | None:
         return None  # hello, disconnect: slack-sdk's to handle
     envelope_id = message.get("envelope_id")
     if not isinstance(envelope_id, str) or not envelope_id:
-        return f"a {kind} envelope without an envelope_id"
+        return f"a {type_name(kind)} envelope without an envelope_id"
     payload = message.get("payload")
     if not isinstance(payload, dict):
-        return f"the payload of a {kind} envelope is a JSON {json_kind(payload)}"
+        return f"the payload of a {type_name(kind)} envelope is a JSON {json_kind(payload)}"
     problem = malformed(payload)
-    return f"{kind} payload: {problem}" if problem else None
+    return f"{type_name(kind)} payload: {problem}" if problem else None
 
 
 class CheckedSocketModeClient(SocketModeClient):
@@ -105,7 +112,9 @@ class SocketModeHandler(AsyncBaseSocketModeHandler):
             response = await run_async_bolt_app(self.app, req)
         except Exception as exc:  # a shape envelope_problem() does not know yet
             log.warning(
-                "slack: skipped a %s envelope bolt cannot read (%s)", req.type, type(exc).__name__
+                "slack: skipped a %s envelope bolt cannot read (%s)",
+                type_name(req.type),
+                type(exc).__name__,
             )
             await self.client.ack(req.envelope_id)
             return

@@ -83,6 +83,12 @@ MALFORMED: list[tuple[str, str, str | None]] = [
     ("event a string", json.dumps(envelope("env-d", BAD_EVENT)), "env-d"),
     ("user a list", json.dumps(envelope("env-e", BAD_USER)), "env-e"),
     ("no type", json.dumps(envelope("env-f", {"team_id": "T1"})), "env-f"),
+    # An untrusted type, long and multi-line: named cut short, on one line.
+    (
+        "a hostile type",
+        json.dumps(envelope("env-g", {}, kind="evil\n" * 500) | {"payload": 1}),
+        "env-g",
+    ),
 ]
 
 
@@ -109,6 +115,7 @@ async def test_a_malformed_envelope_is_acked_and_skipped_with_one_log_line(
         assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING, name
         assert "\n" not in skipped[0].getMessage()  # one line, and not the frame itself
         assert "still there" not in skipped[0].getMessage()
+        assert "evil\n" not in skipped[0].getMessage() and len(skipped[0].getMessage()) < 200
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
