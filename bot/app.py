@@ -14,6 +14,7 @@ decision on record (action ``error``, reason ``shutdown``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -49,6 +50,7 @@ EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
 INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again."
 SHUTDOWN_ERROR = "shutdown: the bot stopped before the reply was ready"
 SHUTDOWN_RECORD_S = 2.0  # how long a cut-off message may take to reach the log
+CUT_OFF = "cut off at shutdown"  # its delivery: no reply was posted
 
 # The secrets a deployment hands the bot, by the platforms' usual names; the config
 # adds every variable it names in a ``*_env`` field ([llm] api_key_env, a guard's
@@ -189,7 +191,12 @@ class GuardBot:
                 log.error("could not record the end of stream %s: %s", decision.id, exc)
 
     async def _handle(self, request: ChatRequest, view: _Shown | None) -> Decision:
-        await self.settings.ensure_loaded()
+        # A cancel at any await here (shutdown) still leaves a decision: adapters count on it.
+        try:
+            await self.settings.ensure_loaded()
+        except asyncio.CancelledError:
+            await self.record_cut_off(request, SHUTDOWN_ERROR)
+            raise
         config, fingerprint = self.effective_config(request)
         request = storable(request)
         if not request.text.strip():
@@ -218,10 +225,27 @@ class GuardBot:
         decision.config_fingerprint = decision.config_fingerprint or fingerprint
         decision.reply = mask_text(clean(decision.reply))  # a model may echo a key it saw
         try:
-            await self.log.record(decision)
+            await self._record(decision)
         except LogUnavailable as exc:
             return self._audit_down(request, fingerprint, str(exc))
         return decision
+
+    async def _record(self, decision: Decision) -> None:
+        """Record ``decision``; cancelled meanwhile (shutdown), it is still on record once:
+        a cancelled caller's job commits anyway unless the writer stopped before it began,
+        so the cut-off (same id, unique in the log) is written only if it did not commit."""
+        recording = asyncio.ensure_future(self.log.record(decision))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait([recording], timeout=SHUTDOWN_RECORD_S)
+            if done and (recording.cancelled() or recording.exception() is not None):
+                await self.record_cut_off(decision.request, SHUTDOWN_ERROR, decision_id=decision.id)
+            elif done:  # on record; the adapter, cancelled, posts nothing (best effort)
+                with contextlib.suppress(LogUnavailable, TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_RECORD_S):
+                        await self.log.record_delivery(decision.id, "none", CUT_OFF)
+            raise
 
     async def _decide(
         self, request: ChatRequest, config: Config, fingerprint: str, view: _Shown | None
@@ -291,7 +315,7 @@ class GuardBot:
         try:
             async with asyncio.timeout(SHUTDOWN_RECORD_S):
                 await self.log.record(decision)
-                await self.log.record_delivery(decision.id, "none", "cut off at shutdown")
+                await self.log.record_delivery(decision.id, "none", CUT_OFF)
         except (LogUnavailable, TimeoutError) as exc:
             log.error(
                 "could not record message %s cut off at shutdown: %s", request.message_id, exc

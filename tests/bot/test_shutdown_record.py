@@ -1,7 +1,8 @@
 """Edges of one message: cut off at shutdown, or holding a lone surrogate.
 
-A message whose pipeline is cancelled (shutdown_timeout_s ran out) must still
-leave a decision on record; the default timeout must fit in `docker stop`'s
+A message cancelled anywhere in the bot (shutdown_timeout_s ran out: while the
+settings load, the pipeline runs, or its decision waits to be written) must still
+leave exactly one decision on record; the default timeout must fit in `docker stop`'s
 10 s grace; a lone surrogate must never be reported as a malformed model
 response (the request was never sent) nor crash the bot.
 """
@@ -18,13 +19,16 @@ from adapters.discord.config import DiscordConfig
 from adapters.slack.config import SlackConfig
 from bot.app import SHUTDOWN_ERROR, GuardBot
 from bot.cli.main import main
-from bot.config.schema import default_config_text, parse_config
+from bot.config.runtime import RuntimeSettings
+from bot.config.schema import Config, default_config_text, parse_config
 from middleware.decision_log import DecisionLog
+from middleware.decision_log.records import EncodedDecision
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, build_client
 from middleware.llm.scripted import FunctionModel
 from middleware.types import Action, ChatRequest
+from tests.middleware.test_decision_log_writer import holding, writer_of
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.stream_support import STREAM_TOML, RecordingView
 
@@ -103,6 +107,91 @@ async def test_a_reply_cut_off_mid_stream_is_recorded_with_its_shown_chunk(
     shown = capsys.readouterr().out
     assert decision.id in shown and SHUTDOWN_ERROR in shown
     assert f"{len(view.states[0])} chars shown" in shown
+
+
+class HeldSettings(RuntimeSettings):
+    """Settings whose first load waits until released (it never is, here)."""
+
+    def __init__(self, base: Config, log: DecisionLog) -> None:
+        super().__init__(base, log)
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def load(self) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().load()
+
+
+async def test_a_message_cut_off_while_the_settings_load_is_recorded(tmp_path: Path) -> None:
+    config = parse_config(f'[log]\npath = "{tmp_path / "g.db"}"\n', "test")
+    log = await DecisionLog.open(config.log.path)
+    bot = GuardBot(config, log, env={}, model=FunctionModel(lambda _m, _s: "hi"))
+    bot.settings = held = HeldSettings(config, log)
+    try:
+        task = asyncio.create_task(bot.handle(request("hello")))
+        await held.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [decision] = await log.query(limit=5)
+        stored = await log.get_stored(decision.id)
+        assert (await log.verify()).ok
+    finally:
+        await bot.close()
+    assert (decision.action, decision.error, decision.request.text) == (
+        Action.ERROR,
+        SHUTDOWN_ERROR,
+        "hello",
+    )
+    assert stored is not None and [d.status for d in stored.deliveries] == ["none"]
+
+
+async def queued_decision(log: DecisionLog) -> str:
+    """The id of the decision the bot queued behind the held transaction, once it is."""
+    writer = writer_of(log)
+    for _ in range(10_000):  # yields to the bot's task, no timing
+        jobs = [job for job, _ in writer._queue if isinstance(job, EncodedDecision)]
+        if jobs:
+            return str(jobs[0].row["id"])
+        await asyncio.sleep(0)
+    raise AssertionError("the bot never queued its decision")
+
+
+@pytest.mark.parametrize("writer_stops", [False, True])
+async def test_a_message_cut_off_while_its_decision_is_queued_is_recorded_once(
+    tmp_path: Path, writer_stops: bool
+) -> None:
+    config = parse_config(f'[log]\npath = "{tmp_path / "g.db"}"\n', "test")
+    log = await DecisionLog.open(config.log.path)
+    bot = GuardBot(config, log, env={}, model=FunctionModel(lambda _m, _s: "hi there"))
+    await bot.settings.load()
+    op, inside, release = holding(asyncio.get_running_loop())
+    holder = asyncio.create_task(writer_of(log).submit(op))
+    try:
+        await inside.wait()  # a transaction holds the writer: the bot's decision queues
+        task = asyncio.create_task(bot.handle(request("hello")))
+        queued = await queued_decision(log)
+        task.cancel()
+        if writer_stops:  # the job not begun fails: the cut-off takes its place, same id
+            stopped = writer_of(log)._task
+            assert stopped is not None
+            stopped.cancel()
+            await asyncio.wait([stopped])
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await holder
+        decisions = await log.query(limit=5)
+        stored = await log.get_stored(queued)
+        report = await log.verify()
+    finally:
+        release.set()
+        await bot.close()
+    assert [d.id for d in decisions] == [queued]  # once, whichever way
+    expected = (Action.ERROR, SHUTDOWN_ERROR) if writer_stops else (Action.REPLIED, None)
+    assert (decisions[0].action, decisions[0].error) == expected
+    assert stored is not None and [d.status for d in stored.deliveries] == ["none"]
+    assert report.ok, report
 
 
 def test_default_shutdown_timeout_fits_in_docker_stop_grace() -> None:
