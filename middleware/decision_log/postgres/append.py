@@ -28,12 +28,16 @@ deliveries), so the rows, hashes and head are byte for byte what the shared
 write stores (a test compares every table) and ``verify`` (which recomputes
 every link in Python) checks it on every log. Anything else (settings, admin
 actions, prune, stream chunks) goes the shared way, as do floats JSON
-cannot carry (NaN, infinity), which :func:`prepare` declines.
+cannot carry (NaN, infinity) and -0.0, which :func:`prepare` declines: JSON
+keeps its sign, but ``jsonb`` numbers are ``numeric``, which has no negative
+zero, so it would be stored as 0 while the content hash covers -0.0 (and
+``verify`` would call that tampering); a bound parameter keeps it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -181,7 +185,7 @@ def prepare(jobs: Sequence[Job]) -> Prepared | None:
         return None
     decisions = [j for j in jobs if isinstance(j, EncodedDecision)]
     try:
-        return Prepared(
+        group = Prepared(
             decisions=_JSON([{**d.row, CONTENT: d.content_sha256} for d in decisions]),
             verdicts=_JSON([v for d in decisions for v in d.verdicts]),
             candidates=_JSON([c for d in decisions for c in d.candidates]),
@@ -197,6 +201,22 @@ def prepare(jobs: Sequence[Job]) -> Prepared | None:
         )
     except ValueError:  # a float JSON cannot hold
         return None
+    # A cheap look at the text first; only a group that may hold -0.0 has its rows walked.
+    texts = (group.decisions, group.verdicts, group.candidates, group.llm_calls, group.deliveries)
+    if any("-0.0" in t for t in texts) and _negative_zero(decisions, jobs):
+        return None
+    return group
+
+
+def _negative_zero(decisions: Sequence[EncodedDecision], jobs: Sequence[Job]) -> bool:
+    """Whether any row of the group holds -0.0 (``jsonb`` would store it as 0)."""
+    rows = [r for d in decisions for r in (d.row, *d.verdicts, *d.candidates, *d.llm_calls)]
+    rows += [j.row for j in jobs if isinstance(j, Delivery)]
+    return any(
+        v.__class__ is float and v == 0.0 and math.copysign(1.0, v) < 0.0
+        for row in rows
+        for v in row.values()
+    )
 
 
 async def commit(db: SqlConnection, group: Prepared) -> list[None]:
