@@ -245,11 +245,15 @@ class PostgresLog(DecisionLog):
                 await self._notify()
 
     async def _notify(self) -> None:
+        """Run every callback; one that fails is logged and the listener keeps listening
+        (an exception let through would end the listener task: no reload ever again)."""
         for callback in self._listeners:
             try:
                 await callback()
             except LogUnavailable as exc:
                 log.warning("could not reload runtime settings: %s", exc)
+            except Exception:
+                log.exception("could not reload runtime settings; trying again on the next change")
 
     # -- what differs from the SQLite file ----------------------------------------
 

@@ -100,6 +100,30 @@ async def test_the_listener_listens_again_after_its_connection_is_killed(
     await seen_within_a_second(seen, 0.4)  # through NOTIFY on the new connection
 
 
+async def test_a_callback_that_raises_does_not_end_the_listener(
+    two_bots: tuple[GuardBot, GuardBot, Temperatures], caplog: pytest.LogCaptureFixture
+) -> None:
+    one, two, seen = two_bots
+    await listening(seen)
+    failed: list[None] = []
+
+    async def fails_once() -> None:
+        if not failed:
+            failed.append(None)
+            raise RuntimeError("a reload that fails")
+
+    assert isinstance(two.log, PostgresLog)
+    two.log.on_settings_changed(fails_once)  # after B's reload and the recorder
+    await set_temperature(one, 0.3)
+    await seen_within_a_second(seen, 0.3)
+    await set_temperature(one, 0.4)  # the listener survived the failure: B still hears
+    await seen_within_a_second(seen, 0.4)
+    assert failed == [None]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "could not reload runtime settings" in errors[0].getMessage()
+
+
 async def test_the_listener_and_the_writer_come_back_after_a_server_restart(
     pg_server: PostgresServer, two_bots: tuple[GuardBot, GuardBot, Temperatures]
 ) -> None:
