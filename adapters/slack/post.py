@@ -1,9 +1,13 @@
 """Posting to Slack: the placeholder, the messages that replace it, their errors.
 
 Every Web API call goes through a client whose retry handlers wait out a 429
-for as long as ``Retry-After`` says and retry 5xx and dropped connections, so
-this module only posts, replaces and removes messages and turns what still
-failed into the one-line delivery error that is stored with the decision.
+for as long as ``Retry-After`` says and retry 5xx and dropped connections,
+except Slack's streaming methods: a 5xx or a lost answer may follow a call
+Slack applied, and a repeated ``chat.appendStream`` would show its text twice
+(a repeated ``chat.startStream``, a second reply), so those are retried only
+after a 429 and :func:`unclear` tells the caller to repair instead. This
+module only posts, replaces and removes messages and turns what still failed
+into the one-line delivery error that is stored with the decision.
 What a reply's messages say, and when, is :mod:`adapters.slack.stream`'s job.
 """
 
@@ -33,6 +37,15 @@ SHUTDOWN_REPLY = "Sorry, I was restarted before I could answer. Please ask again
 CUT_OFF_NOTE = "[cut off: I was restarted before I could finish. Please ask again.]"
 
 
+# Not safe to repeat: Slack may have applied a call whose answer was a 5xx or lost.
+STREAM_METHODS = frozenset({"chat.startStream", "chat.appendStream", "chat.stopStream"})
+
+
+def _repeatable(request: HttpRequest) -> bool:
+    method = request.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return method not in STREAM_METHODS
+
+
 class AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
     """Retries every 5xx (with backoff), not only 500/503: gateways in front answer 502/504."""
 
@@ -44,15 +57,41 @@ class AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        return response is not None and response.status_code >= 500
+        return response is not None and response.status_code >= 500 and _repeatable(request)
+
+
+class RepeatableConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
+    """Retries a dropped connection, but never a streaming call (it may have been applied)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return _repeatable(request) and await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
 
 
 def retry_handlers(retries: int) -> list[AsyncRetryHandler]:
     return [
         AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
         AnyServerErrorRetryHandler(max_retry_count=retries),
-        AsyncConnectionErrorRetryHandler(max_retry_count=retries),
+        RepeatableConnectionErrorRetryHandler(max_retry_count=retries),
     ]
+
+
+def unclear(exc: BaseException) -> bool:
+    """Whether Slack may have applied a call that failed: no answer (a drop, a timeout) or a 5xx.
+
+    An answer of 4xx or 200 with an ``error`` code (a 429 too) means it was not applied.
+    """
+    if isinstance(exc, SlackApiError) and exc.response is not None:
+        return int(exc.response.status_code) >= 500
+    return True
 
 
 def describe(method: str, exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from adapters.live import Restyled, Style, SurfaceError
-from adapters.slack.post import DeliveryError, Poster, describe
+from adapters.slack.post import DeliveryError, Poster, describe, unclear
 from adapters.slack.text import escape, to_mrkdwn
 
 log = logging.getLogger("guardbot.slack")
@@ -75,6 +75,8 @@ class SlackMessages:
         self.placeholder_ts: str | None = None
         self._placed = asyncio.Event()  # the placeholder was posted (or will not be)
         self._open: set[int] = set()  # messages whose stream is still open
+        self._unsure: set[int] = set()  # a stream call may have been applied: update, never append
+        self._lost: str | None = None  # a start may have been applied: the reply failed
         self._updates = Style(poster.limit, render=to_mrkdwn)
         self._stream = Style(poster.limit, render=markdown, close_open_fence=False)
         self._chosen: Style | None = None  # how this reply streams, once it does
@@ -119,6 +121,8 @@ class SlackMessages:
         return True
 
     async def _streamed(self, index: int, text: str, shown: str | None, *, sealed: bool) -> bool:
+        if self._lost is not None:  # a stream may have started unseen: a second one would double
+            raise DeliveryError(self._lost)
         if shown is None:
             self.ts.append(await self._start(text))
             self._open.add(index)
@@ -126,26 +130,86 @@ class SlackMessages:
                 placeholder, self.placeholder_ts = self.placeholder_ts, None
                 await self._quietly_remove(placeholder)
             if sealed:
-                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+                await self._stream_call(index, "chat.stopStream", text)
                 self._open.discard(index)
             return True
-        ts = self.ts[index]
         if not text.startswith(shown):  # a retraction: end the stream, then replace it
-            if index in self._open:
-                self._open.discard(index)
-                await self._call("chat.stopStream", channel=self.channel, ts=ts)
-            await self._call("chat.update", channel=self.channel, ts=ts, markdown_text=text)
+            await self._replace(index, text, retraction=sealed)
+            return True
+        if index in self._unsure:  # what it reads is unknown: never append to it again
+            await self._replace(index, text)
             return True
         more = text[len(shown) :]
         if sealed:
+            await self._stream_call(index, "chat.stopStream", text, more=more)
             self._open.discard(index)
-            args = {"markdown_text": more} if more else {}
-            await self._call("chat.stopStream", channel=self.channel, ts=ts, **args)
             return True
         if not more:
             return False
-        await self._call("chat.appendStream", channel=self.channel, ts=ts, markdown_text=more)
+        await self._stream_call(index, "chat.appendStream", text, more=more)
         return True
+
+    async def _stream_call(self, index: int, method: str, text: str, *, more: str = "") -> None:
+        """Append ``more`` (or stop) on message ``index``, which is to read ``text`` after.
+
+        If Slack may have applied the call though it failed (a 5xx, no answer),
+        the message reads ``text`` minus ``more`` or ``text``: it is stopped and
+        updated to ``text``, so what shows stays a prefix of the released text.
+        """
+        args = {"markdown_text": more} if more else {}
+        try:
+            await self._api(method, channel=self.channel, ts=self.ts[index], **args)
+        except Exception as exc:
+            why = describe(method, exc)
+            if not unclear(exc):
+                raise DeliveryError(why) from exc
+            log.warning("slack: %s; Slack may have applied it: the message is updated", why)
+            self._unsure.add(index)
+            await self._replace(index, text)
+
+    async def _replace(self, index: int, text: str, *, retraction: bool = False) -> None:
+        """Stop message ``index``'s stream (if open), then update it to ``text``.
+
+        A ``retraction`` that cannot be shown on the last round deletes the
+        reply's messages instead, so the retracted text does not stay up.
+        """
+        try:
+            if index in self._open:
+                await self._stop(index)
+            await self._call(
+                "chat.update", channel=self.channel, ts=self.ts[index], markdown_text=text
+            )
+        except DeliveryError as exc:
+            if not retraction:
+                raise
+            gone = await self._delete_all()
+            raise DeliveryError(f"{exc}; {gone}") from exc
+
+    async def _delete_all(self) -> str:
+        """Delete every message of the reply (a retraction that failed); says how that went."""
+        failed = []
+        for index in range(len(self.ts) - 1, -1, -1):
+            try:
+                await self.poster.remove(self.channel, self.ts[index])
+            except DeliveryError as exc:
+                failed.append(str(exc))
+                continue
+            self._open.discard(index)
+        if failed:
+            return "the retracted reply could not be deleted: " + "; ".join(failed)
+        return "the retracted reply was deleted"
+
+    async def _stop(self, index: int) -> None:
+        """End message ``index``'s stream; it counts as open until Slack says it is not."""
+        try:
+            await self._api("chat.stopStream", channel=self.channel, ts=self.ts[index])
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            if error != "message_not_in_streaming_state":  # else: an earlier stop did it
+                raise DeliveryError(describe("chat.stopStream", exc)) from exc
+        except Exception as exc:
+            raise DeliveryError(describe("chat.stopStream", exc)) from exc
+        self._open.discard(index)
 
     async def _start(self, text: str) -> str:
         try:
@@ -158,10 +222,15 @@ class SlackMessages:
             )
         except Exception as exc:
             why = describe("chat.startStream", exc)
-            if self.ts:  # a continuation: the reply already streams here, so retry it
-                raise DeliveryError(why) from exc
             answer = exc.response if isinstance(exc, SlackApiError) else None
             error = answer.get("error") if answer is not None else None
+            if unclear(exc) or not error:
+                # Slack may have started it: another stream or an update would be a second
+                # reply, so this reply fails here (its placeholder is removed at the end).
+                self._lost = f"{why} (the reply may have started; not sent again)"
+                raise DeliveryError(self._lost) from exc
+            if self.ts:  # a continuation: the reply already streams here, so retry it
+                raise DeliveryError(why) from exc
             if error in NO_STREAMS:
                 log.info("slack: streaming methods refused (%s); updating messages instead", error)
                 self.poster.streams = False
@@ -171,9 +240,12 @@ class SlackMessages:
             raise Restyled from exc
         return str(response.get("ts") or "")
 
+    async def _api(self, method: str, **args: Any) -> None:
+        await self.poster.client.api_call(method, json=args)
+
     async def _call(self, method: str, **args: Any) -> None:
         try:
-            await self.poster.client.api_call(method, json=args)
+            await self._api(method, **args)
         except Exception as exc:
             raise DeliveryError(describe(method, exc)) from exc
 
@@ -186,8 +258,7 @@ class SlackMessages:
     async def remove(self, index: int) -> None:
         try:
             if index in self._open:
-                self._open.discard(index)
-                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+                await self._stop(index)
             await self.poster.remove(self.channel, self.ts[index])
         except DeliveryError as exc:
             raise SurfaceError(str(exc)) from exc
@@ -199,8 +270,7 @@ class SlackMessages:
             await self._quietly_remove(self.placeholder_ts)
             self.placeholder_ts = None
         for index in sorted(self._open):  # a last update failed: do not leave it "typing"
-            self._open.discard(index)
             try:
-                await self._call("chat.stopStream", channel=self.channel, ts=self.ts[index])
+                await self._stop(index)
             except DeliveryError as exc:
                 log.warning("slack: stream not stopped: %s", exc)

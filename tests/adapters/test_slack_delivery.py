@@ -21,6 +21,7 @@ from adapters.slack.post import CUT_OFF_NOTE, SHUTDOWN_REPLY
 from adapters.slots import NOT_ANSWERED
 from bot.app import SHUTDOWN_ERROR
 from tests.stubs.openai_server import Reply
+from tests.stubs.slack_api import DROP
 from tests.stubs.slack_harness import GatedModel, slack_rig
 
 # The first write of a reply in each mode (a stream's start, or the placeholder's update).
@@ -45,18 +46,44 @@ async def test_rate_limited_write_is_retried_as_slack_asks(
         assert done.sent and done.error is None
 
 
-@pytest.mark.parametrize(("stream_api", "method"), FIRST_WRITE)
-async def test_gateway_errors_are_retried(tmp_path: Path, stream_api: str, method: str) -> None:
+# An update says the whole text, so repeating one that Slack applied changes nothing.
+REPEATABLE = [("update", "chat.update"), ("off", "chat.update")]
+
+
+@pytest.mark.parametrize("status", [502, DROP], ids=["gateway error", "dropped connection"])
+@pytest.mark.parametrize(("stream_api", "method"), REPEATABLE)
+async def test_an_update_whose_answer_was_lost_is_retried(
+    tmp_path: Path, stream_api: str, method: str, status: int
+) -> None:
     slack = {"stream_api": stream_api}
     script = lambda _r: Reply(text="through the proxy")  # noqa: E731
     async with slack_rig(tmp_path, slack=slack, script=script) as rig:
-        rig.fake.fail(method, status=502)
+        rig.fake.fail(method, status=status, applied=True)  # done, then the answer is lost
         payload = rig.mention("hi")
         await rig.send(payload)
         [done] = await rig.observed.delivered(1)
-        assert [c.status for c in rig.fake.calls_to(method)][:2] == [502, 200]
+        assert [c.status for c in rig.fake.calls_to(method)][:2] == [status, 200]
         assert rig.replies(payload["event"]["ts"]) == ["through the proxy"]
         assert done.sent
+
+
+@pytest.mark.parametrize("status", [502, DROP], ids=["gateway error", "dropped connection"])
+async def test_a_stream_start_whose_answer_was_lost_is_not_repeated(
+    tmp_path: Path, status: int
+) -> None:
+    script = lambda _r: Reply(text="only once")  # noqa: E731
+    async with slack_rig(tmp_path, slack={"stream_api": "auto"}, script=script) as rig:
+        rig.fake.fail("chat.startStream", status=status, applied=True)  # started, answer lost
+        payload = rig.mention("hi")
+        await rig.send(payload)
+        [done] = await rig.observed.delivered(1)
+
+        assert len(rig.fake.calls_to("chat.startStream")) == 1  # no second stream
+        assert not rig.fake.calls_to("chat.update")  # nor the placeholder as a second reply
+        assert rig.replies(payload["event"]["ts"]) == ["only once"]  # one reply, no placeholder
+        assert not done.sent and done.error is not None
+        assert done.error.startswith("slack chat.startStream: ")
+        assert "not sent again" in done.error
 
 
 @pytest.mark.parametrize("stream_api", ["auto", "update", "off"])

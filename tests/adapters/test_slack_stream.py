@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.live import LiveReply
 from adapters.slack.post import Poster, retry_handlers
 from adapters.slack.stream import SlackMessages
-from tests.stubs.slack_api import BOT_TOKEN, FakeSlack
+from tests.stubs.slack_api import BOT_TOKEN, DROP, FakeSlack
 from tests.support.live_checks import Clock, states, words_shown, write_times
 
 SENTENCES = [f"Sentence {i} says something useful about item {i}." for i in range(40)]
@@ -183,3 +183,68 @@ async def test_a_stream_cannot_ping_or_disguise_a_link(fake: FakeSlack) -> None:
         "Hello &lt;!channel&gt; and &lt;@U2&gt;. Log in at "
         "[https://bank.example] (https://evil.example) now."
     )
+
+
+LOST_ANSWERS = [(502, "a gateway error"), (DROP, "a dropped connection")]
+
+
+@pytest.mark.parametrize(("status", "what"), LOST_ANSWERS, ids=[w for _, w in LOST_ANSWERS])
+async def test_an_append_slack_applied_but_did_not_confirm_is_not_repeated(
+    fake: FakeSlack, status: int, what: str
+) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    assert isinstance(view.surface, SlackMessages)
+    await view.surface.post_placeholder("thinking…")
+    texts = [" ".join(SENTENCES[: i + 1]) for i in range(4)]
+    await view.show(texts[0])
+    await fake.wait_until(lambda: shown_now(fake) == texts[0].split())
+    fake.fail("chat.appendStream", status=status, applied=True)  # appended, answer lost
+    clock.now += 1
+    await view.show(texts[1])
+    await fake.wait_until(lambda: fake.calls_to("chat.update"))
+    clock.now += 1
+    await view.show(texts[2])
+    assert await view.finish(texts[3]) == (True, None)
+
+    assert len(fake.calls_to("chat.appendStream")) == 1  # never sent again
+    assert_prefixes(fake, texts[3])  # in particular, no sentence shows twice
+    (reply,) = [m for m in fake.messages if m.bot_id and m.text != "thinking…"]
+    assert reply.text == texts[3] and not reply.streaming
+    # From the lost answer on, the message is stopped and updated, never appended to.
+    methods = [c.method for c in fake.calls]
+    after = methods[methods.index("chat.appendStream") + 1 :]
+    assert after == ["chat.stopStream", "chat.update", "chat.update"]
+
+
+async def test_a_retraction_whose_stop_failed_stops_the_stream_before_updating_it(
+    fake: FakeSlack,
+) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    await drive(fake, view, clock, 8)
+    fake.fail("chat.stopStream", status=503)
+    await view.retract("Sorry, I can't help with that.")
+    await fake.wait_until(lambda: any(c.status == 503 for c in fake.calls))
+    sent, error = await view.finish("Sorry, I can't help with that.")
+
+    assert sent and error == "slack chat.stopStream: HTTP 503"
+    done = [c.method for c in fake.calls if c.status == 200 and c.error is None]
+    assert done[-2:] == ["chat.stopStream", "chat.update"]
+    assert states(fake.changes)[-1] == ["Sorry, I can't help with that."]
+    assert not any(m.streaming for m in fake.messages)
+
+
+async def test_a_retraction_that_cannot_be_shown_deletes_the_reply(fake: FakeSlack) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    shown = await drive(fake, view, clock, 8)
+    fake.fail("chat.stopStream", status=500, times=10)
+    fake.fail("chat.update", error="restricted_action", times=10)
+    await view.retract("Sorry, I can't help with that.")
+    sent, error = await view.finish("Sorry, I can't help with that.")
+
+    assert not sent and error is not None
+    assert error.endswith("the retracted reply was deleted")
+    assert states(fake.changes)[-1] == []  # nothing of the retracted text is left up
+    assert not any(m.text == shown for m in fake.messages)

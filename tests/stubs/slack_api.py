@@ -4,7 +4,9 @@ slack-sdk's real ``AsyncWebClient`` is pointed at it with ``base_url``. It
 keeps channels' messages so that ``chat.update`` and ``conversations.replies``
 behave, records every call (method, arguments, token, and the time on
 ``clock``) and every post to a ``response_url``, answers ``429`` +
-``Retry-After`` or ``{"ok": false}`` errors on demand, holds a call until the
+``Retry-After`` or ``{"ok": false}`` errors on demand (or, with ``applied``,
+acts on the call and then answers the error or drops the connection,
+:data:`DROP`, as when Slack's answer is lost), holds a call until the
 test releases it (:meth:`FakeSlack.hold`), serves Slack's streaming methods
 (``chat.startStream`` / ``appendStream`` / ``stopStream``), logs every change
 a user could see in ``changes``, and serves a Socket Mode WebSocket that sends envelopes and
@@ -28,6 +30,7 @@ from tests.stubs.slack_payloads import SIGNING_SECRET, event_callback, signed_he
 
 T = TypeVar("T")
 BOT_TOKEN = "xoxb-1-test-bot-token"
+DROP = -1  # a fault's status: hang up instead of answering
 APP_TOKEN = "xapp-1-test-app-token"
 
 
@@ -46,6 +49,7 @@ class Fault:
     status: int = 200
     error: str | None = None
     retry_after: int | None = None
+    applied: bool = False  # the call takes effect before the fault is answered
 
 
 @dataclass
@@ -133,12 +137,17 @@ class FakeSlack:
         error: str | None = None,
         retry_after: int | None = None,
         times: int = 1,
+        applied: bool = False,
     ) -> None:
-        """Answer the next ``times`` calls of ``method`` with this fault."""
+        """Answer the next ``times`` calls of ``method`` with this fault.
+
+        ``applied``: act on each call first (Slack did it; only its answer was
+        lost). ``status=DROP`` closes the connection instead of answering.
+        """
         if status == 429 and error is None:
             error = "ratelimited"
         self._faults.setdefault(method, []).extend(
-            Fault(status, error, retry_after) for _ in range(times)
+            Fault(status, error, retry_after, applied) for _ in range(times)
         )
 
     def hold(self, method: str) -> asyncio.Event:
@@ -234,6 +243,12 @@ class FakeSlack:
             if faults:
                 fault = faults.pop(0)
                 call.status, call.error = fault.status, fault.error
+                if fault.applied:
+                    self._answer(method, args)
+                if fault.status == DROP:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return web.Response(status=500)  # never reaches the client
                 headers = (
                     {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 )
@@ -371,6 +386,7 @@ class FakeSlack:
 __all__ = [
     "APP_TOKEN",
     "BOT_TOKEN",
+    "DROP",
     "SIGNING_SECRET",
     "FakeSlack",
     "event_callback",
