@@ -4,6 +4,8 @@ All candidates and all input guards start together. A blocking input verdict
 cancels every candidate still generating (closing its HTTP request); a
 candidate's reply waits behind a gate until every input guard has passed, and
 then goes through the output guards. Nothing unscreened leaves this module.
+The conversation history is read while the input guards judge (generation waits
+for it), on the streamed path as on this one.
 
 Given a :class:`~middleware.pipeline.streaming.ReplyView` and stream settings,
 a single-candidate reply is streamed instead: the same gate, with each chunk
@@ -18,11 +20,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from middleware.errors import LLMError
 from middleware.guards.guard import GuardContext
 from middleware.llm.model import Message, ModelSettings
+from middleware.pipeline.accounting import Run, account, ms
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.screening import screen
 from middleware.pipeline.streaming import ChunkRecorder, ReplyView, StreamedReply, StreamSettings
@@ -32,8 +34,6 @@ from middleware.types import (
     Candidate,
     ChatRequest,
     Decision,
-    LLMCall,
-    Outcome,
     Selection,
     Stage,
     Turn,
@@ -52,16 +52,6 @@ def user_reason(errors: Sequence[str]) -> str:
     return "the model could not answer"
 
 
-@dataclass(slots=True)
-class _Run:
-    """One candidate's progress; filled in place so a cancelled one still shows."""
-
-    candidate: Candidate
-    verdicts: list[Verdict] = field(default_factory=list)
-    generated_at: float | None = None
-    screen_ms: float = 0.0
-
-
 def policy_error_reply(policy: PipelinePolicy) -> Callable[[str], str]:
     """The user's error reply for a model error (``{reason}`` filled in plainly)."""
     # replace, not format: an operator's template may contain other braces
@@ -73,10 +63,6 @@ def build_messages(policy: PipelinePolicy, request: ChatRequest) -> list[Message
     messages.extend(Message(t.role, t.content) for t in request.history)
     messages.append(Message("user", request.text))
     return messages
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
 
 
 def _model_settings(policy: PipelinePolicy, cand: Candidate) -> ModelSettings:
@@ -105,7 +91,8 @@ class Pipeline:
         """Answer ``request``; with ``view`` and ``stream`` (and one candidate), streamed.
 
         ``history`` reads the earlier turns, which only generation needs: the input
-        guards (they screen the message alone) send their requests while it is read.
+        guards (they screen the message alone) judge while it is read, streamed or
+        not, and generation waits for it. A message too long to screen skips it.
 
         A streamed run shows released chunks in ``view`` (each given to
         ``recorder`` first); the caller records the decision and then calls
@@ -114,15 +101,14 @@ class Pipeline:
         """
         started = time.perf_counter()
         if (too_long := policy.length_verdict(request.text)) is not None:
-            return self._too_long(await _with_history(request, history), too_long, policy)
+            return self._too_long(request, too_long, policy)  # nothing generated: no history
         if view is not None and stream is not None and policy.best_of <= 1:
-            request = await _with_history(request, history)
             return await self._run_streamed(
-                request, policy, view, stream, recorder, decision_id or new_id(), started
+                request, policy, view, stream, recorder, decision_id or new_id(), started, history
             )
         input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
         output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
-        runs = [_Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
+        runs = [Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
         gate = asyncio.Event()  # set once every input guard has passed
         async with _one_error(), asyncio.TaskGroup() as tg:
             read = tg.create_task(_with_history(request, history)) if history is not None else None
@@ -152,12 +138,12 @@ class Pipeline:
             self._blocked(decision, input_verdicts, policy)
         else:
             await self._choose(decision, runs, request, policy)
-        self._account(decision, runs, policy, started, input_done)
+        account(decision, runs, policy, started, input_done)
         return decision
 
     async def _candidate(
         self,
-        run: _Run,
+        run: Run,
         read: asyncio.Task[ChatRequest] | None,
         request: ChatRequest,
         policy: PipelinePolicy,
@@ -170,8 +156,7 @@ class Pipeline:
         # Yield once so remote input guards (started just after us) send their
         # requests first: they are usually the shorter path, and the one a block waits on.
         await asyncio.sleep(0)
-        # Shielded: a cancelled candidate must not cancel the read that the decision needs.
-        messages = build_messages(policy, await asyncio.shield(read) if read else request)
+        messages = await _messages(policy, read, request)
         began = time.perf_counter()
         try:
             async with asyncio.timeout(policy.timeout_s):
@@ -189,7 +174,7 @@ class Pipeline:
             cand.error = CANCELLED  # the reason is filled in by whoever cancelled
             raise
         finally:
-            cand.latency_ms = _ms(time.perf_counter() - began)
+            cand.latency_ms = ms(time.perf_counter() - began)
         run.generated_at = time.perf_counter()
         cand.text, cand.model = completion.text, completion.model
         cand.tokens_in, cand.tokens_out = completion.tokens_in, completion.tokens_out
@@ -202,7 +187,7 @@ class Pipeline:
         ctx = GuardContext(Stage.OUTPUT, request, cand.index)
         screened = await screen(output_guards, cand.text, ctx)
         run.verdicts, cand.text = screened.verdicts, screened.text
-        run.screen_ms = _ms(time.perf_counter() - screening)
+        run.screen_ms = ms(time.perf_counter() - screening)
         cand.safe = not screened.blocked
         return cand.safe
 
@@ -215,10 +200,11 @@ class Pipeline:
         recorder: ChunkRecorder | None,
         decision_id: str,
         started: float,
+        history: History | None,
     ) -> Decision:
         input_guards = policy.guards_for(Stage.INPUT, request.channel_id)
         output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
-        run = _Run(Candidate(index=0))
+        run = Run(Candidate(index=0))
         settings = _model_settings(policy, run.candidate)
         streamer = StreamedReply(
             decision_id=decision_id,
@@ -231,11 +217,14 @@ class Pipeline:
             started=started,
         )
         gate = asyncio.Event()
-        messages = build_messages(policy, request)
         async with _one_error(), asyncio.TaskGroup() as tg:
-            task = tg.create_task(
-                streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
-            )
+            read = tg.create_task(_with_history(request, history)) if history is not None else None
+
+            async def generate() -> None:  # once the history is read, as a candidate does
+                messages = await _messages(policy, read, request)
+                await streamer.run(policy.model, messages, settings, gate, policy.timeout_s)
+
+            task = tg.create_task(generate())
             await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
             screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
             input_done = time.perf_counter()
@@ -243,6 +232,7 @@ class Pipeline:
                 task.cancel()  # nothing was shown: the gate never opened
             else:
                 gate.set()
+        request = read.result() if read is not None else request
         decision = Decision(
             id=decision_id, request=request, action=Action.ERROR, verdicts=screened.verdicts
         )
@@ -255,11 +245,11 @@ class Pipeline:
             run.screen_ms = sum(v.latency_ms for v in streamer.out.verdicts)
             if streamer.out.blocked:
                 self._blocked(decision, streamer.out.blocked, policy)
-        self._account(decision, [run], policy, started, input_done)
+        account(decision, [run], policy, started, input_done)
         return decision
 
     async def _choose(
-        self, decision: Decision, runs: list[_Run], request: ChatRequest, policy: PipelinePolicy
+        self, decision: Decision, runs: list[Run], request: ChatRequest, policy: PipelinePolicy
     ) -> None:
         for run in runs:
             decision.verdicts.extend(run.verdicts)
@@ -297,7 +287,7 @@ class Pipeline:
             return safe[0], Selection(method="only_safe")
         began = time.perf_counter()
         outcome = await policy.selector.select(request, safe)
-        decision.timings.selection_ms = _ms(time.perf_counter() - began)
+        decision.timings.selection_ms = ms(time.perf_counter() - began)
         decision.llm_calls.extend(outcome.llm_calls)
         for cand in safe:
             cand.score = outcome.scores.get(cand.index, cand.score)
@@ -327,57 +317,17 @@ class Pipeline:
             config_fingerprint=policy.fingerprint,
         )
 
-    def _account(
-        self,
-        decision: Decision,
-        runs: list[_Run],
-        policy: PipelinePolicy,
-        started: float,
-        input_done: float,
-    ) -> None:
-        t = decision.timings
-        t.total_ms = _ms(time.perf_counter() - started)
-        t.input_guards_ms = _ms(input_done - started)
-        t.generation_ms = max((r.candidate.latency_ms for r in runs), default=0.0)
-        t.output_guards_ms = max((r.screen_ms for r in runs), default=0.0)
-        sequential = t.input_guards_ms + t.generation_ms + t.output_guards_ms + t.selection_ms
-        t.saved_ms = round(max(0.0, sequential - t.total_ms), 3)
-        decision.candidates = [r.candidate for r in runs]
-        decision.config_fingerprint = policy.fingerprint
-        for r in runs:
-            c = r.candidate
-            decision.llm_calls.append(
-                LLMCall(
-                    purpose="generation",
-                    model=c.model,
-                    tokens_in=c.tokens_in,
-                    tokens_out=c.tokens_out,
-                    latency_ms=c.latency_ms,
-                    error=c.error,
-                )
-            )
-        for v in decision.verdicts:
-            if v.model:
-                decision.llm_calls.append(
-                    LLMCall(
-                        purpose=f"guard:{v.guard}",
-                        model=v.model,
-                        tokens_in=v.tokens_in,
-                        tokens_out=v.tokens_out,
-                        latency_ms=v.latency_ms,
-                        error=v.reason if v.outcome is Outcome.ERROR else None,
-                    )
-                )
-        decision.tokens_in = sum(c.tokens_in for c in decision.llm_calls)
-        decision.tokens_out = sum(c.tokens_out for c in decision.llm_calls)
-        decision.cost_usd = sum(
-            policy.cost_usd(c.model, c.tokens_in, c.tokens_out) for c in decision.llm_calls
-        )
-
 
 async def _with_history(request: ChatRequest, history: History | None) -> ChatRequest:
     turns = tuple(await history()) if history is not None else ()
     return request.model_copy(update={"history": turns}) if turns else request
+
+
+async def _messages(
+    policy: PipelinePolicy, read: asyncio.Task[ChatRequest] | None, request: ChatRequest
+) -> list[Message]:
+    # Shielded: a cancelled generation must not cancel the read that the decision needs.
+    return build_messages(policy, await asyncio.shield(read) if read else request)
 
 
 @contextlib.asynccontextmanager

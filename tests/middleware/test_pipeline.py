@@ -15,12 +15,14 @@ import pytest
 from middleware.guards.config import MaxLengthGuardConfig
 from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.max_length import MaxLengthGuard
-from middleware.llm.model import Completion, Message, ModelSettings
+from middleware.llm.model import Completion, Delta, Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.run import Pipeline
+from middleware.pipeline.streaming import StreamSettings
 from middleware.types import Action, ChatRequest, Outcome, Stage, Turn, Verdict
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
+from tests.support.stream_support import RecordingView
 
 
 class EventGuard:
@@ -115,6 +117,11 @@ class Returned:
         completion = await self.model.complete(messages, settings=settings)
         self.returned.set()
         return completion
+
+    def stream(
+        self, messages: Sequence[Message], *, settings: ModelSettings
+    ) -> AsyncIterator[Delta]:
+        return self.model.stream(messages, settings=settings)  # unused: a ChatModel has it
 
 
 async def test_reply_waits_for_every_input_guard(stub_llm: StubOpenAI) -> None:
@@ -278,9 +285,10 @@ async def test_api_key_and_parameters_reach_the_server(stub_llm: StubOpenAI) -> 
     assert rec.body["messages"][-1] == {"role": "user", "content": "what's up"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("unsafe", [False, True])
 async def test_input_guards_run_while_the_history_is_read(
-    stub_llm: StubOpenAI, unsafe: bool
+    stub_llm: StubOpenAI, unsafe: bool, stream: bool
 ) -> None:
     turns = [Turn(role="user", content="earlier question"), Turn(role="assistant", content="ok")]
     read = asyncio.Event()  # the history read finishes only when the test says so
@@ -290,8 +298,12 @@ async def test_input_guards_run_while_the_history_is_read(
         return turns
 
     guard = EventGuard("g", lambda: None, unsafe=unsafe)
-    policy = policy_for(stub_llm, ConfiguredGuard(guard_cfg("g"), guard))
-    run = asyncio.create_task(Pipeline().run(request(), policy, history=history))
+    policy = policy_for(stub_llm, ConfiguredGuard(guard_cfg("g"), guard), stream=stream)
+    view = RecordingView() if stream else None
+    settings = StreamSettings(chunk_chars=20, context_chars=40, max_hold_ms=0) if stream else None
+    run = asyncio.create_task(
+        Pipeline().run(request(), policy, view=view, stream=settings, history=history)
+    )
     await guard.finished.wait()  # the guard judged while the history was still being read
     assert stub_llm.chat_requests() == []  # generation waits for the history
     read.set()
@@ -302,7 +314,9 @@ async def test_input_guards_run_while_the_history_is_read(
         assert decision.action is Action.BLOCKED and stub_llm.chat_requests() == []
         return
     assert decision.action is Action.REPLIED
+    assert decision.stream is not None if stream else decision.stream is None
     (generation,) = stub_llm.chat_requests()
+    assert generation.body.get("stream", False) is stream
     assert [m["content"] for m in generation.body["messages"]][-3:] == [
         "earlier question",
         "ok",
