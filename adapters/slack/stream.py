@@ -13,7 +13,11 @@ moves only this reply to ``chat.update``, so a reply is never lost to a
 method the workspace does not offer. Either way updates come at
 most once per ``min_update_interval_s`` and a reply past ``max_message_chars``
 continues in a new message (see :mod:`adapters.live`); a retraction replaces
-what was shown, a stream by stopping it and updating it to the refusal. A reply
+what was shown, a stream by stopping it and updating it to the refusal (one
+that cannot be shown by the last round deletes the reply). A streaming call
+that Slack may have applied though it failed (a 5xx, no answer) is never sent
+again: an append or stop is repaired by stopping the stream and updating its
+message to the whole text, and a start fails the reply. A reply
 that was not streamed (``"off"``, or text shown whole) replaces the
 placeholder, split as always.
 """
@@ -129,9 +133,13 @@ class SlackMessages:
             if self.placeholder_ts:  # the stream is the reply now
                 placeholder, self.placeholder_ts = self.placeholder_ts, None
                 await self._quietly_remove(placeholder)
-            if sealed:
-                await self._stream_call(index, "chat.stopStream", text)
-                self._open.discard(index)
+            if sealed:  # a failed stop is left to settle(): raising would start it again
+                try:
+                    await self._stream_call(index, "chat.stopStream", text)
+                except DeliveryError as exc:
+                    log.warning("slack: %s; stopped at the end", exc)
+                else:
+                    self._open.discard(index)
             return True
         if not text.startswith(shown):  # a retraction: end the stream, then replace it
             await self._replace(index, text, retraction=sealed)

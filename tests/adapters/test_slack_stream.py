@@ -248,3 +248,18 @@ async def test_a_retraction_that_cannot_be_shown_deletes_the_reply(fake: FakeSla
     assert error.endswith("the retracted reply was deleted")
     assert states(fake.changes)[-1] == []  # nothing of the retracted text is left up
     assert not any(m.text == shown for m in fake.messages)
+
+
+async def test_a_stream_whose_first_stop_fails_is_not_started_again(fake: FakeSlack) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    assert isinstance(view.surface, SlackMessages)
+    await view.surface.post_placeholder("thinking…")
+    fake.fail("chat.stopStream", error="internal_error")
+    await view.show(SENTENCES[0])
+    assert await view.finish(SENTENCES[0]) == (True, None)  # shown whole in the first round
+
+    assert len(fake.calls_to("chat.startStream")) == 1
+    assert [c.error for c in fake.calls_to("chat.stopStream")] == ["internal_error", None]
+    (reply,) = [m for m in fake.messages if m.bot_id]
+    assert reply.text == SENTENCES[0] and not reply.streaming
