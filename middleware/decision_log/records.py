@@ -138,22 +138,27 @@ def utc_text(moment: datetime) -> str:
 _UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 
 
+# ``+ 0.0`` turns -0.0 into 0.0 and leaves every other float as it is: SQLite's REAL
+# (and PostgreSQL's jsonb) read -0.0 back as 0.0, so a hash over -0.0 (a score of
+# round(-1e-9, 4)) would not match its own stored row and verify would cry tamper.
+
+
 def real(value: float | None) -> float | None:
     if value.__class__ is float and value - value == 0.0:
-        return value  # the usual case: a finite float (inf - inf and NaN - NaN are NaN)
+        return value + 0.0  # the usual case: a finite float (inf - inf and NaN - NaN are NaN)
     if value is None:
         return None
     value = float(value)
-    return value if _FINITE(value) else None  # SQLite stores NaN as NULL
+    return value + 0.0 if _FINITE(value) else None  # SQLite stores NaN as NULL
 
 
 def real0(value: float | None) -> float:
     if value.__class__ is float and value - value == 0.0:
-        return value
+        return value + 0.0
     if value is None:
         return 0.0
     value = float(value)
-    return value if _FINITE(value) else 0.0
+    return value + 0.0 if _FINITE(value) else 0.0
 
 
 _FINITE = math.isfinite

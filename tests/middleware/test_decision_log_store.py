@@ -233,3 +233,17 @@ async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
     await log.close()
     with pytest.raises(LogUnavailable, match="closed"):
         await log.record(make_decision())
+
+
+async def test_a_negative_zero_score_is_stored_so_that_it_verifies(log: DecisionLog) -> None:
+    # round(-1e-9, 4) is -0.0: a moderation server's tiny negative score. SQLite's REAL
+    # reads it back as 0.0, so it must be hashed as 0.0 too, or verify cries tamper.
+    decision = make_decision()
+    decision.verdicts[0].score = round(-1e-9, 4)
+    decision.timings.total_ms = -0.0
+    assert math.copysign(1.0, decision.verdicts[0].score) == -1.0
+    await log.record(decision)
+    report = await log.verify()
+    assert report.ok, report
+    stored = await log.get(decision.id)
+    assert stored is not None and stored.verdicts[0].score == 0.0

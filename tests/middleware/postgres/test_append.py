@@ -137,8 +137,9 @@ async def test_odd_values_store_the_same_both_ways(pg_server: PostgresServer, jo
 
 
 async def test_negative_zero_goes_the_shared_way_and_verifies(pg_url: str) -> None:
-    """jsonb would store -0.0 as 0 while the hash covers -0.0; a bound parameter keeps it.
-    (A moderation score rounded to 4 places is -0.0 when the server sends a tiny negative.)"""
+    """jsonb would store -0.0 as 0: encoding makes it 0.0 before hashing (as SQLite needs),
+    and a row holding -0.0 made another way goes the shared way, where a bound parameter
+    keeps it. (A moderation score rounded to 4 places is -0.0 for a tiny negative.)"""
     zero = make_decision("rounded")
     judge = zero.verdicts[0].model_copy(update={"score": round(-1e-9, 4)})
     log = await PostgresLog.open_url(PgTarget(pg_url))
@@ -152,9 +153,13 @@ async def test_negative_zero_goes_the_shared_way_and_verifies(pg_url: str) -> No
         stored = await conn.fetchval("SELECT score FROM verdicts WHERE position = 0")
     finally:
         await conn.close()
-    assert stored == 0.0 and math.copysign(1.0, stored) < 0.0
+    assert stored == 0.0
     for job in (odd(score=-0.0), odd(total_ms=-0.0), odd(saved_ms=-0.0)):
-        assert append.prepare([*jobs(), job]) is None
+        assert append.prepare([*jobs(), job]) is not None  # encoded as 0.0: the fast way
+    made_otherwise = odd()
+    assert isinstance(made_otherwise, EncodedDecision)
+    made_otherwise.row["total_ms"] = -0.0
+    assert append.prepare([*jobs(), made_otherwise]) is None
 
 
 def test_groups_it_cannot_carry_go_the_shared_way() -> None:
