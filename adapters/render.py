@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from middleware.decision_log.privacy import mask_text
+from middleware.masking import mask_text
 from middleware.types import (
     Candidate,
     Decision,

@@ -30,10 +30,10 @@ from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config
 from middleware.decision_log.postgres import PostgresLog, open_store
-from middleware.decision_log.privacy import clean, mask_text, remember_secrets
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
 from middleware.llm.model import ChatModel
+from middleware.masking import clean, mask_text, remember_secrets
 from middleware.pipeline.budget import budget_refusal, check_budget
 from middleware.pipeline.policy import PipelinePolicy
 from middleware.pipeline.run import Pipeline

@@ -27,7 +27,7 @@ import discord
 
 from adapters.discord.config import DiscordConfig
 from adapters.discord.delivery import SEND_ERRORS
-from middleware.decision_log.privacy import clean
+from middleware.masking import clean
 from middleware.types import ChatRequest
 
 log = logging.getLogger("guardbot.discord")

@@ -31,8 +31,8 @@ from bot.cli.common import (
 )
 from bot.config.providers import ModelProvider
 from bot.config.schema import Config, ConfigError
-from middleware.decision_log.privacy import SecretFilter
 from middleware.decision_log.storage import LogUnavailable
+from middleware.masking import SecretFilter
 
 # Modules that add subcommands; each has `register(subparsers)`.
 COMMAND_MODULES: list[str] = [

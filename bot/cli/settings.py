@@ -25,7 +25,7 @@ from adapters.render import plain
 from bot.cli.common import load_config_from_args, open_log, positive_int
 from bot.config.runtime import RuntimeSettings
 from middleware.decision_log import AdminActionRow, DecisionLog, LogUnavailable, SettingRow
-from middleware.decision_log.privacy import mask_text
+from middleware.masking import mask_text
 
 VALUE_CHARS = 60
 

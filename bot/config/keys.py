@@ -24,8 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from bot.config.schema import Config, LLMConfig, PipelineConfig
-from middleware.decision_log.privacy import mask_text
 from middleware.guards.config import GuardConfigBase
+from middleware.masking import mask_text
 
 # Plain keys -> (config section, field). Only these are settable: anything that
 # touches secrets, endpoints, the log or the admin list stays in config.toml.

@@ -22,7 +22,7 @@ import pytest
 from bot.app import GuardBot
 from bot.cli.main import main, setup_logging
 from bot.config.schema import load_config
-from middleware.decision_log.privacy import forget_secrets
+from middleware.masking import forget_secrets
 from middleware.types import ChatRequest
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
