@@ -29,9 +29,13 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Delta, Message, ModelSettings
-from middleware.llm.transport import AioHttpClient
+from middleware.llm.transport import AioHttpClient, LeanOpenAI
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
+# The package's own JSON encoding of a body (``openai._utils._json.openapi_dumps``:
+# compact, UTF-8, no NaN), made once instead of an encoder per call; bodies here are
+# plain JSON, so its hooks for datetimes and pydantic models are never needed.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def describe_error(exc: BaseException) -> str:
@@ -91,7 +95,9 @@ def build_client(
         # which reads them; the default transport if its `aiohttp` extra is missing.
         with contextlib.suppress(RuntimeError):
             http_client = openai.DefaultAioHttpClient()
-    return AsyncOpenAI(
+    # On guardbot's transport, the client that builds a plain request once per kind.
+    client_class = LeanOpenAI if isinstance(http_client, AioHttpClient) else AsyncOpenAI
+    return client_class(
         # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
         api_key=api_key or "not-needed",
         base_url=base_url or None,
@@ -207,7 +213,10 @@ class OpenAIChatModel:
         directly; the URL is absolute, so the client does not re-merge it with its
         base URL. A stream is still parsed by the client into chunks.
         """
-        options = self._options.model_copy(update={"json_data": body, "timeout": timeout_s})
+        # Encoded here: as bytes the client sends it as it is (and LeanOpenAI reuses
+        # the rest of the request); a lone surrogate fails here, before anything is sent.
+        data = _encode_json(body).encode()
+        options = self._options.model_copy(update={"json_data": data, "timeout": timeout_s})
         return await self.client.request(
             # A stream keeps the typed cast: with the raw one the client would not
             # parse it into stream_cls chunks.

@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx2
 import openai
 import pytest
+from openai._models import FinalRequestOptions
 
 from bot.config.providers import ModelProvider
 from bot.config.schema import LLMConfig
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, Transport, build_client
-from middleware.llm.transport import AioHttpClient
+from middleware.llm.transport import AioHttpClient, LeanOpenAI
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
@@ -91,6 +93,74 @@ async def test_the_provider_builds_the_configured_transport(stub_llm: StubOpenAI
             assert completion.model == "judge" and completion.text == "ok"
         finally:
             await provider.close()
+
+
+def _as_built(request: httpx2.Request) -> tuple[object, ...]:
+    return (
+        request.method,
+        str(request.url),
+        request.headers.multi_items(),
+        request.content,
+        request.extensions,
+    )
+
+
+async def test_the_lean_client_builds_what_the_package_builds() -> None:
+    """LeanOpenAI overrides a private method of openai 3.x: every field of what it builds,
+    reused or not, must equal the package's own build of the same options."""
+    client = build_client(api_key="sk-test", base_url="http://127.0.0.1:1/v1", max_retries=2)
+    assert isinstance(client, LeanOpenAI)
+    url = "http://127.0.0.1:1/v1/chat/completions"
+    plain = [
+        FinalRequestOptions.construct(
+            method="post", url=url, json_data=body, timeout=timeout, security=security
+        )
+        for body in (b'{"model":"a"}', '{"model":"\u00e9 b"}'.encode())
+        for timeout in (30.0, 5)
+        for security in ({"bearer_auth": True}, {"bearer_auth": True, "admin_api_key_auth": True})
+    ]
+    other = [  # the package's own path, every time
+        FinalRequestOptions.construct(method="post", url=url, json_data={"model": "a"}),
+        FinalRequestOptions.construct(
+            method="post", url=url, json_data=b"{}", headers={"X-Extra": "1"}, timeout=3.0
+        ),
+        FinalRequestOptions.construct(
+            method="post", url=url, json_data=b"{}", params={"q": "1"}, timeout=3.0
+        ),
+        FinalRequestOptions.construct(
+            method="post", url=url, json_data=b"{}", timeout=httpx2.Timeout(3.0, connect=1.0)
+        ),
+    ]
+    try:
+        for retries in (0, 1, 0, 2):  # twice at 0: the second time from what was kept
+            for options in [*plain, *other]:
+                lean = client._build_request(options, retries_taken=retries)
+                package = openai.AsyncOpenAI._build_request(client, options, retries_taken=retries)
+                assert _as_built(lean) == _as_built(package)
+        assert len(client._built) == 3 * 2 * 2  # retry counts x timeouts x securities
+        assert "AsyncOpenAI/Python" in client.user_agent  # what servers always saw
+    finally:
+        await client.close()
+
+
+async def test_a_retry_says_so_in_its_headers(stub_llm: StubOpenAI) -> None:
+    def script(_rec: Recorded) -> Reply:
+        first = len(stub_llm.chat_requests()) == 1
+        return Reply(status=503) if first else Reply(text="ok now")
+
+    stub_llm.script = script
+    chat = OpenAIChatModel(model="m", api_key="sk-test", base_url=stub_llm.base_url, max_retries=1)
+    try:
+        for _ in range(2):
+            stub_llm.requests.clear()
+            assert (await chat.complete(HELLO, settings=ModelSettings())).text == "ok now"
+            counts = [r.headers["x-stainless-retry-count"] for r in stub_llm.chat_requests()]
+            assert counts == ["0", "1"]
+            assert {r.headers["Authorization"] for r in stub_llm.chat_requests()} == {
+                "Bearer sk-test"
+            }
+    finally:
+        await chat.close()
 
 
 async def test_sequential_calls_share_one_kept_alive_connection(stub_llm: StubOpenAI) -> None:
