@@ -11,35 +11,37 @@ the lock held all along. For a group that holds only decisions and
 deliveries (what every message writes) this module sends one statement,
 outside any transaction, and the database does the rest itself:
 
-- the instance turns every row into JSON (decisions and deliveries with
-  their content hash, everything the chain needs but the head);
-- ``guardbot_append`` (below, migration ``m006_pg_chain_append``) inserts
-  the verdicts, candidates and model calls (they carry no link; their
+- the instance sends each table's rows as one array of that table's row type
+  (asyncpg encodes a row's dict as the composite, binary, field by field, as
+  it binds the shared write's parameters), and each chained record's content
+  hash (everything the chain needs but the head);
+- ``guardbot_append`` (below, migration ``m007_pg_chain_append_rows``)
+  inserts the verdicts, candidates and model calls (they carry no link; their
   foreign keys are checked at COMMIT), takes the chain lock, reads the head,
-  links each record to the one before it, inserts the decisions, their
-  search index and the deliveries from the JSON arrays
-  (``jsonb_populate_record``, columns by name), moves the head, and the
-  statement commits. The lock is held for that and nothing else: no client
-  round trip is inside it.
+  links each record to the one before it, inserts the decisions with their
+  search index (from the inserted rows, one statement) and the deliveries,
+  moves the head, and the statement commits. The lock is held for that and
+  nothing else: no client round trip is inside it.
 
 The link is :func:`..chain.link_v2`, written a second time in SQL because it
 has to run under the lock; the order is the shared write's (decisions, then
 deliveries), so the rows, hashes and head are byte for byte what the shared
 write stores (a test compares every table) and ``verify`` (which recomputes
 every link in Python) checks it on every log. Anything else (settings, admin
-actions, prune, stream chunks) goes the shared way, as do floats JSON
-cannot carry (NaN, infinity) and -0.0, which :func:`prepare` declines: JSON
-keeps its sign, but ``jsonb`` numbers are ``numeric``, which has no negative
-zero, so it would be stored as 0 while the content hash covers -0.0 (and
-``verify`` would call that tampering); a bound parameter keeps it.
+actions, prune, stream chunks) goes the shared way.
+
+Why arrays of rows and not JSON (the first version, ``m006``): parsing the
+JSON into ``jsonb`` (keys sorted, numbers as ``numeric``) and rebuilding each
+row from it was a fifth of the server's CPU per decision, and ``jsonb`` has
+no negative zero, NaN or infinity, so such groups had to go the shared way.
+A bound row keeps every value as the shared write binds it.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from middleware.decision_log.postgres.connection import (
     CHAIN_LOCK_KEY,
@@ -49,60 +51,44 @@ from middleware.decision_log.postgres.connection import (
 )
 from middleware.decision_log.records import (
     CANDIDATE_COLUMNS,
-    CHAINED_COLUMNS,
+    DECISION_COLUMNS,
     DELIVERY_COLUMNS,
-    LINK_COLUMNS,
     LLM_CALL_COLUMNS,
+    ROWS_COLUMN,
     VERDICT_COLUMNS,
     EncodedDecision,
+    Row,
     row_sha256,
 )
 from middleware.decision_log.writes import Delivery, Job
-
-# Compact, NaN refused (PostgreSQL's JSON has none), non-ASCII kept as is (shorter).
-_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-CONTENT = "content_sha256"  # the key of a record's content hash in its JSON (not a column)
-
-
-def _linked_insert(table: str, columns: Sequence[str], rows: str) -> str:
-    """Insert the JSON array ``rows`` in order, each with seq, prev_sha256 and sha256 added
-    from ``links`` (computed before) after ``head_seq`` / ``head_sha``."""
-    names = ", ".join(columns)
-    return f"""
-    INSERT INTO {table} ({names})
-    SELECT {names} FROM jsonb_array_elements({rows}) WITH ORDINALITY AS a(item, n),
-        jsonb_populate_record(NULL::{table}, item || jsonb_build_object(
-            'seq', head_seq + n, 'prev_sha256', coalesce(links[n - 1], head_sha),
-            'sha256', links[n])) AS r
-    ORDER BY n;"""
 
 
 def _plain_insert(table: str, columns: Sequence[str], rows: str) -> str:
     names = ", ".join(columns)
     return f"""
-    INSERT INTO {table} ({names})
-    SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, {rows});"""
+        INSERT INTO {table} ({names}) SELECT {names} FROM unnest({rows});"""
 
 
-def _link(kind: str, rows: str) -> str:
-    """Compute ``links`` for the records of ``rows`` (kind ``kind``) after the head."""
+def _linked_insert(table: str, columns: Sequence[str], rows: str) -> str:
+    """Insert the rows of ``rows`` in order, each with seq, prev_sha256 and sha256 from
+    ``links`` (computed before) after ``head_seq`` / ``head_sha``."""
+    names = ", ".join(columns)
+    values = ", ".join(f"r.{c}" for c in columns)
     return f"""
-    links := guardbot_links('{kind}', head_seq, head_sha, ARRAY(
-        SELECT item ->> '{CONTENT}' FROM jsonb_array_elements({rows}) WITH ORDINALITY AS a(item, n)
-        ORDER BY n));"""
+        INSERT INTO {table} ({names}, seq, prev_sha256, sha256)
+        SELECT {values}, head_seq + r.ordinality,
+            coalesce(links[r.ordinality - 1], head_sha), links[r.ordinality]
+        FROM unnest({rows}) WITH ORDINALITY AS r ORDER BY r.ordinality"""
 
 
 def _advance(rows: str) -> str:
     return f"""
-    added := jsonb_array_length({rows});
-    head_seq := head_seq + added;
-    head_sha := coalesce(links[added], head_sha);"""
+        head_seq := head_seq + cardinality({rows});
+        head_sha := links[cardinality({rows})];"""
 
 
-# The functions (a PostgreSQL-only migration: SQLite's writer needs none).
-FUNCTIONS_SQL = (
-    """
--- chain.link_v2: H(json([2, kind, seq, prev_sha256, content])) for each content in turn.
+# chain.link_v2: H(json([2, kind, seq, prev_sha256, content])) for each content in turn.
+LINKS_SQL = """
 CREATE FUNCTION guardbot_links(kind text, after_seq bigint, prev text, contents text[])
 RETURNS text[] LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
@@ -115,9 +101,20 @@ BEGIN
     END LOOP;
     RETURN links;
 END $$;
-
-CREATE FUNCTION guardbot_append(
-    d_json jsonb, v_json jsonb, c_json jsonb, l_json jsonb, e_json jsonb,
+"""
+# The parts' foreign keys may wait for COMMIT (still under the lock), but only where
+# guardbot_append says so: INITIALLY IMMEDIATE still for every other write.
+DEFERRABLE_SQL = "".join(
+    f"ALTER TABLE {table} ALTER CONSTRAINT {table}_decision_id_fkey DEFERRABLE;\n"
+    for table in ("verdicts", "candidates", "llm_calls")
+)
+# An empty part costs no statement: a message's own group is often one decision,
+# and its delivery comes in the next.
+APPEND_FUNCTION_SQL = (
+    """
+CREATE OR REPLACE FUNCTION guardbot_append(
+    d_rows decisions[], d_contents text[], v_rows verdicts[], c_rows candidates[],
+    l_rows llm_calls[], e_rows deliveries[], e_contents text[],
     OUT wait_s double precision, OUT held_s double precision
 ) LANGUAGE plpgsql AS $$
 DECLARE
@@ -126,56 +123,59 @@ DECLARE
     head_seq bigint;
     head_sha text;
     links text[];
-    added integer;
 BEGIN
     -- The verdicts, candidates and model calls carry no link: written before the lock,
     -- their decisions' existence checked at COMMIT (still under the lock).
-    SET CONSTRAINTS verdicts_decision_id_fkey, candidates_decision_id_fkey,
-        llm_calls_decision_id_fkey DEFERRED;"""
-    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_json")
-    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_json")
-    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_json")
-    + "\n    asked := clock_timestamp();"
-    + f"\n    PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});"
-    + """
+    IF cardinality(v_rows) + cardinality(c_rows) + cardinality(l_rows) > 0 THEN
+        SET CONSTRAINTS verdicts_decision_id_fkey, candidates_decision_id_fkey,
+            llm_calls_decision_id_fkey DEFERRED;"""
+    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_rows")
+    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_rows")
+    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_rows")
+    + f"""
+    END IF;
+    asked := clock_timestamp();
+    PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});
     locked := clock_timestamp();
     SELECT seq, sha256 INTO head_seq, head_sha FROM chain_head WHERE id = 1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the chain head row is missing; run `guardbot verify`'
             USING ERRCODE = 'integrity_constraint_violation';
-    END IF;"""
-    + _link("decision", "d_json")
-    + _linked_insert("decisions", CHAINED_COLUMNS, "d_json")
+    END IF;
+    IF cardinality(d_rows) > 0 THEN
+        links := guardbot_links('decision', head_seq, head_sha, d_contents);
+        -- The search index from the rows as inserted, in the same statement (a query
+        -- for the new rows was planned once per connection, and a plan made while
+        -- the table was small read all of it on every append).
+        WITH d AS ("""
+    + _linked_insert("decisions", (*DECISION_COLUMNS, ROWS_COLUMN), "d_rows")
     + """
-    INSERT INTO decisions_fts (rowid, text, reply)
-    SELECT seq, text, reply FROM decisions WHERE seq > head_seq ORDER BY seq;"""
-    + _advance("d_json")
-    + _link("delivery", "e_json")
-    + _linked_insert("deliveries", (*DELIVERY_COLUMNS, *LINK_COLUMNS), "e_json")
-    + _advance("e_json")
+        RETURNING seq, text, reply)
+        INSERT INTO decisions_fts (rowid, text, reply) SELECT seq, text, reply FROM d;"""
+    + _advance("d_rows")
     + """
+    END IF;
+    IF cardinality(e_rows) > 0 THEN
+        links := guardbot_links('delivery', head_seq, head_sha, e_contents);"""
+    + _linked_insert("deliveries", DELIVERY_COLUMNS, "e_rows")
+    + ";"
+    + _advance("e_rows")
+    + """
+    END IF;
     UPDATE chain_head SET seq = head_seq, sha256 = head_sha WHERE id = 1;
     wait_s := extract(epoch FROM locked - asked);
     held_s := extract(epoch FROM clock_timestamp() - locked);  -- COMMIT not included
 END $$;
 """
-    + "".join(
-        f"ALTER TABLE {table} ALTER CONSTRAINT {table}_decision_id_fkey DEFERRABLE;\n"
-        for table in ("verdicts", "candidates", "llm_calls")
-    )  # INITIALLY IMMEDIATE still: only guardbot_append defers them
 )
-APPEND_SQL = "SELECT wait_s, held_s FROM guardbot_append($1, $2, $3, $4, $5)"
+APPEND_SQL = "SELECT wait_s, held_s FROM guardbot_append($1, $2, $3, $4, $5, $6, $7)"
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A group's rows as JSON arrays, each chained record with its content hash."""
+    """A group's rows, table by table, and each chained record's content hash."""
 
-    decisions: str
-    verdicts: str
-    candidates: str
-    llm_calls: str
-    deliveries: str
+    args: tuple[list[Row] | list[str], ...]  # guardbot_append's, in order
     jobs: int
 
 
@@ -184,52 +184,29 @@ def prepare(jobs: Sequence[Job]) -> Prepared | None:
     if not all(isinstance(j, EncodedDecision | Delivery) for j in jobs):
         return None
     decisions = [j for j in jobs if isinstance(j, EncodedDecision)]
-    try:
-        group = Prepared(
-            decisions=_JSON([{**d.row, CONTENT: d.content_sha256} for d in decisions]),
-            verdicts=_JSON([v for d in decisions for v in d.verdicts]),
-            candidates=_JSON([c for d in decisions for c in d.candidates]),
-            llm_calls=_JSON([c for d in decisions for c in d.llm_calls]),
-            deliveries=_JSON(
-                [
-                    {**j.row, CONTENT: row_sha256(DELIVERY_COLUMNS, j.row)}
-                    for j in jobs
-                    if isinstance(j, Delivery)
-                ]
-            ),  # fmt: skip
-            jobs=len(jobs),
-        )
-    except ValueError:  # a float JSON cannot hold
-        return None
-    # A cheap look at the text first; only a group that may hold -0.0 has its rows walked.
-    texts = (group.decisions, group.verdicts, group.candidates, group.llm_calls, group.deliveries)
-    if any("-0.0" in t for t in texts) and _negative_zero(decisions, jobs):
-        return None
-    return group
-
-
-def _negative_zero(decisions: Sequence[EncodedDecision], jobs: Sequence[Job]) -> bool:
-    """Whether any row of the group holds -0.0 (``jsonb`` would store it as 0)."""
-    rows = [r for d in decisions for r in (d.row, *d.verdicts, *d.candidates, *d.llm_calls)]
-    rows += [j.row for j in jobs if isinstance(j, Delivery)]
-    return any(
-        v.__class__ is float and v == 0.0 and math.copysign(1.0, v) < 0.0
-        for row in rows
-        for v in row.values()
+    deliveries = [j.row for j in jobs if isinstance(j, Delivery)]
+    args: tuple[list[Any], ...] = (
+        [d.row for d in decisions],
+        [d.content_sha256 for d in decisions],
+        [v for d in decisions for v in d.verdicts],
+        [c for d in decisions for c in d.candidates],
+        [c for d in decisions for c in d.llm_calls],
+        deliveries,
+        [row_sha256(DELIVERY_COLUMNS, row) for row in deliveries],
     )
+    return Prepared(args=args, jobs=len(jobs))
 
 
 async def commit(db: SqlConnection, group: Prepared) -> list[None]:
     """Append the group to the chain: one statement, its own transaction; a result per job.
 
     All or nothing: on any error the database rolls the statement back, and
-    the error is raised as the :mod:`sqlite3` class the writer sorts errors by.
+    the error is raised as the :mod:`sqlite3` class the writer sorts errors by
+    (a value of the wrong type, refused before anything is sent, is a
+    constraint error, as it is on the shared way).
     """
     try:
-        found = await db.conn.fetchrow(
-            APPEND_SQL, group.decisions, group.verdicts, group.candidates, group.llm_calls,
-            group.deliveries,
-        )  # fmt: skip
+        found = await db.conn.fetchrow(APPEND_SQL, *group.args)
     except DRIVER_ERRORS as exc:
         raise as_sqlite_error(exc) from exc
     assert found is not None  # a function with OUT parameters returns one row

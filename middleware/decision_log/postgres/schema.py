@@ -10,8 +10,9 @@ either hashes the same: ``INTEGER`` -> ``integer`` (``bigint`` for ``seq``),
 
 Migrations run under the chain's advisory lock, so instances starting at the
 same time apply each one exactly once. A PostgreSQL-only addition is a
-migration with a ``pg`` name: ``m006_pg_chain_append``, the function the
-writer appends a group with (:mod:`.append`).
+migration with a ``pg`` name: ``m006_pg_chain_append`` and
+``m007_pg_chain_append_rows``, the function the writer appends a group with
+(:mod:`.append`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import asyncpg
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
 from middleware.decision_log.migrations import MIGRATIONS, pending_in
-from middleware.decision_log.postgres.append import FUNCTIONS_SQL as APPEND_FUNCTIONS_SQL
+from middleware.decision_log.postgres.append import (
+    APPEND_FUNCTION_SQL,
+    DEFERRABLE_SQL,
+    LINKS_SQL,
+)
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
 
@@ -352,7 +357,11 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     ("m003_chain_v2", M003_SQL),
     ("m004_stream_events", M004_SQL),
     ("m005_event_claims", M005_SQL),
-    ("m006_pg_chain_append", APPEND_FUNCTIONS_SQL),  # PostgreSQL only (see .append)
+    # PostgreSQL only (see .append). m006 also made a guardbot_append(jsonb, ...), left
+    # in databases that have it (an instance not yet upgraded still appends with it);
+    # m007's takes rows and replaces it for this version.
+    ("m006_pg_chain_append", LINKS_SQL + DEFERRABLE_SQL),
+    ("m007_pg_chain_append_rows", APPEND_FUNCTION_SQL),
 ]
 
 

@@ -3,7 +3,8 @@
 The same jobs are committed into two fresh databases, once through
 :func:`append.commit` and once through the shared :func:`writes.commit`:
 every row of every table, hashes and head included, must be the same, and
-both must verify. Groups it cannot carry go the shared way.
+both must verify. Groups holding anything but decisions and deliveries go
+the shared way.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ async def dump(url: str) -> dict[str, list[asyncpg.Record]]:
         await conn.close()
 
 
-async def both_ways(server: PostgresServer, group: list[Job]) -> dict[str, list[asyncpg.Record]]:
+async def both_ways(
+    server: PostgresServer, group: list[Job], *, verify: bool = True
+) -> dict[str, list[asyncpg.Record]]:
     """Commit ``group`` through the one statement and the shared write into two fresh
-    databases; assert every table is the same and both verify; the rows."""
+    databases; assert every table is the same and (unless not ``verify``) both verify;
+    the rows."""
     fast_url, slow_url = await new_database(server), await new_database(server)
     prepared = append.prepare(group)
     assert prepared is not None
@@ -71,8 +75,9 @@ async def both_ways(server: PostgresServer, group: list[Job]) -> dict[str, list[
         await slow.close()
     assert fast.lock_stats.waits == 1 and fast.lock_stats.held_s > 0
     fast_rows, slow_rows = await dump(fast_url), await dump(slow_url)
-    assert fast_rows == slow_rows
-    for url in (fast_url, slow_url):
+    # repr: exact floats, so -0.0 is not 0.0, and NaN is NaN (NaN == NaN is false)
+    assert repr(fast_rows) == repr(slow_rows)
+    for url in (fast_url, slow_url) if verify else ():
         assert await verified(url) == len(group)
     return fast_rows
 
@@ -136,10 +141,9 @@ async def test_odd_values_store_the_same_both_ways(pg_server: PostgresServer, jo
     assert rows["verdicts"][0]["score"] == job.verdicts[0]["score"]
 
 
-async def test_negative_zero_goes_the_shared_way_and_verifies(pg_url: str) -> None:
-    """jsonb would store -0.0 as 0: encoding makes it 0.0 before hashing (as SQLite needs),
-    and a row holding -0.0 made another way goes the shared way, where a bound parameter
-    keeps it. (A moderation score rounded to 4 places is -0.0 for a tiny negative.)"""
+async def test_negative_zero_is_stored_as_zero_and_verifies(pg_url: str) -> None:
+    """Encoding makes -0.0 0.0 before hashing (as SQLite needs); the log stores 0.0 and
+    verifies. (A moderation score rounded to 4 places is -0.0 for a tiny negative.)"""
     zero = make_decision("rounded")
     judge = zero.verdicts[0].model_copy(update={"score": round(-1e-9, 4)})
     log = await PostgresLog.open_url(PgTarget(pg_url))
@@ -154,12 +158,23 @@ async def test_negative_zero_goes_the_shared_way_and_verifies(pg_url: str) -> No
     finally:
         await conn.close()
     assert stored == 0.0
-    for job in (odd(score=-0.0), odd(total_ms=-0.0), odd(saved_ms=-0.0)):
-        assert append.prepare([*jobs(), job]) is not None  # encoded as 0.0: the fast way
+
+
+@pytest.mark.parametrize("value", [-0.0, math.nan, math.inf], ids=["-0.0", "NaN", "inf"])
+async def test_floats_json_could_not_carry_are_stored_as_the_shared_write_stores_them(
+    pg_server: PostgresServer, value: float
+) -> None:
+    """encode() never makes them, but a row made otherwise is bound, not turned into
+    JSON: the one statement stores what the shared write stores (the first version
+    sent JSON, where -0.0 became 0 and NaN could not go at all)."""
     made_otherwise = odd()
     assert isinstance(made_otherwise, EncodedDecision)
-    made_otherwise.row["total_ms"] = -0.0
-    assert append.prepare([*jobs(), made_otherwise]) is None
+    made_otherwise.row["total_ms"] = value
+    made_otherwise.verdicts[0]["score"] = value
+    rows = await both_ways(pg_server, [*jobs(), made_otherwise], verify=False)
+    stored = rows["decisions"][-1]["total_ms"]
+    assert math.copysign(1.0, stored) == math.copysign(1.0, value)
+    assert stored == value or (math.isnan(stored) and math.isnan(value))
 
 
 def test_groups_it_cannot_carry_go_the_shared_way() -> None:
@@ -168,9 +183,50 @@ def test_groups_it_cannot_carry_go_the_shared_way() -> None:
                           "command": "show", "scope": None, "key": None, "old_json": None,
                           "new_json": None, "allowed": 1, "error": None})  # fmt: skip
     assert append.prepare([*jobs(), admin]) is None  # an admin action: the shared write
-    odd = encode(make_decision("not a number"), TextPolicy())
-    odd.row["total_ms"] = math.nan  # encode() stores 0.0 instead; a row made another way
-    assert append.prepare([odd]) is None  # JSON has no NaN; the shared write binds it
+    assert append.prepare(jobs()) is not None
+
+
+async def test_a_value_of_the_wrong_type_fails_the_group_as_a_constraint(pg_url: str) -> None:
+    """Refused by the driver before anything is sent, as on the shared way: the writer
+    then retries each job alone, so only the bad one fails."""
+    bad = encode(make_decision("typed"), TextPolicy())
+    bad.row["tokens_in"] = "many"
+    conn = SqlConnection(await asyncpg.connect(pg_url))
+    try:
+        prepared = append.prepare([*jobs(), bad])
+        assert prepared is not None
+        with pytest.raises(sqlite3.IntegrityError):
+            await append.commit(conn, prepared)
+        prepared = append.prepare(jobs())
+        assert prepared is not None
+        await append.commit(conn, prepared)  # the connection is still good
+    finally:
+        await conn.close()
+    assert (await dump(pg_url))["chain_head"][0]["seq"] == 5
+
+
+async def test_a_group_of_deliveries_only_and_a_decision_alone(pg_server: PostgresServer) -> None:
+    """The parts a group lacks cost no statement; the head still moves as on the shared way."""
+    decision = encode(make_decision("alone", reply="r"), TextPolicy())
+    delivery = Delivery({"decision_id": decision.row["id"], "created_utc": decision.row[
+        "created_utc"], "status": "sent", "error": None})  # fmt: skip
+    rows = await both_ways(pg_server, [decision])
+    assert rows["chain_head"][0]["seq"] == 1 and not rows["deliveries"]
+    fast_url, slow_url = await new_database(pg_server), await new_database(pg_server)
+    for url, way in ((fast_url, "fast"), (slow_url, "slow")):
+        conn = SqlConnection(await asyncpg.connect(url))
+        try:
+            for group in ([decision], [delivery]):
+                if way == "fast":
+                    prepared = append.prepare(group)
+                    assert prepared is not None
+                    await append.commit(conn, prepared)
+                else:
+                    await commit(shared(conn), group)
+        finally:
+            await conn.close()
+    assert repr(await dump(fast_url)) == repr(await dump(slow_url))
+    assert await verified(fast_url) == 2
 
 
 async def test_a_bad_group_writes_nothing_and_foreign_keys_still_hold(pg_url: str) -> None:
