@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -210,6 +211,38 @@ class Config(Section):
         """Short hash of the effective policy, stored with every decision."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# The secrets a deployment hands the bot, by the platforms' usual names; the config
+# adds every variable it names in a ``*_env`` field ([llm] api_key_env, a guard's
+# api_key_env, [discord] token_env).
+SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DISCORD_TOKEN",
+)
+
+
+def secret_env_names(config: Config | None = None) -> list[str]:
+    """The environment variables whose values are secrets, for masking by value."""
+    names = dict.fromkeys(SECRET_ENV)
+    if config is not None:
+        names.update(dict.fromkeys(_env_fields(config.model_dump())))
+    return list(names)
+
+
+def _env_fields(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str) and key.endswith("_env"):
+                yield value
+            else:
+                yield from _env_fields(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _env_fields(item)
 
 
 class ConfigError(Exception):
