@@ -262,6 +262,30 @@ async def test_a_dropped_connection_on_send_is_recorded_and_the_reply_sent_once(
         assert stored.delivery.error == delivered.error
 
 
+@pytest.mark.parametrize("failure", [DROP, LOST], ids=["dropped", "answer-lost"])
+async def test_a_reply_not_streamed_whose_send_fails_is_sent_again_under_its_nonce(
+    tmp_path: Path, failure: int
+) -> None:
+    """Not streamed, the reply is shown whole once it is on record, and the delivery's
+    final round makes sure it reads so: a send that failed is tried again under the same
+    nonce, and whether or not Discord had applied the first try, the channel gets the
+    reply once."""
+    async with discord_rig(tmp_path, config={"pipeline": {"stream": False}}) as rig:
+        fake = rig.fake
+        fake.send_failures.append(failure)
+        posted = await fake.post("hello", mention_bot=True)
+        [delivered] = await rig.delivered(1)
+        sends = [c for c in fake.calls if c.path.endswith("/messages") and c.method != "GET"]
+        nonce = reply_nonce(int(posted["id"]), 0)
+        assert [c.body["nonce"] for c in sends] == [nonce, nonce]  # the one retry, same nonce
+        [reply] = fake.sent_to(fake.channel_id)
+        assert reply["content"] == "you said: hello"
+        assert delivered.sent
+        assert delivered.error is not None and "ServerDisconnected" in delivered.error
+        stored = await rig.bot.log.get(delivered.decision.id)
+        assert stored is not None and stored.delivery.status == "sent"
+
+
 async def test_a_send_created_but_its_answer_lost_is_not_posted_twice(tmp_path: Path) -> None:
     """Discord created the message, the connection dropped before its answer: the
     retry carries the same nonce, so Discord answers with that message."""
