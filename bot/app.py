@@ -101,12 +101,16 @@ class GuardBot:
         so the first user message does not pay for it. What start built (imports,
         config, the guards' tables: 100,000+ objects) lives as long as the process, and
         every full collection walked it (50-130 ms each, 8% of a message's CPU under
-        load), so it is frozen once, out of the cyclic collector's sight."""
+        load), so it is frozen once, out of the cyclic collector's sight. And the
+        youngest generation is collected after 10,000 net allocations instead of 700:
+        the objects of the messages in flight (thousands, none of them garbage) were
+        walked every few messages, another 4% of the CPU."""
         config, fingerprint = self.settings.effective("", "")
         self.policies.policy(config, fingerprint)
         if not gc.get_freeze_count():
             gc.collect()  # start's own garbage is freed, not frozen for good
             gc.freeze()
+            gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
     async def close(self) -> None:
         await self.models.close()

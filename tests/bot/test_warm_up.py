@@ -1,4 +1,4 @@
-"""GuardBot.warm_up: the guards are built at start and the start's heap is frozen once.
+"""GuardBot.warm_up: guards built at start, the start's heap frozen once, young GC tuned.
 
 Run in a fresh interpreter: freezing is per process, and the test process may have
 frozen its heap already through another test's bot.
@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent(
             guards = bot.policy_for(bot_request())[1].guards
             # The guards built at start are out of the collector's sight ...
             assert guards and not any(id(g.guard) in tracked for g in guards), "not frozen"
+            assert gc.get_threshold()[0] == 10_000  # in-flight messages are not walked often
             collections = []
             gc.callbacks.append(lambda phase, info: collections.append(phase))
             bot.warm_up()  # ... and a second warm-up neither collects nor freezes again
