@@ -60,12 +60,12 @@ NO_END = 2**62
 Content = Callable[[Mapping[str, Any]], str]  # a stored row's content hash, as chained
 
 
-def _hashed(columns: Sequence[str]) -> Content:
+def _hashed(columns: tuple[str, ...]) -> Content:
     return lambda row: row_sha256(columns, row)
 
 
 # The chained tables besides decisions: (kind as SQL, table, columns read, id, content).
-OTHERS: tuple[tuple[str, str, Sequence[str], str, Content], ...] = (
+OTHERS: tuple[tuple[str, str, tuple[str, ...], str, Content], ...] = (
     ("'delivery'", "deliveries", DELIVERY_COLUMNS, "id", _hashed(DELIVERY_COLUMNS)),
     ("'admin action'", "admin_actions", ADMIN_HASHED, "id", _hashed(ADMIN_HASHED)),
     ("'checkpoint'", "chain_checkpoints", CHECKPOINT_COLUMNS, "id", _hashed(CHECKPOINT_COLUMNS)),

@@ -25,7 +25,7 @@ import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from middleware.decision_log.chain import GENESIS, Chainer
 from middleware.decision_log.records import (
@@ -42,17 +42,37 @@ from middleware.decision_log.records import (
     Row,
     insert_sql,
     row_sha256,
+    values_of,
 )
 from middleware.decision_log.trail import Key, SettingState, derive, parse_snapshot, snapshot_json
 
+
+class Insert(NamedTuple):
+    """An ``INSERT`` of rows (dicts by column name) bound in its own column order.
+
+    Binding ``:name`` makes sqlite3 build and look up a key per column per row,
+    a fifth of the writer's work on a decision; ``values`` takes the same
+    columns from the dict by name, so a row's encoding does not depend on it.
+    """
+
+    sql: str
+    values: Callable[[Mapping[str, Any]], Sequence[Any]]
+
+    @classmethod
+    def of(cls, table: str, columns: tuple[str, ...], names: str = "") -> Insert:
+        marks = ", ".join("?" * len(columns))
+        return cls(f"INSERT INTO {table} ({names or ', '.join(columns)}) VALUES ({marks})",
+                   values_of(columns))  # fmt: skip
+
+
 PRUNE_CHUNK = 5000
-INSERT_DECISION = insert_sql("decisions", CHAINED_COLUMNS)
-INSERT_FTS = "INSERT INTO decisions_fts (rowid, text, reply) VALUES (:seq, :text, :reply)"
+INSERT_DECISION = Insert.of("decisions", CHAINED_COLUMNS)
+INSERT_FTS = Insert.of("decisions_fts", ("seq", "text", "reply"), "rowid, text, reply")
 INSERT_CHILDREN = (
-    (insert_sql("verdicts", VERDICT_COLUMNS), 1),
-    (insert_sql("candidates", CANDIDATE_COLUMNS), 2),
-    (insert_sql("llm_calls", LLM_CALL_COLUMNS), 3),
-)  # (statement, index in EncodedDecision)
+    Insert.of("verdicts", VERDICT_COLUMNS),
+    Insert.of("candidates", CANDIDATE_COLUMNS),
+    Insert.of("llm_calls", LLM_CALL_COLUMNS),
+)  # in the order of EncodedDecision.parts
 INSERT_DELIVERY = insert_sql("deliveries", (*DELIVERY_COLUMNS, *LINK_COLUMNS))
 INSERT_ADMIN = insert_sql("admin_actions", (*ADMIN_HASHED, *LINK_COLUMNS))
 INSERT_CHECKPOINT = insert_sql("chain_checkpoints", (*CHECKPOINT_COLUMNS, *LINK_COLUMNS))
@@ -158,16 +178,17 @@ async def head(db: Tx) -> Chainer:
 
 
 async def _insert_decisions(db: Tx, decisions: list[EncodedDecision], chain: Chainer) -> None:
-    chained = []
-    for d in decisions:
-        seq, prev, sha = chain.append("decision", d.content_sha256)
-        chained.append({**d.row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-    await db.executemany(INSERT_DECISION, chained)
-    await db.executemany(INSERT_FTS, chained)
-    for sql, at in INSERT_CHILDREN:
-        children = [child for d in decisions for child in d[at]]
+    chained = [d.row for d in decisions]
+    for d in decisions:  # the row is this job's own: linked in place, not copied (a retry relinks)
+        d.row["seq"], d.row["prev_sha256"], d.row["sha256"] = chain.append(
+            "decision", d.content_sha256
+        )
+    for insert in (INSERT_DECISION, INSERT_FTS):
+        await db.executemany(insert.sql, map(insert.values, chained))
+    for at, insert in enumerate(INSERT_CHILDREN):
+        children = [insert.values(child) for d in decisions for child in d.parts[at]]
         if children:
-            await db.executemany(sql, children)
+            await db.executemany(insert.sql, children)
 
 
 # -- operations, each inside the group's transaction ----------------------------------

@@ -226,9 +226,9 @@ async def test_an_insertion_with_a_valid_hash_is_named_as_inserted(tmp_path: Pat
         drop_guards(db)
         chained = {**enc.row, "seq": 2, "prev_sha256": prev}
         sha = link_v2("decision", 2, prev, enc.content_sha256)
-        db.execute(INSERT_DECISION, {**chained, "sha256": sha})
-        for sql, at in INSERT_CHILDREN:
-            db.executemany(sql, enc[at])
+        db.execute(INSERT_DECISION.sql, INSERT_DECISION.values({**chained, "sha256": sha}))
+        for insert, rows in zip(INSERT_CHILDREN, enc.parts, strict=True):
+            db.executemany(insert.sql, map(insert.values, rows))
     report = await verify(path)
     assert report.problem == "inserted" and report.bad_id == forged.id and report.bad_seq == 2
     assert ids[1] in report.message
@@ -387,14 +387,46 @@ def test_the_chain_format_is_unchanged() -> None:
     assert enc.content_sha256 == (
         "0c7af5ba4003b2bb193c02dd085c8e98811727f04785c1c8bc1bdb48f32222db"
     )
-    sha = lambda value: hashlib.sha256(  # noqa: E731
-        json.dumps(value, separators=(",", ":")).encode()
-    ).hexdigest()
+
+    def sha(value: object) -> str:
+        return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
+
     rows = json.loads(enc.row[ROWS_COLUMN])
     assert rows[0] == [[v["position"], sha(list(v.values()))] for v in enc.verdicts]
     assert [k for k, _ in rows[1]] == [c["candidate_index"] for c in enc.candidates]
     values = [v for k, v in enc.row.items() if k not in ("text", "reply", ROWS_COLUMN)]
     assert enc.content_sha256 == sha([values, enc.row[ROWS_COLUMN]])
+
+
+def test_the_other_records_hash_as_before() -> None:
+    """Deliveries, admin actions, checkpoints and stream events: their content hashes of
+    fixed rows, as the version before values were read by column getters computed them."""
+    from middleware.decision_log import streams
+    from middleware.decision_log.records import (
+        ADMIN_HASHED,
+        CHECKPOINT_COLUMNS,
+        DELIVERY_COLUMNS,
+        row_sha256,
+    )
+
+    delivery = {"decision_id": "x", "created_utc": "t", "status": "sent", "error": None}
+    admin: dict[str, Any] = {c: f"v{c}" for c in ADMIN_HASHED}
+    admin.update(allowed=1, changes_setting=0)
+    golden = {
+        "2a21a9ee9416ecfe4ac1269a98b62c5742a1af7a0f0fcae1aabf5771049b6025": row_sha256(
+            DELIVERY_COLUMNS, delivery
+        ),
+        "4cbd9a27957bf5d5f65efd935f05e75f910e7b35ea57ee0b2cc1b1e951eb45f7": row_sha256(
+            ADMIN_HASHED, admin
+        ),
+        "5fee6fcae4829ac3f043499f5fa38f812e731a0402d9143757cd055418f41855": row_sha256(
+            CHECKPOINT_COLUMNS, dict.fromkeys(CHECKPOINT_COLUMNS, 1.5)
+        ),
+        "2ef4c0b2d5afce9bd3b387f7ca5501dbf3543ad9e4c1d1750f809ac034ba2f05": (
+            streams.content_sha256(dict.fromkeys(streams.HASHED, "s"))
+        ),
+    }
+    assert list(golden) == list(golden.values())
 
 
 async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -> None:
@@ -418,10 +450,10 @@ async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -
             enc = encode(make_decision(f"old {seq}"), TextPolicy())
             row, content = _legacy(enc)
             sha = link(prev, content)
-            insert = insert_sql("decisions", [*row, "seq", "prev_sha256", "sha256"])
-            db.execute(insert, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-            for sql, at in INSERT_CHILDREN:
-                db.executemany(sql, enc[at])
+            legacy = insert_sql("decisions", [*row, "seq", "prev_sha256", "sha256"])
+            db.execute(legacy, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            for insert, rows in zip(INSERT_CHILDREN, enc.parts, strict=True):
+                db.executemany(insert.sql, map(insert.values, rows))
             prev = sha
             ids.append(enc.row["id"])
         db.execute(

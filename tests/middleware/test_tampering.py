@@ -245,9 +245,10 @@ def test_a_decision_inserted_after_the_head_with_a_valid_link_is_named(
     with raw_db(path) as db:
         (head,) = db.execute("SELECT sha256 FROM chain_head").fetchone()
         row = {**forged.row, "seq": 15, "prev_sha256": head}
-        db.execute(INSERT_DECISION, {**row, "sha256": link_v2("decision", 15, head, forged[4])})
-        for sql, at in INSERT_CHILDREN:
-            db.executemany(sql, forged[at])
+        linked = {**row, "sha256": link_v2("decision", 15, head, forged[4])}
+        db.execute(INSERT_DECISION.sql, INSERT_DECISION.values(linked))
+        for insert, rows in zip(INSERT_CHILDREN, forged.parts, strict=True):
+            db.executemany(insert.sql, map(insert.values, rows))
     code, report = verify(path, capsys)
     assert code == 1 and report["problem"] == "inserted"
     assert (report["bad_kind"], report["bad_id"]) == ("decision", forged.row["id"])
