@@ -118,7 +118,7 @@ class AioHttpClient(httpx2.AsyncClient):
             reply = await session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                headers=_wire_headers(request.headers),
                 data=request.content or None,  # read: a ByteStream
                 allow_redirects=follow_redirects,
                 compress=False,
@@ -143,8 +143,8 @@ class AioHttpClient(httpx2.AsyncClient):
                 reply.close()  # cancelled or broken mid-body: hang up, never reuse it
                 raise
             reply.release()
-        # As a stream that read() takes in: ``content=`` would also add a Content-Length
-        # header by a case-insensitive search of the rest, which nothing here reads.
+        # As a stream, read below: ``content=`` would also add a Content-Length header
+        # by a case-insensitive search of the rest, which nothing here reads.
         response = httpx2.Response(
             reply.status,
             headers=reply.raw_headers,
@@ -152,7 +152,10 @@ class AioHttpClient(httpx2.AsyncClient):
             request=request,
             extensions=HTTP_1_1,
         )
-        response.read()  # decodes a Content-Encoding, as for any httpx response
+        if "Content-Encoding" in reply.headers:
+            response.read()  # decoded as httpx decodes it
+        else:
+            _as_read(response, body)
         response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
 
@@ -177,6 +180,46 @@ def _as_dict(timeout: Any) -> dict[str, float | None]:
     if not isinstance(timeout, httpx2.Timeout):
         timeout = httpx2.Timeout(timeout)
     return _timeouts(timeout.connect, timeout.read, timeout.write, timeout.pool)
+
+
+def _as_read(response: httpx2.Response, body: bytes) -> None:
+    """``response`` as ``read()`` leaves it, for a body that needs no decoding.
+
+    ``read()`` runs the body through httpx's decoder and chunker generators (in
+    two context managers) to join it back together: a fifth of a call's httpx
+    CPU. Private: ``_content`` is where httpx keeps a read body (``.content``,
+    ``.text``, ``.json()`` read it); test_llm_transport.py reads a reply back
+    through them, so a change there fails loudly.
+    """
+    response._content = body
+    response.is_stream_consumed = True
+    response.is_closed = True
+
+
+class _KeptHeaders(httpx2.Headers):
+    """Headers that keep their ``str`` pairs for aiohttp until anything changes them.
+
+    ``multi_items`` decodes every name and value of a request again to hand
+    them to aiohttp; :class:`LeanOpenAI` built these pairs once per kind.
+    Any change (the `openai` client's auth or provider hooks may set one) drops
+    them, and the headers are read afresh.
+    """
+
+    wire: list[tuple[str, str]] | None = None
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.wire = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.wire = None
+        super().__delitem__(key)
+
+
+def _wire_headers(headers: httpx2.Headers) -> list[tuple[str, str]]:
+    if isinstance(headers, _KeptHeaders) and headers.wire is not None:
+        return headers.wire
+    return headers.multi_items()
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -217,7 +260,7 @@ def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
         raise httpx2.NetworkError(str(exc), request=request) from exc
 
 
-_Built = tuple[httpx2.URL, httpx2.Headers, dict[str, Any]]
+_Built = tuple[httpx2.URL, httpx2.Headers, list[tuple[str, str]], dict[str, Any]]
 
 
 class LeanOpenAI(AsyncOpenAI):
@@ -285,11 +328,14 @@ class LeanOpenAI(AsyncOpenAI):
         built = self._built.get(kind)
         if built is None:
             built = self._first(kind, options, retries_taken)
-        url, headers, extensions = built
-        request = httpx2.Request(
-            "POST", url, headers=headers, stream=httpx2.ByteStream(body), extensions=extensions
-        )
-        request.headers["Content-Length"] = str(len(body))  # last, where the package puts it
+        url, headers, wire, extensions = built
+        request = httpx2.Request("POST", url, stream=httpx2.ByteStream(body), extensions=extensions)
+        # The encoding found once for these headers: httpx would look for it again per request.
+        kept = _KeptHeaders(headers, encoding=headers.encoding)
+        length = str(len(body))
+        kept["Content-Length"] = length  # last, where the package puts it
+        kept.wire = [*wire, ("content-length", length)]  # as multi_items() names it
+        request.headers = kept
         request.read()  # the body as request.content, as a built request has it
         return request
 
@@ -301,5 +347,6 @@ class LeanOpenAI(AsyncOpenAI):
         del headers["Content-Length"]  # the body's, set per call
         if len(self._built) >= self._MAX_KINDS:
             self._built.clear()
-        built = self._built[kind] = (model.url, headers, model.extensions)
+        built = (model.url, headers, headers.multi_items(), model.extensions)
+        self._built[kind] = built
         return built

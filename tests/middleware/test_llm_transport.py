@@ -23,7 +23,7 @@ from bot.config.schema import LLMConfig
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, Transport, build_client
-from middleware.llm.transport import AioHttpClient, LeanOpenAI
+from middleware.llm.transport import AioHttpClient, LeanOpenAI, _wire_headers
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
@@ -137,10 +137,38 @@ async def test_the_lean_client_builds_what_the_package_builds() -> None:
                 lean = client._build_request(options, retries_taken=retries)
                 package = openai.AsyncOpenAI._build_request(client, options, retries_taken=retries)
                 assert _as_built(lean) == _as_built(package)
+                assert _wire_headers(lean.headers) == package.headers.multi_items()
         assert len(client._built) == 3 * 2 * 2  # retry counts x timeouts x securities
+        changed = client._build_request(plain[0])  # as an auth hook might change it
+        changed.headers["Authorization"] = "Bearer other"
+        del changed.headers["X-Stainless-Lang"]
+        assert _wire_headers(changed.headers) == changed.headers.multi_items()
+        assert ("authorization", "Bearer other") in _wire_headers(changed.headers)
         assert "AsyncOpenAI/Python" in client.user_agent  # what servers always saw
     finally:
         await client.close()
+
+
+async def test_a_plain_reply_reads_as_httpx_reads_it(stub_llm: StubOpenAI) -> None:
+    """The transport hands over a read reply without httpx's read(): it must look read."""
+    stub_llm.script = lambda _r: Reply(text="caf\u00e9 ok")
+    client = AioHttpClient()
+    try:
+        request = client.build_request(
+            "POST", f"{stub_llm.base_url}/chat/completions", content=b'{"model":"m"}'
+        )
+        response = await client.send(request)
+    finally:
+        await client.aclose()
+    body = response.content
+    read = httpx2.Response(200, headers=response.headers, content=body)
+    assert response.is_closed and response.is_stream_consumed
+    assert (await response.aread(), response.text, response.json()) == (
+        read.read(),
+        read.text,
+        read.json(),
+    )
+    assert response.json()["choices"][0]["message"]["content"] == "caf\u00e9 ok"
 
 
 async def test_a_retry_says_so_in_its_headers(stub_llm: StubOpenAI) -> None:
