@@ -23,11 +23,7 @@ import asyncpg
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
 from middleware.decision_log.migrations import MIGRATIONS, pending_in
-from middleware.decision_log.postgres.append import (
-    APPEND_FUNCTION_SQL,
-    DEFERRABLE_SQL,
-    LINKS_SQL,
-)
+from middleware.decision_log.postgres.append import APPEND_FUNCTION_SQL, DEFERRABLE_SQL, LINKS_SQL
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
 
@@ -357,9 +353,8 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     ("m003_chain_v2", M003_SQL),
     ("m004_stream_events", M004_SQL),
     ("m005_event_claims", M005_SQL),
-    # PostgreSQL only (see .append). m006 also made a guardbot_append(jsonb, ...), left
-    # in databases that have it (an instance not yet upgraded still appends with it);
-    # m007's takes rows and replaces it for this version.
+    # PostgreSQL only (see .append). m006's first guardbot_append(jsonb, ...) is left where
+    # it was made (an instance not yet upgraded still appends with it).
     ("m006_pg_chain_append", LINKS_SQL + DEFERRABLE_SQL),
     ("m007_pg_chain_append_rows", APPEND_FUNCTION_SQL),
 ]
