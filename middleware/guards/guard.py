@@ -55,10 +55,26 @@ def verdict(
     redacted_text: str | None = None,
 ) -> Verdict:
     """Shorthand for guards: build the verdict for ``context`` from a judgement."""
+    outcome = Outcome.BLOCK if unsafe else Outcome.ALLOW
+    if not category and raw is None and redacted_text is None:
+        # The usual verdict (nothing found) is built from the fields it sets: validation
+        # costs per argument given, ~1 us of a message's eight verdicts' ~20 us.
+        if context.candidate_index is None:
+            return Verdict(
+                guard=guard, stage=context.stage, outcome=outcome, score=score, reason=reason
+            )
+        return Verdict(
+            guard=guard,
+            stage=context.stage,
+            outcome=outcome,
+            score=score,
+            reason=reason,
+            candidate_index=context.candidate_index,
+        )
     return Verdict(
         guard=guard,
         stage=context.stage,
-        outcome=Outcome.BLOCK if unsafe else Outcome.ALLOW,
+        outcome=outcome,
         category=category,
         score=score,
         reason=reason,

@@ -71,12 +71,13 @@ def apply_policy(cfg: GuardConfigBase, result: Verdict, latency_ms: float) -> Ve
     # verdict was a measurable share of the per-message CPU cost. (Verdict does not
     # validate on assignment; these values are valid by construction.) A pydantic
     # assignment costs a fifth of a microsecond, so fields that already hold their
-    # value (guards name their verdicts; most outcomes stand) are left alone; both are
-    # required fields, so they count as set either way.
+    # value (guards name their verdicts; most outcomes stand; most verdicts do not block)
+    # are left alone.
     if result.guard != cfg.name:
         result.guard = cfg.name
     if result.outcome is not outcome:
         result.outcome = outcome
-    result.blocking = blocking
+    if result.blocking is not blocking:
+        result.blocking = blocking
     result.latency_ms = round(latency_ms, 3)
     return result
