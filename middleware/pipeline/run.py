@@ -110,14 +110,16 @@ class Pipeline:
         output_guards = policy.guards_for(Stage.OUTPUT, request.channel_id)
         runs = [Run(Candidate(index=i)) for i in range(max(1, policy.best_of))]
         gate = asyncio.Event()  # set once every input guard has passed
+        sent = asyncio.Event()  # the input guards' requests are out
         async with _one_error(), asyncio.TaskGroup() as tg:
-            read = tg.create_task(_with_history(request, history)) if history is not None else None
+            read = _read(tg, request, history, sent)
             tasks = [
                 tg.create_task(self._candidate(run, read, request, policy, output_guards, gate))
                 for run in runs
             ]
             await asyncio.sleep(0)  # let the generation requests start before CPU-bound guards
-            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
+            ctx = GuardContext(Stage.INPUT, request)
+            screened = await screen(input_guards, request.text, ctx, sent=sent.set)
             input_verdicts, blocked = screened.verdicts, screened.blocked
             input_done = time.perf_counter()
             if blocked:
@@ -217,8 +219,9 @@ class Pipeline:
             started=started,
         )
         gate = asyncio.Event()
+        sent = asyncio.Event()
         async with _one_error(), asyncio.TaskGroup() as tg:
-            read = tg.create_task(_with_history(request, history)) if history is not None else None
+            read = _read(tg, request, history, sent)
 
             async def generate() -> None:  # once the history is read, as a candidate does
                 messages = await _messages(policy, read, request)
@@ -226,7 +229,8 @@ class Pipeline:
 
             task = tg.create_task(generate())
             await asyncio.sleep(0)  # let the generation request start before CPU-bound guards
-            screened = await screen(input_guards, request.text, GuardContext(Stage.INPUT, request))
+            ctx = GuardContext(Stage.INPUT, request)
+            screened = await screen(input_guards, request.text, ctx, sent=sent.set)
             input_done = time.perf_counter()
             if screened.blocked:
                 task.cancel()  # nothing was shown: the gate never opened
@@ -318,8 +322,17 @@ class Pipeline:
         )
 
 
-async def _with_history(request: ChatRequest, history: History | None) -> ChatRequest:
-    turns = tuple(await history()) if history is not None else ()
+def _read(
+    tg: asyncio.TaskGroup, request: ChatRequest, history: History | None, sent: asyncio.Event
+) -> asyncio.Task[ChatRequest] | None:
+    """The history read, once the input guards' requests are out: a blocked message
+    waits on those alone, and the read's thread would compete with them for the GIL."""
+    return tg.create_task(_with_history(request, history, sent)) if history is not None else None
+
+
+async def _with_history(request: ChatRequest, history: History, sent: asyncio.Event) -> ChatRequest:
+    await sent.wait()
+    turns = tuple(await history())
     return request.model_copy(update={"history": turns}) if turns else request
 
 

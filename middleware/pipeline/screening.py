@@ -18,7 +18,7 @@ guard thinks) every guard runs to the end and verdicts come in config order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from middleware.guards.guard import GuardContext
@@ -43,26 +43,42 @@ class Screening:
 
 
 async def screen(
-    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, *, every_guard: bool = False
+    guards: Sequence[ConfiguredGuard],
+    text: str,
+    ctx: GuardContext,
+    *,
+    every_guard: bool = False,
+    sent: Callable[[], object] | None = None,
 ) -> Screening:
-    """Run ``guards`` on ``text``; then, unless blocked, chain their redactions."""
+    """Run ``guards`` on ``text``; then, unless blocked, chain their redactions.
+
+    ``sent`` is called once the remote guards have sent their requests (at once
+    when there are none): the pipeline starts what can wait that long then, so
+    nothing (a thread woken for a history read, say) competes with a guard's
+    request, which is what a blocked message waits on.
+    """
     if every_guard:
         verdicts = await _run_every(guards, text, ctx)
         blocked = any(v.blocking for v in verdicts)
     else:
-        verdicts, blocked = await _run_until_blocked(guards, text, ctx)
+        verdicts, blocked = await _run_until_blocked(guards, text, ctx, sent or _nothing)
     if not blocked:
         text, blocked = await _redact(verdicts, guards, text, ctx)
     return Screening(verdicts, blocked, text)
 
 
+def _nothing() -> None:
+    return None
+
+
 async def _run_until_blocked(
-    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext
+    guards: Sequence[ConfiguredGuard], text: str, ctx: GuardContext, sent: Callable[[], object]
 ) -> tuple[list[Verdict], bool]:
     verdicts: list[Verdict] = []
     remote = [g for g in guards if not g.guard.local]
     local = [g for g in guards if g.guard.local]
     if not remote:
+        sent()
         unrun = await _run_inline(local, text, ctx, verdicts, stop_at_block=True)
         return _with_skipped(verdicts, unrun, ctx), bool(unrun) or _blocked(verdicts)
     blocked = False
@@ -71,6 +87,7 @@ async def _run_until_blocked(
             tg.create_task(run_guard(g.guard, g.config, text, ctx)): g.config.name for g in remote
         }
         await asyncio.sleep(0)  # let remote guards send their requests first
+        sent()
         unrun = await _run_inline(local, text, ctx, verdicts, stop_at_block=True)
         blocked = _blocked(verdicts)
         while pending and not blocked:

@@ -286,6 +286,30 @@ async def test_api_key_and_parameters_reach_the_server(stub_llm: StubOpenAI) -> 
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_the_history_is_read_once_the_input_guards_requests_are_out(
+    stub_llm: StubOpenAI, stream: bool
+) -> None:
+    """A blocked message waits on the guard's request alone: the history read (a
+    thread hop that competes for the GIL) starts only once that request went out."""
+    order: list[str] = []
+
+    def started() -> None:
+        order.append("guard")  # in the step in which a remote guard sends its request
+
+    async def history() -> list[Turn]:
+        order.append("history")
+        return []
+
+    guard = EventGuard("g", started, unsafe=False)
+    policy = policy_for(stub_llm, ConfiguredGuard(guard_cfg("g"), guard), stream=stream)
+    view = RecordingView() if stream else None
+    settings = StreamSettings(chunk_chars=20, context_chars=40, max_hold_ms=0) if stream else None
+    decision = await Pipeline().run(request(), policy, view=view, stream=settings, history=history)
+    assert decision.action is Action.REPLIED
+    assert order == ["guard", "history"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("unsafe", [False, True])
 async def test_input_guards_run_while_the_history_is_read(
     stub_llm: StubOpenAI, unsafe: bool, stream: bool
