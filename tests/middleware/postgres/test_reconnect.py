@@ -4,7 +4,8 @@ An instance learns of another's settings change through LISTEN on a
 connection of its own. If that connection dies (an operator's
 ``pg_terminate_backend``, a server restart) the instance must listen again by
 itself, or it would keep its old settings for good. A server that cannot be
-reached at start must be reported as one line, not a traceback.
+reached at start must be reported as one line, not a traceback. The read
+pool hands a connection back as it is, with no reset round.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.config.schema import default_config_text, load_config
 from middleware.decision_log.postgres import PostgresLog
 from middleware.decision_log.postgres.store import LISTENER_NAME
 from middleware.types import ChatRequest
+from tests.support.decision_log_support import make_decision
 from tests.support.postgres_server import PostgresServer, free_port
 
 Temperatures = asyncio.Queue[float]
@@ -186,3 +188,29 @@ async def test_a_server_that_never_answers_is_one_line(tmp_path: Path) -> None:
         config = _config(tmp_path, silent.getsockname()[1])
         code, _, err = await guardbot("run", "--config", str(config))
     assert_one_line(code, err, "no answer within 5 s (is the server reachable?)")
+
+
+async def test_the_read_pool_releases_a_connection_without_a_reset(
+    pg_log: PostgresLog, pg_url: str
+) -> None:
+    """A read's connection goes back to the pool as it is: the reads change no session
+    state, and asyncpg's default reset (four statements per release) cost more than a
+    history read itself. The pool's connection is still good for the next reads."""
+    await pg_log.record(make_decision("hello"))
+    assert len(await pg_log.query(limit=5)) == 1
+    admin = await asyncpg.connect(pg_url)
+    try:
+        last = [
+            r[0]
+            for r in await admin.fetch(
+                "SELECT query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    finally:
+        await admin.close()
+    reads = [q for q in last if q.startswith("SELECT") and "guardbot_append" not in q]
+    assert reads, last  # the pool's reader, idle after its last read
+    assert not any("RESET ALL" in q or "pg_advisory_unlock_all" in q for q in last), last
+    for _ in range(3):
+        assert len(await pg_log.query(limit=5)) == 1
