@@ -28,8 +28,8 @@ from middleware.decision_log.chain import (
     version_at,
     walk,
 )
-from middleware.decision_log.decode import DECISION_SELECT, named
 from middleware.decision_log.privacy import sha256_hex
+from middleware.decision_log.queries import DECISION_SELECT, named
 from middleware.decision_log.records import (
     ADMIN_HASHED,
     CANDIDATE_COLUMNS,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TypeVar
+
+from middleware.decision_log.records import utc_text
+from middleware.types import utc_now
 
 Migration = Callable[[sqlite3.Connection], None]
 Step = TypeVar("Step")  # a SQLite migration function or a PostgreSQL script
@@ -26,17 +28,18 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
-def statements(script: str) -> list[str]:
-    """Split a script into statements; trigger bodies hold ';' so ask SQLite where they end."""
-    found, current = [], ""
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run a script statement by statement inside the migration's transaction
+    (``executescript`` would commit it); trigger bodies hold ';', so SQLite says where
+    each statement ends."""
+    current = ""
     for line in script.splitlines(keepends=True):
         current += line
         if sqlite3.complete_statement(current):
-            found.append(current.strip())
+            db.execute(current.strip())
             current = ""
     if current.strip():
         raise ValueError(f"incomplete SQL statement: {current.strip()[:60]}")
-    return found
 
 
 def pending(done: list[str]) -> list[tuple[str, Migration]]:
@@ -71,7 +74,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
                 db.execute("COMMIT")
                 continue
             fn(db)
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            now = utc_text(utc_now())
             db.execute("INSERT INTO _migrations (name, applied_utc) VALUES (?, ?)", (name, now))
             db.execute("COMMIT")
         except BaseException:
@@ -83,8 +86,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
 
 @migration
 def m001_initial(db: sqlite3.Connection) -> None:
-    for statement in statements(M001_SQL):
-        db.execute(statement)
+    run_script(db, M001_SQL)
 
 
 # Chain order is `seq` (commit order; AUTOINCREMENT never reuses a number, so
@@ -293,8 +295,7 @@ def m002_search_index_without_positions(db: sqlite3.Connection) -> None:
     only phrase queries, which `guardbot logs -q` never asks (all words must
     match, anywhere). Rebuilt from the stored texts, so no search is lost.
     """
-    for statement in statements(M002_SQL):
-        db.execute(statement)
+    run_script(db, M002_SQL)
 
 
 M002_SQL = """
@@ -322,11 +323,9 @@ def m003_chain_v2(db: sqlite3.Connection) -> None:
     """
     from middleware.decision_log import upgrade  # the v2 schema and chain code, when it runs
 
-    for statement in statements(upgrade.M003_SQL):
-        db.execute(statement)
+    run_script(db, upgrade.M003_SQL)
     upgrade.adopt(db)
-    for statement in statements(upgrade.M003_TRIGGERS):
-        db.execute(statement)
+    run_script(db, upgrade.M003_TRIGGERS)
 
 
 @migration
@@ -335,8 +334,7 @@ def m004_stream_events(db: sqlite3.Connection) -> None:
     decisions hold their rows' hashes (``records.ROWS_COLUMN``)."""
     from middleware.decision_log.streams import STREAM_SQL  # its rows' own module
 
-    for statement in statements(STREAM_SQL):
-        db.execute(statement)
+    run_script(db, STREAM_SQL)
 
 
 @migration
@@ -344,5 +342,4 @@ def m005_event_claims(db: sqlite3.Connection) -> None:
     """Platform events claimed by an instance, so each is answered once (see ``claims.py``)."""
     from middleware.decision_log.claims import CLAIMS_SQL  # its rows' own module
 
-    for statement in statements(CLAIMS_SQL):
-        db.execute(statement)
+    run_script(db, CLAIMS_SQL)

@@ -13,11 +13,11 @@ never held v1 records: its m003 starts the head at genesis.)
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS, Chainer
-from middleware.decision_log.records import ADMIN_HASHED, DELIVERY_COLUMNS, row_sha256
+from middleware.decision_log.records import ADMIN_HASHED, DELIVERY_COLUMNS, row_sha256, utc_text
+from middleware.types import utc_now
 
 # Deliveries are rebuilt without ON DELETE CASCADE: a delivery recorded late (after
 # decisions written later than its own) stays on the chain until a prune reaches its
@@ -110,7 +110,7 @@ V1_CHANGES_SETTING = (
 
 
 def adopt(db: sqlite3.Connection) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = utc_text(utc_now())
     (last_seq,) = db.execute(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'decisions'), 0), "
         "coalesce((SELECT max(seq) FROM decisions), 0), "
