@@ -115,41 +115,26 @@ async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActio
     rows = await db.execute_fetchall(
         f"SELECT {ADMIN_SELECT} FROM admin_actions ORDER BY id DESC LIMIT ?", (limit,)
     )
-    return [
-        AdminActionRow(
-            id=a["id"],
-            created_utc=parse_utc(a["created_utc"]),
-            actor=a["actor"],
-            platform=a["platform"],
-            channel_id=a["channel_id"],
-            command=a["command"],
-            scope=a["scope"],
-            key=a["key"],
-            old=from_json(a["old_json"]),
-            new=from_json(a["new_json"]),
-            allowed=bool(a["allowed"]),
-            error=a["error"],
-        )
-        for a in named(ADMIN_COLUMNS, rows)
-    ]
+    return [_admin_action(a) for a in named(ADMIN_COLUMNS, rows)]
 
 
 async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow]:
     rows = await db.execute_fetchall(
         f"SELECT {REPLAY_SELECT} FROM replay_runs ORDER BY id DESC LIMIT ?", (limit,)
     )
-    return [
-        ReplayRunRow(
-            id=r["id"],
-            created_utc=parse_utc(r["created_utc"]),
-            actor=r["actor"],
-            config_fingerprint=r["config_fingerprint"],
-            decisions_count=r["decisions_count"],
-            changed_count=r["changed_count"],
-            duration_ms=r["duration_ms"],
-            filters=json.loads(r["filters_json"]),
-            summary=json.loads(r["summary_json"]),
-            changes=json.loads(r["changes_json"]),
-        )
-        for r in named(REPLAY_COLUMNS, rows)
-    ]
+    return [_replay_run(r) for r in named(REPLAY_COLUMNS, rows)]
+
+
+# The stored columns are the rows' fields, but for the time and the JSON-encoded values.
+
+
+def _admin_action(a: dict[str, Any]) -> AdminActionRow:
+    old, new = from_json(a.pop("old_json")), from_json(a.pop("new_json"))
+    a.update(created_utc=parse_utc(a["created_utc"]), allowed=bool(a["allowed"]))
+    return AdminActionRow(**a, old=old, new=new)
+
+
+def _replay_run(r: dict[str, Any]) -> ReplayRunRow:
+    decoded = {k: json.loads(r.pop(f"{k}_json")) for k in ("filters", "summary", "changes")}
+    r["created_utc"] = parse_utc(r["created_utc"])
+    return ReplayRunRow(**r, **decoded)
