@@ -142,10 +142,10 @@ class Bot:
     async def open(cls, base_url: str, transport: str | None, folder: str) -> Bot:
         from bot.app import GuardBot
         from bot.config.schema import parse_config
-        from middleware.decision_log import DecisionLog
 
         config = parse_config(bot_config(base_url, f"{folder}/bot.db", transport), "b")
-        return cls(GuardBot(config, await DecisionLog.open(config.log.path), env={}))
+        # As `guardbot run` opens it: the log from the config, settings loaded, warmed up.
+        return cls(await GuardBot.open(config, env={}))
 
     def __init__(self, bot: Any) -> None:
         from middleware.types import Action, ChatRequest
