@@ -3,7 +3,7 @@
 They depend on :class:`DecisionStore`, never on a backend, so a second one
 (PostgreSQL, for several bot instances sharing one chain) is added by writing
 a class with these methods and choosing it where the store is opened; none of
-its users change. :class:`~middleware.decision_log.sqlite.DecisionLog` is the
+its users change. :class:`~middleware.decision_log.store.DecisionLog` is the
 SQLite backend.
 
 The promises every backend keeps:
