@@ -11,10 +11,11 @@ the lock held all along. For a group that holds only decisions and
 deliveries (what every message writes) this module sends one statement,
 outside any transaction, and the database does the rest itself:
 
-- the instance sends each table's rows as one array of that table's row type
-  (asyncpg encodes a row's dict as the composite, binary, field by field, as
-  it binds the shared write's parameters), and each chained record's content
-  hash (everything the chain needs but the head);
+- the instance sends each table's rows as one array of a row type of the
+  function's own (:data:`ROW_TYPES`; asyncpg encodes a row's dict as the
+  composite, binary, field by field, as it binds the shared write's
+  parameters), and each chained record's content hash (everything the chain
+  needs but the head);
 - ``guardbot_append`` (below, migration ``m007_pg_chain_append_rows``)
   inserts the verdicts, candidates and model calls (they carry no link; their
   foreign keys are checked at COMMIT), takes the chain lock, reads the head,
@@ -35,6 +36,15 @@ JSON into ``jsonb`` (keys sorted, numbers as ``numeric``) and rebuilding each
 row from it was a fifth of the server's CPU per decision, and ``jsonb`` has
 no negative zero, NaN or infinity, so such groups had to go the shared way.
 A bound row keeps every value as the shared write binds it.
+
+Why row types of its own and not the tables' (``decisions[]``, ...): asyncpg
+learns a composite's columns once per connection, so a column a later
+migration adds to a table would make every append of every instance already
+running fail (``wrong number of columns``) until it restarted. The function's
+types never change; a later change is a new type (``_v2``) and overload in a
+new migration, as m006's JSON function is left for instances not yet
+upgraded. Should a type change anyway, :func:`commit` reloads the types and
+sends the group once more.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from middleware.decision_log.postgres.connection import (
     CHAIN_LOCK_KEY,
     DRIVER_ERRORS,
@@ -50,30 +62,66 @@ from middleware.decision_log.postgres.connection import (
     as_sqlite_error,
 )
 from middleware.decision_log.records import (
-    CANDIDATE_COLUMNS,
-    DECISION_COLUMNS,
     DELIVERY_COLUMNS,
-    LLM_CALL_COLUMNS,
-    ROWS_COLUMN,
-    VERDICT_COLUMNS,
     EncodedDecision,
     Row,
     row_sha256,
 )
 from middleware.decision_log.writes import Delivery, Job
 
+# guardbot_append's row types as made by m007, column by column as the tables had them
+# then. Never edited: a change is a new type and overload in a new migration.
+ROW_TYPES: dict[str, tuple[str, str]] = {
+    "decisions": ("guardbot_decision_in_v1", """id text, created_utc text, received_utc text,
+        platform text, channel_id text, thread_id text, user_id text, user_name text,
+        message_id text, history_turns integer, text_chars integer, text_sha256 text,
+        action text, reply_chars integer, reply_sha256 text, blocked_by text, error text,
+        selection_method text, selection_json text, total_ms double precision,
+        input_guards_ms double precision, generation_ms double precision,
+        output_guards_ms double precision, selection_ms double precision,
+        saved_ms double precision, tokens_in integer, tokens_out integer,
+        cost_usd double precision, config_fingerprint text, text text, reply text,
+        rows_sha256_json text"""),
+    "verdicts": ("guardbot_verdict_in_v1", """decision_id text, position integer, guard text,
+        stage text, candidate_index integer, outcome text, blocking integer, category text,
+        score double precision, confidence double precision, reason text,
+        latency_ms double precision, model text, tokens_in integer, tokens_out integer,
+        raw_output text, members_json text"""),
+    "candidates": ("guardbot_candidate_in_v1", """decision_id text, candidate_index integer,
+        text_chars integer, text_sha256 text, model text, temperature double precision,
+        latency_ms double precision, tokens_in integer, tokens_out integer,
+        score double precision, chosen integer, safe integer, error text, text text"""),
+    "llm_calls": ("guardbot_llm_call_in_v1", """decision_id text, position integer,
+        purpose text, model text, tokens_in integer, tokens_out integer,
+        latency_ms double precision, error text"""),
+    "deliveries": ("guardbot_delivery_in_v1", """decision_id text, created_utc text,
+        status text, error text"""),
+}  # fmt: skip
 
-def _plain_insert(table: str, columns: Sequence[str], rows: str) -> str:
-    names = ", ".join(columns)
+
+def row_type(table: str) -> str:
+    return ROW_TYPES[table][0]
+
+
+def columns(table: str) -> tuple[str, ...]:
+    """The columns of ``table``'s row type, in order."""
+    return tuple(c.split()[0] for c in ROW_TYPES[table][1].split(","))
+
+
+TYPES_SQL = "".join(f"CREATE TYPE {name} AS ({cols});\n" for name, cols in ROW_TYPES.values())
+
+
+def _plain_insert(table: str, rows: str) -> str:
+    names = ", ".join(columns(table))
     return f"""
         INSERT INTO {table} ({names}) SELECT {names} FROM unnest({rows});"""
 
 
-def _linked_insert(table: str, columns: Sequence[str], rows: str) -> str:
+def _linked_insert(table: str, rows: str) -> str:
     """Insert the rows of ``rows`` in order, each with seq, prev_sha256 and sha256 from
     ``links`` (computed before) after ``head_seq`` / ``head_sha``."""
-    names = ", ".join(columns)
-    values = ", ".join(f"r.{c}" for c in columns)
+    names = ", ".join(columns(table))
+    values = ", ".join(f"r.{c}" for c in columns(table))
     return f"""
         INSERT INTO {table} ({names}, seq, prev_sha256, sha256)
         SELECT {values}, head_seq + r.ordinality,
@@ -111,10 +159,12 @@ DEFERRABLE_SQL = "".join(
 # An empty part costs no statement: a message's own group is often one decision,
 # and its delivery comes in the next.
 APPEND_FUNCTION_SQL = (
-    """
-CREATE OR REPLACE FUNCTION guardbot_append(
-    d_rows decisions[], d_contents text[], v_rows verdicts[], c_rows candidates[],
-    l_rows llm_calls[], e_rows deliveries[], e_contents text[],
+    TYPES_SQL
+    + f"""
+CREATE FUNCTION guardbot_append(
+    d_rows {row_type("decisions")}[], d_contents text[], v_rows {row_type("verdicts")}[],
+    c_rows {row_type("candidates")}[], l_rows {row_type("llm_calls")}[],
+    e_rows {row_type("deliveries")}[], e_contents text[],
     OUT wait_s double precision, OUT held_s double precision
 ) LANGUAGE plpgsql AS $$
 DECLARE
@@ -129,9 +179,9 @@ BEGIN
     IF cardinality(v_rows) + cardinality(c_rows) + cardinality(l_rows) > 0 THEN
         SET CONSTRAINTS verdicts_decision_id_fkey, candidates_decision_id_fkey,
             llm_calls_decision_id_fkey DEFERRED;"""
-    + _plain_insert("verdicts", VERDICT_COLUMNS, "v_rows")
-    + _plain_insert("candidates", CANDIDATE_COLUMNS, "c_rows")
-    + _plain_insert("llm_calls", LLM_CALL_COLUMNS, "l_rows")
+    + _plain_insert("verdicts", "v_rows")
+    + _plain_insert("candidates", "c_rows")
+    + _plain_insert("llm_calls", "l_rows")
     + f"""
     END IF;
     asked := clock_timestamp();
@@ -148,7 +198,7 @@ BEGIN
         -- for the new rows was planned once per connection, and a plan made while
         -- the table was small read all of it on every append).
         WITH d AS ("""
-    + _linked_insert("decisions", (*DECISION_COLUMNS, ROWS_COLUMN), "d_rows")
+    + _linked_insert("decisions", "d_rows")
     + """
         RETURNING seq, text, reply)
         INSERT INTO decisions_fts (rowid, text, reply) SELECT seq, text, reply FROM d;"""
@@ -157,7 +207,7 @@ BEGIN
     END IF;
     IF cardinality(e_rows) > 0 THEN
         links := guardbot_links('delivery', head_seq, head_sha, e_contents);"""
-    + _linked_insert("deliveries", DELIVERY_COLUMNS, "e_rows")
+    + _linked_insert("deliveries", "e_rows")
     + ";"
     + _advance("e_rows")
     + """
@@ -206,7 +256,13 @@ async def commit(db: SqlConnection, group: Prepared) -> list[None]:
     constraint error, as it is on the shared way).
     """
     try:
-        found = await db.conn.fetchrow(APPEND_SQL, *group.args)
+        try:
+            found = await db.conn.fetchrow(APPEND_SQL, *group.args)
+        except (asyncpg.DatatypeMismatchError, asyncpg.InvalidCachedStatementError):
+            # A row type changed since this connection learned it (the statement was
+            # refused whole): learn it again and send the group once more.
+            await db.conn.reload_schema_state()
+            found = await db.conn.fetchrow(APPEND_SQL, *group.args)
     except DRIVER_ERRORS as exc:
         raise as_sqlite_error(exc) from exc
     assert found is not None  # a function with OUT parameters returns one row

@@ -12,7 +12,7 @@ Migrations run under the chain's advisory lock, so instances starting at the
 same time apply each one exactly once. A PostgreSQL-only addition is a
 migration with a ``pg`` name: ``m006_pg_chain_append`` and
 ``m007_pg_chain_append_rows``, the function the writer appends a group with
-(:mod:`.append`).
+and the row types it takes (:mod:`.append`).
 """
 
 from __future__ import annotations

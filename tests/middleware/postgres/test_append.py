@@ -244,38 +244,3 @@ async def test_a_bad_group_writes_nothing_and_foreign_keys_still_hold(pg_url: st
     rows = await dump(pg_url)
     assert rows["chain_head"][0]["seq"] == 0
     assert not any(rows[t] for t in ("decisions", "verdicts", "candidates", "deliveries"))
-
-
-async def test_a_log_made_before_m007_upgrades_and_appends_beside_the_old_function(
-    pg_url: str,
-) -> None:
-    """A database migrated through m006 by an older guardbot has the JSON guardbot_append
-    and no m007: opening it applies m007, and the writer appends (and verifies) while
-    the old overload stays for an instance not yet upgraded."""
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute(
-            "DROP FUNCTION guardbot_append(decisions[], text[], verdicts[], candidates[], "
-            "llm_calls[], deliveries[], text[]);"
-            "CREATE FUNCTION guardbot_append(jsonb, jsonb, jsonb, jsonb, jsonb, OUT wait_s "
-            "double precision, OUT held_s double precision) LANGUAGE sql AS 'SELECT 0.0, 0.0';"
-            "DELETE FROM _migrations WHERE name = 'm007_pg_chain_append_rows'"
-        )
-    finally:
-        await conn.close()
-    decision = make_decision("after the upgrade")
-    log = await PostgresLog.open_url(PgTarget(pg_url))
-    try:
-        await log.record(decision)  # the 7-argument call: fails if m007 was not applied
-        await log.record_delivery(decision.id, "sent", None)
-    finally:
-        await log.close()
-    assert await verified(pg_url) == 2
-    conn = await asyncpg.connect(pg_url)
-    try:
-        overloads = await conn.fetchval(
-            "SELECT count(*) FROM pg_proc WHERE proname = 'guardbot_append'"
-        )
-    finally:
-        await conn.close()
-    assert overloads == 2
