@@ -252,7 +252,10 @@ def measure(
     # from the first arrival to the last commit, less the model's fixed wait (not throughput)
     rate_per_s = decisions / (elapsed - model_s)
     cpu_per_decision = (sum(r["cpu_s"] for r in results) + server_cpu) / decisions
-    busy = (samples[-1][3] - samples[0][3]) / max(samples[-1][4] - samples[0][4], 1e-9)
+    # the machine's CPU between the samples around the window (a short run has none in it)
+    a = next((s for s in reversed(all_samples) if s[0] <= first), all_samples[0])
+    b = next((s for s in all_samples if s[0] >= last), all_samples[-1])
+    busy = (b[3] - a[3]) / max(b[4] - a[4], 1e-9)
     return {
         "instances": instances,
         "mode": _mode(rate, shared_write, callers, model_s, instances),
@@ -333,19 +336,17 @@ def scaling(rows: list[dict[str, Any]]) -> dict[str, Any]:
     most the machine bound at the CPU per decision 3 instances spent, over 1's rate."""
     by = {(r["mode"], r["instances"]): r for r in rows}
     one, three = by[("saturation", 1)], by[("saturation", 3)]
+    one_rate = one["decisions_per_s"]
     summary = {
-        "scaling_3_vs_1_ratio": round(three["decisions_per_s"] / one["decisions_per_s"], 2),
-        "machine_bound_3_vs_1_ratio": round(
-            three["machine_bound_per_s"] / one["decisions_per_s"], 2
-        ),
+        "scaling_3_vs_1_ratio": round(three["decisions_per_s"] / one_rate, 2),
+        "machine_bound_3_vs_1_ratio": round(three["machine_bound_per_s"] / one_rate, 2),
         "one_instance_cores": one["cores_used"],
         "cores": CORES,
     }
     bots = [r for r in rows if r["mode"].startswith("bots")]
     if bots:
-        summary["bots_scaling_3_vs_1_ratio"] = round(
-            bots[-1]["decisions_per_s"] / bots[0]["decisions_per_s"], 2
-        )
+        one_bot, three_bots = bots[0]["decisions_per_s"], bots[-1]["decisions_per_s"]
+        summary["bots_scaling_3_vs_1_ratio"] = round(three_bots / one_bot, 2)
     return summary
 
 
