@@ -215,6 +215,11 @@ class _KeptHeaders(httpx2.Headers):
         self.wire = None
         super().__delitem__(key)
 
+    # ``|=`` too; the signature is httpx's own, which narrows MutableMapping's as well.
+    def update(self, headers: Any = None) -> None:  # type: ignore[override]
+        self.wire = None
+        super().update(headers)
+
 
 def _wire_headers(headers: httpx2.Headers) -> list[tuple[str, str]]:
     if isinstance(headers, _KeptHeaders) and headers.wire is not None:
@@ -310,6 +315,7 @@ class LeanOpenAI(AsyncOpenAI):
             and options.content is None
             and options.extra_json is None
             and self._idempotency_header is None
+            and not self._custom_query  # default_query values may be lists: not a key
         )
         if not plain:
             return super()._build_request(options, retries_taken=retries_taken)
@@ -317,6 +323,7 @@ class LeanOpenAI(AsyncOpenAI):
         # Everything the package's headers and URL are made of that can change.
         kind = (
             options.url,
+            type(timeout),  # 5 and 5.0: the read-timeout header prints them differently
             timeout,
             retries_taken,
             self.api_key,
@@ -324,6 +331,8 @@ class LeanOpenAI(AsyncOpenAI):
             self.project,
             self._platform,
             tuple(options.security.items()),
+            # default_headers: fixed by the constructor, but a dict that could change after.
+            tuple(self._custom_headers.items()),
         )
         built = self._built.get(kind)
         if built is None:

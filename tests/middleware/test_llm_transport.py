@@ -116,7 +116,7 @@ async def test_the_lean_client_builds_what_the_package_builds() -> None:
             method="post", url=url, json_data=body, timeout=timeout, security=security
         )
         for body in (b'{"model":"a"}', '{"model":"\u00e9 b"}'.encode())
-        for timeout in (30.0, 5)
+        for timeout in (30.0, 5, 5.0)  # 5 and 5.0 print differently in the timeout header
         for security in ({"bearer_auth": True}, {"bearer_auth": True, "admin_api_key_auth": True})
     ]
     other = [  # the package's own path, every time
@@ -138,12 +138,20 @@ async def test_the_lean_client_builds_what_the_package_builds() -> None:
                 package = openai.AsyncOpenAI._build_request(client, options, retries_taken=retries)
                 assert _as_built(lean) == _as_built(package)
                 assert _wire_headers(lean.headers) == package.headers.multi_items()
-        assert len(client._built) == 3 * 2 * 2  # retry counts x timeouts x securities
+        assert len(client._built) == 3 * 3 * 2  # retry counts x timeouts x securities
         changed = client._build_request(plain[0])  # as an auth hook might change it
         changed.headers["Authorization"] = "Bearer other"
         del changed.headers["X-Stainless-Lang"]
         assert _wire_headers(changed.headers) == changed.headers.multi_items()
         assert ("authorization", "Bearer other") in _wire_headers(changed.headers)
+        extended = client._build_request(plain[0])  # update() and |= add names directly
+        extended.headers |= {"X-Provider": "1"}
+        assert ("x-provider", "1") in _wire_headers(extended.headers)
+        client._custom_headers["X-Tenant"] = "t1"  # default_headers changed after the start
+        tenant = client._build_request(plain[0])
+        package = openai.AsyncOpenAI._build_request(client, plain[0])
+        assert _wire_headers(tenant.headers) == package.headers.multi_items()
+        assert ("x-tenant", "t1") in _wire_headers(tenant.headers)
         assert "AsyncOpenAI/Python" in client.user_agent  # what servers always saw
     finally:
         await client.close()
