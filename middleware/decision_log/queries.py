@@ -320,40 +320,57 @@ def _common(a: str, b: str | None) -> int:
     return n
 
 
-async def history(
-    db: aiosqlite.Connection,
-    platform: str,
-    channel_id: str,
-    thread_id: str,
-    *,
-    max_turns: int,
-    max_chars: int,
-    before: str | None = None,
-) -> list[Turn]:
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A thread's last replied exchanges: the SQL, and how its rows become turns.
+
+    The same query serves the threaded read (:func:`history`) and the store's
+    read on the event loop (a small indexed read, cheaper than a thread's hop).
+    """
+
+    platform: str
+    channel_id: str
+    thread_id: str
+    max_turns: int
+    max_chars: int
+    before: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.max_turns <= 0 or self.max_chars <= 0
+
+    def sql(self) -> tuple[str, tuple[Any, ...]]:
+        where = (
+            "platform = ? AND channel_id = ? AND thread_id = ? AND action = 'replied' "
+            "AND text IS NOT NULL AND reply IS NOT NULL"
+        )
+        params: list[Any] = [self.platform, self.channel_id, self.thread_id]
+        if self.before is not None:  # as it was when that decision was made (for replay)
+            where += " AND seq < coalesce((SELECT seq FROM decisions WHERE id = ?), -1)"
+            params.append(self.before)
+        return (
+            f"SELECT text, reply FROM decisions WHERE {where} ORDER BY seq DESC LIMIT ?",
+            (*params, math.ceil(self.max_turns / 2)),
+        )
+
+    def turns(self, rows: Iterable[Sequence[Any]]) -> list[Turn]:
+        """Oldest first, within both bounds, never opening on a reply."""
+        turns = [
+            t
+            for text, reply in reversed(list(rows))
+            for t in (Turn(role="user", content=text), Turn(role="assistant", content=reply))
+        ][-self.max_turns :]
+        total = sum(len(t.content) for t in turns)
+        while turns and (total > self.max_chars or turns[0].role == "assistant"):
+            total -= len(turns.pop(0).content)  # oldest first
+        return turns
+
+
+async def history(db: aiosqlite.Connection, query: HistoryQuery) -> list[Turn]:
     """The thread's last replied exchanges, oldest first, within both bounds."""
-    if max_turns <= 0 or max_chars <= 0:
+    if query.empty:
         return []
-    where = (
-        "platform = ? AND channel_id = ? AND thread_id = ? AND action = 'replied' "
-        "AND text IS NOT NULL AND reply IS NOT NULL"
-    )
-    params: list[Any] = [platform, channel_id, thread_id]
-    if before is not None:  # as it was when that decision was made (for replay)
-        where += " AND seq < coalesce((SELECT seq FROM decisions WHERE id = ?), -1)"
-        params.append(before)
-    rows = await db.execute_fetchall(
-        f"SELECT text, reply FROM decisions WHERE {where} ORDER BY seq DESC LIMIT ?",
-        (*params, math.ceil(max_turns / 2)),
-    )
-    turns = [
-        t
-        for text, reply in reversed(list(rows))
-        for t in (Turn(role="user", content=text), Turn(role="assistant", content=reply))
-    ][-max_turns:]
-    total = sum(len(t.content) for t in turns)
-    while turns and (total > max_chars or turns[0].role == "assistant"):
-        total -= len(turns.pop(0).content)  # oldest first; never open on a reply
-    return turns
+    return query.turns(await db.execute_fetchall(*query.sql()))
 
 
 async def tokens_used_since(

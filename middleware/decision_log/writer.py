@@ -331,3 +331,16 @@ async def connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
         await db.close()
         raise LogUnavailable(f"cannot use the decision log {path}: {exc}") from None
     return db
+
+
+def connect_on_loop(path: Path) -> sqlite3.Connection | None:
+    """A read-only sqlite3 connection for small reads made on the event loop itself.
+
+    Its busy timeout is 0: a read that would wait (another process recovering
+    the WAL) fails at once and the caller falls back to the threaded reader.
+    None when it cannot be opened; the threaded reader serves alone then.
+    """
+    try:
+        return sqlite3.connect(target(path, read_only=True), uri=True, isolation_level=None)
+    except (sqlite3.Error, LogUnavailable):
+        return None
