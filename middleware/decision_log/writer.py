@@ -157,7 +157,7 @@ class Writer:
         self.stats.jobs += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         self._inflight = outcome = asyncio.create_task(
-            self._results([job for job, _ in batch]), name="decision-log-transaction"
+            self._transaction(batch), name="decision-log-transaction"
         )
         outcome.add_done_callback(functools.partial(self._settle_batch, batch))
         try:
@@ -173,16 +173,27 @@ class Writer:
         batch: list[tuple[writes.Job, asyncio.Future[Any]]],
         outcome: asyncio.Future[list[Any]],
     ) -> None:
+        """The callers of a transaction that did not end normally (see :meth:`_transaction`)."""
         if outcome.cancelled():  # the loop closed before the transaction's end was heard
             error = LogUnavailable(
                 f"the decision log {self.path} writer stopped before its transaction ended; "
                 "`guardbot verify` shows whether it was committed"
             )
-            results: list[Any] = [error] * len(batch)
+            self._answer(batch, [error] * len(batch))
         elif (exc := outcome.exception()) is not None:  # a bug here must not strand callers
-            results = [LogUnavailable(f"the decision log writer failed: {exc!r}")] * len(batch)
-        else:
-            results = outcome.result()
+            failed = LogUnavailable(f"the decision log writer failed: {exc!r}")
+            self._answer(batch, [failed] * len(batch))
+
+    async def _transaction(self, batch: list[tuple[writes.Job, asyncio.Future[Any]]]) -> list[Any]:
+        """The batch's results, its callers settled as soon as the transaction ends (a reply
+        waits on this); settling in the done callback would cost them one more turn of the loop."""
+        results = await self._results([job for job, _ in batch])
+        self._answer(batch, results)
+        return results
+
+    def _answer(
+        self, batch: list[tuple[writes.Job, asyncio.Future[Any]]], results: list[Any]
+    ) -> None:
         if any(isinstance(r, LogUnavailable) for r in results):
             self.stats.failed_batches += 1
         else:

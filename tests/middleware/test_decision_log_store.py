@@ -247,15 +247,3 @@ async def test_a_negative_zero_score_is_stored_so_that_it_verifies(log: Decision
     assert report.ok, report
     stored = await log.get(decision.id)
     assert stored is not None and stored.verdicts[0].score == 0.0
-
-
-async def test_history_is_read_on_the_loop_without_a_thread_hop(log: DecisionLog) -> None:
-    """Generation waits for the history: it is read at once, not behind a hop to a thread,
-    and sees what the writer committed just before."""
-    await log.record(make_decision("q0", reply="a0", thread_id="T9"))
-    read = log.history("slack", "C1", "T9", max_turns=4, max_chars=1000)
-    with pytest.raises(StopIteration) as answered:
-        read.send(None)  # a read that went to a thread would suspend here
-    assert answered.value.value == [
-        Turn(role="user", content="q0"), Turn(role="assistant", content="a0"),
-    ]  # fmt: skip

@@ -270,3 +270,18 @@ async def test_the_wal_stays_bounded_under_steady_load(
         assert (await log.verify()).checked == 3000
     finally:
         await log.close()
+
+
+async def test_history_is_read_on_the_loop_without_a_thread_hop(log: DecisionLog) -> None:
+    """Generation waits for the history: on SQLite it is read at once, not behind a hop
+    to the reader's thread, and sees what the writer committed just before."""
+    await log.record(make_decision("q0", reply="a0", thread_id="T9"))
+    read = log.history("slack", "C1", "T9", max_turns=4, max_chars=1000)
+    try:
+        with pytest.raises(StopIteration) as answered:
+            read.send(None)  # a read that went to a thread would suspend here
+    finally:
+        read.close()
+    assert [(t.role, t.content) for t in answered.value.value] == [
+        ("user", "q0"), ("assistant", "a0"),
+    ]  # fmt: skip
