@@ -352,6 +352,9 @@ def connect_on_loop(path: Path) -> sqlite3.Connection | None:
     None when it cannot be opened; the threaded reader serves alone then.
     """
     try:
-        return sqlite3.connect(target(path, read_only=True), uri=True, isolation_level=None)
+        # timeout=0: sqlite3's default would hold the event loop up to 5 s on a busy file.
+        return sqlite3.connect(
+            target(path, read_only=True), uri=True, isolation_level=None, timeout=0
+        )
     except (sqlite3.Error, LogUnavailable):
         return None

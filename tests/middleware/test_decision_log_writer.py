@@ -285,3 +285,11 @@ async def test_history_is_read_on_the_loop_without_a_thread_hop(log: DecisionLog
     assert [(t.role, t.content) for t in answered.value.value] == [
         ("user", "q0"), ("assistant", "a0"),
     ]  # fmt: skip
+
+
+async def test_the_read_on_the_loop_never_waits_on_a_busy_file(log: DecisionLog) -> None:
+    """A read that would wait for a lock (another process recovering the WAL) must fail
+    at once and go to the reader's thread: waiting would stop the whole bot, and
+    sqlite3's own default is to wait up to 5 s."""
+    assert log._on_loop is not None
+    assert log._on_loop.execute("PRAGMA busy_timeout").fetchone() == (0,)  # ms
