@@ -57,7 +57,9 @@ async def screen(
     nothing (a thread woken for a history read, say) competes with a guard's
     request, which is what a blocked message waits on.
     """
-    if every_guard:
+    if every_guard:  # nothing waits on this path's requests first: tell at once
+        if sent is not None:
+            sent()
         verdicts = await _run_every(guards, text, ctx)
         blocked = any(v.blocking for v in verdicts)
     else:

@@ -101,41 +101,37 @@ async def test_a_log_of_the_released_m006_upgrades_and_both_versions_append(
     assert await verified(url) == 2 + 3 * 2 * 2
 
 
+async def alter_under_a_running_log(pg_url: str, statement: str, *, then: int) -> int:
+    """Record, run ``statement`` (``{table}`` filled in) for every part from another
+    connection, record ``then`` more groups on the same log; the records verified."""
+    log = await PostgresLog.open_url(PgTarget(pg_url))
+    try:
+        await record_both(log, "before")
+        conn = await asyncpg.connect(pg_url)
+        try:
+            for table in PARTS:
+                await conn.execute(statement.format(table=table, type=append.row_type(table)))
+        finally:
+            await conn.close()
+        for i in range(then):
+            await record_both(log, f"after {i}")
+    finally:
+        await log.close()
+    return await verified(pg_url)
+
+
 async def test_a_column_added_to_every_table_leaves_a_running_instance_appending(
     pg_url: str,
 ) -> None:
     """What asyncpg learned of the function's row types still holds after the tables
     change (with the tables' own row types every append failed until a restart)."""
-    log = await PostgresLog.open_url(PgTarget(pg_url))
-    try:
-        await record_both(log, "before")
-        conn = await asyncpg.connect(pg_url)
-        try:
-            for table in PARTS:
-                await conn.execute(f"ALTER TABLE {table} ADD COLUMN later text NULL DEFAULT NULL")
-        finally:
-            await conn.close()
-        for i in range(2):
-            await record_both(log, f"after {i}")
-    finally:
-        await log.close()
-    assert await verified(pg_url) == 3 * 2
+    added = "ALTER TABLE {table} ADD COLUMN later text NULL DEFAULT NULL"
+    assert await alter_under_a_running_log(pg_url, added, then=2) == 3 * 2
 
 
 async def test_a_row_type_that_changed_anyway_is_learned_again(pg_url: str) -> None:
-    log = await PostgresLog.open_url(PgTarget(pg_url))
-    try:
-        await record_both(log, "before")
-        conn = await asyncpg.connect(pg_url)
-        try:
-            for table in PARTS:
-                await conn.execute(f"ALTER TYPE {append.row_type(table)} ADD ATTRIBUTE later text")
-        finally:
-            await conn.close()
-        await record_both(log, "after")
-    finally:
-        await log.close()
-    assert await verified(pg_url) == 4
+    added = "ALTER TYPE {type} ADD ATTRIBUTE later text"
+    assert await alter_under_a_running_log(pg_url, added, then=1) == 4
 
 
 def test_the_row_types_hold_every_column_the_records_have() -> None:
