@@ -110,7 +110,7 @@ class SocketModeHandler(AsyncBaseSocketModeHandler):
         started = time.time()
         try:
             response = await run_async_bolt_app(self.app, req)
-        except Exception as exc:  # a shape envelope_problem() does not know yet
+        except Exception as exc:  # a shape envelope_problem() misses (a numeric retry_reason)
             log.warning(
                 "slack: skipped a %s envelope bolt cannot read (%s)",
                 type_name(req.type),

@@ -193,3 +193,33 @@ async def test_guardbot_run_reports_a_rejected_token(
         )
         assert await serve(config, SOCKET_ENV) == 2
         assert "rejected SLACK_APP_TOKEN" in capsys.readouterr().err
+
+
+async def test_an_envelope_bolt_cannot_read_is_acked_once_and_not_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fallback ack of SocketModeHandler.handle: an envelope whose own fields pass
+    envelope_problem() but that slack-bolt still fails to turn into a request.
+
+    A ``retry_reason`` that is a number is such a shape today: slack-bolt copies it
+    into a header and raises ValueError before any listener runs. Without the
+    fallback the envelope would never be acked (Slack resends it) and slack-sdk
+    would log a traceback for each copy.
+    """
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="guardbot"):
+            odd = envelope("env-odd", rig.mention("unreadable")) | {"retry_reason": 5}
+            await rig.fake.socket_send(odd)
+            assert await acked(rig, "env-odd") == {"envelope_id": "env-odd"}
+            # The connection and the bot are unharmed: the next envelope is answered.
+            await rig.fake.socket_send(envelope("env-ok", rig.mention("still there?")))
+            await acked(rig, "env-ok")
+            [done] = await rig.observed.delivered(1)
+
+        assert done.sent and [r.text for r in rig.observed.requests] == ["still there?"]
+        assert [a["envelope_id"] for a in rig.fake.socket_acks].count("env-odd") == 1
+        assert rig.replies(odd["payload"]["event"]["ts"]) == []  # not even a placeholder
+        skipped = [r.getMessage() for r in caplog.records if "bolt cannot read" in r.getMessage()]
+        assert skipped == ["slack: skipped a events_api envelope bolt cannot read (ValueError)"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
