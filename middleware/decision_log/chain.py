@@ -38,7 +38,6 @@ from typing import Any, Protocol
 
 GENESIS = "0" * 64
 CURRENT_VERSION = 2
-KINDS = ("decision", "delivery", "admin action", "checkpoint", "stream chunk", "stream end")
 
 Row = Sequence[Any]
 
@@ -58,13 +57,12 @@ def _canonical_json() -> Callable[[Any], str]:
     return lambda value: "".join(chunks(value, 0))
 
 
-_CANONICAL = _canonical_json()
-canonical_json = _CANONICAL  # the one serialisation every hash of the log covers
+canonical_json = _canonical_json()  # the one serialisation every hash of the log covers
 
 
 def canonical_sha256(value: Any) -> str:
     """SHA-256 of the canonical JSON of ``value`` (compact separators, ASCII)."""
-    return hashlib.sha256(_CANONICAL(value).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
 def content_sha256(
@@ -83,12 +81,6 @@ def link_v2(kind: str, seq: int, prev_sha256: str, content: str) -> str:
     """``H(json([2, kind, seq, prev, content]))``; kinds and hashes are plain ASCII."""
     blob = f'[2,"{kind}",{int(seq)},"{prev_sha256}","{content}"]'
     return hashlib.sha256(blob.encode("ascii")).hexdigest()
-
-
-def link_of(version: int, kind: str, seq: int, prev_sha256: str, content: str) -> str:
-    if version == 1:
-        return link(prev_sha256, content)
-    return link_v2(kind, seq, prev_sha256, content)
 
 
 def version_at(versions: Sequence[tuple[int, int]], seq: int) -> int:
@@ -158,7 +150,7 @@ class ChainReport:
     bad_id: str | None = None
     bad_seq: int | None = None
     message: str = "ok"
-    bad_kind: str | None = None  # one of KINDS, "verdict", "candidate", "llm call", "setting"...
+    bad_kind: str | None = None  # a record's kind, or "verdict", "llm call", "setting"...
     counts: dict[str, int] = field(default_factory=dict)  # records verified per kind
 
 
@@ -189,64 +181,60 @@ async def walk(
     recorded), so a gap or a missing tail is a deletion.
     """
     expected_prev = start_sha256
-    checked = 0
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {}  # records verified, per kind
     last: StoredLink | None = None
+
+    def fail(
+        problem: str, bad: StoredLink | Ref, message: str, last_bad: bool = False
+    ) -> ChainReport:
+        """``bad`` is the record named; ``last_bad``: it is ``last``, found rewritten."""
+        kind, seq, rid = (bad.kind, bad.seq, bad.id) if isinstance(bad, StoredLink) else bad
+        good = None if last_bad else last  # the last record that verified
+        return ChainReport(
+            ok=False, checked=max(0, sum(counts.values()) - last_bad),
+            head_sha256=good.sha256 if good else start_sha256, head_id=good.id if good else None,
+            start_sha256=start_sha256, problem=problem, bad_id=rid, bad_seq=seq,
+            message=message, bad_kind=kind, counts=counts,
+        )  # fmt: skip
+
     async for row in links:
         expected_seq = (last.seq if last else start_seq) + 1
         if row.seq < expected_seq:
-            return _report(
-                checked, start_sha256, last, "inserted", bad=row, counts=counts,
-                message=f"{row.name} was inserted: #{row.seq} is already taken",
-            )  # fmt: skip
+            return fail("inserted", row, f"{row.name} was inserted: #{row.seq} is already taken")
         if row.prev_sha256 != expected_prev:
-            return await _broken_link(row, last, checked, start_sha256, lookup, counts)
+            return fail(*await _broken_link(row, last, start_sha256, lookup))
         if head is not None and row.seq > head[0]:
-            return _report(
-                checked, start_sha256, last, "inserted", bad=row, counts=counts,
-                message=f"{row.name} was inserted: the log's head is #{head[0]}",
-            )  # fmt: skip
+            return fail("inserted", row, f"{row.name} was inserted: the log's head is #{head[0]}")
         if row.seq != expected_seq:
-            return _report(
-                checked, start_sha256, last, "deleted", bad=row, counts=counts,
-                message=f"records #{expected_seq}..#{row.seq - 1} were deleted before "
-                f"{row.name}",
-            )  # fmt: skip
-        if link_of(row.version, row.kind, row.seq, row.prev_sha256, row.content_sha256) != (
-            row.sha256
-        ):
-            return _report(
-                checked, start_sha256, last, "changed", bad=row, counts=counts,
-                message=f"{row.name} was changed after it was written: {_what(row.kind)} "
-                "no longer match its hash",
-            )  # fmt: skip
+            return fail("deleted", row, f"records #{expected_seq}..#{row.seq - 1} were deleted "
+                        f"before {row.name}")  # fmt: skip
+        if row.version == 1:
+            sha256 = link(row.prev_sha256, row.content_sha256)
+        else:
+            sha256 = link_v2(row.kind, row.seq, row.prev_sha256, row.content_sha256)
+        if sha256 != row.sha256:
+            what = "its stored values"
+            if row.kind == "decision":
+                what = "its stored row, verdicts, candidates or model calls"
+            return fail("changed", row, f"{row.name} was changed after it was written: {what} "
+                        "no longer match its hash")  # fmt: skip
         if row.flaw is not None:
-            f = row.flaw
-            return _report(
-                checked, start_sha256, last, f.problem, bad=(f.kind, row.seq, f.id),
-                counts=counts, message=f.message,
-            )  # fmt: skip
+            return fail(row.flaw.problem, (row.flaw.kind, row.seq, row.flaw.id), row.flaw.message)
         expected_prev = row.sha256
         last = row
-        checked += 1
         counts[row.kind] = counts.get(row.kind, 0) + 1
     end_seq = last.seq if last else start_seq
     if head is not None and head[0] > end_seq:
         where = f"after {last.name}" if last else "at the end of the log"
-        return _report(
-            checked, start_sha256, last, "deleted", bad=("record", head[0], f"#{head[0]}"),
-            counts=counts,
-            message=f"the newest record(s) #{end_seq + 1}..#{head[0]} were deleted {where} "
-            f"(the log's head is #{head[0]})",
-        )  # fmt: skip
+        return fail("deleted", ("record", head[0], f"#{head[0]}"), f"the newest record(s) "
+                    f"#{end_seq + 1}..#{head[0]} were deleted {where} (the log's head is "
+                    f"#{head[0]})")  # fmt: skip
     if head is not None and head[1] != expected_prev and last is not None:
-        return _report(
-            checked - 1, start_sha256, None, "changed", bad=last, counts=counts,
-            message=f"{last.name} was rewritten: its hash is not the one the log's head recorded",
-        )  # fmt: skip
+        return fail("changed", last, f"{last.name} was rewritten: its hash is not the one the "
+                    "log's head recorded", last_bad=True)  # fmt: skip
     return ChainReport(
         ok=True,
-        checked=checked,
+        checked=sum(counts.values()),
         head_sha256=expected_prev,
         head_id=last.id if last else None,
         start_sha256=start_sha256,
@@ -254,33 +242,20 @@ async def walk(
     )
 
 
-def _what(kind: str) -> str:
-    if kind == "decision":
-        return "its stored row, verdicts, candidates or model calls"
-    return "its stored values"
-
-
 async def _broken_link(
-    row: StoredLink,
-    last: StoredLink | None,
-    checked: int,
-    start: str,
-    lookup: Lookup,
-    counts: dict[str, int],
-) -> ChainReport:
-    """``row`` does not chain to ``last`` (the last good record): say what happened between."""
+    row: StoredLink, last: StoredLink | None, start: str, lookup: Lookup
+) -> tuple[str, StoredLink | Ref, str, bool]:
+    """``row`` does not chain to ``last`` (the last good record): what happened between,
+    as the walk's failure (problem, record named, message, whether it is ``last``)."""
     expected = last.sha256 if last else start
     last_seq = last.seq if last else 0
     # A later record chains to the last good one: ``row`` is out of its place.
     follower = await lookup.with_prev(expected, row.seq)
     if follower is not None:
         kind, seq, rid = follower
-        return _report(
-            checked, start, last, "reordered", bad=row, counts=counts,
-            message=f"{row.name} is out of place: {kind} {rid} (#{seq}) is the record that "
-            f"follows #{last_seq} in the chain (sequence numbers were changed or a record "
-            "was inserted)",
-        )  # fmt: skip
+        return ("reordered", row, f"{row.name} is out of place: {kind} {rid} (#{seq}) is the "
+                f"record that follows #{last_seq} in the chain (sequence numbers were changed "
+                "or a record was inserted)", False)  # fmt: skip
     # Chains to an earlier record (or the start): everything after that one was inserted.
     anchor: Ref | None = ("start", 0, "")
     if row.prev_sha256 != start:
@@ -288,52 +263,18 @@ async def _broken_link(
     if anchor is not None and last is not None and anchor[1] < last_seq:
         first = await lookup.after(anchor[1])
         bad = first if first else (last.kind, last.seq, last.id)
-        return _report(
-            checked, start, last, "inserted", bad=bad, counts=counts,
-            message=f"{bad[0]} {bad[2]} (#{bad[1]}) was inserted: it is not part of the chain "
-            f"({row.name} after it chains to an earlier record)",
-        )  # fmt: skip
+        return ("inserted", bad, f"{bad[0]} {bad[2]} (#{bad[1]}) was inserted: it is not "
+                f"part of the chain ({row.name} after it chains to an earlier record)",
+                False)  # fmt: skip
     if last is not None and row.seq == last.seq + 1:
         # Adjacent records and no earlier match: the previous one was rewritten, hash and all.
-        return _report(
-            checked - 1, start, None, "changed", bad=last, counts=counts,
-            message=f"{last.name} was changed after it was written: the next record "
-            f"({row.name}) chains to its original hash",
-        )  # fmt: skip
+        return ("changed", last, f"{last.name} was changed after it was written: the next "
+                f"record ({row.name}) chains to its original hash", True)  # fmt: skip
     where = f"after {last.name}" if last else "at the start of the log"
     gone = f"#{last_seq + 1}" if row.seq == last_seq + 2 else f"#{last_seq + 1}..#{row.seq - 1}"
     what = f"record {gone}" if row.seq > last_seq + 1 else "record(s)"
-    return _report(
-        checked, start, last, "deleted", bad=row, counts=counts,
-        message=f"{what} deleted {where}: {row.name} does not chain to the record before it",
-    )  # fmt: skip
-
-
-def _report(
-    checked: int,
-    start: str,
-    last: StoredLink | None,
-    problem: str,
-    *,
-    bad: StoredLink | Ref,
-    message: str,
-    counts: dict[str, int],
-) -> ChainReport:
-    """A failed walk; ``last`` is the last record that verified, ``bad`` the one named."""
-    kind, seq, rid = (bad.kind, bad.seq, bad.id) if isinstance(bad, StoredLink) else bad
-    return ChainReport(
-        ok=False,
-        checked=max(0, checked),
-        head_sha256=last.sha256 if last else start,
-        head_id=last.id if last else None,
-        start_sha256=start,
-        problem=problem,
-        bad_id=rid,
-        bad_seq=seq,
-        message=message,
-        bad_kind=kind,
-        counts=counts,
-    )
+    return ("deleted", row, f"{what} deleted {where}: {row.name} does not chain to the record "
+            "before it", False)  # fmt: skip
 
 
 def failure(problem: str, kind: str, rid: str, seq: int | None, message: str) -> ChainReport:
