@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from os.path import commonprefix
 from typing import Any
 
 import aiosqlite
@@ -60,14 +60,6 @@ def parse_utc(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def group(rows: Iterable[Row]) -> dict[str, list[Row]]:
-    """Child rows by decision id (their first column), in stored order."""
-    out: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        out[row[0]].append(row)
-    return out
-
-
 def stored_decision(
     row: Row,
     verdicts: list[Row],
@@ -75,52 +67,41 @@ def stored_decision(
     llm_calls: list[Row],
     deliveries: list[Row],
 ) -> StoredDecision:
+    """A stored decision rebuilt: its columns share the models' field names, so they are
+    validated as they are, but for the times, the texts not stored and the parts."""
     d = dict(zip(CHAINED_COLUMNS, row, strict=True))
-    request = ChatRequest(
-        platform=d["platform"],
-        channel_id=d["channel_id"],
-        thread_id=d["thread_id"],
-        user_id=d["user_id"],
-        user_name=d["user_name"],
-        message_id=d["message_id"],
-        text=d["text"] or "",
-        received_at=parse_utc(d["received_utc"]),
+    request = ChatRequest.model_validate(
+        {**d, "text": d["text"] or "", "received_at": parse_utc(d["received_utc"])}
     )
     selection = Selection.model_validate_json(d["selection_json"]) if d["selection_json"] else None
     delivery_rows = [DeliveryRow(parse_utc(r[1]), r[2], r[3]) for r in deliveries]
     latest = delivery_rows[-1] if delivery_rows else None
-    decision = Decision(
-        id=d["id"],
-        created_utc=parse_utc(d["created_utc"]),
-        request=request,
-        action=Action(d["action"]),
-        reply=d["reply"] or "",
-        blocked_by=d["blocked_by"],
-        error=d["error"],
-        verdicts=[_verdict(v) for v in named(VERDICT_COLUMNS, verdicts)],
-        candidates=[_candidate(c) for c in named(CANDIDATE_COLUMNS, candidates)],
-        selection=selection,
-        llm_calls=[LLMCall.model_validate(c) for c in named(LLM_CALL_COLUMNS, llm_calls)],
-        timings=Timings.model_validate(d),
-        tokens_in=d["tokens_in"],
-        tokens_out=d["tokens_out"],
-        cost_usd=d["cost_usd"],
-        config_fingerprint=d["config_fingerprint"],
-        delivery=Delivery(status=latest.status, error=latest.error) if latest else Delivery(),
+    decision = Decision.model_validate(
+        {
+            **d,
+            "created_utc": parse_utc(d["created_utc"]),
+            "request": request,
+            "reply": d["reply"] or "",
+            "verdicts": [_verdict(v) for v in named(VERDICT_COLUMNS, verdicts)],
+            "candidates": [_candidate(c) for c in named(CANDIDATE_COLUMNS, candidates)],
+            "selection": selection,
+            "llm_calls": [LLMCall.model_validate(c) for c in named(LLM_CALL_COLUMNS, llm_calls)],
+            "timings": Timings.model_validate(d),
+            "delivery": Delivery(status=latest.status, error=latest.error)
+            if latest
+            else Delivery(),
+        }
     )
     return StoredDecision(
         decision=decision,
-        seq=d["seq"],
         text_stored=d["text"] is not None,
-        text_sha256=d["text_sha256"],
-        text_chars=d["text_chars"],
-        reply_sha256=d["reply_sha256"],
-        reply_chars=d["reply_chars"],
-        history_turns=d["history_turns"],
-        sha256=d["sha256"],
-        prev_sha256=d["prev_sha256"],
         deliveries=delivery_rows,
+        **{name: d[name] for name in STORED_FIELDS},
     )
+
+
+# What a StoredDecision keeps of its row besides the decision.
+STORED_FIELDS = [f.name for f in fields(StoredDecision) if f.name in CHAINED_COLUMNS]
 
 
 def named(columns: Sequence[str], rows: Iterable[Row]) -> list[dict[str, Any]]:
@@ -151,35 +132,38 @@ class Filters:
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+
+        def add(clause: str, *values: Any) -> None:
+            clauses.append(clause)
+            params.extend(values)
+
         if self.action is not None:
             if self.action not in ACTIONS:
                 raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {self.action!r}")
-            clauses.append("action = ?")
-            params.append(self.action)
+            add("action = ?", self.action)
         if self.blocked is not None:
-            clauses.append("action = 'blocked'" if self.blocked else "action != 'blocked'")
+            add("action = 'blocked'" if self.blocked else "action != 'blocked'")
         if self.guard is not None:
             marks = ", ".join("?" * len(FIRED))
-            clauses.append(
+            add(
                 "EXISTS (SELECT 1 FROM verdicts v WHERE v.decision_id = decisions.id "
-                f"AND v.guard = ? AND v.outcome IN ({marks}))"
+                f"AND v.guard = ? AND v.outcome IN ({marks}))",
+                self.guard,
+                *FIRED,
             )
-            params += [self.guard, *FIRED]
         if self.user_id is not None:
-            clauses.append("user_id = ?")
-            params.append(self.user_id)
+            add("user_id = ?", self.user_id)
         if self.channel_id is not None:
-            clauses.append("channel_id = ?")
-            params.append(self.channel_id)
+            add("channel_id = ?", self.channel_id)
         if self.since is not None:
-            clauses.append("created_utc >= ?")
-            params.append(utc_text(self.since))
+            add("created_utc >= ?", utc_text(self.since))
         if self.until is not None:
-            clauses.append("created_utc < ?")
-            params.append(utc_text(self.until))
+            add("created_utc < ?", utc_text(self.until))
         if self.text is not None:
-            clauses.append("seq IN (SELECT rowid FROM decisions_fts WHERE decisions_fts MATCH ?)")
-            params.append(fts_query(self.text))
+            add(
+                "seq IN (SELECT rowid FROM decisions_fts WHERE decisions_fts MATCH ?)",
+                fts_query(self.text),
+            )
         return (" AND ".join(clauses) or "1"), params
 
 
@@ -251,8 +235,10 @@ async def children(
         found += await db.execute_fetchall(
             f"{select} WHERE decision_id IN ({marks}) ORDER BY decision_id, {order}", chunk
         )
-    by_id = group(found)
-    return {i: by_id.get(i, []) for i in ids}
+    by_id: dict[str, list[Any]] = {i: [] for i in ids}
+    for row in found:  # by decision id (the first column), in stored order
+        by_id[row[0]].append(row)
+    return by_id
 
 
 SHORT_ID_MIN = 7  # as git: never shorter than this, even in a small log
@@ -306,18 +292,9 @@ async def short_ids(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, s
             (ref, ref),
         )
         before, after = next(iter(rows))
-        shared = max(_common(ref, before), _common(ref, after))
+        shared = max(len(commonprefix([ref, other or ""])) for other in (before, after))
         short[ref] = ref[: max(SHORT_ID_MIN, shared + 1)]
     return short
-
-
-def _common(a: str, b: str | None) -> int:
-    n = 0
-    for x, y in zip(a, b or "", strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass(frozen=True, slots=True)
