@@ -52,6 +52,7 @@ from middleware.decision_log.writes import (
     HEAD_SQL,
     PREFIX_SQL,
     checkpoint,
+    first,
     settings_state,
 )
 
@@ -78,14 +79,9 @@ class _Lookup:
         self.db = db
 
     async def _first(self, where: str, params: Sequence[Any]) -> Ref | None:
-        rows = list(
-            await self.db.execute_fetchall(
-                f"SELECT kind, seq, rid FROM ({CHAINED_RECORDS}) AS r WHERE {where} "
-                "ORDER BY seq LIMIT 1",
-                params,
-            )
-        )
-        return (rows[0][0], rows[0][1], str(rows[0][2])) if rows else None
+        sql = f"SELECT kind, seq, rid FROM ({CHAINED_RECORDS}) AS r WHERE {where} ORDER BY seq"
+        found = await first(self.db, sql + " LIMIT 1", params)
+        return None if found is None else (found[0], found[1], str(found[2]))
 
     async def with_sha256(self, sha256: str, before_seq: int) -> Ref | None:
         return await self._first("sha256 = ? AND seq < ?", (sha256, before_seq))
@@ -225,11 +221,10 @@ async def verify(db: aiosqlite.Connection) -> ChainReport:
 async def _verify(db: aiosqlite.Connection) -> ChainReport:
     versions = [(r[0], r[1]) for r in await db.execute_fetchall(
         "SELECT version, from_seq FROM chain_versions ORDER BY version")]  # fmt: skip
-    head_rows = list(await db.execute_fetchall(HEAD_SQL))
-    if not head_rows or not versions:
-        what = "head" if not head_rows else "format table"
+    head = await first(db, HEAD_SQL)
+    if head is None or not versions:
+        what = "head" if head is None else "format table"
         return failure("deleted", "chain head", "-", None, f"the chain's {what} was deleted")
-    head = (head_rows[0][0], head_rows[0][1])
     start_seq, start_sha, _, own_seq, cid = await checkpoint(db)
     v2_from = min((f for v, f in versions if v >= 2), default=NO_END)
     if own_seq is None and start_seq >= v2_from:
@@ -241,7 +236,8 @@ async def _verify(db: aiosqlite.Connection) -> ChainReport:
     stray = await _off_chain(db, start_seq)
     if stray is not None and stray.problem == "inserted" and stray.bad_seq is not None:
         return stray  # a record in the pruned part: the walk would start past it
-    report = await walk(_links(db, start_seq, versions), start_sha, start_seq, _Lookup(db), head)
+    links = _links(db, start_seq, versions)
+    report = await walk(links, start_sha, start_seq, _Lookup(db), (head[0], head[1]))
     if not report.ok:
         return report
     for found in (stray, await _settings_problem(db)):
@@ -256,37 +252,26 @@ async def _verify(db: aiosqlite.Connection) -> ChainReport:
 async def _off_chain(db: aiosqlite.Connection, start_seq: int) -> ChainReport | None:
     """A record in the pruned part of the log, or one that is not on the chain at all."""
     for kind_sql, table, rid in CHAINED_TABLES:
-        found = list(
-            await db.execute_fetchall(
-                f"SELECT seq, {rid}, {kind_sql} FROM {table} WHERE seq <= ? ORDER BY seq LIMIT 1",
-                (start_seq,),
-            )
-        )
-        if found:
-            seq, i, kind = found[0]
+        sql = f"SELECT seq, {rid}, {kind_sql} FROM {table} WHERE seq <= ? ORDER BY seq LIMIT 1"
+        if (found := await first(db, sql, (start_seq,))) is not None:
+            seq, i, kind = found
             message = f"{kind} {i} (#{seq}) was inserted into the pruned part of the log"
             return failure("inserted", kind, str(i), seq, message)
-    for kind_sql, table, rid in CHAINED_TABLES[1:3]:
-        found = list(
-            await db.execute_fetchall(
-                f"SELECT {rid}, {kind_sql} FROM {table} WHERE seq IS NULL LIMIT 1"
-            )
-        )
-        if found:
-            i, kind = found[0]
-            return failure("inserted", kind, str(i), None,
-                           f"{kind} {i} was inserted: it is not on the chain")  # fmt: skip
+    for kind_sql, table, rid in CHAINED_TABLES[1:3]:  # the tables v1 logs held unchained
+        sql = f"SELECT {rid}, {kind_sql} FROM {table} WHERE seq IS NULL LIMIT 1"
+        if (found := await first(db, sql)) is not None:
+            i, kind = found
+            message = f"{kind} {i} was inserted: it is not on the chain"
+            return failure("inserted", kind, str(i), None, message)
     for kind, table, key, _ in PARTS:  # a part whose decision is not in the log (pruned or never)
-        found = list(
-            await db.execute_fetchall(
-                f"SELECT decision_id, {key} FROM {table} AS t WHERE NOT EXISTS "
-                "(SELECT 1 FROM decisions AS d WHERE d.id = t.decision_id) LIMIT 1"
-            )
+        sql = (
+            f"SELECT decision_id, {key} FROM {table} AS t WHERE NOT EXISTS "
+            "(SELECT 1 FROM decisions AS d WHERE d.id = t.decision_id) LIMIT 1"
         )
-        if found:
-            name = f"{found[0][0]}/{found[0][1]}"
-            return failure("inserted", kind, name, None, f"{kind} {name} was inserted: its "
-                           f"decision {found[0][0]} is not in the log")  # fmt: skip
+        if (found := await first(db, sql)) is not None:
+            name = f"{found[0]}/{found[1]}"
+            message = f"{kind} {name} was inserted: its decision {found[0]} is not in the log"
+            return failure("inserted", kind, name, None, message)
     return None
 
 
@@ -311,7 +296,7 @@ async def _settings_problem(db: aiosqlite.Connection) -> ChainReport | None:
 
 
 async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:
-    rows = await db.execute_fetchall(
-        f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
+    found = await first(
+        db, f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
     )
-    return int(next(iter(rows))[0])
+    return int(found[0])

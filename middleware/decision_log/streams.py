@@ -29,7 +29,7 @@ import aiosqlite
 from middleware.decision_log.chain import Chainer
 from middleware.decision_log.privacy import TextPolicy, sha256_hex
 from middleware.decision_log.records import LINK_COLUMNS, insert_sql, row_sha256, utc_text
-from middleware.decision_log.writes import Op, Tx
+from middleware.decision_log.writes import Op, Tx, linked
 from middleware.types import StreamChunk, StreamRecord, utc_now
 
 # Chained rows leave only with a prune (covered by its checkpoint), as deliveries do.
@@ -126,8 +126,7 @@ def append(row: dict[str, Any]) -> Op:
     """Chain ``row`` as the next record, inside the writer's transaction."""
 
     async def run(db: Tx, chain: Chainer) -> None:
-        seq, prev, sha = chain.append(f"stream {row['kind']}", row_sha256(HASHED, row))
-        await db.execute(INSERT, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+        await db.execute(INSERT, linked(chain, f"stream {row['kind']}", HASHED, row))
 
     return Op(run)
 

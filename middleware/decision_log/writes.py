@@ -154,10 +154,7 @@ async def commit(db: Tx, jobs: Sequence[Job]) -> list[Any]:
         if decisions:
             await _insert_decisions(db, decisions, chain)
         if deliveries:
-            chained = []
-            for row in deliveries:
-                seq, prev, sha = chain.append("delivery", row_sha256(DELIVERY_COLUMNS, row))
-                chained.append({**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            chained = [linked(chain, "delivery", DELIVERY_COLUMNS, row) for row in deliveries]
             await db.executemany(INSERT_DELIVERY, chained)
         results = [await j.run(db, chain) if isinstance(j, Op) else None for j in jobs]
         if chain.seq != before:
@@ -172,11 +169,24 @@ async def commit(db: Tx, jobs: Sequence[Job]) -> list[Any]:
     return results
 
 
+def linked(chain: Chainer, kind: str, hashed: tuple[str, ...], row: Row) -> Row:
+    """``row`` appended to the chain as the next record of ``kind``, with its link columns."""
+    seq, prev, sha = chain.append(kind, row_sha256(hashed, row))
+    return {**row, "seq": seq, "prev_sha256": prev, "sha256": sha}
+
+
+async def first(db: Tx, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first row a query returns, or None."""
+    for row in await db.execute_fetchall(sql, params):
+        return row
+    return None
+
+
 async def head(db: Tx) -> Chainer:
-    found = list(await db.execute_fetchall(HEAD_SQL))
-    if not found:
+    found = await first(db, HEAD_SQL)
+    if found is None:
         raise sqlite3.IntegrityError("the chain head row is missing; run `guardbot verify`")
-    return Chainer(found[0][0], found[0][1])
+    return Chainer(found[0], found[1])
 
 
 async def _insert_decisions(db: Tx, decisions: list[EncodedDecision], chain: Chainer) -> None:
@@ -196,16 +206,12 @@ async def _insert_decisions(db: Tx, decisions: list[EncodedDecision], chain: Cha
 # -- operations, each inside the group's transaction ----------------------------------
 
 
-async def _insert_admin(db: Tx, chain: Chainer, row: Row) -> None:
-    seq, prev, sha = chain.append("admin action", row_sha256(ADMIN_HASHED, row))
-    await db.execute(INSERT_ADMIN, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
-
-
 def insert_admin(row: Row) -> Op:
     """An admin action that changed no setting (a query, or a refused attempt)."""
 
     async def run(db: Tx, chain: Chainer) -> None:
-        await _insert_admin(db, chain, {**row, "changes_setting": 0})
+        admin = {**row, "changes_setting": 0}
+        await db.execute(INSERT_ADMIN, linked(chain, "admin action", ADMIN_HASHED, admin))
 
     return Op(run)
 
@@ -227,12 +233,9 @@ def change_setting(audit: Row) -> Op:
 
     async def run(db: Tx, chain: Chainer) -> str | None:
         scope, key, new_json = audit["scope"], audit["key"], audit["new_json"]
-        found = list(
-            await db.execute_fetchall(
-                "SELECT value_json FROM settings WHERE scope = ? AND key = ?", (scope, key)
-            )
+        old_json: str | None = await _one(
+            db, "SELECT value_json FROM settings WHERE scope = ? AND key = ?", (scope, key)
         )
-        old_json: str | None = found[0][0] if found else None
         if new_json is None:
             await db.execute("DELETE FROM settings WHERE scope = ? AND key = ?", (scope, key))
         else:
@@ -243,7 +246,8 @@ def change_setting(audit: Row) -> Op:
                 "actor = excluded.actor",
                 (scope, key, new_json, audit["created_utc"], audit["actor"]),
             )
-        await _insert_admin(db, chain, {**audit, "old_json": old_json, "changes_setting": 1})
+        admin = {**audit, "old_json": old_json, "changes_setting": 1}
+        await db.execute(INSERT_ADMIN, linked(chain, "admin action", ADMIN_HASHED, admin))
         return old_json
 
     return Op(run)
@@ -285,8 +289,7 @@ def prune_step(cutoff_utc: str, now_utc: str) -> Op:
             "through_id": str(rid), "through_sha256": through_sha, "pruned_count": count,
             "settings_json": snapshot_json(state),
         }  # fmt: skip
-        seq, prev, sha = chain.append("checkpoint", row_sha256(CHECKPOINT_COLUMNS, row))
-        await db.execute(INSERT_CHECKPOINT, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+        await db.execute(INSERT_CHECKPOINT, linked(chain, "checkpoint", CHECKPOINT_COLUMNS, row))
         for _, table, _ in CHAINED_TABLES:
             await db.execute(f"DELETE FROM {table} WHERE seq <= ?", (end,))
         return (count, end < limit)
@@ -306,21 +309,17 @@ async def settings_state(
 async def checkpoint(db: Tx) -> tuple[int, str, str | None, int | None, str]:
     """The last prune checkpoint: (through_seq, its hash, settings snapshot, own seq, id),
     or (0, GENESIS, None, None, "") for a log never pruned."""
-    found = list(
-        await db.execute_fetchall(
-            "SELECT through_seq, through_sha256, settings_json, seq, id FROM chain_checkpoints "
-            "ORDER BY through_seq DESC, id DESC LIMIT 1"
-        )
+    r = await first(
+        db,
+        "SELECT through_seq, through_sha256, settings_json, seq, id FROM chain_checkpoints "
+        "ORDER BY through_seq DESC, id DESC LIMIT 1",
     )
-    if not found:
-        return (0, GENESIS, None, None, "")
-    r = found[0]
-    return (r[0], r[1], r[2], r[3], str(r[4]))
+    return (0, GENESIS, None, None, "") if r is None else (r[0], r[1], r[2], r[3], str(r[4]))
 
 
 async def _one(db: Tx, sql: str, params: Sequence[Any]) -> Any:
-    found = list(await db.execute_fetchall(sql, params))
-    return found[0][0] if found else None
+    found = await first(db, sql, params)
+    return None if found is None else found[0]
 
 
 def storage_error(path: str, exc: BaseException) -> str:
