@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
 from middleware.decision_log.integrity import derived_settings
+from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import named, parse_utc
 from middleware.decision_log.records import ADMIN_COLUMNS, REPLAY_COLUMNS, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
-from middleware.types import new_id
+from middleware.types import new_id, utc_now
 
 log = logging.getLogger("guardbot.decision_log")
 
@@ -51,44 +51,27 @@ def from_json(text: str | None) -> Any:
 
 
 def admin_row(
+    policy: TextPolicy,
     *,
-    now: datetime,
     actor: str,
     platform: str,
     channel_id: str,
     command: str,
     scope: str | None,
     key: str | None,
-    old_json: str | None,
-    new_json: str | None,
+    old: Any,
+    new: Any,
     allowed: bool,
     error: str | None,
 ) -> dict[str, Any]:
+    """An admin action's row, all but ``changes_setting``; its command and error masked
+    (an admin may paste a key into a command)."""
     return {
-        "id": new_id(), "created_utc": utc_text(now), "actor": actor, "platform": platform,
-        "channel_id": channel_id, "command": command, "scope": scope, "key": key,
-        "old_json": old_json, "new_json": new_json, "allowed": int(allowed), "error": error,
-    }  # fmt: skip
-
-
-def replay_row(
-    *,
-    now: datetime,
-    actor: str,
-    config_fingerprint: str,
-    decisions_count: int,
-    changed_count: int,
-    duration_ms: float,
-    filters: dict[str, Any],
-    summary: Any,
-    changes: list[Any],
-) -> dict[str, Any]:
-    return {
-        "id": new_id(), "created_utc": utc_text(now), "actor": actor,
-        "config_fingerprint": config_fingerprint, "decisions_count": int(decisions_count),
-        "changed_count": int(changed_count), "duration_ms": float(duration_ms),
-        "filters_json": to_json(filters), "summary_json": to_json(summary),
-        "changes_json": to_json(changes),
+        "id": new_id(), "created_utc": utc_text(utc_now()), "actor": actor, "platform": platform,
+        "channel_id": channel_id, "command": policy.mask(command), "scope": scope, "key": key,
+        "old_json": None if old is None else to_json(old),
+        "new_json": None if new is None else to_json(new),
+        "allowed": int(allowed), "error": policy.mask_opt(error),
     }  # fmt: skip
 
 

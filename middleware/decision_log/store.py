@@ -29,7 +29,7 @@ from middleware.decision_log.records import delivery_row, encode, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow, StoredDecision
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.decision_log.writer import Writer, WriterStats, connect, connect_on_loop
-from middleware.types import Decision, StreamChunk, StreamRecord, Turn, utc_now
+from middleware.types import Decision, StreamChunk, StreamRecord, Turn, new_id, utc_now
 
 Method = TypeVar("Method", bound=Callable[..., Coroutine[Any, Any, Any]])
 
@@ -101,23 +101,22 @@ class DecisionLog(DecisionStore):
     async def _check_schema(self) -> None:
         """A read-only open cannot migrate: refuse a file that is not at the current schema."""
         try:
-            done = [r[0] for r in await self._reader.execute_fetchall(APPLIED_SQL)]
-        except sqlite3.OperationalError:
-            done = []  # no _migrations table
-        except sqlite3.Error as exc:  # e.g. not a database at all
-            await self.close()
-            raise LogUnavailable(f"cannot read the decision log {self.path}: {exc}") from None
-        try:
+            try:
+                done = [r[0] for r in await self._reader.execute_fetchall(APPLIED_SQL)]
+            except sqlite3.OperationalError:
+                done = []  # no _migrations table
             todo = pending(done)
-        except RuntimeError as exc:
-            await self.close()
-            raise LogUnavailable(f"cannot read the decision log {self.path}: {exc}") from None
-        if todo:
-            await self.close()
-            raise LogUnavailable(
+        except (sqlite3.Error, RuntimeError) as exc:  # not a database; a newer guardbot's
+            problem = f"cannot read the decision log {self.path}: {exc}"
+        else:
+            if not todo:
+                return
+            problem = (
                 f"{self.path} is not a guardbot decision log at the current schema "
                 f"({len(todo)} migration(s) missing); open it once with `guardbot chat` to migrate"
             )
+        await self.close()
+        raise LogUnavailable(problem)
 
     async def close(self) -> None:
         """Flush queued writes, then close both connections."""
@@ -177,11 +176,9 @@ class DecisionLog(DecisionStore):
         settings_sql.check_scope(scope)
         if not key:
             raise ValueError("setting key is empty")
-        new_json = None if value is None else settings_sql.to_json(value)
         audit = settings_sql.admin_row(
-            now=utc_now(), actor=actor, platform=platform, channel_id=channel_id,
-            command=self._cmd(command), scope=scope, key=key, old_json=None,
-            new_json=new_json, allowed=True, error=None,
+            self.policy, actor=actor, platform=platform, channel_id=channel_id, command=command,
+            scope=scope, key=key, old=None, new=value, allowed=True, error=None,
         )  # fmt: skip
         old_json = await self._require_writer().submit(writes.change_setting(audit))
         return settings_sql.from_json(old_json)
@@ -201,11 +198,8 @@ class DecisionLog(DecisionStore):
         error: str | None = None,
     ) -> None:
         row = settings_sql.admin_row(
-            now=utc_now(), actor=actor, platform=platform, channel_id=channel_id,
-            command=self._cmd(command), scope=scope, key=key,
-            old_json=None if old is None else settings_sql.to_json(old),
-            new_json=None if new is None else settings_sql.to_json(new),
-            allowed=allowed, error=self.policy.mask_opt(error),
+            self.policy, actor=actor, platform=platform, channel_id=channel_id, command=command,
+            scope=scope, key=key, old=old, new=new, allowed=allowed, error=error,
         )  # fmt: skip
         await self._require_writer().submit(writes.insert_admin(row))
 
@@ -221,12 +215,14 @@ class DecisionLog(DecisionStore):
         summary: Any = None,
         changes: list[Any] | None = None,
     ) -> str:
-        row = settings_sql.replay_row(
-            now=utc_now(), actor=actor, config_fingerprint=config_fingerprint,
-            decisions_count=decisions_count, changed_count=changed_count,
-            duration_ms=duration_ms, filters=filters or {}, summary=summary,
-            changes=changes or [],
-        )  # fmt: skip
+        to_json = settings_sql.to_json
+        row = {
+            "id": new_id(), "created_utc": utc_text(utc_now()), "actor": actor,
+            "config_fingerprint": config_fingerprint, "decisions_count": int(decisions_count),
+            "changed_count": int(changed_count), "duration_ms": float(duration_ms),
+            "filters_json": to_json(filters or {}), "summary_json": to_json(summary),
+            "changes_json": to_json(changes or []),
+        }  # fmt: skip
         await self._require_writer().submit(writes.insert_replay(row))
         return str(row["id"])
 
@@ -246,9 +242,6 @@ class DecisionLog(DecisionStore):
             if not more:
                 break
         return removed, await self.verify()
-
-    def _cmd(self, command: str) -> str:
-        return self.policy.mask(command)  # an admin may paste a key into a command
 
     # -- reads (the read-only connection) ---------------------------------------------
 

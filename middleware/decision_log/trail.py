@@ -55,9 +55,8 @@ def derive(
             state.pop(at, None)
         else:
             state[at] = SettingState(
-                row["scope"], row["key"], row["new_json"], row["created_utc"], row["actor"],
-                row["id"],
-            )  # fmt: skip
+                *at, row["new_json"], row["created_utc"], row["actor"], row["id"]
+            )
     return state
 
 
@@ -83,43 +82,22 @@ def compare(
     found: list[Discrepancy] = []
     seen: set[Key] = set()
     for scope, key, value_json, updated_utc, actor in table:
-        at = (scope, key)
-        seen.add(at)
-        expected = state.get(at)
-        if expected is None:
-            found.append(
-                Discrepancy(
-                    "inserted",
-                    scope,
-                    key,
-                    f"setting {scope} {key} = {value_json} was inserted: no admin action in "
-                    "the trail sets it",
-                )  # fmt: skip
+        seen.add((scope, key))
+        s = state.get((scope, key))
+        what = f"setting {scope} {key}"
+        if s is None:
+            message = f"{what} = {value_json} was inserted: no admin action in the trail sets it"
+            found.append(Discrepancy("inserted", scope, key, message))
+        elif (value_json, updated_utc, actor) != (s.value_json, s.updated_utc, s.actor):
+            message = (
+                f"{what} was changed: it holds {value_json} by {actor} at {updated_utc}, the "
+                f"trail sets {s.value_json} by {s.actor} at {s.updated_utc} ({_source(s)})"
             )
-        elif (value_json, updated_utc, actor) != (
-            expected.value_json, expected.updated_utc, expected.actor,
-        ):  # fmt: skip
-            found.append(
-                Discrepancy(
-                    "changed",
-                    scope,
-                    key,
-                    f"setting {scope} {key} was changed: it holds {value_json} by {actor} at "
-                    f"{updated_utc}, the trail sets {expected.value_json} by {expected.actor} "
-                    f"at {expected.updated_utc} ({_source(expected)})",
-                )  # fmt: skip
-            )
-    for at, expected in state.items():
-        if at not in seen:
-            found.append(
-                Discrepancy(
-                    "deleted",
-                    at[0],
-                    at[1],
-                    f"setting {at[0]} {at[1]} was deleted: the trail sets it to "
-                    f"{expected.value_json} ({_source(expected)})",
-                )  # fmt: skip
-            )
+            found.append(Discrepancy("changed", scope, key, message))
+    for (scope, key), s in state.items():
+        if (scope, key) not in seen:
+            message = f"setting {scope} {key} was deleted: the trail sets it to {s.value_json}"
+            found.append(Discrepancy("deleted", scope, key, f"{message} ({_source(s)})"))
     return sorted(found, key=lambda d: (d.scope, d.key))
 
 
