@@ -33,6 +33,9 @@ from middleware.types import StreamRecord
 log = logging.getLogger("guardbot.live")
 
 _BREAKS = ("\n\n", "\n", " ")  # where a full message is best cut, best first
+# What a reply cut off at shutdown ends on, after the part of it already shown (which
+# was screened and is on record, so it stays); the bot leaves the view on it.
+CUT_OFF_NOTE = "[cut off: I was restarted before I could finish. Please ask again.]"
 
 
 def _as_is(text: str) -> str:

@@ -8,7 +8,8 @@ cannot be written the bot refuses to answer rather than send an unaudited reply.
 It also keeps two promises at the edges of one message: the values of the
 secrets it was given are masked in everything it stores, logs or answers
 (:func:`remember_secrets`), and a message cut off at shutdown still leaves a
-decision on record (action ``error``, reason ``shutdown``).
+decision on record (action ``error``, reason ``shutdown``); one cut off mid-stream
+also says what the user was shown (:mod:`bot.shown_reply`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, secret_env_names
+from bot.shown_reply import CUT_OFF, ShownReply
 from middleware.decision_log.postgres import PostgresLog, open_store
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
@@ -50,7 +52,6 @@ EMPTY_REPLY = "I didn't receive any text. Send me a message and I'll answer."
 INTERNAL_ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again."
 SHUTDOWN_ERROR = "shutdown: the bot stopped before the reply was ready"
 SHUTDOWN_RECORD_S = 2.0  # how long a cut-off message may take to reach the log
-CUT_OFF = "cut off at shutdown"  # its delivery: no reply was posted
 
 
 def remember_env_secrets(env: Mapping[str, str], config: Config | None = None) -> None:
@@ -150,13 +151,13 @@ class GuardBot:
         """One message end to end. With a ``view`` the reply is streamed into it (when
         ``[pipeline] stream`` is on for the channel), each chunk committed to the log
         before it is shown; on return the view shows the final message."""
-        shown = _Shown(view) if view is not None else None
+        shown = ShownReply(view) if view is not None else None
         decision = await self._handle(request, shown)
         if shown is not None:
             await self._finish(shown, decision)
         return decision
 
-    async def _finish(self, shown: _Shown, decision: Decision) -> None:
+    async def _finish(self, shown: ShownReply, decision: Decision) -> None:
         """Leave the view on the decision's message (recorded already), then record
         how the stream ended."""
         if decision.stream is None and shown.text:  # the log failed mid-stream
@@ -169,7 +170,7 @@ class GuardBot:
             except LogUnavailable as exc:
                 log.error("could not record the end of stream %s: %s", decision.id, exc)
 
-    async def _handle(self, request: ChatRequest, view: _Shown | None) -> Decision:
+    async def _handle(self, request: ChatRequest, view: ShownReply | None) -> Decision:
         # A cancel at any await here (shutdown) still leaves a decision: adapters count on it.
         try:
             await self.settings.ensure_loaded()
@@ -186,10 +187,11 @@ class GuardBot:
             try:
                 decision = await self._decide(request, config, fingerprint, view)
             except asyncio.CancelledError:
-                # A reply cut off mid-stream has chunks on record under the id it was
-                # streamed as: its decision takes that id, so they are not left orphaned.
-                streamed = view.decision_id if view is not None else None
-                await self.record_cut_off(request, SHUTDOWN_ERROR, decision_id=streamed)
+                if view is not None and view.streamed:
+                    await self._cut_off_stream(request, view)
+                else:
+                    streamed = view.decision_id if view is not None else None
+                    await self.record_cut_off(request, SHUTDOWN_ERROR, decision_id=streamed)
                 raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
@@ -227,7 +229,7 @@ class GuardBot:
             raise
 
     async def _decide(
-        self, request: ChatRequest, config: Config, fingerprint: str, view: _Shown | None
+        self, request: ChatRequest, config: Config, fingerprint: str, view: ShownReply | None
     ) -> Decision:
         budget = config.budget
         spent = await check_budget(
@@ -254,14 +256,15 @@ class GuardBot:
         if view is None or not p.stream:
             return await self.pipeline.run(request, policy, history=history)
         stream = StreamSettings(p.chunk_chars, p.context_chars, p.max_hold_ms)
-        view.decision_id = new_id()  # the chunks' id, for a cut-off record to reuse
-        # The log is the recorder: each chunk is committed before the view shows it.
+        # The log is the recorder (through the view, which remembers what went out):
+        # each chunk is committed before the view shows it.
+        view.start(new_id(), self.log, stream)
         return await self.pipeline.run(
             request,
             policy,
             view=view,
             stream=stream,
-            recorder=self.log,
+            recorder=view,
             decision_id=view.decision_id,
             history=history,
         )
@@ -281,16 +284,7 @@ class GuardBot:
         ``decision_id`` is the id a cut-off stream recorded its shown chunks under,
         so `guardbot show` finds them with this decision and verify finds no orphans.
         """
-        request = storable(request)
-        _, fingerprint = self.effective_config(request)
-        decision = Decision(
-            id=decision_id or new_id(),
-            request=request,
-            action=Action.ERROR,
-            error=why,
-            timings=Timings(total_ms=elapsed_ms),
-            config_fingerprint=fingerprint,
-        )
+        decision = self._cut_off_decision(request, why, elapsed_ms, decision_id)
         try:
             async with asyncio.timeout(SHUTDOWN_RECORD_S):
                 await self.log.record(decision)
@@ -299,6 +293,46 @@ class GuardBot:
             log.error(
                 "could not record message %s cut off at shutdown: %s", request.message_id, exc
             )
+
+    def _cut_off_decision(
+        self,
+        request: ChatRequest,
+        why: str,
+        elapsed_ms: float = 0.0,
+        decision_id: str | None = None,
+    ) -> Decision:
+        request = storable(request)
+        _, fingerprint = self.effective_config(request)
+        return Decision(
+            id=decision_id or new_id(),
+            request=request,
+            action=Action.ERROR,
+            error=why,
+            timings=Timings(total_ms=elapsed_ms),
+            config_fingerprint=fingerprint,
+        )
+
+    async def _cut_off_stream(self, request: ChatRequest, shown: ShownReply) -> None:
+        """A reply cut off mid-stream, on record as the user saw it. Its decision takes
+        the id its chunks are under (none orphaned) and the reply the view is left on;
+        the stream's end row says which chunks were shown and how the view was left
+        (the shown text and a cut-off note, if the view takes it within the budget);
+        the delivery says the same. All of it within ``SHUTDOWN_RECORD_S``."""
+        decision = self._cut_off_decision(request, SHUTDOWN_ERROR, decision_id=shown.decision_id)
+        decision.reply = shown.cut_off_reply()
+        stream = shown.cut_off()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_RECORD_S
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.log.record(decision)  # before the view shows its reply
+            # The view gets half of what is left, so the rows after it still fit.
+            status, error = await shown.leave(stream, (deadline - loop.time()) / 2)
+            async with asyncio.timeout_at(deadline):
+                await self.log.record_stream_end(decision.id, stream)
+                await self.log.record_delivery(decision.id, status, error)
+        except (LogUnavailable, TimeoutError) as exc:
+            log.error("could not record reply %s cut off at shutdown: %s", decision.id, exc)
 
     def _audit_down(self, request: ChatRequest, fingerprint: str, why: str) -> Decision:
         log.error("decision log unavailable, refusing to reply: %s", why)
@@ -339,24 +373,6 @@ class GuardBot:
         self, request: ChatRequest, command: str, *, platform_admin: bool = False
     ) -> str:
         return await run_admin_command(self, request, command, platform_admin=platform_admin)
-
-
-class _Shown:
-    """The adapter's view, remembering what it was last given (to replace it if need be)
-    and the decision id a streamed reply records its chunks under."""
-
-    def __init__(self, view: ReplyView) -> None:
-        self.view = view
-        self.text = ""
-        self.decision_id: str | None = None  # set when the reply streams: its chunks' id
-
-    async def show(self, text: str) -> None:
-        self.text = text
-        await self.view.show(text)
-
-    async def retract(self, text: str) -> None:
-        self.text = text
-        await self.view.retract(text)
 
 
 _REQUEST_TEXT = ("text", "user_name", "user_id", "channel_id", "thread_id", "message_id")

@@ -2,7 +2,8 @@
 
 A message cancelled anywhere in the bot (shutdown_timeout_s ran out: while the
 settings load, the pipeline runs, or its decision waits to be written) must still
-leave exactly one decision on record; the default timeout must fit in `docker stop`'s
+leave exactly one decision on record (one cut off mid-stream also what the user was
+shown, and how the view was left); the default timeout must fit in `docker stop`'s
 10 s grace; a lone surrogate must never be reported as a malformed model
 response (the request was never sent) nor crash the bot.
 """
@@ -16,18 +17,22 @@ from pathlib import Path
 import pytest
 
 from adapters.discord.config import DiscordConfig
+from adapters.live import CUT_OFF_NOTE
 from adapters.slack.config import SlackConfig
+from bot import app
 from bot.app import SHUTDOWN_ERROR, GuardBot
 from bot.cli.main import main
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, default_config_text, parse_config
 from middleware.decision_log import DecisionLog
+from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.records import EncodedDecision
+from middleware.decision_log.rows import StoredDecision
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, build_client
 from middleware.llm.scripted import FunctionModel
-from middleware.types import Action, ChatRequest
+from middleware.types import Action, ChatRequest, Decision, StreamRecord
 from tests.middleware.test_decision_log_writer import holding, writer_of
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.stream_support import STREAM_TOML, RecordingView
@@ -71,9 +76,19 @@ async def test_a_message_cut_off_at_shutdown_is_recorded(tmp_path: Path) -> None
         await bot.close()
 
 
-async def test_a_reply_cut_off_mid_stream_is_recorded_with_its_shown_chunk(
-    tmp_path: Path, stub_llm: StubOpenAI, capsys: pytest.CaptureFixture[str]
-) -> None:
+class StuckView(RecordingView):
+    """A view whose retraction never returns (a platform that hangs at shutdown)."""
+
+    async def retract(self, text: str) -> None:
+        self.retracted.append(text)
+        await asyncio.Event().wait()
+
+
+async def cut_off_mid_stream(
+    tmp_path: Path, stub_llm: StubOpenAI, view: RecordingView
+) -> tuple[Decision, StoredDecision, StreamRecord | None, ChainReport]:
+    """Stream a reply into ``view``, cancel it (shutdown) once its first chunk is shown,
+    and read back what the log then holds."""
     never = asyncio.Event()  # the rest of the reply never comes: shutdown cuts it off
 
     def script(_rec: Recorded) -> Reply:
@@ -84,29 +99,70 @@ async def test_a_reply_cut_off_mid_stream_is_recorded_with_its_shown_chunk(
     config = parse_config(STREAM_TOML + f'[log]\npath = "{db}"\n', "test")
     model = OpenAIChatModel(model="stub", api_key=None, base_url=stub_llm.base_url)
     bot = GuardBot(config, await DecisionLog.open(db), env={}, model=model)
-    view = RecordingView()
     try:
         task = asyncio.create_task(bot.handle(request("hello"), view))
         await view.first_shown.wait()  # the first chunk is on record, and on screen
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
+            await task  # the cancellation is not swallowed
         [decision] = await bot.log.query(limit=5)
+        stored = await bot.log.get_stored(decision.id)
         stream = await bot.log.stream_of(decision.id)
         report = await bot.log.verify()
     finally:
         await bot.close()
         await model.close()
-    assert view.states == ["Hello there, friend. "]
+    assert stored is not None
+    return decision, stored, stream, report
+
+
+async def test_a_reply_cut_off_mid_stream_is_recorded_as_the_user_saw_it(
+    tmp_path: Path, stub_llm: StubOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = RecordingView()
+    decision, stored, stream, report = await cut_off_mid_stream(tmp_path, stub_llm, view)
+    shown = "Hello there, friend. "
+    # What was shown stays (screened, on record), followed by the note; the decision's
+    # reply is what the view was left on, recorded before the view was given it.
+    assert view.states == [shown, f"{shown}\n\n{CUT_OFF_NOTE}"]
     assert (decision.action, decision.error) == (Action.ERROR, SHUTDOWN_ERROR)
-    # The chunk shown was recorded under the id the cut-off decision now carries.
-    assert stream is not None and [c.index for c in stream.chunks] == [0]
-    assert stream.shown_chars == len(view.states[0])
+    assert decision.reply == view.states[-1]
+    # The chunk shown was recorded under the id the cut-off decision now carries, and the
+    # stream's end row (not a rebuild from its chunks) says what was shown and how it ended.
+    assert stream is not None and [(c.index, c.released) for c in stream.chunks] == [(0, True)]
+    assert (stream.shown_chars, stream.retracted, stream.updates) == (len(shown), False, 2)
+    assert stream.chunk_chars == 10 and stream.first_visible_ms is not None
+    assert stream.note == (
+        f"cut off at shutdown after {len(shown)} characters in 1 chunk(s) were shown; "
+        "left on screen; the view was given a cut-off note after it"
+    )
+    [delivery] = stored.deliveries
+    assert delivery.status == "failed" and delivery.error == stream.note
     assert report.ok, report
-    assert await asyncio.to_thread(main, ["show", "--db", str(db), decision.id]) == 0
-    shown = capsys.readouterr().out
-    assert decision.id in shown and SHUTDOWN_ERROR in shown
-    assert f"{len(view.states[0])} chars shown" in shown
+    db = str(tmp_path / "g.db")
+    assert await asyncio.to_thread(main, ["show", "--db", db, decision.id]) == 0
+    out = capsys.readouterr().out
+    assert decision.id in out and SHUTDOWN_ERROR in out
+    assert f"{len(shown)} chars shown, not retracted" in out
+    assert "left on screen; the view was given a cut-off note after it" in out
+    assert "delivery" in out and "failed" in out
+    assert await asyncio.to_thread(main, ["verify", "--db", db]) == 0
+
+
+async def test_a_cut_off_reply_the_view_cannot_end_in_time_is_recorded_as_left(
+    tmp_path: Path, stub_llm: StubOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "SHUTDOWN_RECORD_S", 0.2)  # the view hangs: it gets half
+    view = StuckView()
+    decision, stored, stream, report = await cut_off_mid_stream(tmp_path, stub_llm, view)
+    shown = "Hello there, friend. "
+    assert view.states == [shown] and view.retracted == [f"{shown}\n\n{CUT_OFF_NOTE}"]
+    left = "left as shown: a cut-off note could not be added within 0.1 s"
+    assert stream is not None and stream.delivery_errors == [left]
+    assert (stream.shown_chars, stream.retracted, stream.updates) == (len(shown), False, 1)
+    assert stream.note is not None and stream.note.endswith(f"were shown; {left}")
+    assert [(d.status, d.error) for d in stored.deliveries] == [("failed", stream.note)]
+    assert report.ok, report
 
 
 class HeldSettings(RuntimeSettings):
