@@ -11,16 +11,13 @@ the writer checks for them when it connects.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, cast
 
 import aiosqlite
 
 from middleware.decision_log.storage import LogUnavailable
-from middleware.decision_log.writes import Tx
-
-T = TypeVar("T")
-Arg = TypeVar("Arg")
+from middleware.decision_log.writes import Job, commit
 
 
 class _Direct:
@@ -70,26 +67,22 @@ def require_thread_calls() -> None:
         )
 
 
-async def in_thread(
-    db: aiosqlite.Connection,
-    step: Callable[[Tx, Arg], Coroutine[Any, Any, T]],
-    arg: Arg,
-) -> T:
-    """Run ``step`` on aiosqlite's thread with direct sqlite3 calls: one hop for all of it.
+async def in_thread(db: aiosqlite.Connection, jobs: Sequence[Job]) -> list[Any]:
+    """:func:`.writes.commit` on aiosqlite's thread with direct sqlite3 calls: one hop for all.
 
     ``_execute`` is what each of aiosqlite's own methods uses (:data:`THREAD_CALLS`).
-    Cancelling the caller (the writer task) does not stop the step: like any
+    Cancelling the caller (the writer task) does not stop the transaction: like any
     aiosqlite call, it runs to its end (COMMIT or ROLLBACK) on the thread.
     """
 
-    def run() -> T:
-        coroutine = step(_Direct(db._conn), arg)
+    def run() -> list[Any]:
+        coroutine = commit(_Direct(db._conn), jobs)
         try:
             coroutine.send(None)
         except StopIteration as done:
-            return cast(T, done.value)
+            return cast(list[Any], done.value)
         coroutine.close()
-        raise RuntimeError(f"{step.__qualname__} waited on something other than the database")
+        raise RuntimeError("a write waited on something other than the database")
 
-    execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
+    execute = cast(Callable[[Callable[[], list[Any]]], Awaitable[list[Any]]], db._execute)
     return await execute(run)

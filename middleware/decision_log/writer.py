@@ -40,10 +40,10 @@ import contextlib
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiosqlite
@@ -57,8 +57,6 @@ from middleware.decision_log.storage import LogUnavailable
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI prune, a second bot) may hold the lock briefly
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
 CHECKPOINT_PAGES = 10_000  # WAL pages (4 KiB) that make the writer checkpoint after a commit
-T = TypeVar("T")
-Arg = TypeVar("Arg")
 
 # Binding None makes the sqlite3 module look for an adapter on a type object,
 # which formats and discards an AttributeError every time; many stored values
@@ -209,7 +207,7 @@ class Writer:
                 return [exc] * len(jobs)
         assert self._db is not None
         try:
-            return await self._step(writes.commit, jobs)
+            return await self._write(jobs)
         except sqlite3.IntegrityError as exc:
             why = f"the decision log refused this write: {exc}"
         except Exception as exc:  # a bad job (a bug or an invalid value), or the storage
@@ -224,14 +222,14 @@ class Writer:
             return [(await self._results([job]))[0] for job in jobs]
         return [ValueError(why)]
 
-    async def _step(self, step: Callable[[writes.Tx, Arg], Coroutine[Any, Any, T]], arg: Arg) -> T:
-        """``step(connection, arg)``: on SQLite in one hop to aiosqlite's thread, however
-        many statements it makes (see :func:`.one_hop.in_thread`)."""
+    async def _write(self, jobs: list[writes.Job]) -> list[Any]:
+        """:func:`.writes.commit` of ``jobs``: on SQLite in one hop to aiosqlite's thread,
+        however many statements it makes (see :func:`.one_hop.in_thread`)."""
         db = self._db
         assert db is not None
         if isinstance(db, aiosqlite.Connection):
-            return await in_thread(db, step, arg)
-        return await step(db, arg)  # another backend's connection with aiosqlite's calls
+            return await in_thread(db, jobs)
+        return await writes.commit(db, jobs)  # another backend's connection with aiosqlite's calls
 
     async def _connect(self) -> None:
         require_thread_calls()

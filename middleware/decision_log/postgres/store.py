@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import asyncpg
 
@@ -47,8 +47,6 @@ from middleware.decision_log.store import DecisionLog
 from middleware.decision_log.writer import Writer
 
 log = logging.getLogger("guardbot.decision_log")
-T = TypeVar("T")
-Arg = TypeVar("Arg")
 
 CONNECT_TIMEOUT_S = 5.0
 RELISTEN_S = 0.5  # how soon a lost LISTEN connection is tried again
@@ -101,14 +99,12 @@ class PgWriter(Writer):
         self._db = shared(self._sql)
         self.stats.connections += 1
 
-    async def _step(self, step: Callable[[writes.Tx, Arg], Coroutine[Any, Any, T]], arg: Arg) -> T:
+    async def _write(self, jobs: list[writes.Job]) -> list[Any]:
         """A group of decisions and deliveries in one statement (:mod:`.append`);
-        any other step as on SQLite, through the shared SQL."""
-        if step is writes.commit and self._sql is not None:
-            group = append.prepare(cast(list[writes.Job], arg))
-            if group is not None:
-                return cast(T, await append.commit(self._sql, group))
-        return await super()._step(step, arg)
+        any other group as on SQLite, through the shared SQL."""
+        if self._sql is not None and (group := append.prepare(jobs)) is not None:
+            return await append.commit(self._sql, group)
+        return await super()._write(jobs)
 
     async def _results(self, jobs: list[writes.Job]) -> list[Any]:
         if self._db is not None and self._sql is not None and self._sql.conn.is_closed():
@@ -276,10 +272,6 @@ class PostgresLog(DecisionLog):
         finally:
             await conn.close()
 
-    @property
-    def backend(self) -> str:
-        return "postgresql"
-
 
 async def _session_unchanged(conn: asyncpg.Connection) -> None:
     """The reader pool's reset: nothing to undo. Its connections only run single reads
@@ -300,7 +292,3 @@ async def _check_schema(conn: asyncpg.Connection, target: PgTarget) -> None:
             f"{target} is not a guardbot decision log at the current schema "
             f"({len(todo)} migration(s) missing); start the bot once with this url to migrate"
         )
-
-
-async def open_postgres(target: PgTarget, **options: Any) -> PostgresLog:
-    return await PostgresLog.open_url(target, **options)
