@@ -54,7 +54,7 @@ from middleware.decision_log.one_hop import in_thread, require_thread_calls
 from middleware.decision_log.records import EncodedDecision
 from middleware.decision_log.storage import LogUnavailable
 
-BUSY_TIMEOUT_MS = 5000  # another process (a CLI prune, a second bot) may hold the lock briefly
+BUSY_S = 5.0  # another process (a CLI prune, a second bot) may hold the lock briefly
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
 CHECKPOINT_PAGES = 10_000  # WAL pages (4 KiB) that make the writer checkpoint after a commit
 
@@ -233,13 +233,7 @@ class Writer:
 
     async def _connect(self) -> None:
         require_thread_calls()
-        db = await connect(self.path, read_only=False)
-        try:
-            await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
-        except sqlite3.Error as exc:
-            await db.close()
-            raise LogUnavailable(f"cannot use the decision log {self.path}: {exc}") from None
-        self._db = db
+        self._db = await connect(self.path, read_only=False)
         self.stats.connections += 1
 
     async def _drop(self) -> None:
@@ -306,11 +300,10 @@ def target(path: Path, *, read_only: bool) -> str:
 def prepare(path: Path) -> None:
     """Create the file (0600), switch it to WAL and apply pending migrations (blocking)."""
     try:
-        db = sqlite3.connect(target(path, read_only=False), isolation_level=None)
+        db = sqlite3.connect(target(path, read_only=False), isolation_level=None, timeout=BUSY_S)
     except sqlite3.Error as exc:
         raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
     try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise LogUnavailable(f"{path}: cannot switch the decision log to WAL mode")
@@ -328,14 +321,14 @@ async def connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:
     """The writer's connection (autocommit, WAL, NORMAL sync) or a read-only one."""
     where = target(path, read_only=read_only)
     try:
-        db = await aiosqlite.connect(where, uri=read_only, isolation_level=None)
+        db = await aiosqlite.connect(where, uri=read_only, isolation_level=None, timeout=BUSY_S)
     except sqlite3.Error as exc:
         raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
     try:
-        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not read_only:
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
     except sqlite3.Error as exc:
         await db.close()
         raise LogUnavailable(f"cannot use the decision log {path}: {exc}") from None
