@@ -42,11 +42,7 @@ def run_script(db: sqlite3.Connection, script: str) -> None:
         raise ValueError(f"incomplete SQL statement: {current.strip()[:60]}")
 
 
-def pending(done: list[str]) -> list[tuple[str, Migration]]:
-    return pending_in(MIGRATIONS, done)
-
-
-def pending_in(registry: Sequence[tuple[str, Step]], done: list[str]) -> list[tuple[str, Step]]:
+def pending(registry: Sequence[tuple[str, Step]], done: list[str]) -> list[tuple[str, Step]]:
     """The steps of ``registry`` not yet ``done``, in order; any backend's registry.
     A name the registry does not know means a newer guardbot wrote the database."""
     known = {name for name, _ in registry}
@@ -66,7 +62,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
         "name TEXT PRIMARY KEY, applied_utc TEXT NOT NULL) STRICT"
     )
     ran = []
-    for name, fn in pending([r[0] for r in db.execute(APPLIED_SQL)]):
+    for name, fn in pending(MIGRATIONS, [r[0] for r in db.execute(APPLIED_SQL)]):
         db.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have applied it while we waited for the lock.

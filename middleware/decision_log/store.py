@@ -22,7 +22,7 @@ from middleware.decision_log import claims, integrity, queries, streams, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
-from middleware.decision_log.migrations import APPLIED_SQL, pending
+from middleware.decision_log.migrations import APPLIED_SQL, MIGRATIONS, pending
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.queries import Filters
 from middleware.decision_log.records import delivery_row, encode, utc_text
@@ -105,7 +105,7 @@ class DecisionLog(DecisionStore):
                 done = [r[0] for r in await self._reader.execute_fetchall(APPLIED_SQL)]
             except sqlite3.OperationalError:
                 done = []  # no _migrations table
-            todo = pending(done)
+            todo = pending(MIGRATIONS, done)
         except (sqlite3.Error, RuntimeError) as exc:  # not a database; a newer guardbot's
             problem = f"cannot read the decision log {self.path}: {exc}"
         else:

@@ -22,7 +22,7 @@ import datetime as dt
 import asyncpg
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
-from middleware.decision_log.migrations import MIGRATIONS, pending_in
+from middleware.decision_log.migrations import pending
 from middleware.decision_log.postgres.append import APPEND_FUNCTION_SQL, DEFERRABLE_SQL, LINKS_SQL
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
@@ -360,21 +360,11 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-def missing_counterparts() -> list[str]:
-    """SQLite migrations with no PostgreSQL counterpart (must be empty)."""
-    here = {name for name, _ in PG_MIGRATIONS}
-    return [name for name, _ in MIGRATIONS if name not in here]
-
-
 async def applied(conn: asyncpg.Connection) -> list[str]:
     exists = await conn.fetchval("SELECT to_regclass('_migrations') IS NOT NULL")
     if not exists:
         return []
     return [r[0] for r in await conn.fetch("SELECT name FROM _migrations ORDER BY applied_utc")]
-
-
-def pending(done: list[str]) -> list[tuple[str, str]]:
-    return pending_in(PG_MIGRATIONS, done)
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
@@ -386,7 +376,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             "CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_utc text "
             "NOT NULL)"
         )
-    for name, sql in pending(await applied(conn)):
+    for name, sql in pending(PG_MIGRATIONS, await applied(conn)):
         async with conn.transaction():
             await conn.execute(LOCK_SQL)  # another instance may be migrating right now
             if await conn.fetchval("SELECT 1 FROM _migrations WHERE name = $1", name):

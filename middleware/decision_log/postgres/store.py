@@ -31,6 +31,7 @@ import asyncpg
 
 from middleware.decision_log import integrity, writes
 from middleware.decision_log.chain import ChainReport
+from middleware.decision_log.migrations import pending
 from middleware.decision_log.postgres import append
 from middleware.decision_log.postgres.connection import (
     DRIVER_ERRORS,
@@ -39,7 +40,12 @@ from middleware.decision_log.postgres.connection import (
     SqlConnection,
     shared,
 )
-from middleware.decision_log.postgres.schema import SETTINGS_CHANNEL, applied, migrate, pending
+from middleware.decision_log.postgres.schema import (
+    PG_MIGRATIONS,
+    SETTINGS_CHANNEL,
+    applied,
+    migrate,
+)
 from middleware.decision_log.postgres.url import PgTarget
 from middleware.decision_log.privacy import TextPolicy
 from middleware.decision_log.storage import LogUnavailable
@@ -284,7 +290,7 @@ async def _session_unchanged(conn: asyncpg.Connection) -> None:
 
 async def _check_schema(conn: asyncpg.Connection, target: PgTarget) -> None:
     try:
-        todo = pending(await applied(conn))
+        todo = pending(PG_MIGRATIONS, await applied(conn))
     except RuntimeError as exc:
         raise LogUnavailable(f"cannot read the decision log {target}: {exc}") from None
     if todo:

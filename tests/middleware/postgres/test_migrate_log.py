@@ -18,7 +18,9 @@ import pytest
 
 from bot.cli.main import main
 from middleware.decision_log import DecisionLog
+from middleware.decision_log.migrations import MIGRATIONS
 from middleware.decision_log.postgres import PostgresLog
+from middleware.decision_log.postgres.schema import PG_MIGRATIONS
 from middleware.decision_log.postgres.url import PgTarget
 from middleware.types import utc_now
 from tests.support.decision_log_support import make_decision
@@ -86,3 +88,11 @@ async def check_empty(url: str) -> None:
         assert await copy.query() == []
     finally:
         await copy.close()
+
+
+def test_every_sqlite_migration_has_its_postgresql_counterpart_in_order() -> None:
+    """The same names in ``_migrations`` on either backend (a copied log is not told apart);
+    only the migrations named ``m0NN_pg_*`` are PostgreSQL's alone."""
+    sqlite_names = [name for name, _ in MIGRATIONS]
+    pg_names = [name for name, _ in PG_MIGRATIONS if "_pg_" not in name]
+    assert pg_names == sqlite_names
