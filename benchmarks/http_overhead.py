@@ -144,8 +144,16 @@ class Bot:
         from bot.config.schema import parse_config
 
         config = parse_config(bot_config(base_url, f"{folder}/bot.db", transport), "b")
-        # As `guardbot run` opens it: the log from the config, settings loaded, warmed up.
-        return cls(await GuardBot.open(config, env={}))
+        # As `guardbot run` opens it: the log from the config, settings loaded, warmed up,
+        # then the collector tuned for serving.
+        bot = await GuardBot.open(config, env={})
+        try:
+            from bot.app import tune_gc_for_serving
+        except ImportError:  # a --baseline tree from before it: its open() tuned it itself
+            pass
+        else:
+            tune_gc_for_serving()
+        return cls(bot)
 
     def __init__(self, bot: Any) -> None:
         from middleware.types import Action, ChatRequest

@@ -47,7 +47,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.app import GuardBot
+from bot.app import GuardBot, tune_gc_for_serving
 from bot.config.schema import load_config
 from middleware.decision_log.postgres import PostgresLog, append
 from middleware.decision_log.postgres.connection import CHAIN_LOCK_KEY
@@ -79,8 +79,7 @@ def _decision(template: Decision, n: int) -> Decision:
 
 
 async def _bot(log: PostgresLog, model_s: float) -> Callable[[int], Awaitable[None]]:
-    """A whole GuardBot on ``log`` (as GuardBot.open builds one) whose model answers after
-    ``model_s``; a message handled as an adapter does: the reply, then its delivery."""
+    """A GuardBot on ``log`` as `guardbot run` has one, its model answering after ``model_s``."""
 
     async def reply(messages: Sequence[Message], _settings: ModelSettings) -> str:
         await asyncio.sleep(model_s)  # the provider's latency: the bot waits, its CPU is free
@@ -90,13 +89,14 @@ async def _bot(log: PostgresLog, model_s: float) -> Callable[[int], Awaitable[No
     await bot.settings.load()
     log.on_settings_changed(bot.settings.load)
     bot.warm_up()
+    tune_gc_for_serving()
 
     async def message(n: int) -> None:
         thread = f"t{n % THREADS}"
         request = ChatRequest(platform="bench", channel_id="c", thread_id=thread,
                               user_id=thread, text=TEXTS[n % len(TEXTS)])  # fmt: skip
         decision = await bot.handle(request)
-        await bot.record_delivery(decision, sent=True, error=None)
+        await bot.record_delivery(decision, sent=True, error=None)  # as an adapter does
 
     return message
 

@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.app import GuardBot  # noqa: E402
+from bot.app import GuardBot, tune_gc_for_serving  # noqa: E402
 from bot.config.schema import parse_config  # noqa: E402
-from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
 from tests.stubs.process import fetch_records, stub_process  # noqa: E402
 
@@ -59,8 +58,8 @@ async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, 
     # so its work does not compete with the measured bot for the GIL.
     with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as base_url:
         config = parse_config(config_text(base_url, f"{folder}/g{gen_ms}.db"), "bench")
-        log = await DecisionLog.open(config.log.path)
-        bot = GuardBot(config, log, env={})
+        bot = await GuardBot.open(config, env={})  # as `guardbot run` opens it ...
+        tune_gc_for_serving()  # ... and tunes the collector for serving
         allowed: list[float] = []
         blocked: list[float] = []
         # The same latencies against the calls' own measured times (what the slowest

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.app import GuardBot  # noqa: E402
+from bot.app import GuardBot, tune_gc_for_serving  # noqa: E402
 from bot.config.schema import load_config  # noqa: E402
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.llm.scripted import FunctionModel  # noqa: E402
@@ -67,10 +67,11 @@ async def run(n: int, concurrency: int, folder: str, with_history: bool) -> dict
                 )
             )
 
-    # Warm-up outside the clock, as `GuardBot.open` does at start: the guards are built
-    # (the profanity model loads once) and the start's heap is frozen; one message.
+    # Warm-up outside the clock, as `guardbot run` does at start: the guards are built
+    # (the profanity model loads once), then the start's heap is frozen; one message.
     await bot.handle(ChatRequest(platform="bench", channel_id="c", text="warm up"))
     bot.warm_up()
+    tune_gc_for_serving()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with asyncio.TaskGroup() as tg:
         for w in range(concurrency):

@@ -58,6 +58,27 @@ def remember_env_secrets(env: Mapping[str, str], config: Config | None = None) -
     remember_secrets(env.get(name) for name in secret_env_names(config))
 
 
+def tune_gc_for_serving() -> None:
+    """Tune the cyclic garbage collector for a process that serves messages from now on.
+
+    What start built (imports, config, the guards' tables: 100,000+ objects) lives
+    as long as the process, and every full collection walked it (50-130 ms each, 8%
+    of a message's CPU under load), so it is frozen once, out of the collector's
+    sight. And the youngest generation is collected after 10,000 net allocations
+    instead of 700: the objects of the messages in flight (thousands, none of them
+    garbage) were walked every few messages, another 4% of the CPU.
+
+    Both are process-wide, so only what serves for long takes them (`guardbot run`
+    and `guardbot chat` once the bot is open, and the benchmarks of that path):
+    opening a bot does not, so tests and one-shot commands keep Python's defaults.
+    A second call changes nothing.
+    """
+    if not gc.get_freeze_count():
+        gc.collect()  # start's own garbage is freed, not frozen for good
+        gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+
+
 class GuardBot:
     """One request end to end; also the host the admin commands and replay work through
     (:class:`bot.admin.AdminHost`, :class:`bot.replay.rerun.ReplayHost`)."""
@@ -99,19 +120,9 @@ class GuardBot:
 
     def warm_up(self) -> None:
         """Build the default policy now (the profanity model loads once, at start),
-        so the first user message does not pay for it. What start built (imports,
-        config, the guards' tables: 100,000+ objects) lives as long as the process, and
-        every full collection walked it (50-130 ms each, 8% of a message's CPU under
-        load), so it is frozen once, out of the cyclic collector's sight. And the
-        youngest generation is collected after 10,000 net allocations instead of 700:
-        the objects of the messages in flight (thousands, none of them garbage) were
-        walked every few messages, another 4% of the CPU."""
+        so the first user message does not pay for it."""
         config, fingerprint = self.settings.effective("", "")
         self.policies.policy(config, fingerprint)
-        if not gc.get_freeze_count():
-            gc.collect()  # start's own garbage is freed, not frozen for good
-            gc.freeze()
-            gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
     async def close(self) -> None:
         await self.models.close()
@@ -187,11 +198,10 @@ class GuardBot:
             try:
                 decision = await self._decide(request, config, fingerprint, view)
             except asyncio.CancelledError:
-                if view is not None and view.streamed:
+                if view is not None and view.streamed:  # chunks are on record under its id
                     await self._cut_off_stream(request, view)
                 else:
-                    streamed = view.decision_id if view is not None else None
-                    await self.record_cut_off(request, SHUTDOWN_ERROR, decision_id=streamed)
+                    await self.record_cut_off(request, SHUTDOWN_ERROR)
                 raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
@@ -281,8 +291,7 @@ class GuardBot:
 
         The caller re-raises the cancellation; this only makes sure the message
         does not vanish from the audit trail (no final reply was posted for it).
-        ``decision_id`` is the id a cut-off stream recorded its shown chunks under,
-        so `guardbot show` finds them with this decision and verify finds no orphans.
+        ``decision_id``: the id its decision was being recorded under, if any.
         """
         decision = self._cut_off_decision(request, why, elapsed_ms, decision_id)
         try:
@@ -295,11 +304,7 @@ class GuardBot:
             )
 
     def _cut_off_decision(
-        self,
-        request: ChatRequest,
-        why: str,
-        elapsed_ms: float = 0.0,
-        decision_id: str | None = None,
+        self, request: ChatRequest, why: str, elapsed_ms: float, decision_id: str | None
     ) -> Decision:
         request = storable(request)
         _, fingerprint = self.effective_config(request)
@@ -318,7 +323,7 @@ class GuardBot:
         the stream's end row says which chunks were shown and how the view was left
         (the shown text and a cut-off note, if the view takes it within the budget);
         the delivery says the same. All of it within ``SHUTDOWN_RECORD_S``."""
-        decision = self._cut_off_decision(request, SHUTDOWN_ERROR, decision_id=shown.decision_id)
+        decision = self._cut_off_decision(request, SHUTDOWN_ERROR, 0.0, shown.decision_id)
         decision.reply = shown.cut_off_reply()
         stream = shown.cut_off()
         loop = asyncio.get_running_loop()

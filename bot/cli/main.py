@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adapters.console import run_console
 from adapters.render import escape
-from bot.app import GuardBot, remember_env_secrets
+from bot.app import GuardBot, remember_env_secrets, tune_gc_for_serving
 from bot.audit.overrides import override_line
 from bot.cli.common import (
     EXIT_CODES,
@@ -53,6 +53,7 @@ def _chat(args: argparse.Namespace) -> int:
 async def _chat_async(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     bot = await GuardBot.open(config)
+    tune_gc_for_serving()  # a conversation is served from here on, like `guardbot run`
     try:
         if notice := bot.notice():
             print(f"notice: {notice}", file=sys.stderr, flush=True)

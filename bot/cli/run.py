@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 
 from adapters.base import AdapterConfigError, Service
-from bot.app import GuardBot
+from bot.app import GuardBot, tune_gc_for_serving
 from bot.cli.common import load_config_from_args
 from bot.config.schema import Config
 
@@ -46,8 +46,18 @@ def build_services(config: Config, bot: GuardBot, env: Mapping[str, str]) -> lis
     return services
 
 
-async def serve(config: Config, env: Mapping[str, str], stop: asyncio.Event | None = None) -> int:
+async def serve(
+    config: Config,
+    env: Mapping[str, str],
+    stop: asyncio.Event | None = None,
+    *,
+    tune_gc: bool = False,
+) -> int:
+    """Serve until ``stop`` (or a signal); ``tune_gc``: this process serves from now on
+    (the command's, not a test's: see :func:`~bot.app.tune_gc_for_serving`)."""
     bot = await GuardBot.open(config, env=env)
+    if tune_gc:
+        tune_gc_for_serving()
     stop = stop or asyncio.Event()
     started: list[Service] = []
     try:
@@ -100,7 +110,7 @@ async def _until_stopped_or_failed(stop: asyncio.Event, services: list[Service])
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
-    return asyncio.run(serve(config, os.environ))
+    return asyncio.run(serve(config, os.environ, tune_gc=True))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
