@@ -29,7 +29,7 @@ from middleware.decision_log.chain import (
     walk,
 )
 from middleware.decision_log.privacy import sha256_hex
-from middleware.decision_log.queries import DECISION_SELECT, named
+from middleware.decision_log.queries import DECISION_SELECT
 from middleware.decision_log.records import (
     ADMIN_HASHED,
     CANDIDATE_COLUMNS,
@@ -41,6 +41,7 @@ from middleware.decision_log.records import (
     ROWS_COLUMN,
     VERDICT_COLUMNS,
     content_sha256_of,
+    named,
     row_sha256,
     rows_sha256,
     utc_text,

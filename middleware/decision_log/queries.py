@@ -29,6 +29,7 @@ from middleware.decision_log.records import (
     CHAINED_COLUMNS,
     LLM_CALL_COLUMNS,
     VERDICT_COLUMNS,
+    named,
     utc_text,
 )
 from middleware.decision_log.rows import DeliveryRow, StoredDecision
@@ -102,11 +103,6 @@ def stored_decision(
 
 # What a StoredDecision keeps of its row besides the decision.
 STORED_FIELDS = [f.name for f in fields(StoredDecision) if f.name in CHAINED_COLUMNS]
-
-
-def named(columns: Sequence[str], rows: Iterable[Row]) -> list[dict[str, Any]]:
-    """Rows as dicts by column name (the stored columns share the model's field names)."""
-    return [dict(zip(columns, r, strict=True)) for r in rows]
 
 
 def _verdict(v: dict[str, Any]) -> Verdict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -130,6 +130,11 @@ def values_of(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequenc
     return itemgetter(*columns)
 
 
+def named(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Stored rows as dicts by column name (the columns share the models' field names)."""
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
 def insert_sql(table: str, columns: Sequence[str]) -> str:
     """``INSERT`` binding each column by name from a row dict."""
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (:{', :'.join(columns)})"
@@ -166,17 +171,10 @@ def real(value: float | None) -> float | None:
 def real0(value: float | None) -> float:
     if value.__class__ is float and value - value == 0.0:
         return value + 0.0
-    if value is None:
-        return 0.0
-    value = float(value)
-    return value + 0.0 if _FINITE(value) else 0.0
+    return real(value) or 0.0  # None, NaN and infinities
 
 
 _FINITE = math.isfinite
-
-
-def flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
 
 
 # An exact str from a StrEnum member: the hash's JSON and SQLite see the value.
@@ -200,7 +198,15 @@ class EncodedDecision(NamedTuple):
 
 def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
     req, t, sel = decision.request, decision.timings, decision.selection
-    content = _Memo(policy)  # the reply is usually also a candidate's text: mask it once
+    masked: dict[str, tuple[str | None, int, str]] = {}
+
+    def content(text: str) -> tuple[str | None, int, str]:
+        """The reply is usually also a candidate's text: mask it once."""
+        found = masked.get(text)
+        if found is None:
+            found = masked[text] = policy.content(text)
+        return found
+
     text, text_chars, text_sha = content(req.text)
     reply, reply_chars, reply_sha = content(decision.reply)
     selection_json = None
@@ -268,7 +274,7 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
                 "tokens_out": int(c.tokens_out),
                 "score": real(c.score),
                 "chosen": int(c.chosen),
-                "safe": flag(c.safe),
+                "safe": None if c.safe is None else int(c.safe),
                 "error": policy.mask_opt(c.error),
                 "text": c_text,
             }  # fmt: skip
@@ -298,18 +304,6 @@ def delivery_row(decision_id: str, status: str, error: str | None, policy: TextP
         "decision_id": decision_id, "created_utc": utc_text(utc_now()), "status": status,
         "error": policy.mask_opt(error),
     }  # fmt: skip
-
-
-class _Memo:
-    def __init__(self, policy: TextPolicy) -> None:
-        self.policy = policy
-        self.seen: dict[str, tuple[str | None, int, str]] = {}
-
-    def __call__(self, text: str) -> tuple[str | None, int, str]:
-        found = self.seen.get(text)
-        if found is None:
-            found = self.seen[text] = self.policy.content(text)
-        return found
 
 
 def _reason(v: Verdict, policy: TextPolicy) -> str:

@@ -18,8 +18,8 @@ import aiosqlite
 
 from middleware.decision_log.integrity import derived_settings
 from middleware.decision_log.privacy import TextPolicy
-from middleware.decision_log.queries import named, parse_utc
-from middleware.decision_log.records import ADMIN_COLUMNS, REPLAY_COLUMNS, utc_text
+from middleware.decision_log.queries import parse_utc
+from middleware.decision_log.records import ADMIN_COLUMNS, REPLAY_COLUMNS, named, utc_text
 from middleware.decision_log.rows import AdminActionRow, ReplayRunRow, SettingRow
 from middleware.types import new_id, utc_now
 

@@ -1,22 +1,16 @@
 """Every write to the log, as the writer runs it inside its transactions.
 
-A job is one of:
-
-- an :class:`~.records.EncodedDecision`: the writer adds ``seq`` and the chain;
-- a :class:`Delivery`: a delivery event, chained the same way;
-- an :class:`Op`: settings and admin actions (chained), replay runs, a prune
-  step, whose return value goes back to the caller.
-
-:func:`commit` writes a group of jobs as one ``BEGIN IMMEDIATE`` transaction
-with one ``executemany`` per table; rows are dicts bound by column name. The
+A job is an :class:`~.records.EncodedDecision`, a :class:`Delivery` or an
+:class:`Op` (settings, admin actions, replay runs, a prune step: its return
+value goes back to the caller). :func:`commit` writes a group of jobs as one
+``BEGIN IMMEDIATE`` transaction with one ``executemany`` per table. The
 chain's head (:data:`HEAD_SQL`) is read at the start of the transaction and
 written back at its end, so every record of every kind takes the next ``seq``.
 
-Every step here takes a :class:`Tx`: the calls that aiosqlite's connection,
+Every step here takes a :class:`Tx`, the calls that aiosqlite's connection,
 the writer's direct sqlite3 calls on its thread (``one_hop._Direct``) and the
 PostgreSQL connection (``postgres.connection.SqlConnection``) all answer the
-same way. ``execute`` returns a cursor on the first only, so a step cannot
-use what it returns; rows come from ``execute_fetchall``.
+same way; rows come from ``execute_fetchall`` only.
 """
 
 from __future__ import annotations
@@ -42,6 +36,7 @@ from middleware.decision_log.records import (
     EncodedDecision,
     Row,
     insert_sql,
+    named,
     row_sha256,
     values_of,
 )
@@ -96,17 +91,14 @@ CHAINED_RECORDS = " UNION ALL ".join(
     f"SELECT {kind} AS kind, seq, {rid} AS rid, prev_sha256, sha256, created_utc FROM {table}"
     for kind, table, rid in CHAINED_TABLES
 )  # every chained record, as (kind, seq, rid, prev_sha256, sha256, created_utc)
+SETTING_CHANGE_COLUMNS = ("id", "created_utc", "actor", "scope", "key", "new_json")
 SETTING_CHANGES_SQL = (
-    "SELECT id, created_utc, actor, scope, key, new_json FROM admin_actions "
+    f"SELECT {', '.join(SETTING_CHANGE_COLUMNS)} FROM admin_actions "
     "WHERE changes_setting = 1 AND seq > ? AND seq <= ? ORDER BY seq"
 )
-SETTING_CHANGE_COLUMNS = ("id", "created_utc", "actor", "scope", "key", "new_json")
 # A prefix of the chain (by seq), up to the first record not old enough.
 FIRST_RECENT_SQL = f"SELECT min(seq) FROM ({CHAINED_RECORDS}) AS r WHERE created_utc >= ?"
-PREFIX_SQL = (
-    "seq <= coalesce((SELECT min(seq) - 1 FROM (" + CHAINED_RECORDS + ") AS r "
-    "WHERE created_utc >= ?), (SELECT seq FROM chain_head WHERE id = 1))"
-)
+PREFIX_SQL = f"seq <= coalesce(({FIRST_RECENT_SQL}) - 1, (SELECT seq FROM chain_head WHERE id = 1))"
 
 
 class Tx(Protocol):
@@ -302,8 +294,7 @@ async def settings_state(
 ) -> dict[Key, SettingState]:
     """The settings in force at ``through_seq``: the snapshot, then the trail after it."""
     changes = await db.execute_fetchall(SETTING_CHANGES_SQL, (after_seq, through_seq))
-    rows = (dict(zip(SETTING_CHANGE_COLUMNS, r, strict=True)) for r in changes)
-    return derive(parse_snapshot(snapshot), rows)
+    return derive(parse_snapshot(snapshot), named(SETTING_CHANGE_COLUMNS, changes))
 
 
 async def checkpoint(db: Tx) -> tuple[int, str, str | None, int | None, str]:
