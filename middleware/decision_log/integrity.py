@@ -108,25 +108,17 @@ async def _links(
         )
         end = rows[-1][0] if len(rows) == PAGE else NO_END
         page = await _decision_links(db, rows, versions)
-        for kind, table, columns, rid, content in OTHERS:
+        for kind_sql, table, columns, rid, content in OTHERS:
             found = await db.execute_fetchall(
-                f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256, {kind} "
+                f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256, {kind_sql} "
                 f"FROM {table} WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after_seq, end),
             )
-            n = len(columns)
-            page += [
-                StoredLink(
-                    r[n + 4],
-                    r[n + 1],
-                    str(r[n]),
-                    content(dict(zip(columns, r, strict=False))),
-                    r[n + 2],
-                    r[n + 3],
-                    version_at(versions, r[n + 1]),
-                )  # fmt: skip
-                for r in found
-            ]
+            for *values, i, seq, prev, sha, kind in found:
+                sha_of = content(dict(zip(columns, values, strict=True)))
+                page.append(
+                    StoredLink(kind, seq, str(i), sha_of, prev, sha, version_at(versions, seq))
+                )
         if len(page) > len(rows):
             page.sort(key=lambda link: link.seq)
         for link in page:
@@ -143,7 +135,6 @@ async def _decision_links(
         return []
     ids = [r[1] for r in rows]
     verdicts, cands, calls = await queries.parts(db, ids)
-    v2_from = min((f for v, f in versions if v >= 2), default=NO_END)
     out = []
     for values, i in zip(rows, ids, strict=True):
         row = dict(zip(CHAINED_COLUMNS, values, strict=True))
@@ -161,12 +152,8 @@ async def _decision_links(
         if not _texts_match([row]):
             content = "text does not match its stored hash"
         seq = row["seq"]
-        version = 2 if seq >= v2_from else 1
-        out.append(
-            StoredLink(
-                "decision", seq, i, content, row["prev_sha256"], row["sha256"], version, flaw
-            )
-        )
+        link = (row["prev_sha256"], row["sha256"], version_at(versions, seq), flaw)
+        out.append(StoredLink("decision", seq, i, content, *link))
     return out
 
 
