@@ -268,10 +268,7 @@ async def by_id(db: aiosqlite.Connection, ref: str) -> StoredDecision | None:
         shown = ids[:CANDIDATES_SHOWN]
         short = await short_ids(db, shown)
         raise AmbiguousId(ref, [short[i] for i in shown], len(ids) > CANDIDATES_SHOWN)
-    if not ids:
-        return None
-    found = await fetch(db, "id = ?", (ids[0],), order="seq", limit=1)
-    return found[0] if found else None
+    return await by_id(db, ids[0]) if ids else None  # a whole id: found at once
 
 
 async def short_ids(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, str]:

@@ -143,8 +143,7 @@ class DecisionLog(DecisionStore):
         return self._writer
 
     async def record(self, decision: Decision) -> None:
-        writer = self._require_writer()
-        await writer.submit(encode(decision, self.policy))
+        await self._require_writer().submit(encode(decision, self.policy))
 
     async def record_delivery(self, decision_id: str, status: str, error: str | None) -> None:
         row = delivery_row(decision_id, status, error, self.policy)
@@ -234,13 +233,12 @@ class DecisionLog(DecisionStore):
             raise LogUnavailable(
                 f"refusing to prune a log that fails verification: {report.message}"
             )
-        removed = 0
-        while True:
-            step = writes.prune_step(utc_text(cutoff), utc_text(utc_now()))
-            count, more = await writer.submit(step)
+        removed, more = 0, True
+        while more:  # chunk by chunk, so a running bot never waits long for the write lock
+            count, more = await writer.submit(
+                writes.prune_step(utc_text(cutoff), utc_text(utc_now()))
+            )
             removed += count
-            if not more:
-                break
         return removed, await self.verify()
 
     # -- reads (the read-only connection) ---------------------------------------------
