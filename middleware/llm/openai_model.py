@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,7 @@ import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai._models import FinalRequestOptions
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
@@ -32,6 +34,10 @@ from middleware.llm.model import Completion, Delta, Message, ModelSettings
 from middleware.llm.transport import AioHttpClient, LeanOpenAI
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
+# What the server says about itself is stored with every decision: a count must fit a
+# SQLite INTEGER (and be a count), a model name must be a short string, whatever it sent.
+MAX_COUNT = 2**31 - 1
+MODEL_NAME_CHARS = 200
 # The package's own JSON encoding of a body (``openai._utils._json.openapi_dumps``:
 # compact, UTF-8, no NaN), made once instead of an encoder per call; bodies here are
 # plain JSON, so its hooks for datetimes and pydantic models are never needed.
@@ -78,6 +84,26 @@ def fix_hint(url: str, status: int, body: str) -> str:
         base = url.removeprefix("POST ").removesuffix("/chat/completions").removesuffix("/")
         return f'; did you mean base_url = "{base}/v1"?'
     return ""
+
+
+def server_count(value: object) -> int:
+    """A token count from the server as one that can be stored: 0..MAX_COUNT.
+
+    A hostile or broken server may send 10**19, -5, 1e300, "12", null or true; a
+    count that will not fit the log must not fail a decision after its reply was shown.
+    """
+    if type(value) is float and math.isfinite(value):
+        value = int(value)
+    if type(value) is not int:  # bool (an int subclass), str, None, objects: not a count
+        return 0
+    return min(max(value, 0), MAX_COUNT)
+
+
+def server_model_name(value: object, asked: str) -> str:
+    """The model the server says answered, as a short plain string (else the one asked for)."""
+    if type(value) is not str or not value:
+        return asked
+    return value[:MODEL_NAME_CHARS]
 
 
 Transport = Literal["aiohttp", "httpx"]
@@ -163,9 +189,9 @@ class OpenAIChatModel:
                     f"{body_start(response.text)}"
                 )
             text = choices[0]["message"]["content"] or ""
-            usage = data.get("usage") or {}
-            tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-            model = data.get("model") or params["model"]
+            usage = data.get("usage")
+            if not isinstance(usage, dict):
+                usage = {}
         except openai.OpenAIError as exc:
             raise LLMError(describe_error(exc)) from exc
         except UnicodeEncodeError as exc:  # a ValueError, but raised before anything was sent
@@ -177,9 +203,9 @@ class OpenAIChatModel:
             raise LLMError(f"model server sent a malformed response (POST {self._url})") from exc
         return Completion(
             text=str(text),
-            model=str(model),
-            tokens_in=int(tokens_in),
-            tokens_out=int(tokens_out),
+            model=server_model_name(data.get("model"), params["model"]),
+            tokens_in=server_count(usage.get("prompt_tokens")),
+            tokens_out=server_count(usage.get("completion_tokens")),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -263,13 +289,14 @@ class OpenAIChatModel:
         stream = await self._post(body, timeout_s, stream=True)
         parts: list[str] = []
         tokens_in = tokens_out = 0
-        model = params["model"]
+        model = None
         try:
             async for chunk in stream:
                 model = chunk.model or model
-                if chunk.usage:
-                    tokens_in = chunk.usage.prompt_tokens
-                    tokens_out = chunk.usage.completion_tokens
+                # Chunks are built without validation: usage may be anything the server sent.
+                if isinstance(chunk.usage, CompletionUsage):
+                    tokens_in = server_count(chunk.usage.prompt_tokens)
+                    tokens_out = server_count(chunk.usage.completion_tokens)
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
                         parts.append(choice.delta.content)
@@ -282,7 +309,7 @@ class OpenAIChatModel:
             tokens_out = len(text.split())  # server sent no usage: estimate
         yield Completion(
             text=text,
-            model=model,
+            model=server_model_name(model, params["model"]),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             latency_ms=(time.perf_counter() - started) * 1000,

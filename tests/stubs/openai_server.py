@@ -38,7 +38,8 @@ class Reply:
     pauses: dict[int, asyncio.Event] = field(default_factory=dict)
     hold: asyncio.Event | None = None  # answer only once the test sets this event
     moderation: dict[str, float] | None = None  # category scores for /moderations
-    model: str | None = None
+    model: Any = None  # any JSON value: a hostile server's name for itself
+    usage: Any = None  # any JSON value, sent instead of the counts above (hostile servers)
     content_type: str = "application/json"  # e.g. text/html: a web page where the API should be
 
 
@@ -180,7 +181,9 @@ class StubOpenAI:
                 "prompt_tokens": reply.tokens_in,
                 "completion_tokens": out,
                 "total_tokens": reply.tokens_in + out,
-            },
+            }
+            if reply.usage is None
+            else reply.usage,
         }
         return web.json_response(payload, headers=reply.headers)
 
@@ -235,7 +238,9 @@ class StubOpenAI:
                 "prompt_tokens": reply.tokens_in,
                 "completion_tokens": out,
                 "total_tokens": reply.tokens_in + out,
-            },
+            }
+            if reply.usage is None
+            else reply.usage,
         }
         await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         await response.write_eof()
