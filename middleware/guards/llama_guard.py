@@ -2,22 +2,28 @@
 
 The server's chat template turns the conversation into Llama Guard's
 classification prompt; the model answers in a fixed grammar, ``safe`` or
-``unsafe`` + newline + a comma-separated list of hazard codes (S1..S14). That
-grammar is parsed exactly: anything else, including unknown codes, is an
-error (then ``on_error``). Codes are recorded with their names; codes listed
-in ``exclude`` do not count. For the output stage the user's message goes
-first, so the model judges the reply in context, as it was trained to.
+``unsafe`` + newline + a comma-separated list of hazard codes (S1..S14). The
+two answers are read asymmetrically, because only one direction can fail
+open: ``safe`` must be exactly that word (else an error, then ``on_error``),
+while an answer whose first line starts with the word ``unsafe`` (any case or
+spacing) always counts as unsafe. Codes that do not fit the grammar (``S99``,
+a missing code line, prose after it) do not turn that judgement into an error
+a fail-open guard would let through; they are recorded in the reason, unknown
+codes as ``unknown:S99``. Codes listed in ``exclude`` do not count. For the
+output stage the user's message goes first, so the model judges the reply in
+context, as it was trained to.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from middleware.errors import VerdictParseError
 from middleware.guards.config import LlamaGuardGuardConfig
 from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
-from middleware.llm.model import ChatModel, Message, ModelSettings
+from middleware.llm.model import MAX_ANSWER_CHARS, ChatModel, Message, ModelSettings
 from middleware.types import Stage, Verdict
 
 HAZARDS = {
@@ -36,22 +42,69 @@ HAZARDS = {
     "S13": "elections",
     "S14": "code_interpreter_abuse",
 }
-_CODE = re.compile(r"S(?:[1-9]|1[0-4])")
+_UNSAFE = re.compile(r"unsafe\b", re.IGNORECASE)
+_TOKEN = re.compile(r"[^,\s]+")
+_CODE_LIKE = re.compile(r"S\d{1,3}")
+_TOKENS_SHOWN = 5  # unknown codes and junk tokens kept: a hostile answer can list thousands
 
 
-def parse_llama_guard(raw: str) -> list[str]:
-    """[] for ``safe``, the hazard codes for ``unsafe\\nS1,S2``; VerdictParseError otherwise."""
-    # Servers often wrap the answer in blank lines; nothing else is tolerated.
-    lines = raw.strip().split("\n")
+@dataclass(frozen=True, slots=True)
+class LlamaAnswer:
+    """What a Llama Guard answer says. ``codes`` are known hazards in the order
+    given; ``unknown`` are code-like tokens outside S1..S14; ``problem`` is set
+    when an unsafe answer did not follow the grammar (it still counts as unsafe)."""
+
+    unsafe: bool
+    codes: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def parse_llama_guard(raw: str) -> LlamaAnswer:
+    """Read ``safe`` / ``unsafe\\nS1,S2``; VerdictParseError for anything that is neither."""
+    if len(raw) > MAX_ANSWER_CHARS:
+        raise VerdictParseError(f"reply too long ({len(raw)} characters)", raw)
+    lines = [line.strip() for line in raw.split("\n") if line.strip()]
     if lines == ["safe"]:
-        return []
-    if len(lines) != 2 or lines[0].strip() != "unsafe":
+        return LlamaAnswer(unsafe=False)
+    said = _UNSAFE.match(lines[0]) if lines else None
+    if said is None:
         raise VerdictParseError("expected 'safe' or 'unsafe' followed by hazard codes", raw)
-    codes = [c.strip() for c in lines[1].split(",")]
-    bad = [c for c in codes if not _CODE.fullmatch(c)]
-    if bad:
-        raise VerdictParseError(f"unknown hazard codes {bad}", raw)
-    return list(dict.fromkeys(codes))
+    # The codes follow on the next line; a model that kept them on the first line
+    # ("unsafe S1") is read the same way, but is not the grammar.
+    rest = lines[0][said.end() :].strip()
+    code_line, extra = (
+        (rest, lines[1:]) if rest else (lines[1] if len(lines) > 1 else "", lines[2:])
+    )
+    codes: list[str] = []
+    unknown: list[str] = []
+    junk: list[str] = []
+    for token in _TOKEN.findall(code_line):
+        code = token.upper()
+        if code in HAZARDS:
+            codes.append(code)
+        elif _CODE_LIKE.fullmatch(code):
+            unknown.append(code)
+        else:
+            junk.append(token[:20])
+    problems = []
+    if not code_line:
+        problems.append("no hazard codes")
+    if rest:
+        problems.append("text after 'unsafe' on its line")
+    unknown = list(dict.fromkeys(unknown))[:_TOKENS_SHOWN]
+    if unknown:
+        problems.append(f"unknown hazard codes {','.join(unknown)}")
+    if code_line and (junk or code_line.count(",") != len(_TOKEN.findall(code_line)) - 1):
+        problems.append(f"not a list of codes: {' '.join(junk[:_TOKENS_SHOWN]) or code_line[:40]}")
+    if extra:
+        problems.append("text after the hazard codes")
+    return LlamaAnswer(
+        unsafe=True,
+        codes=tuple(dict.fromkeys(codes)),
+        unknown=tuple(unknown),
+        problem="; ".join(problems) or None,
+    )
 
 
 class LlamaGuard(LLMGuard):
@@ -74,21 +127,27 @@ class LlamaGuard(LLMGuard):
             model=self.cfg.model,
         )
         completion = await self.model.complete(self.messages(text, context), settings=settings)
-        codes = parse_llama_guard(completion.text)
-        counted = [c for c in codes if c not in self.exclude]
-        named = ",".join(f"{c}:{HAZARDS[c]}" for c in codes)
-        if not codes:
+        answer = parse_llama_guard(completion.text)
+        counted = [c for c in answer.codes if c not in self.exclude]
+        named = [f"{c}:{HAZARDS[c]}" for c in counted] + [f"unknown:{c}" for c in answer.unknown]
+        excluded = ",".join(f"{c}:{HAZARDS[c]}" for c in answer.codes if c in self.exclude)
+        # Excluded codes are the operator's call even in a malformed answer; an unsafe
+        # answer that names nothing else still blocks, as "unknown".
+        unsafe = bool(named) or (answer.unsafe and not excluded)
+        if not answer.unsafe:
             reason = "safe"
-        elif counted:
-            reason = f"unsafe: {named}"
+        elif not unsafe:
+            reason = f"unsafe only in excluded categories: {excluded}"
         else:
-            reason = f"unsafe only in excluded categories: {named}"
+            reason = "unsafe: " + (",".join(named) or "no hazard code")
+        if answer.problem:
+            reason = f"unparseable answer that says unsafe ({answer.problem}); " + reason
         result = verdict(
             self.name,
             context,
-            unsafe=bool(counted),
-            category=",".join(f"{c}:{HAZARDS[c]}" for c in counted),
-            score=1.0 if counted else 0.0,
+            unsafe=unsafe,
+            category=",".join(named) or ("unknown" if unsafe else ""),
+            score=1.0 if unsafe else 0.0,
             reason=reason,
             raw=completion.text,
         )

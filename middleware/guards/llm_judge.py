@@ -7,20 +7,32 @@ be exactly one JSON object ``{"unsafe": bool, "category": str, "score": 0..1,
 "reason": str}`` (requested as a JSON schema where the server supports
 structured output). The parser is strict on purpose: prose around the
 object, wrong types, duplicate keys, NaN, truncation, or an answer that merely
-repeats the screened text are errors (then ``on_error``), never a pass.
+repeats the screened text are errors (then ``on_error``), never a pass. Only
+one direction can fail open, so an answer that does not parse but says
+``"unsafe": true`` anywhere blocks instead (a fail-open guard would otherwise
+let a judge's "unsafe" through), and the repeat check only rejects a repeat
+that would have passed: a user quoting a verdict cannot unblock themselves.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from middleware.errors import VerdictParseError
 from middleware.guards.config import LLMJudgeGuardConfig
 from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import LLMGuard, with_usage
-from middleware.llm.model import ChatModel, Message, ModelSettings, strict_json_object
+from middleware.llm.model import (
+    MAX_ANSWER_CHARS,
+    ChatModel,
+    Message,
+    ModelSettings,
+    strict_json_object,
+)
 from middleware.types import Verdict
 
 DEFAULT_PROMPT = """\
@@ -56,11 +68,48 @@ VERDICT_SCHEMA: dict[str, Any] = {
 }
 
 
-def parse_judge_verdict(raw: str, screened: str = "") -> tuple[bool, str, float, str]:
-    """(unsafe, category, score, reason) from the judge's answer; VerdictParseError otherwise."""
+# `"unsafe": true` in any spelling a broken or hostile answer might use; only ever
+# read from an answer that failed the strict parse, and only to block.
+_SAYS_UNSAFE = re.compile(r"""["']unsafe["']\s*:\s*["']?true\b""", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeAnswer:
+    """The judge's verdict as read; ``score`` is None for an answer that did not
+    parse but says unsafe (it blocks all the same)."""
+
+    unsafe: bool
+    category: str
+    score: float | None
+    reason: str
+
+
+def parse_judge_verdict(
+    raw: str, screened: str = "", threshold: float | None = None
+) -> JudgeAnswer:
+    """The judge's verdict on ``screened``; VerdictParseError when it cannot count as one.
+
+    Without ``threshold`` the judge's ``unsafe`` decides; with one, ``score >= threshold``.
+    """
+    try:
+        said_unsafe, category, score, reason = _strict_verdict(raw)
+    except VerdictParseError as exc:
+        if len(raw) <= MAX_ANSWER_CHARS and _SAYS_UNSAFE.search(raw):
+            why = f"unparseable answer that says unsafe ({exc})"
+            return JudgeAnswer(True, "unknown", None, why)
+        raise
+    unsafe = said_unsafe if threshold is None else score >= threshold
     body = raw.strip()
-    if screened and len(body) >= 8 and body in screened:
+    # A judge that parrots the screened text may be obeying it; that matters only
+    # when the parroted verdict would let the text through.
+    if not unsafe and screened and len(body) >= 8 and body in screened:
         raise VerdictParseError("the judge repeated the screened text instead of judging it", raw)
+    if unsafe and category.lower() in ("", "none"):
+        category = "unsafe"
+    return JudgeAnswer(unsafe, category if unsafe else "", score, reason)
+
+
+def _strict_verdict(raw: str) -> tuple[bool, str, float, str]:
     data = strict_json_object(raw, fenced=True)
     missing = [k for k in ("unsafe", "category", "score", "reason") if k not in data]
     if missing:
@@ -111,18 +160,14 @@ class LLMJudgeGuard(LLMGuard):
         completion = await self.model.complete(
             build_messages(self.cfg, text, context), settings=settings
         )
-        said_unsafe, category, score, reason = parse_judge_verdict(completion.text, text)
-        threshold = self.cfg.threshold
-        unsafe = said_unsafe if threshold is None else score >= threshold
-        if unsafe and category.lower() in ("", "none"):
-            category = "unsafe"
+        answer = parse_judge_verdict(completion.text, text, self.cfg.threshold)
         result = verdict(
             self.name,
             context,
-            unsafe=unsafe,
-            category=category if unsafe else "",
-            score=score,
-            reason=reason,
+            unsafe=answer.unsafe,
+            category=answer.category,
+            score=answer.score,
+            reason=answer.reason,
             raw=completion.text,
         )
         return with_usage(result, completion)

@@ -19,45 +19,17 @@ from middleware.guards.config import EnsembleGuardConfig as Ens
 from middleware.guards.config import (
     GuardConfigBase,
     LlamaGuardGuardConfig,
-    LLMJudgeGuardConfig,
     OpenAIModerationGuardConfig,
     ProfanityGuardConfig,
 )
-from middleware.guards.guard import Guard, GuardContext
 from middleware.guards.llm_guard import OFFLINE_REASON
-from middleware.guards.openai_moderation import OpenAIModeration
 from middleware.guards.registry import build_guard
 from middleware.guards.runner import run_guard
 from middleware.llm.echo import EchoModel
 from middleware.llm.model import ChatModel
-from middleware.llm.openai_model import OpenAIChatModel
-from middleware.types import ChatRequest, Outcome, Stage, Verdict
+from middleware.types import Outcome, Stage
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
-
-SAFE = '{"unsafe": false, "category": "none", "score": 0.02, "reason": "benign"}'
-UNSAFE = '{"unsafe": true, "category": "violence", "score": 0.97, "reason": "a threat"}'
-
-
-class StubFactory:
-    """A ModelFactory whose models talk to the stub; closes every client afterwards."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.made: list[OpenAIChatModel] = []
-
-    def __call__(self, *, model: str | None = None, base_url: str | None = None) -> ChatModel:
-        chat = OpenAIChatModel(
-            model=model or "default-model", api_key=None, base_url=self.base_url, max_retries=0
-        )
-        self.made.append(chat)
-        return chat
-
-    def moderation_client(self, *, base_url: str | None = None) -> OpenAIModeration:
-        return OpenAIModeration(self(base_url=base_url).client)  # type: ignore[attr-defined]
-
-    async def close(self) -> None:
-        for chat in self.made:
-            await chat.close()
+from tests.support.guard_support import SAFE, UNSAFE, StubFactory, check, ctx, judge, screened
 
 
 @pytest.fixture
@@ -65,24 +37,6 @@ async def factory(stub_llm: StubOpenAI) -> AsyncIterator[StubFactory]:
     made = StubFactory(stub_llm.base_url)
     yield made
     await made.close()
-
-
-def ctx(stage: Stage = Stage.INPUT, prompt: str = "hello") -> GuardContext:
-    return GuardContext(stage, ChatRequest(platform="test", text=prompt))
-
-
-def screened(rec: Recorded) -> str:
-    """The text the judge was asked about (decoded from the quoted JSON payload)."""
-    user = rec.body["messages"][-1]["content"]
-    return str(json.loads(user[user.index("{") :])["text"])
-
-
-def judge(**kw: Any) -> LLMJudgeGuardConfig:
-    return LLMJudgeGuardConfig(name="judge", kind="llm_judge", model="judge-model", **kw)
-
-
-async def check(guard: Guard, cfg: GuardConfigBase, text: str, **kw: Any) -> Verdict:
-    return await run_guard(guard, cfg, text, ctx(**kw))
 
 
 # --- llm_judge ---------------------------------------------------------------
@@ -172,7 +126,7 @@ async def test_judge_server_failure_and_timeout_are_errors(
 
 async def test_llama_guard_over_http(stub_llm: StubOpenAI, factory: StubFactory) -> None:
     answers = {"weapons": "unsafe\nS9", "advice": "unsafe\nS6", "both": "unsafe\nS1,S6"}
-    answers |= {"odd": "unsafe\nS99", "prose": "I think this is safe"}
+    answers |= {"odd": "Safe", "prose": "I think this is safe"}
 
     def script(rec: Recorded) -> Reply:
         last = rec.body["messages"][-1]["content"]
