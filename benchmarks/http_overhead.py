@@ -50,6 +50,7 @@ from typing import Any  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.stub_bot import GEN_MODEL, GUARD_MODEL, bot_config, text_for  # noqa: E402
 from tests.stubs.process import stub_process  # noqa: E402
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -78,10 +79,6 @@ SYSTEMS = ["floor", "guardbot", "guardbot-httpx"]  # + "guardbot-baseline" with 
 GUARD_PROMPT = "Is this message unsafe? Answer as JSON."
 
 
-def text_for(i: int, unsafe: bool) -> str:
-    return f"message {i} " + ("BLOCKME please" if unsafe else "hello")
-
-
 # --- workers (one process per system) ----------------------------------------
 
 
@@ -102,8 +99,8 @@ class Floor:
 
     async def one(self, i: int, unsafe: bool) -> None:
         text = text_for(i, unsafe)
-        generation = asyncio.create_task(self.call("gen-model", text))
-        verdict = json.loads(await self.call("guard-model", f"{GUARD_PROMPT}\n{text}"))
+        generation = asyncio.create_task(self.call(GEN_MODEL, text))
+        verdict = json.loads(await self.call(GUARD_MODEL, f"{GUARD_PROMPT}\n{text}"))
         if verdict["unsafe"]:
             generation.cancel()  # closes the connection: the stub records closed_early
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,26 +110,6 @@ class Floor:
 
     async def close(self) -> None:
         await self.session.close()
-
-
-def bot_config(base_url: str, db: str, transport: str | None) -> str:
-    return f"""
-[llm]
-provider = "openai"
-model = "gen-model"
-base_url = "{base_url}"
-max_retries = 0
-{f'transport = "{transport}"' if transport else ""}
-
-[[guards]]
-name = "judge"
-kind = "llm_judge"
-model = "guard-model"
-timeout_s = 10
-
-[log]
-path = "{db}"
-"""
 
 
 class Bot:

@@ -23,29 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.stub_bot import GEN_MODEL, bot_config, text_for  # noqa: E402
 from bot.app import GuardBot, tune_gc_for_serving  # noqa: E402
 from bot.config.schema import parse_config  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
 from tests.stubs.process import fetch_records, stub_process  # noqa: E402
-
-
-def config_text(base_url: str, db: str) -> str:
-    return f"""
-[llm]
-provider = "openai"
-model = "gen-model"
-base_url = "{base_url}"
-max_retries = 0
-
-[[guards]]
-name = "judge"
-kind = "llm_judge"
-model = "guard-model"
-timeout_s = 10
-
-[log]
-path = "{db}"
-"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -57,7 +39,7 @@ async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, 
     # The stub runs in its own process (scenario "latency" in tests/stubs/process.py),
     # so its work does not compete with the measured bot for the GIL.
     with stub_process("latency", str(gen_ms / 1000), str(guard_ms / 1000)) as base_url:
-        config = parse_config(config_text(base_url, f"{folder}/g{gen_ms}.db"), "bench")
+        config = parse_config(bot_config(base_url, f"{folder}/g{gen_ms}.db"), "bench")
         bot = await GuardBot.open(config, env={})  # as `guardbot run` opens it ...
         tune_gc_for_serving()  # ... and tunes the collector for serving
         allowed: list[float] = []
@@ -69,9 +51,12 @@ async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, 
         try:
             for i in range(2 * n + 2):
                 unsafe = i % 2 == 1
-                text = f"message {i} " + ("BLOCKME please" if unsafe else "hello")
                 request = ChatRequest(
-                    platform="bench", channel_id="c", thread_id=f"t{i}", user_id="u", text=text
+                    platform="bench",
+                    channel_id="c",
+                    thread_id=f"t{i}",
+                    user_id="u",
+                    text=text_for(i, unsafe),
                 )
                 started = time.perf_counter()
                 decision = await bot.handle(request)
@@ -92,7 +77,7 @@ async def measure(gen_ms: int, guard_ms: int, n: int, folder: str) -> dict[str, 
         finally:
             await bot.close()
         records = fetch_records(base_url)
-    gen_requests = [r for r in records if r["model"] == "gen-model"]
+    gen_requests = [r for r in records if r["model"] == GEN_MODEL]
     blocked_gen = [r for r in gen_requests if "BLOCKME" in r["text"]]
     closed = sum(r["outcome"] == "closed_early" for r in blocked_gen)
     floor_allowed = max(gen_ms, guard_ms)
