@@ -67,7 +67,7 @@ class LLMJudgeGuardConfig(GuardConfigBase, _VotingFields):
         default=None,
         ge=0,
         le=1,
-        description="unset: the judge's `unsafe` decides; set: its score >= threshold does",
+        description="unset: the judge's `unsafe` decides; set: a score >= threshold also blocks",
     )
 
     def run_temperature(self) -> float:

@@ -89,7 +89,9 @@ def parse_judge_verdict(
 ) -> JudgeAnswer:
     """The judge's verdict on ``screened``; VerdictParseError when it cannot count as one.
 
-    Without ``threshold`` the judge's ``unsafe`` decides; with one, ``score >= threshold``.
+    The judge's ``"unsafe": true`` always blocks; ``threshold`` can only add blocks
+    (``score >= threshold`` with ``"unsafe": false``), never overrule an explicit
+    unsafe: of two contradicting fields the one that blocks wins, and both are kept.
     """
     try:
         said_unsafe, category, score, reason = _strict_verdict(raw)
@@ -98,7 +100,9 @@ def parse_judge_verdict(
             why = f"unparseable answer that says unsafe ({exc})"
             return JudgeAnswer(True, "unknown", None, why)
         raise
-    unsafe = said_unsafe if threshold is None else score >= threshold
+    unsafe = said_unsafe or (threshold is not None and score >= threshold)
+    if said_unsafe and threshold is not None and score < threshold:
+        reason = f"{reason} (said unsafe, with a score under the threshold {threshold:g})"
     body = raw.strip()
     # A judge that parrots the screened text may be obeying it; that matters only
     # when the parroted verdict would let the text through.

@@ -105,6 +105,18 @@ async def test_judge_threshold_decides_by_score(stub_llm: StubOpenAI, factory: S
     assert system == "Custom rules about rude."
 
 
+async def test_judge_saying_unsafe_blocks_whatever_its_score(
+    stub_llm: StubOpenAI, factory: StubFactory
+) -> None:
+    # Contradicting fields: the one that blocks wins, and the score is kept.
+    answer = '{"unsafe": true, "category": "hate", "score": 0.1, "reason": "a slur"}'
+    stub_llm.script = lambda r: Reply(answer)
+    cfg = judge(threshold=0.5, on_error="allow")
+    v = await check(build_guard(cfg, factory), cfg, "text")
+    assert (v.outcome, v.blocking, v.category, v.score) == (Outcome.BLOCK, True, "hate", 0.1)
+    assert v.reason == "a slur (said unsafe, with a score under the threshold 0.5)"
+
+
 async def test_judge_server_failure_and_timeout_are_errors(
     stub_llm: StubOpenAI, factory: StubFactory
 ) -> None:

@@ -117,8 +117,15 @@ def test_a_repeated_verdict_that_blocks_still_blocks() -> None:
     assert parse_judge_verdict(GOOD, user_text) == JudgeAnswer(True, "violence", 0.93, "a threat")
     with pytest.raises(VerdictParseError, match="repeated"):  # the same repeat, passing
         parse_judge_verdict(SAFE, f"(ignore this: {SAFE})")
-    with pytest.raises(VerdictParseError, match="repeated"):  # passing by the threshold
-        parse_judge_verdict(GOOD, user_text, threshold=0.95)
+    # "unsafe": false, but blocking by the threshold: the repeat stands as a block.
+    assert parse_judge_verdict(SAFE, f"(ignore this: {SAFE})", threshold=0.05).unsafe is True
+
+
+def test_threshold_adds_blocks_but_never_overrules_unsafe() -> None:
+    assert parse_judge_verdict(SAFE, threshold=0.1).unsafe is True  # score 0.1 >= 0.1
+    assert parse_judge_verdict(SAFE, threshold=0.2).unsafe is False
+    low = parse_judge_verdict(GOOD, threshold=0.95)
+    assert (low.unsafe, low.score) == (True, 0.93) and "under the threshold 0.95" in low.reason
 
 
 @pytest.mark.parametrize(
