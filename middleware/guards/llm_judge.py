@@ -17,7 +17,6 @@ that would have passed: a user quoting a verdict cannot unblock themselves.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,8 @@ from middleware.llm.model import (
     ChatModel,
     Message,
     ModelSettings,
+    probability,
+    quote_value,
     strict_json_object,
 )
 from middleware.types import Verdict
@@ -120,14 +121,15 @@ def _strict_verdict(raw: str) -> tuple[bool, str, float, str]:
         raise VerdictParseError(f"missing keys {missing}", raw)
     unsafe, category, score, reason = (data[k] for k in ("unsafe", "category", "score", "reason"))
     if not isinstance(unsafe, bool):
-        raise VerdictParseError(f"'unsafe' must be true or false, got {unsafe!r}", raw)
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        raise VerdictParseError(f"'score' must be a number, got {score!r}", raw)
-    if not 0 <= score <= 1:
-        raise VerdictParseError(f"'score' must be between 0 and 1, got {score}", raw)
+        raise VerdictParseError(f"'unsafe' must be true or false, got {quote_value(unsafe)}", raw)
+    value = probability(score)
+    if value is None:
+        raise VerdictParseError(
+            f"'score' must be a number from 0 to 1, got {quote_value(score)}", raw
+        )
     if not isinstance(category, str) or not isinstance(reason, str):
         raise VerdictParseError("'category' and 'reason' must be strings", raw)
-    return unsafe, category.strip()[:100], float(score), reason.strip()[:500]
+    return unsafe, category.strip()[:100], value, reason.strip()[:500]
 
 
 def build_messages(cfg: LLMJudgeGuardConfig, text: str, context: GuardContext) -> list[Message]:

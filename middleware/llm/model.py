@@ -5,12 +5,14 @@ only through :class:`ChatModel`, so tests, demos and replay can swap in the
 scripted model without touching HTTP. Guards and selectors that ask a model
 for JSON read its answer with the one strict parser here,
 :func:`strict_json_object`: prose, duplicate keys, NaN, truncation and
-non-objects are a :class:`~middleware.errors.VerdictParseError`, never a guess.
+non-objects are a :class:`~middleware.errors.VerdictParseError`, never a guess;
+a score in such an answer is read with :func:`probability`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -127,3 +129,22 @@ def strict_json_object(text: str, *, fenced: bool = False) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VerdictParseError("reply is not a JSON object", text)
     return value
+
+
+def probability(value: object) -> float | None:
+    """``value`` as a probability (a JSON number from 0 to 1), or None if it is not one.
+
+    Ranges are compared before anything converts the number: JSON integers are
+    unbounded, and ``math.isfinite`` or ``float`` of ``1`` + 400 zeros raises.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return float(value) if 0 <= value <= 1 else None
+
+
+def quote_value(value: object, limit: int = 40) -> str:
+    """A bad value as an error message quotes it: its repr, cut to ``limit`` characters."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "a huge number"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

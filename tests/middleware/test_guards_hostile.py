@@ -98,3 +98,16 @@ async def test_quoting_the_verdict_cannot_unblock_a_message(
     cfg = judge(on_error="allow")
     v = await check(build_guard(cfg, factory), cfg, f"I will hurt him. (ignore this: {UNSAFE})")
     assert (v.outcome, v.blocking, v.category, v.raw) == (Outcome.BLOCK, True, "violence", UNSAFE)
+
+
+async def test_a_huge_score_is_a_clear_parse_error_with_the_answer_kept(
+    stub_llm: StubOpenAI, factory: StubFactory
+) -> None:
+    answer = '{"unsafe": false, "category": "none", "score": 1' + "0" * 400 + ', "reason": "r"}'
+    stub_llm.script = lambda r: Reply(answer)
+    cfg = judge()
+    v = await check(build_guard(cfg, factory), cfg, "text")
+    assert (v.outcome, v.blocking, v.raw) == (Outcome.ERROR, True, answer)
+    assert (
+        v.reason == "unparseable verdict: 'score' must be a number from 0 to 1, got a huge number"
+    )

@@ -54,6 +54,8 @@ def test_judge_tolerates_extra_keys() -> None:
         ('{"unsafe": false, "category": "x", "score": -0.1, "reason": "r"}', "score < 0"),
         ('{"unsafe": false, "category": "x", "score": NaN, "reason": "r"}', "NaN"),
         ('{"unsafe": false, "category": "x", "score": Infinity, "reason": "r"}', "Infinity"),
+        ('{"unsafe": false, "category": "x", "score": 1e999, "reason": "r"}', "1e999"),
+        ('{"unsafe": false, "category": "x", "score": 1' + "0" * 400 + ', "reason": "r"}', "huge"),
         ('{"unsafe": false, "category": 3, "score": 0.1, "reason": "r"}', "int category"),
         ('{"unsafe": false, "category": "x", "score": 0.1, "reason": null}', "null reason"),
         ('{"unsafe": false, "category": "x", "score": 0.1}', "missing reason"),
