@@ -28,6 +28,7 @@ from middleware.decision_log.records import (
     CANDIDATE_COLUMNS,
     CHAINED_COLUMNS,
     LLM_CALL_COLUMNS,
+    PARTS,
     VERDICT_COLUMNS,
     named,
     utc_text,
@@ -50,9 +51,6 @@ FIRED = ("block", "flag", "redact", "error")  # a verdict that did something
 ACTIONS = tuple(a.value for a in Action)
 
 DECISION_SELECT = ", ".join(CHAINED_COLUMNS)
-VERDICT_SELECT = ", ".join(VERDICT_COLUMNS)
-CANDIDATE_SELECT = ", ".join(CANDIDATE_COLUMNS)
-LLM_CALL_SELECT = ", ".join(LLM_CALL_COLUMNS)
 
 Row = Sequence[Any]
 
@@ -214,10 +212,10 @@ async def with_children(db: aiosqlite.Connection, rows: list[Any]) -> list[Store
 
 async def parts(db: aiosqlite.Connection, ids: list[str]) -> list[dict[str, list[Any]]]:
     """The verdicts, candidates and model calls of each decision: one query per table."""
+    read = (VERDICT_COLUMNS, CANDIDATE_COLUMNS, LLM_CALL_COLUMNS)  # texts too, unlike PARTS'
     return [
-        await children(db, f"SELECT {VERDICT_SELECT} FROM verdicts", ids, "position"),
-        await children(db, f"SELECT {CANDIDATE_SELECT} FROM candidates", ids, "candidate_index"),
-        await children(db, f"SELECT {LLM_CALL_SELECT} FROM llm_calls", ids, "position"),
+        await children(db, f"SELECT {', '.join(columns)} FROM {table}", ids, key)
+        for (_, table, key, _), columns in zip(PARTS, read, strict=True)
     ]
 
 

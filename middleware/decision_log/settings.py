@@ -26,10 +26,6 @@ from middleware.types import new_id, utc_now
 log = logging.getLogger("guardbot.decision_log")
 
 
-ADMIN_SELECT = ", ".join(ADMIN_COLUMNS)
-REPLAY_SELECT = ", ".join(REPLAY_COLUMNS)
-
-
 def check_scope(scope: str) -> None:
     parts = scope.split(":")
     if scope != "global" and not (len(parts) == 3 and parts[0] == "channel" and all(parts[1:])):
@@ -95,17 +91,19 @@ _warned: set[str] = set()  # each disagreement is worth one warning per process
 
 
 async def admin_actions(db: aiosqlite.Connection, limit: int) -> list[AdminActionRow]:
-    rows = await db.execute_fetchall(
-        f"SELECT {ADMIN_SELECT} FROM admin_actions ORDER BY id DESC LIMIT ?", (limit,)
-    )
-    return [_admin_action(a) for a in named(ADMIN_COLUMNS, rows)]
+    return [_admin_action(a) for a in await _newest(db, "admin_actions", ADMIN_COLUMNS, limit)]
 
 
 async def replay_runs(db: aiosqlite.Connection, limit: int) -> list[ReplayRunRow]:
-    rows = await db.execute_fetchall(
-        f"SELECT {REPLAY_SELECT} FROM replay_runs ORDER BY id DESC LIMIT ?", (limit,)
-    )
-    return [_replay_run(r) for r in named(REPLAY_COLUMNS, rows)]
+    return [_replay_run(r) for r in await _newest(db, "replay_runs", REPLAY_COLUMNS, limit)]
+
+
+async def _newest(
+    db: aiosqlite.Connection, table: str, columns: tuple[str, ...], limit: int
+) -> list[dict[str, Any]]:
+    """The newest rows of ``table`` (ids sort by time), by column name."""
+    sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id DESC LIMIT ?"
+    return named(columns, await db.execute_fetchall(sql, (limit,)))
 
 
 # The stored columns are the rows' fields, but for the time and the JSON-encoded values.
