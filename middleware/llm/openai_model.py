@@ -31,13 +31,17 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Delta, Message, ModelSettings
-from middleware.llm.transport import AioHttpClient, LeanOpenAI
+from middleware.llm.openai_client import LeanOpenAI
+from middleware.llm.transport import MAX_BODY_BYTES, AioHttpClient
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
 # What the server says about itself is stored with every decision: a count must fit a
 # SQLite INTEGER (and be a count), a model name must be a short string, whatever it sent.
 MAX_COUNT = 2**31 - 1
 MODEL_NAME_CHARS = 200
+# A streamed reply is kept whole (for its guards and the log): bounded as a plain reply
+# is, whose text cannot be longer than its body (transport.MAX_BODY_BYTES).
+MAX_REPLY_CHARS = MAX_BODY_BYTES
 # The package's own JSON encoding of a body (``openai._utils._json.openapi_dumps``:
 # compact, UTF-8, no NaN), made once instead of an encoder per call; bodies here are
 # plain JSON, so its hooks for datetimes and pydantic models are never needed.
@@ -145,8 +149,10 @@ class OpenAIChatModel:
         stream: bool = False,
         client: AsyncOpenAI | None = None,
         transport: Transport = "aiohttp",
+        max_reply_chars: int = MAX_REPLY_CHARS,
     ) -> None:
         self.name = model
+        self.max_reply_chars = max_reply_chars
         self.streamed = stream  # complete() reads the reply as a stream too
         self.client = client or build_client(
             api_key=api_key, base_url=base_url, max_retries=max_retries, transport=transport
@@ -288,6 +294,7 @@ class OpenAIChatModel:
         body = {**params, "stream": True, "stream_options": {"include_usage": True}}
         stream = await self._post(body, timeout_s, stream=True)
         parts: list[str] = []
+        size = 0
         tokens_in = tokens_out = 0
         model = None
         try:
@@ -299,8 +306,15 @@ class OpenAIChatModel:
                     tokens_out = server_count(chunk.usage.completion_tokens)
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
-                        parts.append(choice.delta.content)
-                        yield choice.delta.content
+                        piece = choice.delta.content
+                        size += len(piece)
+                        if size > self.max_reply_chars:
+                            raise LLMError(
+                                f"model server streamed a reply over {self.max_reply_chars:,} "
+                                f"characters, more than the client keeps (POST {self._url})"
+                            )
+                        parts.append(piece)
+                        yield piece
         finally:
             # Closing the stream closes the connection, on cancellation too.
             await stream.close()

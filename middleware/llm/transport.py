@@ -15,16 +15,18 @@ methods the `openai` client calls and does them directly:
 - ``send`` makes one request on a shared aiohttp session (keep-alive pool) and
   reads a plain reply whole; a streamed one is read as the bytes arrive.
 
+A reply is read up to a bound (:data:`MAX_BODY_BYTES` whole, :data:`MAX_STREAM_BYTES`
+streamed): past it the call fails with an :class:`~middleware.errors.LLMError` naming
+the limit, so a broken or hostile server cannot fill the bot's memory.
+
 Cancelling a call, or closing a stream before its end, closes the connection,
 so the server sees the client hang up and stops generating. Transport errors
 become httpx's (a timeout, a connect or read error), which the `openai` client
 retries and reports as it does for its default transport. A request with its
 own httpx ``auth`` (not used for API keys) goes through httpx's own path.
 
-:class:`LeanOpenAI` is the `openai` client on this transport with the per-call
-work that gives the same answer every call done once: the headers (auth,
-platform, retry count, read timeout), the URL and the timeout of a plain POST
-of ready JSON bytes are built by the package itself on first use and reused.
+:class:`~middleware.llm.openai_client.LeanOpenAI` is the `openai` client that
+builds the requests this transport sends.
 """
 
 from __future__ import annotations
@@ -38,23 +40,34 @@ from typing import Any
 
 import aiohttp
 import httpx2
-from openai import DEFAULT_CONNECTION_LIMITS, DEFAULT_TIMEOUT, AsyncOpenAI
-from openai._models import FinalRequestOptions
+from openai import DEFAULT_CONNECTION_LIMITS, DEFAULT_TIMEOUT
+
+from middleware.errors import LLMError
 
 HTTP_1_1 = {"http_version": b"HTTP/1.1"}
+# A chat completion or a verdict is kilobytes; 8 MiB is far past any real reply and
+# small enough that reading one whole (as a plain reply is read) costs nothing to fear.
+MAX_BODY_BYTES = 8 * 2**20
+# A stream frames every few characters in ~200 bytes of JSON, so its bound is looser;
+# it stops a server whose bytes never end an event (the SSE decoder buffers those).
+MAX_STREAM_BYTES = 32 * MAX_BODY_BYTES
 UseClientDefault = type(httpx2.USE_CLIENT_DEFAULT)
 
 
 class AioHttpClient(httpx2.AsyncClient):
     """``httpx2.AsyncClient`` for the `openai` client, sending through one aiohttp session."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_body_bytes: int = MAX_BODY_BYTES, max_stream_bytes: int = MAX_STREAM_BYTES
+    ) -> None:
         limits = DEFAULT_CONNECTION_LIMITS
         # trust_env=False: the caller builds this client only when no proxy is set.
         super().__init__(timeout=DEFAULT_TIMEOUT, limits=limits, trust_env=False)
         self._limit = limits.max_connections or 0
         self._keepalive_s = limits.keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self.max_body_bytes = max_body_bytes
+        self.max_stream_bytes = max_stream_bytes
 
     def _open(self) -> aiohttp.ClientSession:
         # Made on first use: an aiohttp session belongs to the running loop.
@@ -132,13 +145,13 @@ class AioHttpClient(httpx2.AsyncClient):
                 response = httpx2.Response(
                     reply.status,
                     headers=reply.raw_headers,
-                    stream=_Body(reply, request),
+                    stream=_Body(reply, request, self.max_stream_bytes),
                     request=request,
                     extensions=HTTP_1_1,
                 )
                 return response
             try:
-                body = await reply.read()
+                body = await self._read(reply, request)
             except BaseException:
                 reply.close()  # cancelled or broken mid-body: hang up, never reuse it
                 raise
@@ -153,11 +166,28 @@ class AioHttpClient(httpx2.AsyncClient):
             extensions=HTTP_1_1,
         )
         if "Content-Encoding" in reply.headers:
-            response.read()  # decoded as httpx decodes it
+            # Decoded as httpx decodes it (whole: what arrived was bounded, not this).
+            if len(response.read()) > self.max_body_bytes:
+                raise too_large(request, "reply", self.max_body_bytes)
         else:
             _as_read(response, body)
         response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
+
+    async def _read(self, reply: aiohttp.ClientResponse, request: httpx2.Request) -> bytes:
+        """A plain reply's body, whole, unless it passes ``max_body_bytes``."""
+        length = reply.content_length
+        if length is not None and length <= self.max_body_bytes:
+            return await reply.read()  # the usual case: it said how long, and it fits
+        if length is not None:
+            raise too_large(request, "reply", self.max_body_bytes)
+        parts, size = [], 0
+        async for part in reply.content.iter_any():  # chunked: counted as it arrives
+            size += len(part)
+            if size > self.max_body_bytes:
+                raise too_large(request, "reply", self.max_body_bytes)
+            parts.append(part)
+        return b"".join(parts)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -196,11 +226,12 @@ def _as_read(response: httpx2.Response, body: bytes) -> None:
     response.is_closed = True
 
 
-class _KeptHeaders(httpx2.Headers):
+class KeptHeaders(httpx2.Headers):
     """Headers that keep their ``str`` pairs for aiohttp until anything changes them.
 
     ``multi_items`` decodes every name and value of a request again to hand
-    them to aiohttp; :class:`LeanOpenAI` built these pairs once per kind.
+    them to aiohttp; :class:`~middleware.llm.openai_client.LeanOpenAI` built
+    these pairs once per kind.
     Any change (the `openai` client's auth or provider hooks may set one) drops
     them, and the headers are read afresh.
     """
@@ -222,21 +253,35 @@ class _KeptHeaders(httpx2.Headers):
 
 
 def _wire_headers(headers: httpx2.Headers) -> list[tuple[str, str]]:
-    if isinstance(headers, _KeptHeaders) and headers.wire is not None:
+    if isinstance(headers, KeptHeaders) and headers.wire is not None:
         return headers.wire
     return headers.multi_items()
+
+
+def too_large(request: httpx2.Request, what: str, limit: int) -> LLMError:
+    """The error for a reply past a size bound: the bound, and where it came from."""
+    size = f"{limit >> 20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+    return LLMError(
+        f"model server sent a {what} over {size}, more than the client reads "
+        f"({request.method} {request.url})"
+    )
 
 
 class _Body(httpx2.AsyncByteStream):
     """A streamed reply's bytes as they arrive; closing it early closes the connection."""
 
-    def __init__(self, reply: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+    def __init__(self, reply: aiohttp.ClientResponse, request: httpx2.Request, limit: int) -> None:
         self._reply = reply
         self._request = request
+        self._limit = limit
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        left = self._limit
         with _httpx_errors(self._request):
             async for chunk in self._reply.content.iter_any():
+                left -= len(chunk)
+                if left < 0:
+                    raise too_large(self._request, "stream", self._limit)
                 yield chunk
 
     async def aclose(self) -> None:
@@ -263,99 +308,3 @@ def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
         raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise httpx2.NetworkError(str(exc), request=request) from exc
-
-
-_Built = tuple[httpx2.URL, httpx2.Headers, list[tuple[str, str]], dict[str, Any]]
-
-
-class LeanOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` on :class:`AioHttpClient` that builds a plain request once per kind.
-
-    Per call the package merges its default, auth and platform headers into a
-    fresh case-insensitive ``Headers`` (each name and value normalised), parses
-    and joins the URL, and the transport normalises the headers again: about
-    two thirds of the CPU a call costs before aiohttp. For a plain POST of JSON
-    already encoded to bytes (what :class:`~middleware.llm.openai_model.OpenAIChatModel`
-    sends), only the body and its Content-Length differ between calls with the
-    same URL, timeout and retry count, so the first such request is built by the
-    package itself (``super()._build_request``) and its URL, headers and timeout
-    are reused; anything else (query, files, extra headers or JSON, an
-    idempotency header) takes the package's own path every time. Retries,
-    auth, errors and the response are the package's as before.
-
-    Private: overrides ``_build_request(options, *, retries_taken)`` of openai 3.x
-    (pinned ``<4`` in pyproject.toml) and reads ``FinalRequestOptions`` fields;
-    ``tests/middleware/test_llm_transport.py`` compares every field of what this
-    builds with the package's own build, so a change there fails loudly.
-    """
-
-    _MAX_KINDS = 64  # URL x timeout x retry count x key: a handful per model in practice
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._built: dict[tuple[Any, ...], _Built] = {}
-
-    @property
-    def user_agent(self) -> str:
-        # The package names the class here: servers see the client they always saw.
-        return super().user_agent.replace(type(self).__name__, AsyncOpenAI.__name__, 1)
-
-    def _build_request(
-        self, options: FinalRequestOptions, *, retries_taken: int = 0
-    ) -> httpx2.Request:
-        body = options.json_data
-        timeout = options.timeout
-        plain = (
-            isinstance(body, bytes)
-            and isinstance(timeout, int | float)
-            and options.method == "post"
-            and not options.headers  # NotGiven or empty: nothing per call
-            and not options.params
-            and options.files is None
-            and options.content is None
-            and options.extra_json is None
-            and self._idempotency_header is None
-            and not self._custom_query  # default_query values may be lists: not a key
-        )
-        if not plain:
-            return super()._build_request(options, retries_taken=retries_taken)
-        assert isinstance(body, bytes)
-        # Everything the package's headers and URL are made of that can change.
-        kind = (
-            options.url,
-            type(timeout),  # 5 and 5.0: the read-timeout header prints them differently
-            timeout,
-            retries_taken,
-            self.api_key,
-            self.organization,
-            self.project,
-            self._platform,
-            tuple(options.security.items()),
-            # default_headers: fixed by the constructor, but a dict that could change after.
-            tuple(self._custom_headers.items()),
-        )
-        built = self._built.get(kind)
-        if built is None:
-            built = self._first(kind, options, retries_taken)
-        url, headers, wire, extensions = built
-        request = httpx2.Request("POST", url, stream=httpx2.ByteStream(body), extensions=extensions)
-        # The encoding found once for these headers: httpx would look for it again per request.
-        kept = _KeptHeaders(headers, encoding=headers.encoding)
-        length = str(len(body))
-        kept["Content-Length"] = length  # last, where the package puts it
-        kept.wire = [*wire, ("content-length", length)]  # as multi_items() names it
-        request.headers = kept
-        request.read()  # the body as request.content, as a built request has it
-        return request
-
-    def _first(
-        self, kind: tuple[Any, ...], options: FinalRequestOptions, retries_taken: int
-    ) -> _Built:
-        model = super()._build_request(options, retries_taken=retries_taken)
-        headers = httpx2.Headers(model.headers)
-        del headers["Content-Length"]  # the body's, set per call
-        if len(self._built) >= self._MAX_KINDS:
-            self._built.clear()
-        built = (model.url, headers, headers.multi_items(), model.extensions)
-        self._built[kind] = built
-        return built

@@ -2,23 +2,30 @@
 
 Whatever a server sends about itself (usage counts, its model name) is stored
 with the decision, so it must arrive as something the log can store: a count
-in 0..2**31-1, a short plain string. The real `openai` client against the stub
-server, plain and streamed, and once through the whole bot into SQLite.
+in 0..2**31-1, a short plain string. A reply is read up to a bound, plain or
+streamed, and past it the call fails naming the bound. The real `openai`
+client against the stub server, plain and streamed, and once through the whole
+bot into SQLite; the bounds are lowered per test instead of sending megabytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from bot.app import GuardBot
 from bot.config.schema import parse_config
 from middleware.decision_log import DecisionLog
+from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
+from middleware.llm.openai_client import LeanOpenAI
 from middleware.llm.openai_model import MAX_COUNT, MODEL_NAME_CHARS, OpenAIChatModel
+from middleware.llm.transport import AioHttpClient
 from middleware.types import Action, ChatRequest
 from tests.stubs.openai_server import Reply, StubOpenAI
 
@@ -121,3 +128,82 @@ async def test_a_guard_server_with_a_huge_usage_leaves_a_stored_decision(
     assert stored is not None
     (candidate,) = stored.decision.candidates
     assert (candidate.tokens_in, candidate.tokens_out) == (MAX_COUNT, MAX_COUNT)
+
+
+def bounded(base_url: str, *, stream: bool = False, **limits: int) -> OpenAIChatModel:
+    """A model on guardbot's transport with lowered read bounds."""
+    client = LeanOpenAI(
+        api_key="k", base_url=base_url, max_retries=0, http_client=AioHttpClient(**limits)
+    )
+    return OpenAIChatModel(model="m", api_key=None, client=client, stream=stream)
+
+
+async def test_a_plain_reply_over_the_bound_fails_naming_it(stub_llm: StubOpenAI) -> None:
+    model = bounded(stub_llm.base_url, max_body_bytes=1024)
+    try:
+        stub_llm.script = lambda _r: Reply(text="x" * 1024)
+        with pytest.raises(LLMError, match=r"sent a reply over 1024 bytes.*POST http"):
+            await model.complete(HELLO, settings=ModelSettings(timeout_s=5))
+        stub_llm.script = lambda _r: Reply(text="small")  # the client is still usable
+        assert (await model.complete(HELLO, settings=ModelSettings(timeout_s=5))).text == "small"
+    finally:
+        await model.close()
+    assert len(stub_llm.chat_requests()) == 2  # not retried: it would be as large again
+
+
+async def test_a_chunked_reply_is_counted_as_it_arrives(stub_llm: StubOpenAI) -> None:
+    """No Content-Length (the stub's event stream, asked for as a plain reply): the
+    body is read whole when it fits, and the read stops once it passes the bound."""
+    stub_llm.script = lambda _r: Reply(text="word " * 100, chunks=100)
+    url = f"{stub_llm.base_url}/chat/completions"
+    bodies: list[httpx2.Response | LLMError] = []
+    for limit in (100_000, 1000):
+        client = AioHttpClient(max_body_bytes=limit)
+        try:
+            request = client.build_request("POST", url, content=b'{"stream": true}')
+            bodies.append(await client.send(request))
+        except LLMError as exc:
+            bodies.append(exc)
+        finally:
+            await client.aclose()
+    whole, refused = bodies
+    assert isinstance(whole, httpx2.Response) and "transfer-encoding" in whole.headers
+    assert 1000 < len(whole.content) < 100_000 and whole.text.endswith("data: [DONE]\n\n")
+    assert isinstance(refused, LLMError) and "over 1000 bytes" in str(refused)
+
+
+async def test_a_stream_over_its_byte_bound_fails_and_hangs_up(stub_llm: StubOpenAI) -> None:
+    never = asyncio.Event()  # the stub waits for it before piece 30: only a hang-up ends it
+    stub_llm.script = lambda _r: Reply(text="word " * 40, chunks=40, pauses={30: never})
+    model = bounded(stub_llm.base_url, stream=True, max_stream_bytes=2000)
+    try:
+        with pytest.raises(LLMError, match="sent a stream over 2000 bytes"):
+            await model.complete(HELLO, settings=ModelSettings(timeout_s=5))
+    finally:
+        await model.close()
+    rec = stub_llm.chat_requests()[0]
+    await asyncio.wait_for(rec.done.wait(), 5)
+    assert rec.closed_early
+
+
+async def test_a_stream_over_its_character_bound_fails_and_hangs_up(
+    stub_llm: StubOpenAI,
+) -> None:
+    never = asyncio.Event()
+    stub_llm.script = lambda _r: Reply(pieces=["abcdef", "ghijkl", "never"], pauses={2: never})
+    model = OpenAIChatModel(
+        model="m", api_key=None, base_url=stub_llm.base_url, stream=True, max_reply_chars=10
+    )
+    try:
+        with pytest.raises(LLMError, match="streamed a reply over 10 characters"):
+            await model.complete(HELLO, settings=ModelSettings(timeout_s=5))
+        pieces = []
+        with pytest.raises(LLMError, match="over 10 characters"):
+            async for delta in model.stream(HELLO, settings=ModelSettings(timeout_s=5)):
+                pieces.append(delta)
+    finally:
+        await model.close()
+    assert pieces == ["abcdef"]  # what fits is shown; the piece that passes it is not
+    for rec in stub_llm.chat_requests():
+        await asyncio.wait_for(rec.done.wait(), 5)
+        assert rec.closed_early

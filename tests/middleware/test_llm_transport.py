@@ -22,8 +22,9 @@ from bot.config.providers import ModelProvider
 from bot.config.schema import LLMConfig
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
+from middleware.llm.openai_client import LeanOpenAI
 from middleware.llm.openai_model import OpenAIChatModel, Transport, build_client
-from middleware.llm.transport import AioHttpClient, LeanOpenAI, _wire_headers
+from middleware.llm.transport import AioHttpClient, _wire_headers
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 
 TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
