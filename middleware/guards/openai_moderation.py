@@ -1,17 +1,25 @@
 """``openai_moderation``: the moderations endpoint, with per-category thresholds.
 
 The endpoint is not a chat completion, so this guard talks to a
-:class:`ModerationClient` (``moderate(text, model=, timeout_s=) -> {category:
-score}``) rather than a ChatModel; :class:`OpenAIModeration` adapts the
-official ``AsyncOpenAI`` client. Category names are compared in one canonical
-form, so ``self_harm`` in config.toml matches the API's ``self-harm``; every
-score is kept in the verdict's raw output for the audit.
+:class:`ModerationClient` (``moderate(text, model=, timeout_s=) -> body``)
+rather than a ChatModel; :class:`OpenAIModeration` adapts the official
+``AsyncOpenAI`` client. The body is read here, with the one strict parser
+(duplicate keys, NaN, prose: errors), and must hold exactly one result. A
+category is unsafe at or above its threshold, and whatever the scores, the
+server's own flags count: ``flagged`` or a category marked ``true`` blocks,
+unless that category is ignored or has its own threshold in ``thresholds``
+(then its score decides, as the operator asked). A body that does not parse
+but marks something ``true`` blocks too, so a fail-open guard cannot let it
+through. Category names are compared in one canonical form, so ``self_harm``
+in config.toml matches the API's ``self-harm``; every score is kept in the
+verdict's raw output for the audit.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import openai
@@ -20,12 +28,19 @@ from middleware.errors import LLMError, VerdictParseError
 from middleware.guards.config import OpenAIModerationGuardConfig
 from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import skipped_verdict
+from middleware.llm.model import MAX_ANSWER_CHARS, probability, quote_value, strict_json_object
 from middleware.llm.openai_model import describe_error
 from middleware.types import Verdict
 
+# In a moderation body only flags are booleans, so any `: true` marks something unsafe;
+# read only from a body that failed the strict parse, and only to block.
+_SAYS_TRUE = re.compile(r":\s*true\b", re.IGNORECASE)
+
 
 class ModerationClient(Protocol):
-    async def moderate(self, text: str, *, model: str, timeout_s: float) -> dict[str, float]: ...
+    async def moderate(self, text: str, *, model: str, timeout_s: float) -> str:
+        """The response body as the server sent it (the guard parses it)."""
+        ...
 
 
 def canonical(category: str) -> str:
@@ -38,27 +53,84 @@ class OpenAIModeration:
     def __init__(self, client: Any) -> None:
         self.client = client  # openai.AsyncOpenAI
 
-    async def moderate(self, text: str, *, model: str, timeout_s: float) -> dict[str, float]:
+    async def moderate(self, text: str, *, model: str, timeout_s: float) -> str:
         try:
-            # The raw body, not the client's model: new or odd categories stay as sent.
+            # The raw body, not the client's model: new or odd categories stay as sent,
+            # and a repeated key is seen (a parsed model keeps the last one silently).
             response = await self.client.moderations.with_raw_response.create(
                 input=text, model=model, timeout=timeout_s
             )
-            body = response.text
+            return str(response.text)
         except openai.OpenAIError as exc:
             raise LLMError(describe_error(exc)) from exc
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise VerdictParseError("moderation response is not JSON", body[:500]) from None
-        results = data.get("results") if isinstance(data, dict) else None
-        scores = (
-            results[0].get("category_scores") if results and isinstance(results[0], dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationAnswer:
+    """One moderation result as read: scores (unscored categories left out), the
+    categories the server marked ``true``, its ``flagged``, and ``problem`` when
+    the body did not parse but marks something unsafe (it blocks all the same)."""
+
+    scores: dict[str, float]
+    marked: tuple[str, ...] = ()
+    flagged: bool = False
+    problem: str | None = None
+
+
+def parse_moderation(body: str) -> ModerationAnswer:
+    """The one result of a moderations response; VerdictParseError when there is none."""
+    try:
+        return _strict_moderation(body)
+    except VerdictParseError as exc:
+        if len(body) <= MAX_ANSWER_CHARS and _SAYS_TRUE.search(body):
+            return ModerationAnswer({}, flagged=True, problem=str(exc))
+        raise
+
+
+def _strict_moderation(body: str) -> ModerationAnswer:
+    data = strict_json_object(body)
+    results = data.get("results")
+    if not isinstance(results, list):
+        raise VerdictParseError(f"'results' must be a list, got {quote_value(results)}", body)
+    if len(results) != 1 or not isinstance(results[0], dict):
+        raise VerdictParseError(f"expected exactly one result, got {len(results)}", body)
+    result = results[0]
+    flagged = result.get("flagged")
+    if flagged is not None and not isinstance(flagged, bool):
+        raise VerdictParseError(
+            f"'flagged' must be true or false, got {quote_value(flagged)}", body
         )
-        if not isinstance(scores, dict):
-            raise VerdictParseError("moderation response has no category scores", body[:500])
-        # null = a category this model does not score
-        return {str(k): v for k, v in scores.items() if v is not None}
+    categories = result.get("categories") or {}
+    if not isinstance(categories, dict) or any(
+        v is not None and not isinstance(v, bool) for v in categories.values()
+    ):
+        raise VerdictParseError("'categories' must map names to true or false", body)
+    marked = tuple(str(k) for k, v in categories.items() if v is True)
+    try:
+        scores = _scores(result.get("category_scores"), body)
+    except VerdictParseError as exc:
+        if flagged or marked:
+            return ModerationAnswer({}, marked, True, str(exc))
+        raise
+    return ModerationAnswer(scores, marked, bool(flagged))
+
+
+def _scores(value: object, body: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise VerdictParseError("moderation response has no category scores", body)
+    scores: dict[str, float] = {}
+    for name, score in value.items():
+        if score is None:
+            continue  # a category this model does not score
+        read = probability(score)
+        if read is None:
+            raise VerdictParseError(
+                f"score of {quote_value(name)} is not a number from 0 to 1", body
+            )
+        scores[str(name)] = read
+    if not scores:
+        raise VerdictParseError("moderation returned no category scores", body)
+    return scores
 
 
 class OpenAIModerationGuard:
@@ -75,36 +147,44 @@ class OpenAIModerationGuard:
     async def check(self, text: str, context: GuardContext) -> Verdict:
         if self.client is None:
             return skipped_verdict(self.name, context)
-        scores = await self.client.moderate(
-            text, model=self.cfg.model, timeout_s=self.cfg.timeout_s
-        )
-        raw = json.dumps(scores, sort_keys=True)
-        checked: dict[str, float] = {}
-        for name, score in scores.items():
-            if isinstance(score, bool) or not isinstance(score, int | float):
-                raise VerdictParseError(f"score of {name!r} is not a number", raw)
-            if not math.isfinite(score) or not 0 <= score <= 1:
-                raise VerdictParseError(f"score of {name!r} is out of range", raw)
-            if canonical(name) not in self.ignore:
-                checked[name] = float(score)
-        if not scores:
-            raise VerdictParseError("moderation returned no category scores", raw)
+        body = await self.client.moderate(text, model=self.cfg.model, timeout_s=self.cfg.timeout_s)
+        answer = parse_moderation(body)
+        # The server's marks count unless the operator ignores the category or judges
+        # it by a threshold of its own.
+        marked = [
+            n for n in answer.marked if canonical(n) not in self.ignore | self.thresholds.keys()
+        ]
+        if answer.problem is not None:
+            result = verdict(
+                self.name,
+                context,
+                unsafe=True,
+                category=",".join(marked) or "flagged",
+                reason=f"unparseable answer that says unsafe ({answer.problem})",
+                raw=body,
+            )
+            return result.model_copy(update={"model": self.cfg.model})
+        checked = {n: s for n, s in answer.scores.items() if canonical(n) not in self.ignore}
         over = sorted(
             ((n, s) for n, s in checked.items() if s >= self._threshold(n)), key=lambda x: -x[1]
         )
+        marked = [n for n in marked if n not in dict(over)]
+        # `flagged` with no category marked at all is the server's verdict too.
+        flag_only = answer.flagged and not answer.marked
         top = max(checked.values(), default=0.0)
-        if over:
-            reason = ", ".join(f"{n} {s:.2f} >= {self._threshold(n):g}" for n, s in over)
-        else:
-            reason = f"no category over its threshold (highest {top:.2f})"
+        said = [f"{n} {s:.2f} >= {self._threshold(n):g}" for n, s in over]
+        said += [f"{n} marked by the server ({checked.get(n, 0.0):.2f})" for n in marked]
+        if flag_only:
+            said.append(f"flagged by the server (highest {top:.2f})")
+        blocking = [s for n, s in over] + [checked.get(n, 0.0) for n in marked]
         result = verdict(
             self.name,
             context,
-            unsafe=bool(over),
-            category=",".join(n for n, _ in over),
-            score=round(over[0][1] if over else top, 4),
-            reason=reason,
-            raw=raw,
+            unsafe=bool(said),
+            category=",".join([n for n, _ in over] + marked) or ("flagged" if flag_only else ""),
+            score=round(max(blocking, default=top), 4),
+            reason=", ".join(said) or f"no category over its threshold (highest {top:.2f})",
+            raw=json.dumps(answer.scores, sort_keys=True),
         )
         return result.model_copy(update={"model": self.cfg.model})
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from middleware.guards.config import LlamaGuardGuardConfig
+from middleware.guards.config import LlamaGuardGuardConfig, OpenAIModerationGuardConfig
 from middleware.guards.registry import build_guard
 from middleware.types import Outcome
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
@@ -111,3 +111,75 @@ async def test_a_huge_score_is_a_clear_parse_error_with_the_answer_kept(
     assert (
         v.reason == "unparseable verdict: 'score' must be a number from 0 to 1, got a huge number"
     )
+
+
+def moderation(scores: str, flagged: str = "false", categories: str = "{}") -> str:
+    result = f'{{"flagged": {flagged}, "categories": {categories}, "category_scores": {scores}}}'
+    return f'{{"id": "m", "model": "omni", "results": [{result}]}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "category", "reason"),
+    [
+        (
+            moderation('{"hate": 0.1}', "true", '{"hate": true}'),
+            "hate",
+            "hate marked by the server (0.10)",
+        ),
+        (moderation('{"hate": 0.1}', "true"), "flagged", "flagged by the server (highest 0.10)"),
+        (
+            moderation('{"hate": 0.99, "hate": 0.0}', "true"),
+            "flagged",
+            "unparseable answer that says unsafe (duplicate key(s) 'hate')",
+        ),
+        (
+            moderation("null", "true", '{"hate": true}'),
+            "hate",
+            "unparseable answer that says unsafe (moderation response has no category scores)",
+        ),
+    ],
+)
+async def test_moderation_flags_block_whatever_the_scores_even_fail_open(
+    stub_llm: StubOpenAI, factory: StubFactory, body: str, category: str, reason: str
+) -> None:
+    stub_llm.script = lambda r: Reply(raw_body=body)
+    cfg = OpenAIModerationGuardConfig(name="mod", kind="openai_moderation", on_error="allow")
+    v = await check(build_guard(cfg, factory), cfg, "text")
+    assert (v.outcome, v.blocking, v.category, v.reason) == (Outcome.BLOCK, True, category, reason)
+
+
+async def test_moderation_flag_on_a_category_with_its_own_threshold_is_judged_by_score(
+    stub_llm: StubOpenAI, factory: StubFactory
+) -> None:
+    flagged = moderation('{"violence": 0.6, "hate": 0.0}', "true", '{"violence": true}')
+    stub_llm.script = lambda r: Reply(raw_body=flagged)
+    for override in ({"thresholds": {"violence": 0.7}}, {"ignore": ["violence"]}):
+        cfg = OpenAIModerationGuardConfig(name="mod", kind="openai_moderation", **override)
+        v = await check(build_guard(cfg, factory), cfg, "text")
+        assert v.outcome is Outcome.ALLOW, override
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (moderation('{"hate": 0.99, "hate": 0.0}'), "duplicate key(s) 'hate'"),
+        (
+            '{"results": [{"category_scores": {"hate": 0.0}}, {"category_scores": {"hate": 0.9}}]}',
+            "expected exactly one result, got 2",
+        ),
+        (
+            '{"results": {"0": {"category_scores": {"hate": 0.9}}}}',
+            "'results' must be a list, got {'0': {'category_scores': {'hate': 0.9}…",
+        ),
+        (moderation('{"hate": 1' + "0" * 400 + "}"), "score of 'hate' is not a number from 0 to 1"),
+        (moderation('{"hate": 0.1}', '"yes"'), "'flagged' must be true or false, got 'yes'"),
+    ],
+)
+async def test_moderation_answers_off_the_format_are_clear_errors_with_the_body_kept(
+    stub_llm: StubOpenAI, factory: StubFactory, body: str, reason: str
+) -> None:
+    stub_llm.script = lambda r: Reply(raw_body=body)
+    cfg = OpenAIModerationGuardConfig(name="mod", kind="openai_moderation")
+    v = await check(build_guard(cfg, factory), cfg, "text")
+    assert (v.outcome, v.blocking, v.raw) == (Outcome.ERROR, True, body)
+    assert v.reason == f"unparseable verdict: {reason}"
