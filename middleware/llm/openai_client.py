@@ -1,5 +1,11 @@
 """The `openai` client guardbot uses, built once per server by ``build_client``.
 
+:class:`BudgetedOpenAI` keeps the package's retries (which statuses, how long
+to wait: its ``Retry-After`` handling and backoff) but will not start a wait
+that ends after the call's time is up (:class:`RetryDeadline`): the caller's
+timeout would fire during the sleep and say only "timed out", losing the HTTP
+429 or 503 that caused it. The call fails at once with that status instead.
+
 :class:`LeanOpenAI` is the `openai` client on guardbot's aiohttp transport
 (:mod:`middleware.llm.transport`) with the per-call work that gives the same
 answer every call done once: the headers (auth, platform, retry count, read
@@ -9,18 +15,121 @@ by the package itself on first use and reused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from contextvars import ContextVar
 from typing import Any
 
 import httpx2
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, OpenAIError
 from openai._models import FinalRequestOptions
 
 from middleware.llm.transport import KeptHeaders
 
 _Built = tuple[httpx2.URL, httpx2.Headers, list[tuple[str, str]], dict[str, Any]]
+# When the current task's model call must be over (time.perf_counter()), if it says.
+_deadline: ContextVar[float | None] = ContextVar("guardbot_call_deadline", default=None)
+_log = logging.getLogger("openai._base_client")  # where the package logs its retries
 
 
-class LeanOpenAI(AsyncOpenAI):
+class RetryDeadline:
+    """``with RetryDeadline(timeout_s):`` the calls made inside retry only while a retry
+    can start before ``timeout_s`` from now (the caller's own timeout for the call)."""
+
+    __slots__ = ("_at", "_token")
+
+    def __init__(self, timeout_s: float) -> None:
+        self._at = time.perf_counter() + timeout_s
+
+    def __enter__(self) -> None:
+        self._token = _deadline.set(self._at)
+
+    def __exit__(self, *exc: object) -> None:
+        _deadline.reset(self._token)
+
+
+class RetryTooLate(OpenAIError):
+    """A failed attempt the package would retry, after a wait the call has no time for.
+
+    ``status`` is the HTTP status of the failed attempt (None: it got no answer;
+    the transport error is the ``__cause__``); ``body`` the start of its answer
+    when it was read.
+    """
+
+    def __init__(
+        self,
+        request: httpx2.Request | None,
+        status: int | None,
+        body: str,
+        wait_s: float,
+        left_s: float,
+    ) -> None:
+        super().__init__(
+            f"not retried: the retry would wait {wait_s:.3g}s and the call has {left_s:.2g}s left"
+        )
+        self.request = request
+        self.status = status
+        self.body = body
+        self.wait_s = wait_s
+        self.left_s = left_s
+
+
+class BudgetedOpenAI(AsyncOpenAI):
+    """``AsyncOpenAI`` whose retries end within the call's :class:`RetryDeadline`.
+
+    Private: overrides ``_sleep_for_retry(*, retries_taken, max_retries, options,
+    response)`` of openai 3.x, which its retry loop awaits before each retry (from
+    inside the ``except`` of the failed attempt), and asks the package's own
+    ``_calculate_retry_timeout`` for the wait; a test checks both signatures.
+    """
+
+    @property
+    def user_agent(self) -> str:
+        # The package names the class here: servers see the client they always saw.
+        return super().user_agent.replace(type(self).__name__, AsyncOpenAI.__name__, 1)
+
+    async def _sleep_for_retry(
+        self,
+        *,
+        retries_taken: int,
+        max_retries: int,
+        options: FinalRequestOptions,
+        response: httpx2.Response | None,
+    ) -> None:
+        headers = response.headers if response is not None else None
+        wait_s = self._calculate_retry_timeout(max_retries - retries_taken, options, headers)
+        deadline = _deadline.get()
+        left_s = 0.0 if deadline is None else deadline - time.perf_counter()
+        if deadline is not None and wait_s >= left_s:
+            failed = sys.exception()  # the attempt's error: a status or a transport error
+            raise _too_late(failed, response, wait_s, left_s) from failed
+        # The package's own wait, as its _sleep_for_retry logs and sleeps it (one sample
+        # of its jitter: the one checked above).
+        _log.info("Retrying request in %f seconds (retry %i of %s)", wait_s, retries_taken + 1,
+                  max_retries)  # fmt: skip
+        await asyncio.sleep(wait_s)
+
+
+def _too_late(
+    failed: BaseException | None, response: httpx2.Response | None, wait_s: float, left_s: float
+) -> RetryTooLate:
+    if response is None:  # no answer: a transport error, which names its request
+        request = None
+        if isinstance(failed, httpx2.RequestError):
+            with contextlib.suppress(RuntimeError):  # httpx raises it when none was set
+                request = failed.request
+        return RetryTooLate(request, None, "", wait_s, left_s)
+    try:
+        body = response.text  # read for a plain reply; a stream's error body was not
+    except httpx2.ResponseNotRead:
+        body = ""
+    return RetryTooLate(response.request, response.status_code, body, wait_s, left_s)
+
+
+class LeanOpenAI(BudgetedOpenAI):
     """``AsyncOpenAI`` on :class:`AioHttpClient` that builds a plain request once per kind.
 
     Per call the package merges its default, auth and platform headers into a
@@ -46,11 +155,6 @@ class LeanOpenAI(AsyncOpenAI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._built: dict[tuple[Any, ...], _Built] = {}
-
-    @property
-    def user_agent(self) -> str:
-        # The package names the class here: servers see the client they always saw.
-        return super().user_agent.replace(type(self).__name__, AsyncOpenAI.__name__, 1)
 
     def _build_request(
         self, options: FinalRequestOptions, *, retries_taken: int = 0

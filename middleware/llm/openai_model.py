@@ -31,7 +31,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Delta, Message, ModelSettings
-from middleware.llm.openai_client import LeanOpenAI
+from middleware.llm.openai_client import BudgetedOpenAI, LeanOpenAI, RetryDeadline, RetryTooLate
 from middleware.llm.transport import MAX_BODY_BYTES, AioHttpClient
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
@@ -52,6 +52,11 @@ def describe_error(exc: BaseException) -> str:
     """An operator-facing description: the URL, the status, the start of the body and the
     likely fix. Never request headers or keys (the log masks secrets in bodies too)."""
     url = _url(exc)
+    if isinstance(exc, RetryTooLate):
+        if exc.status is None:
+            return f"could not reach the model server ({url}); {exc}"
+        body = f": {body_start(exc.body)}" if exc.body else ""
+        return f"model server answered HTTP {exc.status} ({url}){body}; {exc}"
     if isinstance(exc, openai.APITimeoutError):
         return f"model request timed out ({url})"
     if isinstance(exc, openai.APIStatusError):
@@ -126,7 +131,7 @@ def build_client(
         with contextlib.suppress(RuntimeError):
             http_client = openai.DefaultAioHttpClient()
     # On guardbot's transport, the client that builds a plain request once per kind.
-    client_class = LeanOpenAI if isinstance(http_client, AioHttpClient) else AsyncOpenAI
+    client_class = LeanOpenAI if isinstance(http_client, AioHttpClient) else BudgetedOpenAI
     return client_class(
         # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
         api_key=api_key or "not-needed",
@@ -249,14 +254,15 @@ class OpenAIChatModel:
         # the rest of the request); a lone surrogate fails here, before anything is sent.
         data = _encode_json(body).encode()
         options = self._options.model_copy(update={"json_data": data, "timeout": timeout_s})
-        return await self.client.request(
-            # A stream keeps the typed cast: with the raw one the client would not
-            # parse it into stream_cls chunks.
-            ChatCompletion if stream else httpx2.Response,
-            options,
-            stream=stream,
-            stream_cls=AsyncStream[ChatCompletionChunk],
-        )
+        with RetryDeadline(timeout_s):  # the caller times the call out after timeout_s too
+            return await self.client.request(
+                # A stream keeps the typed cast: with the raw one the client would not
+                # parse it into stream_cls chunks.
+                ChatCompletion if stream else httpx2.Response,
+                options,
+                stream=stream,
+                stream_cls=AsyncStream[ChatCompletionChunk],
+            )
 
     async def stream(
         self, messages: Sequence[Message], *, settings: ModelSettings

@@ -11,11 +11,13 @@ bot into SQLite; the bounds are lowered per test instead of sending megabytes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 
 from bot.app import GuardBot
@@ -23,13 +25,19 @@ from bot.config.schema import parse_config
 from middleware.decision_log import DecisionLog
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
-from middleware.llm.openai_client import LeanOpenAI
-from middleware.llm.openai_model import MAX_COUNT, MODEL_NAME_CHARS, OpenAIChatModel
+from middleware.llm.openai_client import BudgetedOpenAI, LeanOpenAI
+from middleware.llm.openai_model import (
+    MAX_COUNT,
+    MODEL_NAME_CHARS,
+    OpenAIChatModel,
+    Transport,
+)
 from middleware.llm.transport import AioHttpClient
 from middleware.types import Action, ChatRequest
 from tests.stubs.openai_server import Reply, StubOpenAI
 
 HELLO = [Message("user", "hello there")]
+TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "streamed"])
@@ -207,3 +215,84 @@ async def test_a_stream_over_its_character_bound_fails_and_hangs_up(
     for rec in stub_llm.chat_requests():
         await asyncio.wait_for(rec.done.wait(), 5)
         assert rec.closed_early
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_retry_the_call_has_no_time_for_fails_at_once_naming_the_status(
+    stub_llm: StubOpenAI, transport: Transport, stream: bool
+) -> None:
+    """Retry-After: 30 with 3 s to go: once the client slept past the caller's timeout,
+    which said only "timed out after 3s"; now the 429 is the error, at once."""
+    stub_llm.script = lambda _r: Reply(status=429, headers={"Retry-After": "30"})
+    model = OpenAIChatModel(
+        model="m", api_key=None, base_url=stub_llm.base_url, max_retries=2,
+        stream=stream, transport=transport,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(20):  # a 30 s sleep would fail here, not hang the suite
+            with pytest.raises(LLMError) as caught:
+                await model.complete(HELLO, settings=ModelSettings(timeout_s=3))
+    finally:
+        await model.close()
+    message = str(caught.value)
+    assert f"answered HTTP 429 (POST {stub_llm.base_url}/chat/completions)" in message
+    assert "not retried: the retry would wait 30s and the call has" in message
+    assert ("stub error 429" in message) is not stream  # a stream's error body goes unread
+    assert len(stub_llm.chat_requests()) == 1
+
+
+async def test_a_server_that_cannot_be_reached_is_retried_while_time_allows(
+    stub_llm: StubOpenAI,
+) -> None:
+    await stub_llm.stop()  # nothing listens at its address any more
+    model = OpenAIChatModel(model="m", api_key=None, base_url=stub_llm.base_url, max_retries=8)
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(LLMError) as caught:
+                await model.complete(HELLO, settings=ModelSettings(timeout_s=2))
+    finally:
+        await model.close()
+    # Backoff 0.5, 1, 2 ... s (less up to a quarter): a wait of 2 s never fits in 2 s.
+    assert str(caught.value).startswith(
+        f"could not reach the model server (POST {stub_llm.base_url}/chat/completions); "
+        "not retried: the retry would wait"
+    )
+
+
+def test_the_retry_hooks_overridden_keep_the_packages_signatures() -> None:
+    """BudgetedOpenAI overrides a private method of openai 3.x and calls another."""
+    sleep = inspect.signature(openai.AsyncOpenAI._sleep_for_retry)
+    assert list(sleep.parameters) == ["self", "retries_taken", "max_retries", "options", "response"]
+    assert inspect.signature(BudgetedOpenAI._sleep_for_retry) == sleep
+    wait = inspect.signature(openai.AsyncOpenAI._calculate_retry_timeout)
+    assert list(wait.parameters) == [
+        "self", "remaining_retries", "options", "response_headers"
+    ]  # fmt: skip
+
+
+async def test_a_rate_limited_guard_says_so_in_its_verdict(
+    stub_llm: StubOpenAI, tmp_path: Path
+) -> None:
+    def script(rec: Any) -> Reply:
+        if rec.body.get("model") == "guard-model":
+            return Reply(status=429, headers={"Retry-After": "30"})
+        return Reply(text="Hi there")
+
+    stub_llm.script = script
+    config = parse_config(
+        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 2\n'
+        '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\ntimeout_s = 3\n'
+        f'[log]\npath = "{tmp_path / "g.db"}"\n',
+        "test",
+    )
+    log = await DecisionLog.open(config.log.path)
+    bot = GuardBot(config, log, env={})
+    try:
+        decision = await bot.handle(ChatRequest(platform="test", channel_id="c", text="hi"))
+    finally:
+        await bot.close()
+    assert decision.action is Action.BLOCKED  # on_error = block, the default
+    (verdict,) = decision.verdicts
+    assert verdict.reason is not None and "answered HTTP 429" in verdict.reason
+    assert "not retried: the retry would wait 30s" in verdict.reason
