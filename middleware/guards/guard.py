@@ -2,8 +2,9 @@
 
 A guard only judges. It reports ``Outcome.BLOCK`` for "unsafe by my
 threshold" and ``Outcome.ALLOW`` otherwise, with category, score, reason and
-raw model output. What that *does* (block, flag, redact), timeouts and error
-policy are applied uniformly by :mod:`middleware.guards.runner`.
+raw model output (clipped: a server can answer megabytes). What that *does*
+(block, flag, redact), timeouts and error policy are applied uniformly by
+:mod:`middleware.guards.runner`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+from middleware.llm.model import clip
 from middleware.types import ChatRequest, Outcome, Stage, Verdict
 
 
@@ -78,7 +80,7 @@ def verdict(
         category=category,
         score=score,
         reason=reason,
-        raw=raw,
+        raw=None if raw is None else clip(raw),
         candidate_index=context.candidate_index,
         redacted_text=redacted_text,
     )

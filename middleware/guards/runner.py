@@ -16,6 +16,7 @@ from middleware.errors import LLMError, VerdictParseError
 from middleware.guards.config import GuardConfigBase
 from middleware.guards.guard import Guard, GuardContext
 from middleware.guards.normalize import LONG_TEXT_CHARS
+from middleware.llm.model import clip
 from middleware.types import Outcome, Verdict
 
 
@@ -27,7 +28,7 @@ def _error_verdict(
         stage=ctx.stage,
         outcome=Outcome.ERROR,
         reason=reason,
-        raw=raw,
+        raw=None if raw is None else clip(raw),
         candidate_index=ctx.candidate_index,
     )
 

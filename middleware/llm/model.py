@@ -21,7 +21,9 @@ from typing import Any, Protocol
 from middleware.errors import LLMError as LLMError  # re-exported: callers catch it here
 from middleware.errors import VerdictParseError
 
-MAX_ANSWER_CHARS = 20_000  # a verdict is a few hundred characters; more is not a verdict
+# A verdict is a few hundred characters; more is not a verdict, and no more than this
+# of an answer is kept for the audit (a hostile server can send megabytes).
+MAX_ANSWER_CHARS = 20_000
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
@@ -109,11 +111,11 @@ def strict_json_object(text: str, *, fenced: bool = False) -> dict[str, Any]:
     ``fenced`` accepts one markdown fence around the whole answer (still only the
     object): guards may prompt a model that has no JSON mode, and such models fence.
     """
+    if len(text) > MAX_ANSWER_CHARS:  # before stripping: whitespace is length too
+        raise VerdictParseError(f"reply too long ({len(text)} characters)", text)
     body = text.strip()
     if not body:
         raise VerdictParseError("empty reply", text)
-    if len(body) > MAX_ANSWER_CHARS:
-        raise VerdictParseError(f"reply too long ({len(body)} characters)", text)
     if fenced and (match := _FENCE.match(body)):
         body = match.group(1).strip()
     if not body.startswith("{"):
@@ -129,6 +131,13 @@ def strict_json_object(text: str, *, fenced: bool = False) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VerdictParseError("reply is not a JSON object", text)
     return value
+
+
+def clip(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
+    """``text`` as the audit keeps it: at most ``limit`` characters, then how many more."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}[… {len(text) - limit} more characters]"
 
 
 def probability(value: object) -> float | None:

@@ -9,12 +9,18 @@ huge answer is bounded. All over HTTP: the real openai client against the stub.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from middleware.guards.config import LlamaGuardGuardConfig, OpenAIModerationGuardConfig
+from middleware.guards.config import (
+    GuardConfigBase,
+    LlamaGuardGuardConfig,
+    OpenAIModerationGuardConfig,
+)
 from middleware.guards.registry import build_guard
+from middleware.llm.model import MAX_ANSWER_CHARS, clip
 from middleware.types import Outcome
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.guard_support import SAFE, UNSAFE, StubFactory, check, judge
@@ -183,3 +189,39 @@ async def test_moderation_answers_off_the_format_are_clear_errors_with_the_body_
     v = await check(build_guard(cfg, factory), cfg, "text")
     assert (v.outcome, v.blocking, v.raw) == (Outcome.ERROR, True, body)
     assert v.reason == f"unparseable verdict: {reason}"
+
+
+def test_clip_keeps_a_bounded_prefix_and_says_how_much_is_left_out() -> None:
+    assert clip("abc", 3) == "abc"
+    assert clip("abcdef", 3) == "abc[… 3 more characters]"
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer"),
+    [
+        # (under the client's own cap on a body, which answers with a transport error)
+        ("judge", "x" * 1_000_000),
+        ("judge", " " * 1_000_000 + SAFE),  # the limit holds before stripping
+        ("llama", "unsafe\nS1\n" + "because " * 100_000),
+        ("moderation", moderation(json.dumps({f"c{i}_{'x' * 80}": 0.0 for i in range(10_000)}))),
+    ],
+)
+async def test_a_huge_answer_is_rejected_and_what_is_kept_of_it_is_bounded(
+    stub_llm: StubOpenAI, factory: StubFactory, kind: str, answer: str
+) -> None:
+    if kind == "moderation":
+        stub_llm.script = lambda r: Reply(raw_body=answer)
+    else:
+        stub_llm.script = lambda r: Reply(answer)
+    cfg: GuardConfigBase = {
+        "judge": judge(on_error="allow"),
+        "llama": LlamaGuardGuardConfig(name="lg", kind="llama_guard", on_error="allow"),
+        "moderation": OpenAIModerationGuardConfig(
+            name="mod", kind="openai_moderation", on_error="allow"
+        ),
+    }[kind]
+    v = await check(build_guard(cfg, factory), cfg, "text")
+    assert (v.outcome, v.blocking) == (Outcome.ERROR, False)
+    assert v.reason == f"unparseable verdict: reply too long ({len(answer)} characters)"
+    more = len(answer) - MAX_ANSWER_CHARS
+    assert v.raw == answer[:MAX_ANSWER_CHARS] + f"[… {more} more characters]"
