@@ -11,7 +11,9 @@ requests. Each member's verdict is kept; cancelled ones are recorded as
 ``skipped``. A member error counts as an unsafe vote when that member is
 fail-closed (``on_error = "block"``), else as a safe one; an outcome decided by
 errors alone is reported as an error, so the audit never shows a failure as a
-judgement. Members that are skipped (no model configured) abstain.
+judgement. For the same reason the confidence counts only members that judged
+(a failure is never "agreeing"), and the reason says how many failed. Members
+that are skipped (no model configured) abstain.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ def _summary(
     errors_safe = len(errors) - errors_unsafe
     cancelled = sum(1 for m in members if m.reason == CANCELLED)
     tail = f"; {cancelled} cancelled once decided" if cancelled else ""
+    if errors_unsafe and errors_safe:
+        tail += f"; {len(errors)} failed ({errors_unsafe} counted as unsafe, {errors_safe} as safe)"
+    elif errors:
+        tail += f"; {len(errors)} failed, counted as {'unsafe' if errors_unsafe else 'safe'}"
     base = dict(
         guard=name,
         stage=ctx.stage,
@@ -129,7 +135,9 @@ def _summary(
             score=round(unsafe / counted, 4),
             **base,  # type: ignore[arg-type]
         )
-    agreeing = unsafe if decided else safe
+    # Failed members count towards the outcome (per on_error) but never as agreeing
+    # with it: confidence is the share of voters whose judgement backs the outcome.
+    agreeing = real_unsafe if decided else real_safe
     categories = Counter(m.category for m in members if m.outcome is Outcome.BLOCK and m.category)
     return Verdict(
         outcome=Outcome.BLOCK if decided else Outcome.ALLOW,

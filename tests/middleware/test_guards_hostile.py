@@ -225,3 +225,30 @@ async def test_a_huge_answer_is_rejected_and_what_is_kept_of_it_is_bounded(
     assert v.reason == f"unparseable verdict: reply too long ({len(answer)} characters)"
     more = len(answer) - MAX_ANSWER_CHARS
     assert v.raw == answer[:MAX_ANSWER_CHARS] + f"[… {more} more characters]"
+
+
+def in_arrival_order(answers: list[str]) -> Callable[[Recorded], Reply]:
+    """The n-th request gets answers[n] (the runs of a vote are otherwise identical)."""
+    arrived: list[Recorded] = []
+
+    def script(rec: Recorded) -> Reply:
+        arrived.append(rec)
+        return Reply(answers[len(arrived) - 1])
+
+    return script
+
+
+async def test_failed_runs_count_towards_the_vote_but_never_as_agreeing(
+    stub_llm: StubOpenAI, factory: StubFactory
+) -> None:
+    # quorum 1: nothing decides early, so every run finishes whatever the arrival order.
+    stub_llm.script = in_arrival_order(["junk", SAFE, "junk"])
+    lenient = judge(votes=3, quorum=1, on_error="allow")
+    v = await check(build_guard(lenient, factory), lenient, "x")
+    assert (v.outcome, v.score, v.confidence) == (Outcome.ALLOW, 0.0, 0.3333)
+    assert v.reason == "0/3 unsafe, quorum 1 of 3; 2 failed, counted as safe"
+    stub_llm.script = in_arrival_order([UNSAFE, "junk"])
+    strict = judge(votes=2, quorum=2)
+    v = await check(build_guard(strict, factory), strict, "x")
+    assert (v.outcome, v.blocking, v.score, v.confidence) == (Outcome.BLOCK, True, 1.0, 0.5)
+    assert v.reason == "2/2 unsafe, quorum 2 of 2; 1 failed, counted as unsafe"
