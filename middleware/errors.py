@@ -15,7 +15,13 @@ class GuardbotError(Exception):
 
 
 class LLMError(GuardbotError):
-    """A model call failed for a reason worth showing to an operator (never a secret)."""
+    """A model call failed for a reason worth showing to an operator (never a secret).
+    ``raw`` is what the model had sent when the call failed (a stream that broke off
+    mid-reply), for the audit; None when it sent nothing usable."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
 class VerdictParseError(GuardbotError, ValueError):

@@ -48,7 +48,7 @@ async def run_guard(guard: Guard, cfg: GuardConfigBase, text: str, ctx: GuardCon
     except VerdictParseError as exc:
         result = _error_verdict(cfg, ctx, f"unparseable verdict: {exc}", exc.raw)
     except LLMError as exc:
-        result = _error_verdict(cfg, ctx, str(exc), None)
+        result = _error_verdict(cfg, ctx, str(exc), exc.raw)
     except Exception as exc:  # a broken guard must not take the bot down
         result = _error_verdict(cfg, ctx, f"guard failed: {type(exc).__name__}: {exc}", None)
     latency_ms = (time.perf_counter() - started) * 1000

@@ -271,8 +271,9 @@ class OpenAIChatModel:
 
         Cancelling the reader (or closing this iterator) closes the HTTP stream,
         so the provider stops generating. A stream that breaks off mid-reply (a
-        reset connection, a truncated body) is an :class:`LLMError` after the
-        pieces already yielded.
+        reset connection, a truncated body, a stall past the timeout) is an
+        :class:`LLMError` after the pieces already yielded, saying how many
+        characters had arrived, with them as its ``raw``.
         """
         try:
             async for delta in self._deltas(self._params(messages, settings), settings.timeout_s):
@@ -283,10 +284,10 @@ class OpenAIChatModel:
             raise LLMError(
                 "the request was not sent: its text cannot be encoded as UTF-8 (a lone surrogate)"
             ) from exc
-        except (OSError, ValueError, TypeError, AttributeError, LookupError) as exc:
-            # aiohttp/httpx transport errors mid-body, or chunks not in the API's shape.
+        except (ValueError, TypeError, AttributeError, LookupError) as exc:
+            # Chunks not in the API's shape.
             raise LLMError(
-                f"the model stream broke off (POST {self._url}): {type(exc).__name__}"
+                f"model server sent a malformed stream (POST {self._url}): {type(exc).__name__}"
             ) from exc
 
     async def _complete_streaming(self, params: dict[str, Any], timeout_s: float) -> Completion:
@@ -321,6 +322,12 @@ class OpenAIChatModel:
                             )
                         parts.append(piece)
                         yield piece
+        except (openai.APIConnectionError, OSError) as exc:  # a read timeout is one too
+            how = "timed out" if isinstance(exc, openai.APITimeoutError) else "broke off"
+            raise LLMError(
+                f"the model stream {how} after {size:,} characters (POST {self._url})",
+                raw="".join(parts),
+            ) from exc
         finally:
             # Closing the stream closes the connection, on cancellation too.
             await stream.close()

@@ -296,3 +296,75 @@ async def test_a_rate_limited_guard_says_so_in_its_verdict(
     (verdict,) = decision.verdicts
     assert verdict.reason is not None and "answered HTTP 429" in verdict.reason
     assert "not retried: the retry would wait 30s" in verdict.reason
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_that_breaks_off_says_after_how_much_and_keeps_it(
+    stub_llm: StubOpenAI, transport: Transport
+) -> None:
+    """Once reported as "could not reach the model server", which it had reached."""
+    stub_llm.script = lambda _r: Reply(pieces=["abc", "defg", "never"], drop_after_chunks=2)
+    model = OpenAIChatModel(
+        model="m", api_key=None, base_url=stub_llm.base_url, max_retries=0,
+        stream=True, transport=transport,
+    )  # fmt: skip
+    pieces: list[object] = []
+    try:
+        with pytest.raises(LLMError) as whole:
+            await model.complete(HELLO, settings=ModelSettings(timeout_s=5))
+        with pytest.raises(LLMError) as streamed:
+            async for delta in model.stream(HELLO, settings=ModelSettings(timeout_s=5)):
+                pieces.append(delta)
+    finally:
+        await model.close()
+    url = f"{stub_llm.base_url}/chat/completions"
+    for caught in (whole, streamed):
+        assert str(caught.value) == f"the model stream broke off after 7 characters (POST {url})"
+        assert caught.value.raw == "abcdefg"
+    assert pieces == ["abc", "defg"]
+
+
+async def test_a_stream_that_stalls_says_it_timed_out_after_how_much(
+    stub_llm: StubOpenAI,
+) -> None:
+    never = asyncio.Event()
+    stub_llm.script = lambda _r: Reply(pieces=["abc", "never"], pauses={1: never})
+    model = OpenAIChatModel(
+        model="m", api_key=None, base_url=stub_llm.base_url, max_retries=0, stream=True
+    )
+    try:
+        with pytest.raises(LLMError, match="the model stream timed out after 3 characters") as e:
+            await model.complete(HELLO, settings=ModelSettings(timeout_s=0.3))
+    finally:
+        await model.close()
+    assert e.value.raw == "abc"
+
+
+async def test_a_guards_broken_stream_is_in_its_verdict_with_what_arrived(
+    stub_llm: StubOpenAI, tmp_path: Path
+) -> None:
+    def script(rec: Any) -> Reply:
+        if rec.body.get("model") == "guard-model":
+            return Reply(pieces=['{"unsafe": false, ', '"category"'], drop_after_chunks=1)
+        return Reply(text="Hi there")
+
+    stub_llm.script = script
+    config = parse_config(
+        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 0\nstream = true\n'
+        '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\n'
+        f'[log]\npath = "{tmp_path / "g.db"}"\n',
+        "test",
+    )
+    log = await DecisionLog.open(config.log.path)
+    bot = GuardBot(config, log, env={})
+    try:
+        decision = await bot.handle(ChatRequest(platform="test", channel_id="c", text="hi"))
+        stored = await log.get_stored(decision.id)
+    finally:
+        await bot.close()
+    assert decision.action is Action.BLOCKED
+    assert stored is not None
+    (verdict,) = stored.decision.verdicts
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("the model stream broke off after 18 characters (POST ")
+    assert verdict.raw == '{"unsafe": false, '
