@@ -68,6 +68,7 @@ class _Progress:
     """How far one answer got, so a cut-off answer can be tidied up."""
 
     view: LiveReply | None = None
+    messages: SlackMessages | None = None  # the view's surface
     admitted: bool = False  # given a slot: from then on the handler records a cut-off
     turned_away: bool = False  # the stop came first: recorded as not answered
     decision: Decision | None = None
@@ -230,6 +231,7 @@ class SlackListeners:
             user_id=incoming.request.user_id,
         )
         view = progress.view = LiveReply(messages, interval_s=self.config.min_update_interval_s)
+        progress.messages = messages
 
         async def decide() -> None:
             try:
@@ -250,7 +252,7 @@ class SlackListeners:
             log.warning("slack: reply not (fully) delivered in %s: %s", incoming.channel, error)
         progress.delivered = True
         if decision is not None:
-            await self._record(decision, view, sent=sent, error=error)
+            await self._record(decision, progress, sent=sent, error=error)
 
     async def _decide(self, request: ChatRequest, view: LiveReply) -> Decision | None:
         # With stream_api "off" the pipeline gets no view: nothing is shown until the
@@ -263,9 +265,17 @@ class SlackListeners:
             return None
 
     async def _record(
-        self, decision: Decision, view: LiveReply, *, sent: bool, error: str | None
+        self, decision: Decision, progress: _Progress, *, sent: bool, error: str | None
     ) -> None:
-        view.annotate(decision.stream)  # updates made and failures, with the delivery
+        assert progress.view is not None and progress.messages is not None
+        progress.view.annotate(decision.stream)  # updates made and failures, with the delivery
+        # A stream call whose answer was lost, repaired by an update: no update failed,
+        # so the view has no failure to report, but an auditor should see it happened.
+        repaired = progress.messages.repaired
+        if repaired:
+            if decision.stream is not None:
+                decision.stream.delivery_errors.extend(repaired)
+            error = "; ".join([*filter(None, [error]), *repaired])
         try:
             await self.handler.record_delivery(decision, sent=sent, error=error)
         except Exception:
@@ -293,7 +303,7 @@ class SlackListeners:
                     return
                 sent, error = await view.finish(decision.reply)
                 why = error if sent else "; ".join(filter(None, [error, "stopped before posting"]))
-                await self._record(decision, view, sent=sent, error=why)
+                await self._record(decision, progress, sent=sent, error=why)
 
     # -- the slash command --------------------------------------------------
 

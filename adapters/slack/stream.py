@@ -17,7 +17,8 @@ what was shown, a stream by stopping it and updating it to the refusal (one
 that cannot be shown by the last round deletes the reply). A streaming call
 that Slack may have applied though it failed (a 5xx, no answer) is never sent
 again: an append or stop is repaired by stopping the stream and updating its
-message to the whole text, and a start fails the reply. A reply
+message to the whole text (noted in :attr:`SlackMessages.repaired` for the
+delivery record), and a start fails the reply. A reply
 that was not streamed (``"off"``, or text shown whole) replaces the
 placeholder, split as always.
 """
@@ -81,6 +82,9 @@ class SlackMessages:
         self._open: set[int] = set()  # messages whose stream is still open
         self._unsure: set[int] = set()  # a stream call may have been applied: update, never append
         self._lost: str | None = None  # a start may have been applied: the reply failed
+        # Stream calls whose answer was lost, repaired by an update. The reply reads
+        # right, so no round failed; the delivery record still says it happened.
+        self.repaired: list[str] = []
         self._updates = Style(poster.limit, render=to_mrkdwn)
         self._stream = Style(poster.limit, render=markdown, close_open_fence=False)
         self._chosen: Style | None = None  # how this reply streams, once it does
@@ -162,7 +166,8 @@ class SlackMessages:
 
         If Slack may have applied the call though it failed (a 5xx, no answer),
         the message reads ``text`` minus ``more`` or ``text``: it is stopped and
-        updated to ``text``, so what shows stays a prefix of the released text.
+        updated to ``text``, so what shows stays a prefix of the released text,
+        and the repair is noted in :attr:`repaired` (method and error, no text).
         """
         args = {"markdown_text": more} if more else {}
         try:
@@ -173,7 +178,13 @@ class SlackMessages:
                 raise DeliveryError(why) from exc
             log.warning("slack: %s; Slack may have applied it: the message is updated", why)
             self._unsure.add(index)
-            await self._replace(index, text)
+            where = f" (message {index + 1})" if index else ""
+            try:
+                await self._replace(index, text)
+            except DeliveryError as failed:  # the next round updates it again
+                raise DeliveryError(f"{why}{where}; the repair failed: {failed}") from exc
+            # "repaired" first: views clip a long line, and the method follows at once.
+            self.repaired.append(f"repaired by an update: {why}{where} (Slack may have applied it)")
 
     async def _replace(self, index: int, text: str, *, retraction: bool = False) -> None:
         """Stop message ``index``'s stream (if open), then update it to ``text``.

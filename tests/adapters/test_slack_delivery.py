@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.render import stream_line
 from adapters.slack.post import CUT_OFF_NOTE, SHUTDOWN_REPLY
 from adapters.slots import NOT_ANSWERED
 from bot.app import SHUTDOWN_ERROR
@@ -182,6 +183,48 @@ async def test_an_update_slack_rejects_mid_stream_is_on_the_stream_record(tmp_pa
         assert stream.delivery_errors == [done.error]
         made = [c for c in rig.fake.calls_to("chat.update") if c.error is None]
         assert stream.updates == len(made) == 2  # the first chunk, then the rest at once
+        rig.assert_every_state_a_prefix()
+
+
+LOST = [
+    (502, "slack chat.appendStream: HTTP 502"),
+    (DROP, "slack chat.appendStream: ServerDisconnectedError: Server disconnected"),
+]
+
+
+@pytest.mark.parametrize(("status", "why"), LOST, ids=["gateway error", "dropped connection"])
+async def test_a_repaired_append_is_on_the_delivery_and_stream_records(
+    tmp_path: Path, status: int, why: str
+) -> None:
+    pieces = ["First part. ", "Second part. ", "Third part."]
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    script = lambda _r: Reply(pieces=pieces, pauses=gates)  # noqa: E731
+    slack = {"stream_api": "auto"}
+    async with slack_rig(tmp_path, slack=slack, config=ONE_CHUNK_A_SENTENCE, script=script) as rig:
+        payload = rig.mention("hi")
+        ts = payload["event"]["ts"]
+        await rig.send(payload)
+        await rig.fake.wait_until(lambda: rig.replies(ts) == ["First part. "])
+        rig.fake.fail("chat.appendStream", status=status, applied=True)  # appended, answer lost
+        gates[1].set()
+        await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.update"))  # the repair
+        gates[2].set()
+        [done] = await rig.observed.delivered(1)
+
+        assert rig.replies(ts) == ["First part. Second part. Third part."]
+        assert len(rig.fake.calls_to("chat.appendStream")) == 1  # never sent again
+        assert done.sent and done.error is not None
+        assert done.error == f"repaired by an update: {why} (Slack may have applied it)"
+        assert "part" not in done.error.lower()  # no message text in the record
+        stored = await rig.bot.log.get_stored(done.decision.id)
+        assert stored is not None and [(d.status, d.error) for d in stored.deliveries] == [
+            ("sent", done.error)
+        ]
+        stream = await rig.bot.log.stream_of(done.decision.id)
+        assert stream is not None and stream.delivery_errors == [done.error]
+        assert "1 delivery failure(s): repaired by an update: slack chat.appendStream" in (
+            stream_line(stream)  # as `guardbot show` prints it
+        )
         rig.assert_every_state_a_prefix()
 
 

@@ -215,6 +215,37 @@ async def test_an_append_slack_applied_but_did_not_confirm_is_not_repeated(
     methods = [c.method for c in fake.calls]
     after = methods[methods.index("chat.appendStream") + 1 :]
     assert after == ["chat.stopStream", "chat.update", "chat.update"]
+    # No round failed, but the repair is kept for the delivery record, without text.
+    [repaired] = view.surface.repaired
+    assert repaired.startswith("repaired by an update: slack chat.appendStream: ")
+    assert "Sentence" not in repaired
+
+
+async def test_an_append_whose_repair_failed_says_both_and_is_updated_next_round(
+    fake: FakeSlack,
+) -> None:
+    clock = Clock()
+    view = reply_in(fake, clock, streams=True)
+    assert isinstance(view.surface, SlackMessages)
+    await view.surface.post_placeholder("thinking…")
+    texts = [" ".join(SENTENCES[: i + 1]) for i in range(3)]
+    await view.show(texts[0])
+    await fake.wait_until(lambda: shown_now(fake) == texts[0].split())
+    fake.fail("chat.appendStream", status=502, applied=True)
+    fake.fail("chat.update", error="restricted_action")
+    clock.now += 1
+    await view.show(texts[1])
+    await fake.wait_until(lambda: fake.calls_to("chat.update"))
+    sent, error = await view.finish(texts[2])
+
+    assert sent and error == (
+        "slack chat.appendStream: HTTP 502; the repair failed: slack chat.update: restricted_action"
+    )
+    assert view.surface.repaired == []  # what failed is reported once, as a failure
+    assert len(fake.calls_to("chat.appendStream")) == 1
+    (reply,) = [m for m in fake.messages if m.bot_id and m.text != "thinking…"]
+    assert reply.text == texts[2] and not reply.streaming
+    assert_prefixes(fake, texts[2])
 
 
 async def test_a_retraction_whose_stop_failed_stops_the_stream_before_updating_it(
