@@ -169,8 +169,8 @@ class OpenAIModerationGuard:
             ((n, s) for n, s in checked.items() if s >= self._threshold(n)), key=lambda x: -x[1]
         )
         marked = [n for n in marked if n not in dict(over)]
-        # `flagged` with no category marked at all is the server's verdict too.
-        flag_only = answer.flagged and not answer.marked
+        # `flagged` that no category explains is the server's verdict too.
+        flag_only = answer.flagged and not answer.marked and not over
         top = max(checked.values(), default=0.0)
         said = [f"{n} {s:.2f} >= {self._threshold(n):g}" for n, s in over]
         said += [f"{n} marked by the server ({checked.get(n, 0.0):.2f})" for n in marked]

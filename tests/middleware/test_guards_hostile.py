@@ -133,6 +133,7 @@ def moderation(scores: str, flagged: str = "false", categories: str = "{}") -> s
             "hate marked by the server (0.10)",
         ),
         (moderation('{"hate": 0.1}', "true"), "flagged", "flagged by the server (highest 0.10)"),
+        (moderation('{"hate": 0.1, "new/x": 0.9}', "true"), "new/x", "new/x 0.90 >= 0.5"),
         (
             moderation('{"hate": 0.99, "hate": 0.0}', "true"),
             "flagged",
