@@ -246,6 +246,10 @@ class SlackMessages:
             if unclear(exc) or not error:
                 # Slack may have started it: another stream or an update would be a second
                 # reply, so this reply fails here (its placeholder is removed at the end).
+                # A message it started is left as it is (Slack ends an idle stream itself):
+                # chat.startStream takes no id of ours, and looking the thread up cannot
+                # tell it from another reply of this bot starting there (a start still in
+                # flight here, another instance), which must never be stopped or deleted.
                 self._lost = f"{why} (the reply may have started; not sent again)"
                 raise DeliveryError(self._lost) from exc
             if self.ts:  # a continuation: the reply already streams here, so retry it

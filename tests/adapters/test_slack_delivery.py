@@ -82,6 +82,12 @@ async def test_a_stream_start_whose_answer_was_lost_is_not_repeated(
         assert len(rig.fake.calls_to("chat.startStream")) == 1  # no second stream
         assert not rig.fake.calls_to("chat.update")  # nor the placeholder as a second reply
         assert rig.replies(payload["event"]["ts"]) == ["only once"]  # one reply, no placeholder
+        # The message Slack started is left alone: nothing here can tell it apart from
+        # another reply of this bot starting in the thread (see SlackMessages._start).
+        [orphan] = [m for m in rig.fake.messages if m.text == "only once"]
+        assert not rig.fake.calls_to("chat.stopStream")
+        assert orphan.ts not in [c.args.get("ts") for c in rig.fake.calls_to("chat.delete")]
+        assert not rig.fake.calls_to("conversations.replies")  # not even looked up
         assert not done.sent and done.error is not None
         assert done.error.startswith("slack chat.startStream: ")
         assert "not sent again" in done.error
