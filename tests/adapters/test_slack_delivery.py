@@ -13,6 +13,8 @@ calls), never with sleeps.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from adapters.slots import NOT_ANSWERED
 from bot.app import SHUTDOWN_ERROR
 from tests.stubs.openai_server import Reply
 from tests.stubs.slack_api import DROP
-from tests.stubs.slack_harness import GatedModel, slack_rig
+from tests.stubs.slack_harness import GatedModel, SlackRig, slack_rig
 
 # The first write of a reply in each mode (a stream's start, or the placeholder's update).
 FIRST_WRITE = [("auto", "chat.startStream"), ("update", "chat.update"), ("off", "chat.update")]
@@ -166,16 +168,26 @@ async def test_long_reply_continues_in_more_messages(tmp_path: Path, stream_api:
             assert all(p.startswith("Paragraph") for p in posted)
 
 
-async def test_an_update_slack_rejects_mid_stream_is_on_the_stream_record(tmp_path: Path) -> None:
-    pieces = ["First part. ", "Second part. ", "Third part."]
+@asynccontextmanager
+async def first_part_shown(
+    tmp_path: Path, stream_api: str
+) -> AsyncIterator[tuple[SlackRig, str, dict[int, asyncio.Event]]]:
+    """A reply in three chunks, the model held before the second and the third (``gates``);
+    yields (the rig, the thread, the gates) once the first chunk is shown."""
     gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    pieces = ["First part. ", "Second part. ", "Third part."]
     script = lambda _r: Reply(pieces=pieces, pauses=gates)  # noqa: E731
-    slack = {"stream_api": "update"}
+    slack = {"stream_api": stream_api}
     async with slack_rig(tmp_path, slack=slack, config=ONE_CHUNK_A_SENTENCE, script=script) as rig:
         payload = rig.mention("hi")
         ts = payload["event"]["ts"]
         await rig.send(payload)
         await rig.fake.wait_until(lambda: rig.replies(ts) == ["First part. "])
+        yield rig, ts, gates
+
+
+async def test_an_update_slack_rejects_mid_stream_is_on_the_stream_record(tmp_path: Path) -> None:
+    async with first_part_shown(tmp_path, "update") as (rig, ts, gates):
         rig.fake.fail("chat.update", error="restricted_action")
         gates[1].set()  # the second chunk's update is refused; the model is still held
         await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.update")[-1].error)
@@ -202,15 +214,7 @@ LOST = [
 async def test_a_repaired_append_is_on_the_delivery_and_stream_records(
     tmp_path: Path, status: int, why: str
 ) -> None:
-    pieces = ["First part. ", "Second part. ", "Third part."]
-    gates = {1: asyncio.Event(), 2: asyncio.Event()}
-    script = lambda _r: Reply(pieces=pieces, pauses=gates)  # noqa: E731
-    slack = {"stream_api": "auto"}
-    async with slack_rig(tmp_path, slack=slack, config=ONE_CHUNK_A_SENTENCE, script=script) as rig:
-        payload = rig.mention("hi")
-        ts = payload["event"]["ts"]
-        await rig.send(payload)
-        await rig.fake.wait_until(lambda: rig.replies(ts) == ["First part. "])
+    async with first_part_shown(tmp_path, "auto") as (rig, ts, gates):
         rig.fake.fail("chat.appendStream", status=status, applied=True)  # appended, answer lost
         gates[1].set()
         await rig.fake.wait_until(lambda: rig.fake.calls_to("chat.update"))  # the repair

@@ -186,6 +186,17 @@ async def test_a_stream_cannot_ping_or_disguise_a_link(fake: FakeSlack) -> None:
 
 
 LOST_ANSWERS = [(502, "a gateway error"), (DROP, "a dropped connection")]
+GROWING = [" ".join(SENTENCES[: i + 1]) for i in range(4)]  # a reply as it is released
+
+
+async def streaming(fake: FakeSlack, clock: Clock) -> LiveReply:
+    """A reply whose stream has started, showing ``GROWING[0]``."""
+    view = reply_in(fake, clock, streams=True)
+    assert isinstance(view.surface, SlackMessages)
+    await view.surface.post_placeholder("thinking…")
+    await view.show(GROWING[0])
+    await fake.wait_until(lambda: shown_now(fake) == GROWING[0].split())
+    return view
 
 
 @pytest.mark.parametrize(("status", "what"), LOST_ANSWERS, ids=[w for _, w in LOST_ANSWERS])
@@ -193,12 +204,7 @@ async def test_an_append_slack_applied_but_did_not_confirm_is_not_repeated(
     fake: FakeSlack, status: int, what: str
 ) -> None:
     clock = Clock()
-    view = reply_in(fake, clock, streams=True)
-    assert isinstance(view.surface, SlackMessages)
-    await view.surface.post_placeholder("thinking…")
-    texts = [" ".join(SENTENCES[: i + 1]) for i in range(4)]
-    await view.show(texts[0])
-    await fake.wait_until(lambda: shown_now(fake) == texts[0].split())
+    view, texts = await streaming(fake, clock), GROWING
     fake.fail("chat.appendStream", status=status, applied=True)  # appended, answer lost
     clock.now += 1
     await view.show(texts[1])
@@ -216,6 +222,7 @@ async def test_an_append_slack_applied_but_did_not_confirm_is_not_repeated(
     after = methods[methods.index("chat.appendStream") + 1 :]
     assert after == ["chat.stopStream", "chat.update", "chat.update"]
     # No round failed, but the repair is kept for the delivery record, without text.
+    assert isinstance(view.surface, SlackMessages)
     [repaired] = view.surface.repaired
     assert repaired.startswith("repaired by an update: slack chat.appendStream: ")
     assert "Sentence" not in repaired
@@ -225,12 +232,7 @@ async def test_an_append_whose_repair_failed_says_both_and_is_updated_next_round
     fake: FakeSlack,
 ) -> None:
     clock = Clock()
-    view = reply_in(fake, clock, streams=True)
-    assert isinstance(view.surface, SlackMessages)
-    await view.surface.post_placeholder("thinking…")
-    texts = [" ".join(SENTENCES[: i + 1]) for i in range(3)]
-    await view.show(texts[0])
-    await fake.wait_until(lambda: shown_now(fake) == texts[0].split())
+    view, texts = await streaming(fake, clock), GROWING
     fake.fail("chat.appendStream", status=502, applied=True)
     fake.fail("chat.update", error="restricted_action")
     clock.now += 1
@@ -241,6 +243,7 @@ async def test_an_append_whose_repair_failed_says_both_and_is_updated_next_round
     assert sent and error == (
         "slack chat.appendStream: HTTP 502; the repair failed: slack chat.update: restricted_action"
     )
+    assert isinstance(view.surface, SlackMessages)
     assert view.surface.repaired == []  # what failed is reported once, as a failure
     assert len(fake.calls_to("chat.appendStream")) == 1
     (reply,) = [m for m in fake.messages if m.bot_id and m.text != "thinking…"]
