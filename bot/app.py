@@ -15,7 +15,6 @@ also says what the user was shown (:mod:`bot.shown_reply`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -30,7 +29,7 @@ from bot.config.policies import PolicyBuilder
 from bot.config.providers import ModelProvider
 from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, secret_env_names
-from bot.shown_reply import CUT_OFF, ShownReply
+from bot.shown_reply import CUT_OFF, ShownReply, record_cut_off_after, record_cut_off_stream
 from middleware.decision_log.postgres import PostgresLog, open_store
 from middleware.decision_log.storage import DecisionStore, LogUnavailable
 from middleware.guards.llm_guard import offline_notice
@@ -198,10 +197,7 @@ class GuardBot:
             try:
                 decision = await self._decide(request, config, fingerprint, view)
             except asyncio.CancelledError:
-                if view is not None and view.streamed:  # chunks are on record under its id
-                    await self._cut_off_stream(request, view)
-                else:
-                    await self.record_cut_off(request, SHUTDOWN_ERROR)
+                await self._cut_off(request, view)
                 raise
             except LogUnavailable as exc:
                 return self._audit_down(request, fingerprint, str(exc))
@@ -216,12 +212,12 @@ class GuardBot:
         decision.config_fingerprint = decision.config_fingerprint or fingerprint
         decision.reply = mask_text(clean(decision.reply))  # a model may echo a key it saw
         try:
-            await self._record(decision)
+            await self._record(decision, view)
         except LogUnavailable as exc:
             return self._audit_down(request, fingerprint, str(exc))
         return decision
 
-    async def _record(self, decision: Decision) -> None:
+    async def _record(self, decision: Decision, view: ShownReply | None) -> None:
         """Record ``decision``; cancelled meanwhile (shutdown), it is still on record once:
         a cancelled caller's job commits anyway unless the writer stopped before it began,
         so the cut-off (same id, unique in the log) is written only if it did not commit."""
@@ -231,11 +227,12 @@ class GuardBot:
         except asyncio.CancelledError:
             done, _ = await asyncio.wait([recording], timeout=SHUTDOWN_RECORD_S)
             if done and (recording.cancelled() or recording.exception() is not None):
-                await self.record_cut_off(decision.request, SHUTDOWN_ERROR, decision_id=decision.id)
-            elif done:  # on record; the adapter, cancelled, posts nothing (best effort)
-                with contextlib.suppress(LogUnavailable, TimeoutError):
-                    async with asyncio.timeout(SHUTDOWN_RECORD_S):
-                        await self.log.record_delivery(decision.id, "none", CUT_OFF)
+                await self._cut_off(decision.request, view, decision.id)
+            elif done:  # on record; a streamed reply's view still ends on its message
+                try:
+                    await record_cut_off_after(self.log, decision, view, SHUTDOWN_RECORD_S)
+                except (LogUnavailable, TimeoutError) as exc:
+                    log.error("could not record the cut-off of %s: %s", decision.id, exc)
             raise
 
     async def _decide(
@@ -317,25 +314,18 @@ class GuardBot:
             config_fingerprint=fingerprint,
         )
 
-    async def _cut_off_stream(self, request: ChatRequest, shown: ShownReply) -> None:
-        """A reply cut off mid-stream, on record as the user saw it. Its decision takes
-        the id its chunks are under (none orphaned) and the reply the view is left on;
-        the stream's end row says which chunks were shown and how the view was left
-        (the shown text and a cut-off note, if the view takes it within the budget);
-        the delivery says the same. All of it within ``SHUTDOWN_RECORD_S``."""
-        decision = self._cut_off_decision(request, SHUTDOWN_ERROR, 0.0, shown.decision_id)
-        decision.reply = shown.cut_off_reply()
-        stream = shown.cut_off()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SHUTDOWN_RECORD_S
+    async def _cut_off(
+        self, request: ChatRequest, view: ShownReply | None, decision_id: str | None = None
+    ) -> None:
+        """A message cut off before its decision was on record. A reply cut off mid-stream
+        is recorded under the id its chunks are on record under, as the user saw it
+        (:func:`~bot.shown_reply.record_cut_off_stream`); any other as not answered."""
+        if view is None or not view.streamed:
+            await self.record_cut_off(request, SHUTDOWN_ERROR, decision_id=decision_id)
+            return
+        decision = self._cut_off_decision(request, SHUTDOWN_ERROR, 0.0, view.decision_id)
         try:
-            async with asyncio.timeout_at(deadline):
-                await self.log.record(decision)  # before the view shows its reply
-            # The view gets half of what is left, so the rows after it still fit.
-            status, error = await shown.leave(stream, (deadline - loop.time()) / 2)
-            async with asyncio.timeout_at(deadline):
-                await self.log.record_stream_end(decision.id, stream)
-                await self.log.record_delivery(decision.id, status, error)
+            await record_cut_off_stream(self.log, decision, view, SHUTDOWN_RECORD_S)
         except (LogUnavailable, TimeoutError) as exc:
             log.error("could not record reply %s cut off at shutdown: %s", decision.id, exc)
 

@@ -11,6 +11,7 @@ response (the request was never sent) nor crash the bot.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from middleware.decision_log import DecisionLog
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.records import EncodedDecision
 from middleware.decision_log.rows import StoredDecision
+from middleware.decision_log.writes import Op
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel, build_client
@@ -35,7 +37,13 @@ from middleware.llm.scripted import FunctionModel
 from middleware.types import Action, ChatRequest, Decision, StreamRecord
 from tests.middleware.test_decision_log_writer import holding, writer_of
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
-from tests.support.stream_support import STREAM_TOML, RecordingView
+from tests.support.stream_support import (
+    PIECES,
+    STREAM_TOML,
+    RecordingView,
+    audit_config,
+    console_request,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_STOP_GRACE_S = 10
@@ -157,7 +165,7 @@ async def test_a_cut_off_reply_the_view_cannot_end_in_time_is_recorded_as_left(
     decision, stored, stream, report = await cut_off_mid_stream(tmp_path, stub_llm, view)
     shown = "Hello there, friend. "
     assert view.states == [shown] and view.retracted == [f"{shown}\n\n{CUT_OFF_NOTE}"]
-    left = "left as shown: a cut-off note could not be added within 0.1 s"
+    left = "left as shown: the view could not be updated within 0.1 s"
     assert stream is not None and stream.delivery_errors == [left]
     assert (stream.shown_chars, stream.retracted, stream.updates) == (len(shown), False, 1)
     assert stream.note is not None and stream.note.endswith(f"were shown; {left}")
@@ -248,6 +256,72 @@ async def test_a_message_cut_off_while_its_decision_is_queued_is_recorded_once(
     assert (decisions[0].action, decisions[0].error) == expected
     assert stored is not None and [d.status for d in stored.deliveries] == ["none"]
     assert report.ok, report
+
+
+class HoldingLog(DecisionLog):
+    """A real log whose writer is held (a transaction kept open) as a decision comes to be
+    recorded, so the bot's record queues behind it: chunks before it went through."""
+
+    hold: tuple[Op, asyncio.Event, threading.Event] | None = None
+    holder: asyncio.Task[object] | None = None
+
+    async def record(self, decision: Decision) -> None:
+        if self.hold is not None and self.holder is None:
+            op, inside, _ = self.hold
+            self.holder = asyncio.create_task(writer_of(self).submit(op))
+            await inside.wait()
+        await super().record(decision)
+
+
+@pytest.mark.parametrize("writer_stops", [False, True])
+async def test_a_blocked_stream_cut_off_while_its_decision_is_queued_is_still_retracted(
+    tmp_path: Path, stub_llm: StubOpenAI, writer_stops: bool
+) -> None:
+    # The `final` guard blocks the whole reply after its first part was shown; shutdown
+    # comes while that decision waits for the writer. What was shown must still go.
+    view = RecordingView()
+    stub_llm.script = lambda _r: Reply(pieces=PIECES["final"], pauses={1: view.first_shown})
+    db = tmp_path / "g.db"
+    log = await HoldingLog.open(db)
+    assert isinstance(log, HoldingLog)
+    model = OpenAIChatModel(model="stub", api_key=None, base_url=stub_llm.base_url)
+    bot = GuardBot(audit_config(db), log, env={}, model=model)
+    log.hold = (op, _, release) = holding(asyncio.get_running_loop())
+    try:
+        task = asyncio.create_task(bot.handle(console_request("final please"), view))
+        queued = await queued_decision(log)
+        task.cancel()
+        if writer_stops:  # the decision never commits: the cut-off takes its id
+            stopped = writer_of(log)._task
+            assert stopped is not None
+            stopped.cancel()
+            await asyncio.wait([stopped])
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        decisions = await log.query(limit=5)
+        stored = await log.get_stored(queued)
+        stream = await log.stream_of(queued)
+        report = await log.verify()
+    finally:
+        release.set()
+        await bot.close()
+        await model.close()
+    assert [d.id for d in decisions] == [queued] and stored is not None and stream is not None
+    shown = view.states[0]
+    assert shown.startswith("Plain first part.") and stream.shown_chars >= len(shown)
+    [delivery] = stored.deliveries
+    assert delivery.status == "failed" and delivery.error == stream.note
+    error = delivery.error or ""
+    assert report.ok, report
+    if writer_stops:  # recorded as cut off mid-stream: the text shown and the note stay
+        assert decisions[0].action is Action.ERROR
+        assert view.retracted == [f"{view.states[-2]}\n\n{CUT_OFF_NOTE}"]
+        assert "were shown; left on screen" in error
+    else:  # its decision is on record: the view still ends on it, retracting what was shown
+        assert decisions[0].action is Action.BLOCKED and decisions[0].blocked_by == "late"
+        assert view.retracted == [decisions[0].reply] and stream.retracted
+        assert error.endswith("then replaced by the decision's final message")
 
 
 def test_default_shutdown_timeout_fits_in_docker_stop_grace() -> None:
