@@ -221,6 +221,25 @@ async def queued_decision(log: DecisionLog) -> str:
     raise AssertionError("the bot never queued its decision")
 
 
+async def cut_off_queued(
+    log: DecisionLog, task: asyncio.Task[Decision], release: threading.Event, *, writer_stops: bool
+) -> str:
+    """Cancel ``task`` (shutdown) once its decision is queued behind a held writer, then
+    release the writer; ``writer_stops``: the writer stops before the decision began, so
+    it never commits (the cut-off takes its place, same id). The decision's id."""
+    queued = await queued_decision(log)
+    task.cancel()
+    if writer_stops:
+        stopped = writer_of(log)._task
+        assert stopped is not None
+        stopped.cancel()
+        await asyncio.wait([stopped])
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the cancellation is not swallowed
+    return queued
+
+
 @pytest.mark.parametrize("writer_stops", [False, True])
 async def test_a_message_cut_off_while_its_decision_is_queued_is_recorded_once(
     tmp_path: Path, writer_stops: bool
@@ -234,16 +253,7 @@ async def test_a_message_cut_off_while_its_decision_is_queued_is_recorded_once(
     try:
         await inside.wait()  # a transaction holds the writer: the bot's decision queues
         task = asyncio.create_task(bot.handle(request("hello")))
-        queued = await queued_decision(log)
-        task.cancel()
-        if writer_stops:  # the job not begun fails: the cut-off takes its place, same id
-            stopped = writer_of(log)._task
-            assert stopped is not None
-            stopped.cancel()
-            await asyncio.wait([stopped])
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        queued = await cut_off_queued(log, task, release, writer_stops=writer_stops)
         await holder
         decisions = await log.query(limit=5)
         stored = await log.get_stored(queued)
@@ -289,16 +299,7 @@ async def test_a_blocked_stream_cut_off_while_its_decision_is_queued_is_still_re
     log.hold = (op, _, release) = holding(asyncio.get_running_loop())
     try:
         task = asyncio.create_task(bot.handle(console_request("final please"), view))
-        queued = await queued_decision(log)
-        task.cancel()
-        if writer_stops:  # the decision never commits: the cut-off takes its id
-            stopped = writer_of(log)._task
-            assert stopped is not None
-            stopped.cancel()
-            await asyncio.wait([stopped])
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        queued = await cut_off_queued(log, task, release, writer_stops=writer_stops)
         decisions = await log.query(limit=5)
         stored = await log.get_stored(queued)
         stream = await log.stream_of(queued)
