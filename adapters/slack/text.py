@@ -22,14 +22,19 @@ from urllib.parse import urlsplit
 from adapters.message_split import split_message
 
 _FENCED_OR_CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+# Emphasis never spans its own delimiter: each try stops at the next "**" (or "__",
+# "~~") instead of scanning to the end of the line, so a reply of thousands of unclosed
+# "**a " costs linear time, not seconds of a blocked event loop.
+_BOLD = re.compile(
+    r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*|__(?=\S)((?:[^_\n]|_(?!_))+?)(?<=\S)__"
+)
+_STRIKE = re.compile(r"~~(?=\S)((?:[^~\n]|~(?!~))+?)(?<=\S)~~")
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
 _BULLET = re.compile(r"^([ \t]*)[*-][ \t]+", re.M)
 # After escaping, a URL's "&" reads "&amp;", which Slack accepts inside <url|label>.
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^\s()|]+)\)")
-# Anything in a label that reads as a host name: "x.example", "https://x.example/…", IDNs.
-_HOST_IN_LABEL = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?((?:[\w-]+\.)+[\w-]{2,})\.?", re.I)
+# Where a label may name a host: runs of name characters, each read once (see _hosts_in).
+_NAME_RUN = re.compile(r"[\w.-]+")
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # dots IDNA accepts
 
 
@@ -38,7 +43,8 @@ def from_slack(text: object, bot_user_id: str = "") -> str:
     if not isinstance(text, str):
         return ""
     if bot_user_id:
-        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+        # "[^<>]": a try stops at the next "<", so "<@U1|" repeated costs linear time.
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^<>]*)?>", " ", text)
     text = text.replace("\x00", "")
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     return re.sub(r"[ \t]{2,}", " ", text).strip()
@@ -74,10 +80,34 @@ def to_mrkdwn(text: str) -> str:
 def _link(url: str, label: str) -> str:
     """``<url|label>``, or ``<url>`` when the label names another host than the URL's."""
     target = _host(urlsplit(url.replace("&amp;", "&")).hostname or "")
-    named = {_host(m.group(1)) for m in _HOST_IN_LABEL.finditer(label.translate(_DOTS))}
+    named = {_host(name) for name in _hosts_in(label.translate(_DOTS))}
     if any(host != target for host in named):
         return f"<{url}>"
     return f"<{url}|{label}>"
+
+
+def _hosts_in(label: str) -> list[str]:
+    """Everything in ``label`` that reads as a host name ("x.example", "https://x.example/…").
+
+    A dotted name is two or more labels of name characters, the last at least two
+    long; a shorter last label is left off ("a.example.c" names "a.example"). Done
+    by hand over runs, each character read once, because the backtracking pattern
+    it replaces was quadratic on a long run ("a.a.a…", "aaaa…"): seconds of a
+    blocked event loop for one hostile link.
+    """
+    hosts = []
+    for run in _NAME_RUN.findall(label):
+        name: list[str] = []
+        for part in [*run.split("."), ""]:  # "" ends the last dotted name
+            if part:
+                name.append(part)
+                continue
+            while name and len(name[-1]) < 2:
+                name.pop()
+            if len(name) >= 2:
+                hosts.append(".".join(name))
+            name = []
+    return hosts
 
 
 def _host(name: str) -> str:
