@@ -42,7 +42,10 @@ from middleware.types import Verdict
 
 # scikit-learn's default token_pattern for the package's TfidfVectorizer.
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
-_MASKED = re.compile(r"(?<![\w*#])[a-z][a-z*#%]*[*#%][a-z*#%]*(?![\w*#])")
+# A word with masks ("f*ck"). As "[a-z][a-z*#%]*[*#%][a-z*#%]*" it was quadratic (each split
+# of "a**a**…a**1" between two repeats tried); one repeat here, the mask required ahead. A
+# match without one (before a "%") resolves to itself: the same results (a test compares).
+_MASKED = re.compile(r"(?<![\w*#])[a-z](?=[a-z]*+[*#%])[a-z*#%]*(?![\w*#])")
 _REPEATS = re.compile(r"(\w)\1{2,}")
 _ROOTS = ("fuck", "shit")
 # Dashes or underscores standing for letters ("f---ing", "s__t") are masks like "*".
@@ -58,6 +61,7 @@ class LinearProfanityModel:
     sigmoid_a: tuple[float, ...]
     sigmoid_b: tuple[float, ...]
     offensive: tuple[str, ...]  # vocabulary with a strongly positive weight, most offensive first
+    offensive_by_length: dict[int, tuple[str, ...]]  # the same, by length, for unmasking
 
     def probability(self, text: str) -> float:
         counts: dict[str, int] = {}  # a plain dict: Counter() costs more than it counts here
@@ -87,10 +91,21 @@ class LinearProfanityModel:
         """ "f*ck" -> the most offensive vocabulary word it can stand for, else unchanged."""
         if sum(c.isalpha() for c in token) < 2:
             return token
-        shape = re.compile("".join("[a-z]" if c in "*#%" else re.escape(c) for c in token))
-        return next(
-            (w for w in self.offensive if len(w) == len(token) and shape.fullmatch(w)), token
-        )
+        return _stood_for(token, self.offensive_by_length) or token
+
+
+def by_length(words: tuple[str, ...]) -> dict[int, tuple[str, ...]]:
+    """``words`` grouped by length, each group in the original order."""
+    return {n: tuple(w for w in words if len(w) == n) for n in {len(w) for w in words}}
+
+
+def _stood_for(token: str, candidates: dict[int, tuple[str, ...]]) -> str | None:
+    """The first candidate of a masked token's length with its letters and a-z at each mask
+    (a pattern per token cost more to compile than to match; a long one finds no group)."""
+    for word in candidates.get(len(token), ()):
+        if all("a" <= w <= "z" if t in "*#%" else t == w for t, w in zip(token, word, strict=True)):
+            return word
+    return None
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -171,6 +186,7 @@ class WordList:
     # and each of them with an "s" added (plurals the list lacks).
     single_words: frozenset[str]
     plurals: frozenset[str]
+    candidates_by_length: dict[int, tuple[str, ...]]
 
     @classmethod
     def of(cls, ratings: dict[str, float], masked_candidates: tuple[str, ...]) -> WordList:
@@ -181,7 +197,9 @@ class WordList:
                 phrase_words[first] = max(phrase_words.get(first, 1), len(rest) + 1)
         singles = frozenset(k for k in ratings if " " not in k)
         plurals = frozenset(k + "s" for k in singles)
-        return cls(ratings, phrase_words, masked_candidates, singles, plurals)
+        return cls(
+            ratings, phrase_words, masked_candidates, singles, plurals, by_length(masked_candidates)
+        )
 
     def worst(self, folded: str) -> float:
         """Highest rating of a listed term among the words of already folded text."""
@@ -270,6 +288,7 @@ def _extract() -> LinearProfanityModel:
         sigmoid_a=tuple(float(c.calibrators[0].a_) for c in calibrated),
         sigmoid_b=tuple(float(c.calibrators[0].b_) for c in calibrated),
         offensive=offensive,
+        offensive_by_length=by_length(offensive),
     )
 
 
@@ -279,10 +298,7 @@ def _unmask(token: str, model: LinearProfanityModel, words: WordList) -> str:
         return found
     # The first letter kept and the rest masked ("f******", "s**t"): the list's worst word
     # of that shape, never a guess into a harmless word.
-    shape = re.compile("".join("[a-z]" if c in "*#%" else re.escape(c) for c in token))
-    return next(
-        (w for w in words.masked_candidates if len(w) == len(token) and shape.fullmatch(w)), token
-    )
+    return _stood_for(token, words.candidates_by_length) or token
 
 
 def deobfuscate(text: str, model: LinearProfanityModel, words: WordList | None = None) -> str:
