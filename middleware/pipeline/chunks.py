@@ -16,13 +16,25 @@ _SENTENCE_END = re.compile(r"(?<=[.!?:;])[ \t]+|\n\s*")
 _WORD_END = re.compile(r"\s+")
 # Digits in groups at the end of a chunk: a card, phone or account number may go on.
 _NUMBER_TAIL = re.compile(r"(?:^|(?<=\s))[+(]?\d(?:[\d\s().-]*[\d)])?$")
+# The longest number worth holding back: an IBAN (34 characters) written in groups, or
+# a card or phone number with separators, is shorter. The tail is searched only this far
+# back: the pattern tried at every start of a long "1 1 1 ..." run was quadratic.
+NUMBER_TAIL_CHARS = 64
 
 
 def _held_back(text: str, cut: int) -> int:
-    """Move ``cut`` back before a trailing number that could continue after it."""
+    """Move ``cut`` back before a trailing number that could continue after it.
+
+    Only the last :data:`NUMBER_TAIL_CHARS` before the cut (and the one character
+    before them, for the lookbehind) are looked at, so the cost does not grow with
+    the text; a longer run of digits is held back by its last part only.
+    """
     if text[cut - 1 : cut] == "\n":
         return cut  # a line break ends any number
-    match = _NUMBER_TAIL.search(text[:cut].rstrip())
+    end = cut
+    while end and text[end - 1].isspace():
+        end -= 1
+    match = _NUMBER_TAIL.search(text, max(0, end - NUMBER_TAIL_CHARS), end)
     return match.start() if match else cut
 
 
@@ -32,24 +44,50 @@ class Chunker:
     def __init__(self, chunk_chars: int) -> None:
         self.chunk_chars = chunk_chars
         self.pending = ""
+        # The sentence ends of ``pending`` are searched once, not again on every piece
+        # (a reply with none, held back as it grows, was quadratic): the last end found
+        # so far, and where the next search starts.
+        self._end = 0
+        self._resume = 0
 
     def feed(self, piece: str) -> None:
         self.pending += piece
+
+    def _sentence_end(self) -> int:
+        """Where the last sentence end of ``pending`` ends (0: none), searching new text only.
+
+        A match that ends before the end of the text is final (more text changes
+        neither it nor where it ends); one that reaches the end may grow ("\n" and then
+        more spaces), so the next search starts at it again.
+        """
+        text = self.pending
+        resume = len(text)
+        for m in _SENTENCE_END.finditer(text, self._resume):
+            self._end = m.end()
+            if m.end() == len(text):
+                resume = m.start()
+        self._resume = resume
+        return self._end
 
     def cut(self, *, hold_expired: bool = False, final: bool = False) -> str:
         """The next chunk ("" when none is ready yet); removed from ``pending``."""
         text = self.pending
         if final:
-            self.pending = ""
+            self._keep("")
             return text
-        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-        at = ends[-1] if ends and (hold_expired or ends[-1] >= self.chunk_chars) else 0
+        end = self._sentence_end()
+        at = end if end and (hold_expired or end >= self.chunk_chars) else 0
         if not at and hold_expired:
             words = [m.end() for m in _WORD_END.finditer(text)]
             at = words[-1] if words else 0
         at = _held_back(text, at) if at else 0
-        self.pending = text[at:]
+        if at:
+            self._keep(text[at:])
         return text[:at]
+
+    def _keep(self, rest: str) -> None:
+        # Searched afresh: at the start of the rest, the lookbehind no longer sees the cut text.
+        self.pending, self._end, self._resume = rest, 0, 0
 
 
 def context_of(shown: str, context_chars: int) -> str:
