@@ -18,6 +18,7 @@ from bot.config.runtime import RuntimeSettings
 from bot.config.schema import Config, ConfigError, load_config, resolve_config_path
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.postgres import open_store
+from middleware.masking import mask_text
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1  # no log, unknown id, a failed check, or a --fail-on-… condition met
@@ -34,6 +35,19 @@ def print_json(data: Any) -> None:
     """The one JSON style of every command: indented, non-ASCII text kept readable,
     control and bidi characters escaped (:func:`adapters.render.json_text`)."""
     print(json_text(data))
+
+
+def masked(data: Any) -> Any:
+    """``data`` with every string in it masked (:func:`middleware.masking.mask_text`):
+    for output built from a config file or from input rather than from the log,
+    whose texts were masked when stored."""
+    if isinstance(data, str):
+        return mask_text(data)
+    if isinstance(data, dict):
+        return {key: masked(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [masked(item) for item in data]
+    return data
 
 
 def load_config_from_args(args: argparse.Namespace) -> Config:

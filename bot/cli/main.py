@@ -26,6 +26,7 @@ from bot.cli.common import (
     EXIT_CODES,
     load_config_from_args,
     marked_overrides,
+    masked,
     print_json,
     runtime_settings,
 )
@@ -85,7 +86,8 @@ def _show_config(args: argparse.Namespace) -> int:
     data["llm"]["effective_provider"] = "echo" if provider.offline else "openai-compatible"
     # Marked apart: global ones are applied above, channel ones only in their channel.
     data["runtime_overrides"] = marked_overrides(settings)
-    print_json(data)
+    # A key pasted into the file by mistake (into a system prompt, say) is not echoed.
+    print_json(masked(data))
     for row in data["runtime_overrides"]:
         print(f"override: {override_line(row)}", file=sys.stderr)
     return 0
@@ -140,6 +142,8 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+# The Slack SDK's own loggers, named so in adapters/slack/service.py (see setup_logging).
+SDK_LOGGERS = ("guardbot.slack.api", "guardbot.slack.socket")
 _handler: logging.Handler | None = None  # ours on the root logger, replaced on a new main()
 
 
@@ -162,6 +166,11 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.WARNING)
     # Every module logs under "guardbot.*" (slack-sdk's Socket Mode client too: we name it).
     logging.getLogger("guardbot").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    # Except the Slack SDK's clients, named by us so their warnings are masked: at DEBUG
+    # they log every request and event body, users' messages with them, even when the
+    # log is told not to keep message text ([log] store_text = false).
+    for sdk in SDK_LOGGERS:
+        logging.getLogger(sdk).setLevel(logging.INFO if verbose else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from bot.cli.common import (
     EXIT_CODES,
     EXIT_NOT_FOUND,
     load_config_from_args,
+    masked,
     print_json,
     runtime_settings,
 )
@@ -34,6 +35,7 @@ from bot.config.providers import ModelProvider
 from bot.config.runtime import GLOBAL, RuntimeSettings, channel_scope
 from middleware.guards.guard import GuardContext
 from middleware.guards.llm_guard import offline_notice
+from middleware.masking import mask_text
 from middleware.pipeline.screening import screen
 from middleware.types import ChatRequest, Stage, Verdict
 
@@ -87,14 +89,15 @@ def _row(v: Verdict) -> str:
 def _print_table(index: int, text: str, verdicts: list[Verdict], redacted: str) -> None:
     blocking = [v.guard for v in verdicts if v.blocking]
     status = f"BLOCKED by {', '.join(blocking)}" if blocking else "allowed"
-    print(f"[{index}] {plain(text, 70)!r}: {status}")
+    # Masked before it is shortened: a key cut at 70 characters no longer looks like one.
+    print(f"[{index}] {plain(mask_text(text), 70)!r}: {status}")
     print(f"  {'guard':<16} {'outcome':<8} {'category':<34} {'score':>5} {'ms':>8}  reason")
     for v in verdicts:
         print(_row(v))
         for m in v.members:
             print("    " + _row(m).strip())
     if redacted != text and not blocking:
-        print(f"  redacted: {plain(redacted)!r}")
+        print(f"  redacted: {plain(mask_text(redacted))!r}")
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -132,8 +135,8 @@ async def _run(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
     finally:
         await models.close()
-    if args.json:
-        print_json(results)
+    if args.json:  # what was typed, as the table shows it: keys and configured values masked
+        print_json(masked(results))
     return EXIT_NOT_FOUND if args.fail_on_block and blocked else 0
 
 

@@ -207,6 +207,18 @@ class Config(Section):
         check_guard_references(guards)  # ensemble members exist, no cycles
         return guards
 
+    @model_validator(mode="after")
+    def _env_fields_name_variables(self) -> Config:
+        # A key pasted where its variable's name belongs would be printed back (by the
+        # start notice, `guardbot config`) and looked up as a name: refused, unshown.
+        for path, name in _env_fields(self.model_dump()):
+            if name and not _ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{path} must name an environment variable (letters, digits and _), "
+                    "not hold the secret itself: secrets come from the environment"
+                )
+        return self
+
     def fingerprint(self) -> str:
         """Short hash of the effective policy, stored with every decision."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
@@ -229,20 +241,24 @@ def secret_env_names(config: Config | None = None) -> list[str]:
     """The environment variables whose values are secrets, for masking by value."""
     names = dict.fromkeys(SECRET_ENV)
     if config is not None:
-        names.update(dict.fromkeys(_env_fields(config.model_dump())))
+        names.update(dict.fromkeys(name for _, name in _env_fields(config.model_dump())))
     return list(names)
 
 
-def _env_fields(data: Any) -> Iterator[str]:
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_fields(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``*_env`` field as (where, variable name), e.g. ("[llm] api_key_env", "X")."""
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(value, str) and key.endswith("_env"):
-                yield value
+                yield f"[{path}] {key}" if path else key, value
             else:
-                yield from _env_fields(value)
+                yield from _env_fields(value, f"{path}.{key}" if path else str(key))
     elif isinstance(data, list):
-        for item in data:
-            yield from _env_fields(item)
+        for i, item in enumerate(data):
+            yield from _env_fields(item, f"{path}[{i}]")
 
 
 class ConfigError(Exception):
@@ -290,7 +306,8 @@ def parse_config(text: str, source: str) -> Config:
             line = _find_line(lines, loc)
             at = f" (line {line})" if line else ""
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"  {where}{at}: {msg}")
+            msg = msg.removeprefix("Value error, ")  # ours say what is wrong themselves
+            problems.append(f"  {where}{at}: {msg}" if where else f"  {msg}")
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(problems)) from None
 
 
