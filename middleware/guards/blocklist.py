@@ -12,6 +12,7 @@ are compiled into one alternation once, at build time.
 from __future__ import annotations
 
 import re
+from itertools import groupby
 
 from middleware.guards.config import BlocklistGuardConfig
 from middleware.guards.guard import GuardContext, verdict
@@ -20,12 +21,32 @@ from middleware.types import Verdict
 
 
 def _word_regex(word: str) -> str:
-    folded = fold_leet(normalize(word.strip()))
+    chunks = fold_leet(normalize(word.strip())).split()
     parts = []
-    for chunk in folded.split():
+    for j, chunk in enumerate(chunks):
         # Each letter may repeat; "1" folds to "i" but also stands for "l", so i/l are one.
-        parts.append("".join(("[il]" if c in "il" else re.escape(c)) + "+" for c in chunk))
+        # A letter written n times is one repeat, "o{2,}", not "o+o+": side by side, two
+        # repeats of one letter try every split of a run ("kill" was cubic on "kllll…").
+        runs = [(item, list(chars)) for item, chars in groupby(chunk, key=_letter)]
+        pattern = []
+        for i, (item, chars) in enumerate(runs):
+            n = len(chars)
+            # A symbol beside the separator ("hey!", which the separator takes too) is
+            # exact there: the same texts, without the separator splitting its run.
+            beside = (i == 0 and j > 0) or (i == len(runs) - 1 and j < len(chunks) - 1)
+            if beside and _SYMBOL.fullmatch(chars[0]):
+                pattern.append(f"{item}{{{n}}}")
+            else:
+                pattern.append(item + ("+" if n == 1 else f"{{{n},}}"))
+        parts.append("".join(pattern))
     return r"[\W_]*".join(parts) if len(parts) > 1 else parts[0]
+
+
+_SYMBOL = re.compile(r"[\W_]")  # what the separator between words takes
+
+
+def _letter(c: str) -> str:
+    return "[il]" if c in "il" else re.escape(c)
 
 
 def compile_words(words: list[str]) -> re.Pattern[str] | None:

@@ -70,7 +70,7 @@ def normalize(text: str) -> str:
     return text
 
 
-_EDGE_PUNCT = re.compile(r"^([!|+]*)(.*?)([!|+]*)$", re.DOTALL)
+_EDGE_PUNCT = "!|+"
 
 
 def _fold_word(match: re.Match[str]) -> str:
@@ -79,8 +79,12 @@ def _fold_word(match: re.Match[str]) -> str:
     if word.isalpha() or not any(c.isalpha() for c in word):
         return word
     # "!" and "|" stand for letters inside a word ("sh!t"), but end a sentence ("hi!!!").
-    lead, core, trail = _EDGE_PUNCT.match(word).groups()  # type: ignore[union-attr]
-    return lead + core.translate(_LEET) + trail
+    # Stripped, not matched: "^([!|+]*)(.*?)([!|+]*)$" retried the tail at each character,
+    # quadratic on a word like "a!!!…!b".
+    core = word.lstrip(_EDGE_PUNCT)
+    lead = word[: len(word) - len(core)]
+    inner = core.rstrip(_EDGE_PUNCT)
+    return lead + inner.translate(_LEET) + core[len(inner) :]
 
 
 def strip_invisible(text: str) -> str:

@@ -51,8 +51,10 @@ RULES: tuple[tuple[str, str, float, str], ...] = (
      r"\b(?:from\s+now\s+on|for\s+the\s+rest\s+of\s+(?:this|the)\s+conversation)\b\W+(?:you|your|only|always|never|respond|answer|reply|act)"),
     ("do_not_refuse", "instruction_override", 0.45,
      r"\b(?:never|do\s+not|don't|dont|must\s+not|cannot|can't)\s+(?:refuse|decline|say\s+no|apologi[sz]e|warn)\b"),
+    # A line's start: "\s*" there went on over the lines after it, so each newline of a
+    # long run of them rescanned the rest (quadratic); the last newline finds the same.
     ("fake_role_tag", "instruction_override", 0.7,
-     r"(?:^|\n)\s*system\s+(?:override|message|update)\s*:|<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?(?:inst|sys|system|admin|developer)\]|<</?sys>>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:?|(?:^|\n)\s*(?:system|assistant)\s*:\s"),
+     r"(?:^|\n)[^\S\n]*system\s+(?:override|message|update)\s*:|<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?(?:inst|sys|system|admin|developer)\]|<</?sys>>|(?:^|\n)[^\S\n]*#{2,}\s*(?:system|instruction)s?\s*:?|(?:^|\n)[^\S\n]*(?:system|assistant)\s*:\s"),
     # Jailbreak role play
     ("dan", "jailbreak", 0.9,
      r"\b(?:you\s+are\s+(?:now\s+)?dan|do\s+anything\s+now|dan\s+mode|jailbreak(?:ed)?\s+mode|stan\s+mode|evil\s+confidant|aim\s+mode)\b"),

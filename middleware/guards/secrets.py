@@ -176,7 +176,13 @@ def _credential_value(value: str) -> bool:
     if classes < 2 or value.lower() in ("none", "null", "true", "false") or value[0] in "/.~":
         return False
     # dotted or snake_case names: settings.API_KEY, os.environ, read_from_vault
-    return not re.fullmatch(r"[A-Za-z_]+(?:[._][A-Za-z_]+)+", value)
+    return not _NAME.fullmatch(value)
+
+
+# A dotted or snake_case name: letters and "_" with a "." or an inner "_" between parts.
+# Written as "[A-Za-z_]+(?:[._][A-Za-z_]+)+" it tries every way of cutting a run at its
+# underscores: exponential, "password = a_a_a_…_a1" (70 characters) never returned.
+_NAME = re.compile(r"[A-Za-z_]++(?:\.[A-Za-z_]++)+|[A-Za-z_][A-Za-z]*+_[A-Za-z_]++")
 
 
 def find_secrets(text: str) -> list[Span]:
