@@ -58,6 +58,11 @@ def forget_secrets() -> None:
     _mask_short.cache_clear()
 
 
+def known_secrets() -> tuple[str, ...]:
+    """The remembered values, longest first: a streamed reply holds back the start of one."""
+    return _known
+
+
 def mask_known(text: str) -> str:
     """``text`` with the remembered secret values replaced; a substring test per value."""
     for value in _known:

@@ -6,11 +6,19 @@ Cuts fall only after whitespace: at a sentence end or a line break once
 API key is always judged (and masked) whole; a trailing run of digit groups
 (a card or phone number written "4111 1111 ...") is held back to the next cut,
 since the next piece may continue it.
+
+A secret that more text may complete is held back the same way, so that each
+chunk can be masked exactly as the whole reply is: the start of a remembered
+secret value that contains spaces, and a secret whose shape runs to the end of
+the text (a private key block whose END line has not come yet).
 """
 
 from __future__ import annotations
 
 import re
+
+from middleware.guards.secrets import find_secrets
+from middleware.masking import known_secrets
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])[ \t]+|\n\s*")
 _WORD_END = re.compile(r"\s+")
@@ -38,6 +46,31 @@ def _held_back(text: str, cut: int) -> int:
     return match.start() if match else cut
 
 
+def unfinished_secret(text: str) -> int | None:
+    """Where a secret starts that the text after ``text`` may complete (None: no such secret).
+
+    Cuts fall after whitespace, so only a secret with whitespace inside can be
+    split by one: a remembered value ("correct horse battery") whose first words
+    end ``text``, or a found secret reaching the end of ``text`` (a private key
+    block runs to the end until its END line comes; a key at the very end is held
+    too, which costs it one cut's delay).
+    """
+    starts = [
+        len(text) - j
+        for value in known_secrets()
+        for j in range(1, len(value))
+        if value[j - 1].isspace() and text.endswith(value[:j])
+    ]
+    end = len(text.rstrip())
+    starts.extend(start for start, stop, _ in find_secrets(text) if stop >= end)
+    if not starts:
+        return None
+    start = min(starts)
+    while start and not text[start - 1].isspace():
+        start -= 1  # from its word's start: a cut still never falls inside a word
+    return start
+
+
 class Chunker:
     """Cuts a growing text into chunks at safe boundaries (see the module docstring)."""
 
@@ -49,6 +82,10 @@ class Chunker:
         # so far, and where the next search starts.
         self._end = 0
         self._resume = 0
+        # ``pending`` starts with an unfinished secret, found in its first ``_secret_at``
+        # characters: looked at again only once a chunk's worth or a quarter more text
+        # has come, so a long one (a "BEGIN" with no END) costs linear time in all.
+        self._secret_at = 0
 
     def feed(self, piece: str) -> None:
         self.pending += piece
@@ -82,12 +119,22 @@ class Chunker:
             at = words[-1] if words else 0
         at = _held_back(text, at) if at else 0
         if at:
+            at = self._secret_held(text, at)
+        if at:
             self._keep(text[at:])
         return text[:at]
 
+    def _secret_held(self, text: str, at: int) -> int:
+        """``at``, or before a secret in ``text[:at]`` that the text after it may complete."""
+        if self._secret_at and at < self._secret_at + max(self.chunk_chars, self._secret_at // 4):
+            return 0
+        start = unfinished_secret(text[:at])
+        self._secret_at = at if start == 0 else 0
+        return at if start is None else start
+
     def _keep(self, rest: str) -> None:
         # Searched afresh: at the start of the rest, the lookbehind no longer sees the cut text.
-        self.pending, self._end, self._resume = rest, 0, 0
+        self.pending, self._end, self._resume, self._secret_at = rest, 0, 0, 0
 
 
 def context_of(shown: str, context_chars: int) -> str:

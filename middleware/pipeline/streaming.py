@@ -12,6 +12,12 @@ runs three stages as tasks, so screening chunk *k* overlaps generating chunk
 *k+1*: reading the model, cutting, and screening-then-showing. Each chunk is
 judged in a window of ``context_chars`` of the text shown before it, so a
 phrase split across two chunks is still judged whole.
+
+Each chunk is masked as the final reply is (:func:`~middleware.masking.mask_text`,
+in the same window) before it is recorded or shown: a model that echoes a
+key or a configured secret's value never shows it, not even for a moment, and
+what was shown is the final reply, so nothing is retracted for masking. The
+chunker holds back a secret that the next text may complete.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Protocol
 from middleware.errors import LLMError
 from middleware.guards.guard import GuardContext
 from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
+from middleware.masking import clean, mask_text
 from middleware.pipeline.chunks import Chunker, context_of
 from middleware.pipeline.policy import ConfiguredGuard
 from middleware.pipeline.screening import screen
@@ -285,6 +292,7 @@ class StreamedReply:
                 alone = await screen(self.chunk_guards, raw, self.ctx)
                 verdicts.extend(alone.verdicts)
                 text = alone.text
+        text = _masked(context, text)
         self.out.verdicts.extend(verdicts)
         stopped = screened.blocked or self._stopped
         record = self.out.record
@@ -331,6 +339,16 @@ class StreamedReply:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def _masked(context: str, text: str) -> str:
+    """``text`` as the final reply's masking leaves it (which runs again on all that was
+    shown, and must then change nothing), masked after its context so that a value
+    named there ("password: " at the end of the last chunk) is found."""
+    window = mask_text(clean(context + text))
+    if window.startswith(context):
+        return window[len(context) :]
+    return mask_text(clean(text))  # a mask reached into what was shown: this chunk alone
 
 
 async def finish(view: ReplyView, decision: Decision) -> None:

@@ -1,5 +1,6 @@
-"""Where a streamed reply is cut (middleware.pipeline.chunks): the boundaries, and that
-finding them costs the same however long the text has grown.
+"""Where a streamed reply is cut (middleware.pipeline.chunks): the boundaries, what is
+held back (a number or a secret that may go on), and that finding them costs the
+same however long the text has grown.
 
 Costs are proven by what the chunker looks at, not by timing: the number tail is
 decided by the last NUMBER_TAIL_CHARS characters alone (whatever comes before them
@@ -8,9 +9,12 @@ gives the same cut), and a sentence end already searched is not searched again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from middleware.pipeline.chunks import NUMBER_TAIL_CHARS, Chunker
+from middleware.masking import forget_secrets, remember_secrets
+from middleware.pipeline.chunks import NUMBER_TAIL_CHARS, Chunker, unfinished_secret
 
 TAIL = "9 " * 40 + "4111 1111 "  # a number run longer than the window, ending in a card
 
@@ -65,3 +69,34 @@ def test_a_growing_sentence_end_is_found_again() -> None:
     chunker.feed("  \n  Next")  # the same end, grown: the chunk takes the whole blank run
     assert chunker.cut() == "Line one\n  \n  "
     assert chunker.pending == "Next"
+
+
+@pytest.fixture
+def phrase() -> Iterator[str]:
+    value = "correct horse battery staple"
+    remember_secrets([value])
+    yield value
+    forget_secrets()
+
+
+def test_the_start_of_a_remembered_value_with_spaces_is_held_back(phrase: str) -> None:
+    chunker = Chunker(chunk_chars=5)
+    chunker.feed("Use xcorrect horse ")  # masking finds a value anywhere, not only at a word
+    assert chunker.cut(hold_expired=True) == "Use "  # held from the start of its word
+    assert unfinished_secret("Use xcorrect horse ") == len("Use ")
+    chunker.feed("battery staple now. Then")
+    assert chunker.cut() == "xcorrect horse battery staple now. "
+    assert unfinished_secret("a horse battery ") is None  # not the value's start
+
+
+def test_a_private_key_block_is_held_until_its_end_line() -> None:
+    chunker = Chunker(chunk_chars=5)
+    chunker.feed("Key:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0\n")
+    assert chunker.cut() == "Key:\n"
+    for _ in range(50):  # lines of the key: cut at each line break, none released
+        chunker.feed("MIIEvQIBADANBgkqhkiG9w0\n")
+        assert chunker.cut() == ""
+        assert chunker.cut(hold_expired=True) == ""
+    chunker.feed("-----END PRIVATE KEY-----\nThat is all. Really." + " more" * 200 + ". ")
+    block = chunker.cut()
+    assert block.startswith("-----BEGIN") and "That is all. " in block
