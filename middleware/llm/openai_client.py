@@ -2,7 +2,7 @@
 
 :class:`BudgetedOpenAI` keeps the package's retries (which statuses, how long
 to wait: its ``Retry-After`` handling and backoff) but will not start a wait
-that ends after the call's time is up (:class:`RetryDeadline`): the caller's
+that ends after the call's time is up (:data:`CALL_DEADLINE`): the caller's
 timeout would fire during the sleep and say only "timed out", losing the HTTP
 429 or 503 that caused it. The call fails at once with that status instead.
 
@@ -30,25 +30,11 @@ from openai._models import FinalRequestOptions
 from middleware.llm.transport import KeptHeaders
 
 _Built = tuple[httpx2.URL, httpx2.Headers, list[tuple[str, str]], dict[str, Any]]
-# When the current task's model call must be over (time.perf_counter()), if it says.
-_deadline: ContextVar[float | None] = ContextVar("guardbot_call_deadline", default=None)
+# When the current task's model call must be over, on time.perf_counter()'s clock (the
+# caller's own timeout for it). Set and reset around a call; a retry starts only while
+# it can start before then. Unset: the package's retries as they are.
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("guardbot_call_deadline", default=None)
 _log = logging.getLogger("openai._base_client")  # where the package logs its retries
-
-
-class RetryDeadline:
-    """``with RetryDeadline(timeout_s):`` the calls made inside retry only while a retry
-    can start before ``timeout_s`` from now (the caller's own timeout for the call)."""
-
-    __slots__ = ("_at", "_token")
-
-    def __init__(self, timeout_s: float) -> None:
-        self._at = time.perf_counter() + timeout_s
-
-    def __enter__(self) -> None:
-        self._token = _deadline.set(self._at)
-
-    def __exit__(self, *exc: object) -> None:
-        _deadline.reset(self._token)
 
 
 class RetryTooLate(OpenAIError):
@@ -78,7 +64,7 @@ class RetryTooLate(OpenAIError):
 
 
 class BudgetedOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` whose retries end within the call's :class:`RetryDeadline`.
+    """``AsyncOpenAI`` whose retries end within the call's :data:`CALL_DEADLINE`.
 
     Private: overrides ``_sleep_for_retry(*, retries_taken, max_retries, options,
     response)`` of openai 3.x, which its retry loop awaits before each retry (from
@@ -101,7 +87,7 @@ class BudgetedOpenAI(AsyncOpenAI):
     ) -> None:
         headers = response.headers if response is not None else None
         wait_s = self._calculate_retry_timeout(max_retries - retries_taken, options, headers)
-        deadline = _deadline.get()
+        deadline = CALL_DEADLINE.get()
         left_s = 0.0 if deadline is None else deadline - time.perf_counter()
         if deadline is not None and wait_s >= left_s:
             failed = sys.exception()  # the attempt's error: a status or a transport error

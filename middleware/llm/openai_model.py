@@ -31,7 +31,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from middleware.errors import LLMError
 from middleware.llm.model import Completion, Delta, Message, ModelSettings
-from middleware.llm.openai_client import BudgetedOpenAI, LeanOpenAI, RetryDeadline, RetryTooLate
+from middleware.llm.openai_client import CALL_DEADLINE, BudgetedOpenAI, LeanOpenAI, RetryTooLate
 from middleware.llm.transport import MAX_BODY_BYTES, AioHttpClient
 
 BODY_CHARS = 200  # of a server's answer kept in the error (and so in the decision)
@@ -101,6 +101,8 @@ def server_count(value: object) -> int:
     A hostile or broken server may send 10**19, -5, 1e300, "12", null or true; a
     count that will not fit the log must not fail a decision after its reply was shown.
     """
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value  # the usual case, first
     if type(value) is float and math.isfinite(value):
         value = int(value)
     if type(value) is not int:  # bool (an int subclass), str, None, objects: not a count
@@ -254,7 +256,9 @@ class OpenAIChatModel:
         # the rest of the request); a lone surrogate fails here, before anything is sent.
         data = _encode_json(body).encode()
         options = self._options.model_copy(update={"json_data": data, "timeout": timeout_s})
-        with RetryDeadline(timeout_s):  # the caller times the call out after timeout_s too
+        # The caller times the call out after timeout_s too: no retry may start after it.
+        deadline = CALL_DEADLINE.set(time.perf_counter() + timeout_s)
+        try:
             return await self.client.request(
                 # A stream keeps the typed cast: with the raw one the client would not
                 # parse it into stream_cls chunks.
@@ -263,6 +267,8 @@ class OpenAIChatModel:
                 stream=stream,
                 stream_cls=AsyncStream[ChatCompletionChunk],
             )
+        finally:
+            CALL_DEADLINE.reset(deadline)
 
     async def stream(
         self, messages: Sequence[Message], *, settings: ModelSettings

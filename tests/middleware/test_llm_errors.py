@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import GuardBot
 from bot.config.providers import ModelProvider
 from bot.config.schema import parse_config
-from middleware.decision_log import DecisionLog
 from middleware.errors import LLMError
 from middleware.llm.model import Message, ModelSettings
 from middleware.llm.openai_model import OpenAIChatModel
-from middleware.types import Action, ChatRequest
+from middleware.types import Action
+from tests.middleware.test_llm_hostile import one_message
 from tests.stubs.openai_server import Reply, StubOpenAI
 
 HELLO = [Message(role="user", content="hello")]
@@ -59,24 +58,13 @@ async def test_the_body_of_a_500_is_kept_in_the_decision_not_in_the_reply(
     stub_llm: StubOpenAI, tmp_path: Path
 ) -> None:
     stub_llm.script = lambda _r: Reply(status=500, raw_body='{"error": "CUDA out of memory"}')
-    config = parse_config(
-        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 0\n'
-        f'[log]\npath = "{tmp_path / "g.db"}"\n',
-        "test",
-    )
-    log = await DecisionLog.open(config.log.path)
-    bot = GuardBot(config, log, env={})
-    try:
-        decision = await bot.handle(ChatRequest(platform="test", channel_id="c", text="hi"))
-        stored = await log.get_stored(decision.id)
-    finally:
-        await bot.close()
+    decision = await one_message(stub_llm, tmp_path, "max_retries = 0")
     assert decision.action is Action.ERROR
     assert "HTTP" not in decision.reply and "500" not in decision.reply
     assert "the model could not answer" in decision.reply
-    assert stored is not None and stored.decision.error is not None
-    assert "HTTP 500" in stored.decision.error and "CUDA out of memory" in stored.decision.error
-    assert stub_llm.base_url in stored.decision.error
+    assert decision.error is not None
+    assert "HTTP 500" in decision.error and "CUDA out of memory" in decision.error
+    assert stub_llm.base_url in decision.error
 
 
 def test_provider_openai_without_a_key_warns_at_start() -> None:

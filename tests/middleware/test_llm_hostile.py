@@ -33,10 +33,11 @@ from middleware.llm.openai_model import (
     Transport,
 )
 from middleware.llm.transport import AioHttpClient
-from middleware.types import Action, ChatRequest
+from middleware.types import Action, ChatRequest, Decision
 from tests.stubs.openai_server import Reply, StubOpenAI
 
 HELLO = [Message("user", "hello there")]
+JUDGE = '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\n'
 TRANSPORTS: list[Transport] = ["aiohttp", "httpx"]
 
 
@@ -119,10 +120,17 @@ async def test_a_guard_server_with_a_huge_usage_leaves_a_stored_decision(
         return Reply(text="Hi there", usage={"prompt_tokens": 2**63, "completion_tokens": 1e300})
 
     stub_llm.script = script
+    decision = await one_message(stub_llm, tmp_path, f"max_retries = 0\n{JUDGE}")
+    assert decision.action is Action.REPLIED and decision.reply == "Hi there"
+    (candidate,) = decision.candidates
+    assert (candidate.tokens_in, candidate.tokens_out) == (MAX_COUNT, MAX_COUNT)
+
+
+async def one_message(stub_llm: StubOpenAI, tmp_path: Path, toml: str) -> Decision:
+    """One message through the whole bot on the stub (``toml`` follows ``[llm] base_url``);
+    the decision as the log stored it."""
     config = parse_config(
-        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 0\n'
-        '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\n'
-        f'[log]\npath = "{tmp_path / "g.db"}"\n',
+        f'[llm]\nbase_url = "{stub_llm.base_url}"\n{toml}\n[log]\npath = "{tmp_path / "g.db"}"\n',
         "test",
     )
     log = await DecisionLog.open(config.log.path)
@@ -132,10 +140,8 @@ async def test_a_guard_server_with_a_huge_usage_leaves_a_stored_decision(
         stored = await log.get_stored(decision.id)
     finally:
         await bot.close()
-    assert decision.action is Action.REPLIED and decision.reply == "Hi there"
     assert stored is not None
-    (candidate,) = stored.decision.candidates
-    assert (candidate.tokens_in, candidate.tokens_out) == (MAX_COUNT, MAX_COUNT)
+    return stored.decision
 
 
 def bounded(base_url: str, *, stream: bool = False, **limits: int) -> OpenAIChatModel:
@@ -280,18 +286,7 @@ async def test_a_rate_limited_guard_says_so_in_its_verdict(
         return Reply(text="Hi there")
 
     stub_llm.script = script
-    config = parse_config(
-        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 2\n'
-        '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\ntimeout_s = 3\n'
-        f'[log]\npath = "{tmp_path / "g.db"}"\n',
-        "test",
-    )
-    log = await DecisionLog.open(config.log.path)
-    bot = GuardBot(config, log, env={})
-    try:
-        decision = await bot.handle(ChatRequest(platform="test", channel_id="c", text="hi"))
-    finally:
-        await bot.close()
+    decision = await one_message(stub_llm, tmp_path, f"max_retries = 2\n{JUDGE}timeout_s = 3")
     assert decision.action is Action.BLOCKED  # on_error = block, the default
     (verdict,) = decision.verdicts
     assert verdict.reason is not None and "answered HTTP 429" in verdict.reason
@@ -349,22 +344,9 @@ async def test_a_guards_broken_stream_is_in_its_verdict_with_what_arrived(
         return Reply(text="Hi there")
 
     stub_llm.script = script
-    config = parse_config(
-        f'[llm]\nbase_url = "{stub_llm.base_url}"\nmax_retries = 0\nstream = true\n'
-        '[[guards]]\nname = "judge"\nkind = "llm_judge"\nmodel = "guard-model"\n'
-        f'[log]\npath = "{tmp_path / "g.db"}"\n',
-        "test",
-    )
-    log = await DecisionLog.open(config.log.path)
-    bot = GuardBot(config, log, env={})
-    try:
-        decision = await bot.handle(ChatRequest(platform="test", channel_id="c", text="hi"))
-        stored = await log.get_stored(decision.id)
-    finally:
-        await bot.close()
+    decision = await one_message(stub_llm, tmp_path, f"max_retries = 0\nstream = true\n{JUDGE}")
     assert decision.action is Action.BLOCKED
-    assert stored is not None
-    (verdict,) = stored.decision.verdicts
+    (verdict,) = decision.verdicts
     assert verdict.reason is not None
     assert verdict.reason.startswith("the model stream broke off after 18 characters (POST ")
     assert verdict.raw == '{"unsafe": false, '
