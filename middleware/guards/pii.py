@@ -259,14 +259,14 @@ def find_pii(
     return non_overlapping(_spans(text, kinds, regions))
 
 
-def _scan(text: str, kinds: Iterable[str], regions: Sequence[str]) -> tuple[str, list[Span]]:
+def _scan(text: str, kinds: Iterable[str], regions: Sequence[str]) -> list[Span]:
     return scan(lambda t: find_pii(t, kinds, regions), text)
 
 
 def mask_pii(text: str) -> str:
     """``text`` with every e-mail, phone, card number and IBAN replaced by ``[EMAIL]`` etc."""
-    scanned, spans = _scan(text, PII_KINDS, DEFAULT_PHONE_REGIONS)
-    return mask(scanned, spans, MASKS.__getitem__) if spans else text
+    spans = _scan(text, PII_KINDS, DEFAULT_PHONE_REGIONS)
+    return mask(text, spans, MASKS.__getitem__) if spans else text
 
 
 class PIIGuard:
@@ -278,11 +278,11 @@ class PIIGuard:
         self.kinds = tuple(cfg.detect)
         self.regions = tuple(cfg.regions)
 
-    def _scan(self, text: str) -> tuple[str, list[Span]]:
+    def _scan(self, text: str) -> list[Span]:
         return _scan(text, self.kinds, self.regions)
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
-        text, spans = await off_loop_if_long(self._scan, text)
+        spans = await off_loop_if_long(self._scan, text)
         masked = mask(text, spans, MASKS.__getitem__) if spans else text
         return findings_verdict(
             self.name, context, spans, category="pii", nothing="no PII found", redacted_text=masked

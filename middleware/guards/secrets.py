@@ -189,6 +189,57 @@ def find_secrets(text: str) -> list[Span]:
     """Non-overlapping (start, end, kind) findings in text order."""
     if not _hinted(text):
         return []
+    spans = _found(text)
+    return non_overlapping([*spans, *_split_keys(text)])
+
+
+# A key written across lines or in groups ("sk-proj-Ab3d…\nkLm0", "sk-proj- Ab3dEf6h …") is
+# read joined: a token that starts like a key and the random-looking tokens after it, one
+# space or line break apart. What is found there covers them all, the breaks included.
+_KEY_START = re.compile(
+    _B + r"(?:sk-|(?:sk|rk)_(?:live|test|prod)_|xox[abposre]-|xapp-|gh[pousr]_|github_pat_|"
+    r"glpat-|AKIA|ASIA|AIza|eyJ|hf_|gsk_|xai-|pplx-|npm_|pypi-|SG\.|whsec_)[A-Za-z0-9_\-.]*"
+)
+_NEXT_PIECE = re.compile(r"(?:[ \t]|\r?\n)([A-Za-z0-9_\-.]+)")
+
+
+def _key_piece(token: str) -> bool:
+    """Two of digits, capitals and small letters, and not a word ("Done", "HTTP")."""
+    kinds = any(c.isdigit() for c in token) + any(c.isupper() for c in token)
+    kinds += any(c.islower() for c in token)
+    return kinds >= 2 and not (token[0].isupper() and token[1:].islower())
+
+
+def _split_keys(text: str) -> list[Span]:
+    found: list[Span] = []
+    walked = 0
+    for start in _KEY_START.finditer(text):
+        if start.start() < walked:  # inside the pieces of the key before
+            continue
+        pieces = [(start.start(), start.end())]
+        while (m := _NEXT_PIECE.match(text, pieces[-1][1])) and _key_piece(m[1]):
+            pieces.append(m.span(1))
+        walked = pieces[-1][1]
+        if len(pieces) == 1:
+            continue
+        offsets, at = [], 0  # where each piece starts in the joined text, and in the text
+        for s, e in pieces:
+            offsets.append((at, s))
+            at += e - s
+        joined = "".join(text[s:e] for s, e in pieces)
+        for s, e, kind in _found(joined):
+            if e > pieces[0][1] - pieces[0][0]:  # reaches past the first piece
+                found.append((_at(offsets, s), _at(offsets, e - 1) + 1, kind))
+    return found
+
+
+def _at(offsets: list[tuple[int, int]], index: int) -> int:
+    """The text's index of a joined text's character."""
+    joined_start, text_start = max(o for o in offsets if o[0] <= index)
+    return text_start + index - joined_start
+
+
+def _found(text: str) -> list[Span]:
     spans: list[Span] = []
     for kind, rx in _COMPILED:
         for m in rx.finditer(text):
@@ -200,7 +251,7 @@ def find_secrets(text: str) -> list[Span]:
                 kind, m[0]
             ):
                 spans.append((m.start(), m.end(), kind))
-    return non_overlapping(spans)
+    return spans
 
 
 SECRET_MARK = "[SECRET:"  # how every masked secret starts (replay looks for it)
@@ -212,8 +263,8 @@ def _label(kind: str) -> str:
 
 def mask_secrets(text: str) -> str:
     """``text`` with every recognised key or token replaced by ``[SECRET:kind]``."""
-    scanned, spans = scan(find_secrets, text)
-    return mask(scanned, spans, _label) if spans else text
+    spans = scan(find_secrets, text)
+    return mask(text, spans, _label) if spans else text
 
 
 class SecretsGuard:
@@ -224,7 +275,7 @@ class SecretsGuard:
         self.name = cfg.name
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
-        text, spans = await off_loop_if_long(lambda t: scan(find_secrets, t), text)
+        spans = await off_loop_if_long(lambda t: scan(find_secrets, t), text)
         masked = mask(text, spans, _label) if spans else text
         return findings_verdict(
             self.name,
