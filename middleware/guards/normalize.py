@@ -29,16 +29,19 @@ _HOMOGLYPHS = {
     # Greek
     "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
     "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
+    # Armenian
+    "օ": "o", "ս": "u", "հ": "h", "ո": "n",
     # Latin extensions and symbols that read as letters
     "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe",
 }  # fmt: skip
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 
 # Invisible characters used to split words: zero-width space/joiners, soft
-# hyphen, word joiner, BOM, variation selectors, bidi controls.
+# hyphen, word joiner, BOM, variation selectors, bidi controls, the tag block
+# (U+E0000-E007F, invisible copies of ASCII) and musical formatting controls.
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
 )
 
 _LEET = str.maketrans(

@@ -40,6 +40,11 @@ _EMAIL_SPELLED = re.compile(
     r"\s*(?:\(dot\)|\[dot\]|\{dot\}|\sdot\s)\s*(?:com|org|net|edu|gov|io|co|de|uk|fr|nl|info|me)\b"
 )
 _CARD = re.compile(r"(?<![\d.,/#-])(?:\d[ -]?){11,18}\d(?![\d/]|[.,-]\d)")
+# Dots between groups only in a card's own grouping (4.4.4.4, 4.6.5): a dotted run of
+# digits is more often a version, an address or a decimal.
+_CARD_DOTTED = re.compile(
+    r"(?<![\d.,/#-])(?:\d{4}(?:\.\d{4}){2}\.\d{4,7}|\d{4}\.\d{6}\.\d{5})(?![\d/]|[.,-]\d)"
+)
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
 # Something a phone number could be: digits with the separators people write
 # (space, dot, dash, slash, parentheses), an optional "+" or "00" in front and an
@@ -224,7 +229,8 @@ def _spans(text: str, kinds: Iterable[str], regions: Sequence[str]) -> Iterator[
                 yield m.start(), end, "iban"
     cards: list[Span] = []
     if "card" in wanted:
-        for m in _CARD.finditer(text):
+        dotted = _CARD_DOTTED.finditer(text) if "." in text else ()
+        for m in (*_CARD.finditer(text), *dotted):
             if (
                 _is_card(m[0])
                 and not _labelled_id(text, m.start())

@@ -273,6 +273,12 @@ HOSTILE = {
     "M…": pumped("M" + "a" * 24 + "."),
     # normalising: invisible, full-width and look-alike characters
     "zero-width": pumped("a\u200b"),
+    "tag characters": pumped("a\U000e0020"),
+    # masking through invisibles: findings of the plain form mapped back onto the text
+    "split keys": pumped("sk-proj-Ab3dEf6hIj9kLm2n\u200bOp5qRs8tUv1wXy4z "),
+    "a zero-width run in a key": pumped("\u200b", "Op5qRs8tUv1wXy4z", head="sk-proj-Ab3dEf6h"),
+    "full-width cards": pumped("４１１１ １１１１ １１１１ １１１１ "),
+    "keys in groups": pumped("sk-proj- Ab3dEf6h Ij9kLm2n Op5qRs8t "),
     "full-width": pumped("ｆ"),
     "you ": pumped("you "),
     "ignore!!": pumped("ignore" + "!" * 50 + " "),
