@@ -41,9 +41,10 @@ _EMAIL_SPELLED = re.compile(
 )
 _CARD = re.compile(r"(?<![\d.,/#-])(?:\d[ -]?){11,18}\d(?![\d/]|[.,-]\d)")
 # Dots between groups only in a card's own grouping (4.4.4.4, 4.6.5): a dotted run of
-# digits is more often a version, an address or a decimal.
+# digits is more often a version, an address or a decimal. (Digits first, then the look
+# back: a pattern that opens with a digit is only tried where there is one.)
 _CARD_DOTTED = re.compile(
-    r"(?<![\d.,/#-])(?:\d{4}(?:\.\d{4}){2}\.\d{4,7}|\d{4}\.\d{6}\.\d{5})(?![\d/]|[.,-]\d)"
+    r"\d{4}(?<![\d.,/#-]\d{4})(?:(?:\.\d{4}){2}\.\d{4,7}|\.\d{6}\.\d{5})(?![\d/]|[.,-]\d)"
 )
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
 # Something a phone number could be: digits with the separators people write
