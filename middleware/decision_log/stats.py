@@ -8,7 +8,7 @@ decisions is a few megabytes of floats.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -44,22 +44,13 @@ async def compute(
         )
     )
     total = len(rows)
-    actions: dict[str, int] = defaultdict(int)
-    blocked_by: dict[str, int] = defaultdict(int)
-    stage_values: dict[str, list[float]] = {s: [] for s in STAGES}
-    saved = tokens_in = tokens_out = 0.0
-    cost = 0.0
-    for row in rows:
-        actions[row[0]] += 1
-        if row[0] == "blocked":
-            blocked_by[row[1] or "?"] += 1
-        for stage, value in zip(STAGES, row[2:7], strict=True):
-            if stage == "total_ms" or value > 0:  # a stage that did not run says nothing
-                stage_values[stage].append(value)
-        saved += row[7]
-        tokens_in += row[8]
-        tokens_out += row[9]
-        cost += row[10]
+    actions = Counter(row[0] for row in rows)
+    blocked_by = Counter(row[1] or "?" for row in rows if row[0] == "blocked")
+    stage_values = {  # a stage that did not run says nothing
+        stage: [row[i] for row in rows if stage == "total_ms" or row[i] > 0]
+        for i, stage in enumerate(STAGES, start=2)
+    }
+    saved, tokens_in, tokens_out, cost = (sum((row[i] for row in rows), 0.0) for i in range(7, 11))
     categories = await db.execute_fetchall(
         "SELECT v.category, count(DISTINCT v.decision_id) FROM verdicts v "
         f"WHERE v.blocking = 1 AND v.decision_id IN ({window}) AND v.decision_id IN "
