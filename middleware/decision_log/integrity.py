@@ -32,16 +32,12 @@ from middleware.decision_log.privacy import sha256_hex
 from middleware.decision_log.queries import DECISION_SELECT
 from middleware.decision_log.records import (
     ADMIN_HASHED,
-    CANDIDATE_COLUMNS,
     CHAINED_COLUMNS,
     CHECKPOINT_COLUMNS,
     DELIVERY_COLUMNS,
-    LLM_CALL_COLUMNS,
     PARTS,
     ROWS_COLUMN,
-    VERDICT_COLUMNS,
     content_sha256_of,
-    named,
     row_sha256,
     rows_sha256,
     utc_text,
@@ -138,18 +134,13 @@ async def _decision_links(
     out = []
     for values, i in zip(rows, ids, strict=True):
         row = dict(zip(CHAINED_COLUMNS, values, strict=True))
-        parts = (
-            named(VERDICT_COLUMNS, verdicts[i]),
-            named(CANDIDATE_COLUMNS, cands[i]),
-            named(LLM_CALL_COLUMNS, calls[i]),
-        )
+        parts = (verdicts[i], cands[i], calls[i])
         content = content_sha256_of(row, *parts)
-        flaw = None
-        if row[ROWS_COLUMN] is not None:  # each part checked against its own hash
-            flaw = _part_flaw(i, row[ROWS_COLUMN], parts)
-        elif not _texts_match(parts[1]):
-            content = "text does not match its stored hash"
-        if not _texts_match([row]):
+        # With its rows' hashes each part is checked against its own (a flaw); without,
+        # the candidates' texts are checked with the decision's.
+        hashed = row[ROWS_COLUMN] is not None
+        flaw = _part_flaw(i, row[ROWS_COLUMN], parts) if hashed else None
+        if not _texts_match([row] if hashed else [row, *parts[1]]):
             content = "text does not match its stored hash"
         seq = row["seq"]
         link = (row["prev_sha256"], row["sha256"], version_at(versions, seq), flaw)

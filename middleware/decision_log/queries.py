@@ -53,6 +53,7 @@ ACTIONS = tuple(a.value for a in Action)
 DECISION_SELECT = ", ".join(CHAINED_COLUMNS)
 
 Row = Sequence[Any]
+Named = dict[str, Any]  # a row by column name
 
 
 def parse_utc(text: str) -> datetime:
@@ -61,9 +62,9 @@ def parse_utc(text: str) -> datetime:
 
 def stored_decision(
     row: Row,
-    verdicts: list[Row],
-    candidates: list[Row],
-    llm_calls: list[Row],
+    verdicts: list[Named],
+    candidates: list[Named],
+    llm_calls: list[Named],
     deliveries: list[Row],
 ) -> StoredDecision:
     """A stored decision rebuilt: its columns share the models' field names, so they are
@@ -81,10 +82,10 @@ def stored_decision(
             "created_utc": parse_utc(d["created_utc"]),
             "request": request,
             "reply": d["reply"] or "",
-            "verdicts": [_verdict(v) for v in named(VERDICT_COLUMNS, verdicts)],
-            "candidates": [_candidate(c) for c in named(CANDIDATE_COLUMNS, candidates)],
+            "verdicts": [_verdict(v) for v in verdicts],
+            "candidates": [_candidate(c) for c in candidates],
             "selection": selection,
-            "llm_calls": [LLMCall.model_validate(c) for c in named(LLM_CALL_COLUMNS, llm_calls)],
+            "llm_calls": [LLMCall.model_validate(c) for c in llm_calls],
             "timings": Timings.model_validate(d),
             "delivery": Delivery(status=latest.status, error=latest.error)
             if latest
@@ -210,13 +211,15 @@ async def with_children(db: aiosqlite.Connection, rows: list[Any]) -> list[Store
     ]
 
 
-async def parts(db: aiosqlite.Connection, ids: list[str]) -> list[dict[str, list[Any]]]:
-    """The verdicts, candidates and model calls of each decision: one query per table."""
+async def parts(db: aiosqlite.Connection, ids: list[str]) -> list[dict[str, list[Named]]]:
+    """The verdicts, candidates and model calls of each decision, by column name: one
+    query per table."""
     read = (VERDICT_COLUMNS, CANDIDATE_COLUMNS, LLM_CALL_COLUMNS)  # texts too, unlike PARTS'
-    return [
-        await children(db, f"SELECT {', '.join(columns)} FROM {table}", ids, key)
-        for (_, table, key, _), columns in zip(PARTS, read, strict=True)
-    ]
+    found = []
+    for (_, table, key, _), columns in zip(PARTS, read, strict=True):
+        rows = await children(db, f"SELECT {', '.join(columns)} FROM {table}", ids, key)
+        found.append({i: named(columns, rows[i]) for i in ids})
+    return found
 
 
 async def children(
