@@ -26,6 +26,7 @@ from middleware.decision_log import DecisionLog
 from middleware.llm.openai_model import OpenAIChatModel
 from middleware.masking import forget_secrets, remember_secrets
 from middleware.types import Action, ChatRequest, Decision
+from tests.stubs.discord_harness import discord_rig
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.stubs.slack_harness import slack_rig
 from tests.support.stream_support import STREAM_TOML, RecordingView
@@ -186,4 +187,22 @@ async def test_a_streamed_slack_reply_never_carries_a_configured_value(tmp_path:
     )
     assert [leak for leak in LEAKS for body in bodies if leak in body] == []
     assert any("[SECRET:configured]" in body for body in bodies)
+    assert record is not None and record.shown_chars and not record.retracted
+
+
+async def test_a_streamed_discord_reply_never_carries_a_configured_value(tmp_path: Path) -> None:
+    remember_secrets(ENV.values())
+
+    def script(_r: Recorded) -> Reply:
+        return Reply(pieces=[f"The signing secret is {SIGN[:9]}", f"{SIGN[9:]} and ", PHRASE, "."])
+
+    async with discord_rig(tmp_path, script=script) as rig:
+        await rig.fake.post("tell me", dm=True)
+        (delivered,) = await rig.delivered(1)
+        bodies = [repr(call) for call in rig.fake.calls] + [repr(m) for m in rig.fake.sent]
+        record = await rig.bot.log.stream_of(delivered.decision.id)
+    reply = "The signing secret is [SECRET:configured] and [SECRET:configured]."
+    assert delivered.decision.reply == reply
+    assert [leak for leak in LEAKS for body in bodies if leak in body] == []
+    assert any(reply in body for body in bodies)
     assert record is not None and record.shown_chars and not record.retracted
