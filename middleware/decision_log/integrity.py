@@ -93,16 +93,34 @@ class _Lookup:
 async def _links(
     db: aiosqlite.Connection, after_seq: int, versions: list[tuple[int, int]]
 ) -> AsyncIterator[StoredLink]:
-    """Every chained record after ``after_seq``, in seq order, a page of decisions at a time
-    with the other records that fall between them."""
+    """Every chained record after ``after_seq``, in seq order."""
+    async for page in pages(db, after_seq, versions):
+        for link in page:
+            yield link
+
+
+async def pages(
+    db: aiosqlite.Connection, after_seq: int, versions: list[tuple[int, int]], size: int = PAGE
+) -> AsyncIterator[list[StoredLink]]:
+    """The chained records after ``after_seq`` in seq order, a window of seqs at a time.
+
+    Each window ends before the ``size + 1``-th record of any one table, so a page
+    holds at most ``size`` records per table however the kinds are mixed (a long
+    run of refused admin attempts after the last decision included), and at least
+    ``size`` records in all unless it is the last.
+    """
     while True:
+        end = NO_END
+        for _, table, _ in CHAINED_TABLES:  # the seq indexes answer these without reading rows
+            sql = f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"
+            if (nth := await first(db, sql, (after_seq, size))) is not None:
+                end = min(end, nth[0] - 1)
         rows: list[Any] = list(
             await db.execute_fetchall(
-                f"SELECT {DECISION_SELECT} FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, PAGE),
+                f"SELECT {DECISION_SELECT} FROM decisions WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after_seq, end),
             )
         )
-        end = rows[-1][0] if len(rows) == PAGE else NO_END
         page = await _decision_links(db, rows, versions)
         for kind_sql, table, columns, rid, content in OTHERS:
             found = await db.execute_fetchall(
@@ -117,8 +135,8 @@ async def _links(
                 )
         if len(page) > len(rows):
             page.sort(key=lambda link: link.seq)
-        for link in page:
-            yield link
+        if page:
+            yield page
         if end == NO_END:
             return
         after_seq = end
