@@ -339,3 +339,13 @@ def m005_event_claims(db: sqlite3.Connection) -> None:
     from middleware.decision_log.claims import CLAIMS_SQL  # its rows' own module
 
     run_script(db, CLAIMS_SQL)
+
+
+# Numbered after PostgreSQL's own m006 and m007, so that a number names one migration.
+@migration
+def m008_append_only_parts(db: sqlite3.Connection) -> None:
+    """Delete triggers for verdicts, candidates, model calls and replay runs
+    (see ``structure.py``)."""
+    from middleware.decision_log.structure import M008_SQL  # with the checks that rely on it
+
+    run_script(db, M008_SQL)

@@ -111,7 +111,8 @@ TRIGGERS = {
     "verdicts_no_update", "stream_events_no_update", "stream_events_no_delete",
     "deliveries_no_delete", "admin_actions_no_delete", "chain_checkpoints_no_delete",
     "chain_versions_no_update", "chain_versions_no_delete", "chain_head_no_delete",
-    "deliveries_need_a_decision",
+    "deliveries_need_a_decision", "verdicts_no_delete", "candidates_no_delete",
+    "llm_calls_no_delete", "replay_runs_no_delete",
 }  # fmt: skip
 
 
@@ -144,6 +145,7 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
             "m003_chain_v2",
             "m004_stream_events",
             "m005_event_claims",
+            "m008_append_only_parts",
         ]
         fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
         assert "detail = none" in fts[0]

@@ -6,11 +6,14 @@ as someone with the file could, and runs the real verification.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from middleware.decision_log import DecisionLog, integrity
 from middleware.decision_log.writer import connect
-from tests.support.decision_log_support import make_decision
+from tests.support.decision_log_support import make_decision, raw_db
 
 
 async def _refused(log: DecisionLog, n: int) -> None:
@@ -45,3 +48,24 @@ async def test_verify_pages_records_after_the_last_decision(tmp_path: Path) -> N
     # a kind per page, plus the decisions among them (#1-#3, #99).
     assert sizes == [13, *[10] * 8, 11, 10, 10, 10, 5]
     assert sum(sizes) == report.checked
+
+
+async def test_parts_and_replay_runs_cannot_be_deleted(tmp_path: Path) -> None:
+    """F8: a decision's verdicts, candidates and model calls go only with a prune;
+    replay runs never (they are not on the chain)."""
+    path = tmp_path / "guardbot.db"
+    log = await DecisionLog.open(path)
+    try:
+        d = make_decision("kept")
+        await log.record(d)
+        await log.record_replay_run(actor="U-admin", config_fingerprint="f", decisions_count=1,
+                                    changed_count=0)  # fmt: skip
+    finally:
+        await log.close()
+    with raw_db(path) as db:
+        for table in ("verdicts", "candidates", "llm_calls", "replay_runs"):
+            count = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            assert count > 0, table
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute(f"DELETE FROM {table}")
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count

@@ -26,6 +26,7 @@ from middleware.decision_log.migrations import pending
 from middleware.decision_log.postgres.append import APPEND_FUNCTION_SQL, DEFERRABLE_SQL, LINKS_SQL
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
+from middleware.decision_log.structure import PG_M008_SQL
 
 SETTINGS_CHANNEL = "guardbot_settings"  # NOTIFY'd on every committed settings change
 
@@ -357,6 +358,7 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     # it was made (an instance not yet upgraded still appends with it).
     ("m006_pg_chain_append", LINKS_SQL + DEFERRABLE_SQL),
     ("m007_pg_chain_append_rows", APPEND_FUNCTION_SQL),
+    ("m008_append_only_parts", PG_M008_SQL),
 ]
 
 
