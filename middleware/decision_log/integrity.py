@@ -11,7 +11,7 @@ remaining chain starts.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -56,6 +56,7 @@ from middleware.decision_log.writes import (
 PAGE = 1000
 NO_END = 2**62
 Content = Callable[[Mapping[str, Any]], str]  # a stored row's content hash, as chained
+Check = Callable[[aiosqlite.Connection], Awaitable["ChainReport | None"]]  # a problem, or None
 
 
 def _hashed(columns: tuple[str, ...]) -> Content:
@@ -206,16 +207,17 @@ def _part_flaw(
     return None
 
 
-async def verify(db: aiosqlite.Connection) -> ChainReport:
-    """Walk the whole chain, then the rows off it and the settings, in one read snapshot."""
+async def verify(db: aiosqlite.Connection, checks: Sequence[Check] = ()) -> ChainReport:
+    """Walk the whole chain, then the rows off it, the settings and the backend's own
+    ``checks`` (what only it has: a schema, a search index), in one read snapshot."""
     await db.execute("BEGIN")
     try:
-        return await _verify(db)
+        return await _verify(db, checks)
     finally:
         await db.execute("COMMIT")
 
 
-async def _verify(db: aiosqlite.Connection) -> ChainReport:
+async def _verify(db: aiosqlite.Connection, checks: Sequence[Check]) -> ChainReport:
     versions = [(r[0], r[1]) for r in await db.execute_fetchall(
         "SELECT version, from_seq FROM chain_versions ORDER BY version")]  # fmt: skip
     head = await first(db, HEAD_SQL)
@@ -237,12 +239,14 @@ async def _verify(db: aiosqlite.Connection) -> ChainReport:
     report = await walk(links, start_sha, start_seq, _Lookup(db), (head[0], head[1]))
     if not report.ok:
         return report
-    for found in (stray, await _settings_problem(db)):
-        if found is not None:  # found after the chain verified: keep what the walk established
-            return replace(
-                found, checked=report.checked, head_sha256=report.head_sha256,
-                head_id=report.head_id, start_sha256=report.start_sha256, counts=report.counts,
-            )  # fmt: skip
+    found = stray or await _settings_problem(db)
+    for check in checks:
+        found = found or await check(db)
+    if found is not None:  # found after the chain verified: keep what the walk established
+        return replace(
+            found, checked=report.checked, head_sha256=report.head_sha256,
+            head_id=report.head_id, start_sha256=report.start_sha256, counts=report.counts,
+        )  # fmt: skip
     return report
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from middleware.decision_log import claims, integrity, queries, streams, writes
+from middleware.decision_log import claims, integrity, queries, streams, structure, writes
 from middleware.decision_log import settings as settings_sql
 from middleware.decision_log import stats as stats_sql
 from middleware.decision_log.chain import ChainReport
@@ -345,7 +345,14 @@ class DecisionLog(DecisionStore):
         """Walk the hash chain on a connection of its own (one consistent snapshot)."""
         db = await connect(self.path, read_only=True)
         try:
-            return await integrity.verify(db)
+            checks = (structure.schema_problem, structure.search_index_problem)
+            try:
+                return await integrity.verify(db, checks)
+            except sqlite3.OperationalError:  # a table or column gone: say which
+                found = await structure.schema_problem(db)
+                if found is None:
+                    raise
+                return found
         finally:
             await db.close()
 

@@ -437,7 +437,7 @@ async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -
     )
     from middleware.decision_log.privacy import TextPolicy
     from middleware.decision_log.records import encode
-    from middleware.decision_log.writes import INSERT_CHILDREN
+    from middleware.decision_log.writes import INSERT_CHILDREN, INSERT_FTS
 
     path = tmp_path / "v1.db"
     with raw_db(path) as db:  # what guardbot wrote before m003: decisions chained with v1
@@ -452,6 +452,7 @@ async def test_a_v1_log_keeps_verifying_after_the_v2_migration(tmp_path: Path) -
             sha = link(prev, content)
             legacy = insert_sql("decisions", [*row, "seq", "prev_sha256", "sha256"])
             db.execute(legacy, {**row, "seq": seq, "prev_sha256": prev, "sha256": sha})
+            db.execute(INSERT_FTS, (seq, row["text"], row["reply"]))  # as the writer did
             for insert, rows in zip(INSERT_CHILDREN, enc.parts, strict=True):
                 db.executemany(insert.sql, map(insert.values, rows))
             prev = sha

@@ -6,14 +6,18 @@ as someone with the file could, and runs the real verification.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from bot.cli.main import main
 from middleware.decision_log import DecisionLog, integrity
+from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.writer import connect
-from tests.support.decision_log_support import make_decision, raw_db
+from tests.support.decision_log_support import drop_guards, make_decision, raw_db
 
 
 async def _refused(log: DecisionLog, n: int) -> None:
@@ -69,3 +73,88 @@ async def test_parts_and_replay_runs_cannot_be_deleted(tmp_path: Path) -> None:
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(f"DELETE FROM {table}")
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count
+
+
+async def _small_log(path: Path) -> list[str]:
+    log = await DecisionLog.open(path)
+    try:
+        ids = []
+        for text in ("hello there", "what is 2+2?"):
+            d = make_decision(text, reply=f"reply to {text}")
+            await log.record(d)
+            ids.append(d.id)
+        await _refused(log, 1)
+    finally:
+        await log.close()
+    return ids
+
+
+async def _verify(path: Path) -> ChainReport:
+    log = await DecisionLog.open(path, read_only=True)
+    try:
+        return await log.verify()
+    finally:
+        await log.close()
+
+
+SCHEMA_DAMAGE = [
+    # (statement, problem, schema object named first, in the message)
+    ("DROP INDEX stream_events_seq", "deleted", "stream_events_seq", "index stream_events_seq"),
+    ("DROP TRIGGER verdicts_no_delete", "deleted", "verdicts_no_delete", "trigger verdicts_no"),
+    ("ALTER TABLE decisions ADD COLUMN note TEXT", "inserted", "decisions.note",
+     "column decisions.note was added"),
+    ("DROP TABLE decisions_fts", "deleted", "decisions_fts", "table decisions_fts is missing"),
+    ("DROP TRIGGER decisions_fts_delete; CREATE TRIGGER decisions_fts_delete AFTER DELETE ON "
+     "decisions BEGIN SELECT 1; END", "changed", "decisions_fts_delete",
+     "trigger decisions_fts_delete differs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SCHEMA_DAMAGE, ids=[c[2] for c in SCHEMA_DAMAGE])
+async def test_verify_names_schema_damage(tmp_path: Path, case: tuple[str, ...]) -> None:
+    """F5: the chain verifies, yet a trigger, index, table or column is not what the
+    migrations made; verify names it."""
+    statements, problem, named, message = case
+    path = tmp_path / "guardbot.db"
+    await _small_log(path)
+    with raw_db(path) as db:
+        db.executescript(statements)
+    report = await _verify(path)
+    assert not report.ok
+    assert (report.problem, report.bad_kind, report.bad_id) == (problem, "schema", named)
+    assert message in report.message and report.counts == {"decision": 2, "admin action": 1}
+
+
+def test_every_dropped_trigger_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """F5 through the CLI: every append-only trigger dropped, nothing else touched."""
+    path = tmp_path / "guardbot.db"
+    asyncio.run(_small_log(path))
+    with raw_db(path) as db:
+        drop_guards(db)
+    assert main(["verify", "--db", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["bad_kind"] == "schema" and "(and " in report["message"]
+
+
+SEARCH_DAMAGE = {
+    "entry deleted": "INSERT INTO decisions_fts (decisions_fts, rowid, text, reply) "
+    "SELECT 'delete', seq, text, reply FROM decisions WHERE seq = 1",
+    "entry forged": "INSERT INTO decisions_fts (rowid, text, reply) VALUES (2, 'bomb', '')",
+}
+
+
+@pytest.mark.parametrize("statement", SEARCH_DAMAGE.values(), ids=SEARCH_DAMAGE.keys())
+async def test_verify_checks_the_search_index(tmp_path: Path, statement: str) -> None:
+    """F4: an index entry removed or forged (no trigger dropped) fails verify, which
+    leaves the file byte-identical (the check runs on a private copy)."""
+    path = tmp_path / "guardbot.db"
+    await _small_log(path)
+    assert (await _verify(path)).ok
+    with raw_db(path) as db:
+        db.execute(statement)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.read_bytes()
+    report = await _verify(path)
+    assert (report.ok, report.problem, report.bad_kind) == (False, "changed", "search index")
+    assert "rebuild" in report.message
+    assert path.read_bytes() == before
