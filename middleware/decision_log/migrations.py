@@ -344,8 +344,51 @@ def m005_event_claims(db: sqlite3.Connection) -> None:
 # Numbered after PostgreSQL's own m006 and m007, so that a number names one migration.
 @migration
 def m008_append_only_parts(db: sqlite3.Connection) -> None:
-    """Delete triggers for verdicts, candidates, model calls and replay runs
-    (see ``structure.py``)."""
-    from middleware.decision_log.structure import M008_SQL  # with the checks that rely on it
-
+    """The last tables that could lose rows with no trigger dropped first: a decision's
+    verdicts, candidates and model calls go only with their decision (a prune), replay
+    runs never (they are outside the chain: nothing else would show one gone)."""
     run_script(db, M008_SQL)
+
+
+# A decision's parts may be deleted only with their decision, by a prune: the decision is
+# then gone, or covered by the checkpoint the prune wrote first in its transaction.
+_PARTS = ("verdicts", "candidates", "llm_calls")
+_PART_PRUNABLE = (
+    "(SELECT seq FROM decisions WHERE id = old.decision_id) > "
+    "(SELECT coalesce(max(through_seq), 0) FROM chain_checkpoints)"
+)
+M008_SQL = "".join(
+    f"""
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+WHEN {_PART_PRUNABLE} BEGIN
+    SELECT RAISE(ABORT, '{table} are append-only; only guardbot prune removes old rows');
+END;
+"""
+    for table in _PARTS
+) + (
+    """
+CREATE TRIGGER replay_runs_no_delete BEFORE DELETE ON replay_runs BEGIN
+    SELECT RAISE(ABORT, 'replay_runs are append-only');
+END;
+"""
+)
+# The same on PostgreSQL (its m008), with guardbot_refuse of its m001.
+PG_M008_SQL = (
+    f"""
+CREATE FUNCTION guardbot_prunable_part() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF {_PART_PRUNABLE} THEN
+        RAISE EXCEPTION '% are append-only; only guardbot prune removes old rows', TG_TABLE_NAME
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN old;
+END $$;
+"""
+    + "".join(
+        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}\n"
+        "    FOR EACH ROW EXECUTE FUNCTION guardbot_prunable_part();\n"
+        for table in _PARTS
+    )
+    + "CREATE TRIGGER replay_runs_no_delete BEFORE DELETE ON replay_runs\n"
+    "    FOR EACH ROW EXECUTE FUNCTION guardbot_refuse('replay_runs are append-only');\n"
+)

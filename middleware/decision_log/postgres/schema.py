@@ -22,11 +22,10 @@ import datetime as dt
 import asyncpg
 
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
-from middleware.decision_log.migrations import pending
+from middleware.decision_log.migrations import PG_M008_SQL, pending
 from middleware.decision_log.postgres.append import APPEND_FUNCTION_SQL, DEFERRABLE_SQL, LINKS_SQL
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
-from middleware.decision_log.structure import PG_M008_SQL
 
 SETTINGS_CHANNEL = "guardbot_settings"  # NOTIFY'd on every committed settings change
 
