@@ -313,25 +313,47 @@ def _rates(console: Console, title: str, rows: dict[str, Any]) -> None:
     console.print(table)
 
 
-def verify(report: ChainReport, integrity: str) -> None:
+def verify(report: ChainReport, integrity: str, anchor: dict[str, Any] | None = None) -> None:
     console = _console()
-    start = (
-        "the first decision" if set(report.start_sha256) == {"0"} else "the last prune checkpoint"
-    )
+    start = "the start of the log" if set(report.start_sha256) == {"0"} else "the last prune"
     if report.ok:
         kinds = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(report.counts.items()))
+        head = "-"
+        if report.head_kind is not None:
+            head = f"#{report.head_seq} ({report.head_kind} {report.head_id})"
         console.print(
-            f"[green]ok[/green]: {report.checked} record(s) verified "
-            f"({kinds or 'none'}) from {start}; "
-            f"head {report.head_id or '-'} sha256 {report.head_sha256}"
+            f"[green]ok[/green]: {report.checked} record(s) verified ({kinds or 'none'}) from "
+            f"{start}; head {head} sha256 {report.head_sha256}"
         )
-        console.print("(note the head hash somewhere else to detect a rewritten tail later)")
+        if report.head_kind is not None:
+            console.print(
+                "(note the head somewhere else; `guardbot verify --anchor "
+                f"{report.head_seq}:{report.head_sha256}` later shows a rewritten tail)"
+            )
     else:
         console.print(
             Text(f"TAMPERED ({report.problem}): ", style="bold red") + clean(report.message)
         )
+    for stream in report.undecided_streams:
+        console.print(
+            Text("warning: ", style="bold yellow")
+            + clean(f"decision {stream.decision_id} (stream chunks up to #{stream.last_seq})")
+            + undecided(stream.chunks, stream.shown_chars)
+        )
+    if anchor is not None:
+        message = clean(anchor["message"])
+        message.stylize("green" if anchor["ok"] else "bold red")
+        console.print(Text(f"anchor #{anchor['seq']}: ") + message)
     style = "green" if integrity == "ok" else "bold red"
     console.print(Text("SQLite integrity_check: ") + Text(integrity, style=style))
+
+
+def undecided(chunks: int, shown_chars: int) -> str:
+    """A stream shown with no decision recorded, as verify and show word it."""
+    return (
+        f": {chunks} chunk(s), {shown_chars} character(s) were shown, yet no decision was "
+        "recorded (a crash or a failed decision write mid-stream)"
+    )
 
 
 def pruned(result: dict[str, Any], report: ChainReport | None) -> None:

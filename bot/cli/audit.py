@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
         "verify", help="check the hash chain: names the first decision changed, inserted or deleted"
     )
     _common(verify)
+    verify.add_argument(
+        "--anchor",
+        metavar="SEQ:SHA256",
+        type=_anchor,
+        help="also check that record SEQ still has the hash an earlier verify printed",
+    )
     verify.set_defaults(handler=_verify)
 
     prune = subparsers.add_parser(
@@ -188,14 +194,17 @@ async def _show(args: argparse.Namespace) -> int:
     log = await _open(args)
     try:
         found = await log.get_stored(args.id.strip())
+        stream = ""
         if found is not None:
             found = await stored_with_stream(log, found)
+        elif (shown := await log.stream_of(args.id.strip())) is not None:
+            stream = views.undecided(len(shown.chunks), shown.shown_chars)
     except AmbiguousId as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
     finally:
         await log.close()
     if found is None:
-        raise _Fail(f"no decision {args.id!r} in the log", EXIT_NOT_FOUND)
+        raise _Fail(f"no decision {args.id!r} in the log{stream}", EXIT_NOT_FOUND)
     if args.json:
         print_json(record(found))
     else:
@@ -218,20 +227,32 @@ async def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    seq, _, sha256 = text.partition(":")
+    if not seq.strip().isdigit() or len(sha256.strip()) != 64:
+        raise argparse.ArgumentTypeError("expected SEQ:SHA256, as verify prints the head")
+    return int(seq), sha256.strip().lower()
+
+
 @_command
 async def _verify(args: argparse.Namespace) -> int:
     log = await _open(args)
+    anchor: dict[str, Any] | None = None
     try:
         report = await log.verify()
         integrity = await log.integrity_check()
+        if args.anchor is not None:
+            problem = await log.check_anchor(*args.anchor)
+            anchor = {"seq": args.anchor[0], "sha256": args.anchor[1], "ok": problem is None,
+                      "message": problem or "ok"}  # fmt: skip
     finally:
         await log.close()
-    ok = report.ok and integrity == "ok"
+    ok = report.ok and integrity == "ok" and (anchor is None or anchor["ok"])
     if args.json:
         data = {**asdict(report), "chain_ok": report.ok, "ok": ok, "integrity_check": integrity}
-        print_json(data)
+        print_json(data if anchor is None else {**data, "anchor": anchor})
     else:
-        views.verify(report, integrity)
+        views.verify(report, integrity, anchor)
     return 0 if ok else 1
 
 

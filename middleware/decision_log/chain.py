@@ -140,10 +140,21 @@ Ref = tuple[str, int, str]  # (kind, seq, id) of a record found by a lookup
 
 
 @dataclass(frozen=True, slots=True)
+class UndecidedStream:
+    """Chunks of a streamed reply that were shown, with no decision recorded under their id
+    (a crash or a failed decision write mid-stream): on the chain, but in no decision."""
+
+    decision_id: str
+    chunks: int
+    shown_chars: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
     ok: bool
     checked: int  # chained records verified, every kind
-    head_sha256: str
+    head_sha256: str  # of the last record verified
     head_id: str | None
     start_sha256: str  # GENESIS, or the last prune checkpoint's hash
     problem: str | None = None  # "changed" | "inserted" | "deleted" | "reordered"
@@ -152,6 +163,9 @@ class ChainReport:
     message: str = "ok"
     bad_kind: str | None = None  # a record's kind, or "verdict", "llm call", "setting"...
     counts: dict[str, int] = field(default_factory=dict)  # records verified per kind
+    head_seq: int = 0  # the last record verified: its seq and kind (None: none verified)
+    head_kind: str | None = None
+    undecided_streams: list[UndecidedStream] = field(default_factory=list)  # warnings only
 
 
 class Lookup(Protocol):
@@ -195,6 +209,7 @@ async def walk(
             head_sha256=good.sha256 if good else start_sha256, head_id=good.id if good else None,
             start_sha256=start_sha256, problem=problem, bad_id=rid, bad_seq=seq,
             message=message, bad_kind=kind, counts=counts,
+            head_seq=good.seq if good else start_seq, head_kind=good.kind if good else None,
         )  # fmt: skip
 
     async for row in links:
@@ -239,6 +254,8 @@ async def walk(
         head_id=last.id if last else None,
         start_sha256=start_sha256,
         counts=counts,
+        head_seq=last.seq if last else start_seq,
+        head_kind=last.kind if last else None,
     )
 
 

@@ -24,6 +24,7 @@ from middleware.decision_log.chain import (
     Flaw,
     Ref,
     StoredLink,
+    UndecidedStream,
     failure,
     version_at,
     walk,
@@ -54,6 +55,15 @@ from middleware.decision_log.writes import (
 )
 
 PAGE = 1000
+# Chunks shown whose decision was never recorded, nor their stream's end (written after
+# the decision; a decision pruned since leaves its end row). Listed, never failed: a crash
+# mid-stream leaves them legitimately, and they are what a user saw.
+UNDECIDED_STREAMS_SQL = (
+    "SELECT decision_id, count(*), max(shown_chars), max(seq) FROM stream_events AS s "
+    "WHERE kind = 'chunk' AND NOT EXISTS (SELECT 1 FROM decisions AS d WHERE d.id = "
+    "s.decision_id) AND NOT EXISTS (SELECT 1 FROM stream_events AS e WHERE e.decision_id = "
+    "s.decision_id AND e.kind = 'end') GROUP BY decision_id ORDER BY max(seq) LIMIT 1000"
+)
 NO_END = 2**62
 Content = Callable[[Mapping[str, Any]], str]  # a stored row's content hash, as chained
 Check = Callable[[aiosqlite.Connection], Awaitable["ChainReport | None"]]  # a problem, or None
@@ -212,7 +222,11 @@ async def verify(db: aiosqlite.Connection, checks: Sequence[Check] = ()) -> Chai
     ``checks`` (what only it has: a schema, a search index), in one read snapshot."""
     await db.execute("BEGIN")
     try:
-        return await _verify(db, checks)
+        report = await _verify(db, checks)
+        found = await db.execute_fetchall(UNDECIDED_STREAMS_SQL)
+        return replace(
+            report, undecided_streams=[UndecidedStream(str(r[0]), *r[1:]) for r in found]
+        )
     finally:
         await db.execute("COMMIT")
 
@@ -246,6 +260,7 @@ async def _verify(db: aiosqlite.Connection, checks: Sequence[Check]) -> ChainRep
         return replace(
             found, checked=report.checked, head_sha256=report.head_sha256,
             head_id=report.head_id, start_sha256=report.start_sha256, counts=report.counts,
+            head_seq=report.head_seq, head_kind=report.head_kind,
         )  # fmt: skip
     return report
 
@@ -301,3 +316,28 @@ async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:
         db, f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
     )
     return int(found[0])
+
+
+async def check_anchor(db: aiosqlite.Connection, seq: int, sha256: str) -> str | None:
+    """Whether record ``seq`` still has the hash noted for it (``guardbot verify --anchor``):
+    None if it has, else what became of it. A chain without a secret can be rewritten from
+    some record on, head included; a hash noted elsewhere is what shows it."""
+    through_seq, through_sha, _, _, _ = await checkpoint(db)
+    if seq < through_seq:
+        return (f"record #{seq} was pruned (the last prune checkpoint covers up to "
+                f"#{through_seq}): it cannot be checked; anchor a newer head")  # fmt: skip
+    if seq == through_seq:  # the last record pruned: its checkpoint holds its hash
+        found = ("record", "pruned through this checkpoint", through_sha)
+    else:
+        found = await first(
+            db, f"SELECT kind, rid, sha256 FROM ({CHAINED_RECORDS}) AS r WHERE seq = ?", (seq,)
+        )
+    if found is None:
+        head = await first(db, HEAD_SQL)
+        last = f"#{head[0]}" if head else "missing"
+        return f"record #{seq} is not in the log (its head is {last}): it was removed"
+    kind, rid, now = found
+    if now != sha256.lower():
+        return (f"record #{seq} ({kind} {rid}) has sha256 {now}, not the noted {sha256}: the "
+                f"log was rewritten from #{seq} on, or the note is wrong")  # fmt: skip
+    return None

@@ -193,5 +193,9 @@ class DecisionStore(Protocol):
     async def verify(self) -> ChainReport:
         """Walk the hash chain in one consistent snapshot."""
 
+    async def check_anchor(self, seq: int, sha256: str) -> str | None:
+        """None if record ``seq`` still has the hash ``sha256`` noted for it (a head printed
+        by an earlier verify), else what became of it."""
+
     async def integrity_check(self) -> str:
         """The storage engine's own consistency check; ``"ok"`` when sound."""

@@ -357,6 +357,10 @@ class DecisionLog(DecisionStore):
             await db.close()
 
     @damage_checked
+    async def check_anchor(self, seq: int, sha256: str) -> str | None:
+        return await integrity.check_anchor(self._reader, seq, sha256)
+
+    @damage_checked
     async def count_before(self, cutoff: datetime) -> int:
         return await integrity.count_prunable(self._reader, cutoff)
 

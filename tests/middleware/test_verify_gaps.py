@@ -17,6 +17,7 @@ from bot.cli.main import main
 from middleware.decision_log import DecisionLog, integrity
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.writer import connect
+from middleware.types import StreamChunk, StreamRecord
 from tests.support.decision_log_support import drop_guards, make_decision, raw_db
 
 
@@ -158,3 +159,83 @@ async def test_verify_checks_the_search_index(tmp_path: Path, statement: str) ->
     assert (report.ok, report.problem, report.bad_kind) == (False, "changed", "search index")
     assert "rebuild" in report.message
     assert path.read_bytes() == before
+
+
+async def _crashed_stream(path: Path) -> str:
+    """A streamed reply whose two chunks were shown, then the process died before its
+    decision was written; a later streamed reply that completed."""
+    log = await DecisionLog.open(path)
+    try:
+        await log.record(make_decision("before"))
+        for decision_id, texts in (("never-decided", ("Hello ", "there.")), ("later", ("Hi.",))):
+            shown = 0
+            for index, text in enumerate(texts):
+                shown += len(text)
+                chunk = StreamChunk(index=index, raw_chars=len(text), chars=len(text),
+                                    shown_chars=shown, at_ms=1.0)  # fmt: skip
+                await log.record_stream_chunk(decision_id, chunk, text)
+        later = make_decision("later one", reply="Hi.").model_copy(update={"id": "later"})
+        await log.record(later)
+        await log.record_stream_end("later", StreamRecord(chunk_chars=8, context_chars=40,
+                                    max_hold_ms=200.0, shown_chars=3))  # fmt: skip
+    finally:
+        await log.close()
+    return "never-decided"
+
+
+def test_verify_and_show_list_text_shown_but_never_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """F6: chunks on the chain with no decision are listed (a warning: verify still
+    passes, as a crash mid-stream leaves them legitimately), and `show` says what was shown."""
+    path = tmp_path / "guardbot.db"
+    orphan = asyncio.run(_crashed_stream(path))
+    assert main(["verify", "--db", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["undecided_streams"] == [
+        {"decision_id": orphan, "chunks": 2, "shown_chars": 12, "last_seq": 3}
+    ]
+    assert main(["verify", "--db", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"warning: decision {orphan} (stream chunks up to #3): 2 chunk(s), 12" in out
+    assert main(["show", "--db", str(path), orphan]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"no decision '{orphan}' in the log: 2 chunk(s), 12 character(s) were shown" in err
+
+
+def test_verify_prints_the_head_and_checks_an_anchor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """F7: the head is named by seq and kind; `--anchor SEQ:SHA256` shows a tail rewritten
+    (the newest record removed and the head rolled back, which the chain alone cannot)."""
+    path = tmp_path / "guardbot.db"
+    ids = asyncio.run(_small_log(path))
+    assert main(["verify", "--db", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["head_seq"], report["head_kind"]) == (3, "admin action")
+    head = f"3:{report['head_sha256']}"
+    assert main(["verify", "--db", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"head #3 (admin action {report['head_id']}) sha256 {report['head_sha256']}" in out
+    assert f"--anchor {head}" in out
+    assert main(["verify", "--db", str(path), "--anchor", head]) == 0
+    assert "anchor #3: ok" in capsys.readouterr().out
+    second = f"2:{'0' * 64}"  # a wrong note for decision #2
+    assert main(["verify", "--db", str(path), "--anchor", second, "--json"]) == 1
+    anchor = json.loads(capsys.readouterr().out)["anchor"]
+    assert not anchor["ok"] and f"(decision {ids[1]}) has sha256" in anchor["message"]
+    with raw_db(path) as db:  # the tail rewritten: #3 gone, the head rolled back to #2
+        guard = "SELECT sql FROM sqlite_master WHERE name = 'admin_actions_no_delete'"
+        (trigger,) = db.execute(guard).fetchone()
+        db.execute("DROP TRIGGER admin_actions_no_delete")
+        db.execute("DELETE FROM admin_actions")
+        db.execute(trigger)  # put back: the schema is as the migrations made it
+        db.execute("UPDATE chain_head SET seq = 2, sha256 = (SELECT sha256 FROM decisions "
+                   "WHERE seq = 2)")  # fmt: skip
+    assert main(["verify", "--db", str(path), "--anchor", head, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["chain_ok"] and report["head_seq"] == 2
+    assert (
+        report["anchor"]["message"]
+        == "record #3 is not in the log (its head is #2): it was removed"
+    )

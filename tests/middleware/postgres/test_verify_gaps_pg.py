@@ -9,6 +9,11 @@ import pytest
 
 from middleware.decision_log.postgres import PostgresLog
 from middleware.types import utc_now
+
+# The undecided stream, through the CLI, on PostgreSQL (the same shared queries).
+from tests.middleware.test_verify_gaps import (
+    test_verify_and_show_list_text_shown_but_never_decided,  # noqa: F401
+)
 from tests.support.decision_log_support import make_decision
 
 
@@ -32,3 +37,22 @@ async def test_parts_and_replay_runs_cannot_be_deleted(pg_log: PostgresLog, pg_u
         assert await conn.fetchval("SELECT count(*) FROM verdicts") == before // 2
     finally:
         await conn.close()
+
+
+async def test_verify_names_the_head_and_checks_an_anchor(pg_log: PostgresLog) -> None:
+    """F7 on PostgreSQL: the head by seq and kind, and an anchor held or not."""
+    await pg_log.record(make_decision("one"))
+    d = make_decision("two")
+    await pg_log.record(d)
+    report = await pg_log.verify()
+    assert (report.ok, report.head_seq, report.head_kind, report.head_id) == (
+        True, 2, "decision", d.id,
+    )  # fmt: skip
+    assert await pg_log.check_anchor(2, report.head_sha256) is None
+    assert "has sha256" in str(await pg_log.check_anchor(1, report.head_sha256))
+    assert "is not in the log" in str(await pg_log.check_anchor(3, report.head_sha256))
+
+
+@pytest.fixture(autouse=True)
+def _every_log_on_postgres(on_postgres: dict[str, str]) -> None:
+    """Every ``DecisionLog.open`` in the tests imported here opens a PostgreSQL database."""
