@@ -358,12 +358,17 @@ def undecided(chunks: int, shown_chars: int) -> str:
 
 def pruned(result: dict[str, Any], report: ChainReport | None) -> None:
     console = _console()
-    if result["dry_run"]:
+    verb = "would remove" if result["dry_run"] else "removed"
+    console.print(f"{verb} {result['removed']} decision(s) older than {result['cutoff_utc']}")
+    others = {k: n for k, n in sorted(result["removed_by_kind"].items()) if k != "decision"}
+    if others:
+        listed = ", ".join(f"{n} {kind}(s)" for kind, n in others.items())
         console.print(
-            f"would remove {result['removed']} decision(s) older than {result['cutoff_utc']}"
+            f"and the records between them: {listed} (the settings in force at the cut are "
+            "kept in the prune's checkpoint)"
         )
+    if result["dry_run"]:
         return
-    console.print(f"removed {result['removed']} decision(s) older than {result['cutoff_utc']}")
     if report is not None:
         state = "[green]verifies[/green]" if report.ok else f"[red]BROKEN[/red]: {report.message}"
         console.print(f"remaining chain of {report.checked} record(s) {state}")

@@ -264,9 +264,11 @@ async def _prune(args: argparse.Namespace) -> int:
         raise _Fail("--older-than must be in the past", EXIT_USAGE)
     log = await _open(args, read_only=args.dry_run)
     try:
+        # What goes is the chain's prefix older than the cutoff: counted before, it is what
+        # the prune removes (records written meanwhile are newer than any cutoff).
+        kinds = await log.prunable(cutoff)
         if args.dry_run:
-            count = await log.count_before(cutoff)
-            removed, report = count, None
+            removed, report = kinds.get("decision", 0), None
         else:
             removed, report = await log.prune(cutoff)
     except LogUnavailable as exc:
@@ -277,6 +279,7 @@ async def _prune(args: argparse.Namespace) -> int:
         "cutoff_utc": cutoff.isoformat(),
         "dry_run": args.dry_run,
         "removed": removed,
+        "removed_by_kind": kinds,
         "chain_ok": report.ok if report else None,
         "remaining": report.checked if report else None,
     }

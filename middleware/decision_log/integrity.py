@@ -311,11 +311,18 @@ async def _settings_problem(db: aiosqlite.Connection) -> ChainReport | None:
     return failure(first.problem, "setting", first.id, None, first.message)
 
 
-async def count_prunable(db: aiosqlite.Connection, cutoff: datetime) -> int:
-    found = await first(
-        db, f"SELECT count(*) FROM decisions WHERE {PREFIX_SQL}", (utc_text(cutoff),)
-    )
-    return int(found[0])
+async def prunable(db: aiosqlite.Connection, cutoff: datetime) -> dict[str, int]:
+    """The records a prune at ``cutoff`` removes, per kind: the prefix of the chain up to
+    the first record not old enough, every kind (admin actions too: the settings in force
+    at the cut survive in the checkpoint the prune writes)."""
+    counts: dict[str, int] = {}
+    for kind_sql, table, _ in CHAINED_TABLES:
+        found = await db.execute_fetchall(
+            f"SELECT {kind_sql} AS kind, count(*) FROM {table} WHERE {PREFIX_SQL} GROUP BY 1",
+            (utc_text(cutoff),),
+        )
+        counts |= {str(kind): int(n) for kind, n in found}
+    return counts
 
 
 async def check_anchor(db: aiosqlite.Connection, seq: int, sha256: str) -> str | None:

@@ -190,6 +190,10 @@ class DecisionStore(Protocol):
     async def count_before(self, cutoff: datetime) -> int:
         """How many decisions ``prune`` would remove for this cutoff."""
 
+    async def prunable(self, cutoff: datetime) -> dict[str, int]:
+        """The records of each kind ``prune`` would remove for this cutoff (every kind:
+        decisions, deliveries, admin actions, stream events, older checkpoints)."""
+
     async def verify(self) -> ChainReport:
         """Walk the hash chain in one consistent snapshot."""
 

@@ -362,7 +362,11 @@ class DecisionLog(DecisionStore):
 
     @damage_checked
     async def count_before(self, cutoff: datetime) -> int:
-        return await integrity.count_prunable(self._reader, cutoff)
+        return (await self.prunable(cutoff)).get("decision", 0)
+
+    @damage_checked
+    async def prunable(self, cutoff: datetime) -> dict[str, int]:
+        return await integrity.prunable(self._reader, cutoff)
 
     @damage_checked
     async def integrity_check(self) -> str:

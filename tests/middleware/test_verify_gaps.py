@@ -239,3 +239,22 @@ def test_verify_prints_the_head_and_checks_an_anchor(
         report["anchor"]["message"]
         == "record #3 is not in the log (its head is #2): it was removed"
     )
+
+
+def test_prune_says_what_it_removes_of_each_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """F3: a prune removes every kind of record in the range, admin actions included;
+    the dry run and the prune say how many of each."""
+    path = tmp_path / "guardbot.db"
+    asyncio.run(_crashed_stream(path))  # a decision, 3 chunks, a decision, a stream end
+    asyncio.run(_small_log(path))  # 2 decisions and a refused admin action
+    expected = {"decision": 4, "stream chunk": 3, "stream end": 1, "admin action": 1}
+    assert main(["prune", "--db", str(path), "--older-than", "0s", "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "would remove 4 decision(s)" in out
+    assert "1 admin action(s), 3 stream chunk(s), 1 stream end(s)" in out
+    assert main(["prune", "--db", str(path), "--older-than", "0s", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["removed"], result["removed_by_kind"]) == (4, expected)
+    assert result["chain_ok"] and result["remaining"] == 1  # the prune's checkpoint

@@ -10,9 +10,11 @@ import pytest
 from middleware.decision_log.postgres import PostgresLog
 from middleware.types import utc_now
 
-# The undecided stream, through the CLI, on PostgreSQL (the same shared queries).
-from tests.middleware.test_verify_gaps import (
-    test_verify_and_show_list_text_shown_but_never_decided,  # noqa: F401
+# The undecided stream and the prune's counts, through the CLI, on PostgreSQL (the same
+# shared queries).
+from tests.middleware.test_verify_gaps import (  # noqa: F401
+    test_prune_says_what_it_removes_of_each_kind,
+    test_verify_and_show_list_text_shown_but_never_decided,
 )
 from tests.support.decision_log_support import make_decision
 
