@@ -101,7 +101,11 @@ async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
     """
     objects = list(await db.execute_fetchall(_OBJECTS_SQL))
     tables = {n: await db.execute_fetchall(f"PRAGMA table_xinfo({n})") for n in _tables(objects)}
-    diffs = differences(_schema(objects, tables))
+    return schema_failure(differences(_schema(objects, tables)))
+
+
+def schema_failure(diffs: Sequence[tuple[str, str]]) -> ChainReport | None:
+    """(problem, what) differences as verify's report, the first one named (any backend)."""
     if not diffs:
         return None
     problem, first = diffs[0]

@@ -32,7 +32,7 @@ import asyncpg
 from middleware.decision_log import integrity, writes
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.migrations import pending
-from middleware.decision_log.postgres import append
+from middleware.decision_log.postgres import append, structure
 from middleware.decision_log.postgres.connection import (
     DRIVER_ERRORS,
     LockStats,
@@ -263,7 +263,8 @@ class PostgresLog(DecisionLog):
         """Walk the chain in one REPEATABLE READ snapshot of a connection of its own."""
         conn = SqlConnection(await connect(self.target))
         try:
-            return await integrity.verify(shared(conn))
+            checks = (structure.schema_problem, structure.search_index_problem)
+            return await integrity.verify(shared(conn), checks)
         except DRIVER_ERRORS as exc:
             raise LogUnavailable(f"cannot verify {self.target}: {exc}") from None
         finally:

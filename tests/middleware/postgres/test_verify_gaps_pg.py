@@ -58,3 +58,38 @@ async def test_verify_names_the_head_and_checks_an_anchor(pg_log: PostgresLog) -
 @pytest.fixture(autouse=True)
 def _every_log_on_postgres(on_postgres: dict[str, str]) -> None:
     """Every ``DecisionLog.open`` in the tests imported here opens a PostgreSQL database."""
+
+
+PG_DAMAGE = [
+    # (statement, problem, kind, named)
+    ("DROP TRIGGER verdicts_no_delete ON verdicts", "deleted", "schema", "verdicts_no_delete"),
+    ("ALTER TABLE decisions DISABLE TRIGGER decisions_no_update", "changed", "schema",
+     "decisions_no_update"),
+    ("CREATE OR REPLACE FUNCTION guardbot_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
+     "BEGIN RETURN NEW; END $$", "changed", "schema", "guardbot_refuse"),
+    ("DROP INDEX stream_events_seq", "deleted", "schema", "stream_events_seq"),
+    ("UPDATE decisions_fts SET text = 'bomb' WHERE rowid = 1", "changed", "search index",
+     "decisions_fts"),
+    ("DELETE FROM decisions_fts WHERE rowid = 2", "changed", "search index", "decisions_fts"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PG_DAMAGE, ids=[c[0][:40] for c in PG_DAMAGE])
+async def test_verify_names_schema_and_search_index_damage(
+    pg_log: PostgresLog, pg_url: str, case: tuple[str, str, str, str]
+) -> None:
+    """F4 and F5 on PostgreSQL: the chain verifies, the schema or search index does not."""
+    statement, problem, kind, named = case
+    await pg_log.record(make_decision("hello there"))
+    await pg_log.record(make_decision("what is 2+2?"))
+    assert (await pg_log.verify()).ok
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+    report = await pg_log.verify()
+    assert (report.ok, report.problem, report.bad_kind, report.bad_id) == (
+        False, problem, kind, named,
+    ), report.message  # fmt: skip
+    assert report.counts == {"decision": 2}

@@ -1,0 +1,99 @@
+"""What `guardbot verify` checks on PostgreSQL besides the chain (SQLite's is ``..structure``).
+
+The chain cannot see a trigger dropped, disabled or rewritten to do nothing,
+a table or index gone, or a search index edited (on PostgreSQL it is a plain
+table, and no trigger guards it). The expected tables, indexes, triggers and
+trigger functions are read from the migrations' own SQL
+(:data:`.schema.PG_MIGRATIONS`), so the check follows every new migration.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import aiosqlite
+
+from middleware.decision_log.chain import ChainReport, failure
+from middleware.decision_log.postgres.schema import PG_MIGRATIONS
+from middleware.decision_log.structure import schema_failure
+
+_OBJECT = re.compile(r"(CREATE (?:UNIQUE )?|DROP )(TABLE|INDEX|TRIGGER) (\w+)")
+_FUNCTION = re.compile(
+    r"CREATE FUNCTION (\w+)\([^;]*?AS \$\$(.*?)\$\$", re.S
+)  # [^;]: in one statement
+_TRIGGERED = re.compile(r"EXECUTE FUNCTION (\w+)")
+_SCHEMA = "n.nspname = current_schema()"
+_PRESENT = (
+    f"SELECT 'table', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = "
+    f"c.relnamespace WHERE c.relkind IN ('r', 'p') AND {_SCHEMA} "
+    f"UNION ALL SELECT 'index', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = "
+    f"c.relnamespace WHERE c.relkind = 'i' AND {_SCHEMA} "
+    f"UNION ALL SELECT 'trigger', t.tgname, t.tgenabled::text FROM pg_trigger t JOIN pg_class c "
+    f"ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE NOT t.tgisinternal AND {_SCHEMA}"
+)
+_BODIES = (
+    "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    f"WHERE {_SCHEMA} AND p.proname IN (%s)"
+)
+# The search index's rows against the decisions' texts (its tsvector follows its text).
+_SEARCH_SQL = (
+    "SELECT coalesce(d.seq, f.rowid) FROM decisions AS d FULL JOIN decisions_fts AS f "
+    "ON f.rowid = d.seq WHERE d.seq IS NULL OR f.rowid IS NULL OR f.text IS DISTINCT FROM "
+    "d.text OR f.reply IS DISTINCT FROM d.reply ORDER BY 1 LIMIT 1"
+)
+
+
+@functools.cache
+def _expected() -> tuple[frozenset[tuple[str, str]], dict[str, str]]:
+    """(kind, name) of every table, index and trigger the migrations leave, and the body
+    of each function a trigger runs."""
+    objects: dict[tuple[str, str], None] = {}
+    bodies: dict[str, str] = {}
+    triggered: set[str] = set()
+    for _, sql in PG_MIGRATIONS:
+        for verb, kind, name in _OBJECT.findall(sql):
+            if verb.startswith("DROP"):
+                objects.pop((kind.lower(), name), None)
+            else:
+                objects[(kind.lower(), name)] = None
+        bodies |= dict(_FUNCTION.findall(sql))
+        triggered |= set(_TRIGGERED.findall(sql))
+    return frozenset(objects), {n: body for n, body in bodies.items() if n in triggered}
+
+
+async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
+    """Tables, indexes and triggers missing; triggers added or disabled; a trigger function
+    whose body is not the migration's."""
+    want, bodies = _expected()
+    present = {(kind, name): enabled for kind, name, enabled in await db.execute_fetchall(_PRESENT)}
+    diffs = [("deleted", f"{k} {n} is missing") for k, n in sorted(want) if (k, n) not in present]
+    diffs += [
+        ("inserted", f"trigger {n} was added")
+        for k, n in sorted(present) if k == "trigger" and (k, n) not in want
+    ]  # fmt: skip
+    diffs += [
+        ("changed", f"trigger {n} is disabled")
+        for (k, n), enabled in sorted(present.items()) if k == "trigger" and enabled == "D"
+    ]  # fmt: skip
+    names = ", ".join(f"'{name}'" for name in sorted(bodies))
+    found = {str(name): str(body) for name, body in await db.execute_fetchall(_BODIES % names)}
+    diffs += [
+        ("changed", f"function {name} differs from its definition")
+        for name, body in sorted(bodies.items()) if name in found and found[name] != body
+    ]  # fmt: skip
+    return schema_failure(diffs)
+
+
+async def search_index_problem(db: aiosqlite.Connection) -> ChainReport | None:
+    """The first decision whose search index row is missing, extra or not its texts."""
+    for (seq,) in await db.execute_fetchall(_SEARCH_SQL):
+        return failure(
+            "changed", "search index", "decisions_fts", None,
+            f"the search index does not match the stored texts (first at decision #{seq}): "
+            "`guardbot logs -q` misses or misnames decisions. Rebuild it from the texts: "
+            "DELETE FROM decisions_fts; INSERT INTO decisions_fts (rowid, text, reply) "
+            "SELECT seq, text, reply FROM decisions",
+        )  # fmt: skip
+    return None
