@@ -227,6 +227,10 @@ async def walk(
             sha256 = link(row.prev_sha256, row.content_sha256)
         else:
             sha256 = link_v2(row.kind, row.seq, row.prev_sha256, row.content_sha256)
+        if sha256 != row.sha256 and _other_format(row) == row.sha256:
+            return fail("changed", ("format table", row.seq, "chain_versions"), "the table of "
+                        f"chain formats (chain_versions) was edited: {row.name} verifies in the "
+                        f"other format than the v{row.version} it assigns")  # fmt: skip
         if sha256 != row.sha256:
             what = "its stored values"
             if row.kind == "decision":
@@ -257,6 +261,13 @@ async def walk(
         head_seq=last.seq if last else start_seq,
         head_kind=last.kind if last else None,
     )
+
+
+def _other_format(row: StoredLink) -> str:
+    """``row``'s hash in the format it is not assigned (v1 <-> v2)."""
+    if row.version == 1:
+        return link_v2(row.kind, row.seq, row.prev_sha256, row.content_sha256)
+    return link(row.prev_sha256, row.content_sha256)
 
 
 async def _broken_link(

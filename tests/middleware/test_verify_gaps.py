@@ -258,3 +258,22 @@ def test_prune_says_what_it_removes_of_each_kind(
     result = json.loads(capsys.readouterr().out)
     assert (result["removed"], result["removed_by_kind"]) == (4, expected)
     assert result["chain_ok"] and result["remaining"] == 1  # the prune's checkpoint
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE chain_versions SET from_seq = 99 WHERE version = 2",
+     "DELETE FROM chain_versions WHERE version = 2"],
+    ids=["moved", "deleted"],
+)  # fmt: skip
+async def test_an_edited_format_table_is_named(tmp_path: Path, statement: str) -> None:
+    """F9: records that verify in the other format name the format table, not themselves."""
+    path = tmp_path / "guardbot.db"
+    await _small_log(path)
+    with raw_db(path) as db:
+        drop_guards(db)
+        db.execute(statement)
+    report = await _verify(path)
+    assert (report.problem, report.bad_kind, report.bad_id) == (
+        "changed", "format table", "chain_versions",
+    ), report.message  # fmt: skip
