@@ -364,8 +364,8 @@ def pruned(result: dict[str, Any], report: ChainReport | None) -> None:
     if others:
         listed = ", ".join(f"{n} {kind}(s)" for kind, n in others.items())
         console.print(
-            f"and the records between them: {listed} (the settings in force at the cut are "
-            "kept in the prune's checkpoint)"
+            f"with the other records in that range: {listed} (the settings in force at the cut "
+            "are kept in the prune's checkpoint)"
         )
     if result["dry_run"]:
         return
