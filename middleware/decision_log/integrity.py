@@ -251,6 +251,10 @@ async def _verify(db: aiosqlite.Connection, checks: Sequence[Check]) -> ChainRep
         return stray  # a record in the pruned part: the walk would start past it
     links = _links(db, start_seq, versions)
     report = await walk(links, start_sha, start_seq, _Lookup(db), (head[0], head[1]))
+    if not report.ok and report.problem == "deleted" and stray is not None:
+        # A record taken off the chain (its seq cleared) is a gap to the walk: say where it is.
+        where = f"; {stray.bad_kind} {stray.bad_id} is still in the log, off the chain"
+        return replace(report, message=report.message + where)
     if not report.ok:
         return report
     found = stray or await _settings_problem(db)

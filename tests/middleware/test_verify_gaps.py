@@ -277,3 +277,16 @@ async def test_an_edited_format_table_is_named(tmp_path: Path, statement: str) -
     assert (report.problem, report.bad_kind, report.bad_id) == (
         "changed", "format table", "chain_versions",
     ), report.message  # fmt: skip
+
+
+async def test_a_record_taken_off_the_chain_is_named_where_it_is(tmp_path: Path) -> None:
+    """F9: an admin action whose seq was cleared leaves a gap; verify says it is still there."""
+    path = tmp_path / "guardbot.db"
+    await _small_log(path)
+    with raw_db(path) as db:
+        drop_guards(db)
+        (admin_id,) = db.execute("SELECT id FROM admin_actions").fetchone()
+        db.execute("UPDATE admin_actions SET seq = NULL")
+    report = await _verify(path)
+    assert report.problem == "deleted" and "#3" in report.message
+    assert f"admin action {admin_id} is still in the log, off the chain" in report.message
