@@ -17,7 +17,7 @@ from bot.cli.main import main
 from middleware.decision_log import DecisionLog, integrity
 from middleware.decision_log.chain import ChainReport
 from middleware.decision_log.writer import connect
-from middleware.types import StreamChunk, StreamRecord
+from middleware.types import StreamChunk, StreamRecord, utc_now
 from tests.support.decision_log_support import drop_guards, make_decision, raw_db
 
 
@@ -290,3 +290,19 @@ async def test_a_record_taken_off_the_chain_is_named_where_it_is(tmp_path: Path)
     report = await _verify(path)
     assert report.problem == "deleted" and "#3" in report.message
     assert f"admin action {admin_id} is still in the log, off the chain" in report.message
+
+
+async def test_an_anchor_in_the_pruned_part(tmp_path: Path) -> None:
+    """F7 after a prune: the last record pruned is checked against its checkpoint's hash;
+    an older one cannot be checked, and verify says so."""
+    path = tmp_path / "guardbot.db"
+    await _small_log(path)
+    log = await DecisionLog.open(path)
+    try:
+        head = await log.verify()
+        assert (await log.prune(utc_now()))[1].ok  # every record so far: through #3
+        assert await log.check_anchor(3, head.head_sha256) is None
+        assert "has sha256" in str(await log.check_anchor(3, "0" * 64))
+        assert "was pruned" in str(await log.check_anchor(2, head.head_sha256))
+    finally:
+        await log.close()
