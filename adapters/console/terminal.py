@@ -27,6 +27,8 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
+from middleware.private_file import open_private
+
 PROMPT = "you> "
 # Erase the current line: carriage return, then "clear entire line".
 _WIPE = "\r\x1b[2K"
@@ -40,9 +42,7 @@ def private_history(path: Path | None) -> tuple[History, str | None]:
     if path is None:
         return InMemoryHistory(), None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)  # an older file may have been created with the umask
+        os.close(open_private(path, os.O_WRONLY | os.O_APPEND))
     except OSError as exc:
         return InMemoryHistory(), f"history not kept: cannot use {path}: {exc.strerror}"
     return FileHistory(str(path)), None

@@ -36,6 +36,7 @@ from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import DecisionLog, LogUnavailable
 from middleware.decision_log.postgres import is_postgres_url
 from middleware.decision_log.queries import AmbiguousId
+from middleware.private_file import open_private
 
 
 def register(subparsers: Any) -> None:
@@ -321,7 +322,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
         yield sys.stdout
         return
     try:  # an export holds message text: owner-only, like the log itself
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     except OSError as exc:
         raise _Fail(f"cannot write {path}: {exc.strerror}") from None
     with open(fd, "w", encoding="utf-8", newline="") as out:

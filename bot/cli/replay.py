@@ -44,6 +44,7 @@ from bot.replay.session import ReplayError, ReplayOptions, prepare, replay_selec
 from bot.replay.when import WhenError, parse_when
 from middleware.decision_log import LogUnavailable
 from middleware.decision_log.postgres import PgTarget, is_postgres_url
+from middleware.private_file import open_private
 
 EXIT_CHANGED = EXIT_NOT_FOUND  # 1: --fail-on-change met (see EXIT_CODES)
 
@@ -300,8 +301,7 @@ def _finish(report: RunReport, short: dict[str, str], args: argparse.Namespace) 
         print_report(Console(highlight=False), report, short)
     if args.report:
         try:  # the page holds message text: owner-only, like the log itself
-            fd = os.open(args.report, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+            fd = open_private(args.report, os.O_WRONLY | os.O_TRUNC)
             with open(fd, "w", encoding="utf-8") as page:
                 page.write(render_html(report, short))
         except OSError as exc:

@@ -245,7 +245,8 @@ def encode(decision: Decision, policy: TextPolicy) -> EncodedDecision:
             "candidate_index": v.candidate_index,
             "outcome": plain(v.outcome),
             "blocking": int(v.blocking),
-            "category": v.category,
+            # A model's answer names it: masked and cleaned like any text it wrote.
+            "category": policy.mask(v.category),
             "score": real(v.score),
             "confidence": real(v.confidence),
             "reason": _reason(v, policy),
@@ -319,6 +320,7 @@ def _member(v: Verdict, policy: TextPolicy) -> dict[str, Any]:
     data = v.model_dump(mode="json", exclude={"redacted_text", "members"})
     data["score"], data["confidence"] = real(v.score), real(v.confidence)
     data["latency_ms"] = real0(v.latency_ms)
+    data["category"] = policy.mask(v.category)
     data["reason"] = _reason(v, policy)
     data["raw"] = policy.payload(v.raw)
     if v.members:

@@ -53,6 +53,7 @@ from middleware.decision_log.migrations import migrate
 from middleware.decision_log.one_hop import in_thread, require_thread_calls
 from middleware.decision_log.records import EncodedDecision
 from middleware.decision_log.storage import LogUnavailable
+from middleware.private_file import is_regular, open_private
 
 BUSY_S = 5.0  # another process (a CLI prune, a second bot) may hold the lock briefly
 MAX_BATCH = 1000  # bounds one transaction's size and the time readers of the WAL wait on
@@ -276,10 +277,10 @@ def create_private(path: Path) -> None:
             f"cannot create the decision log {path}: the folder {folder} does not exist "
             "(create it first, or correct [log] path / --db)"
         )
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    fd = open_private(path, os.O_RDWR)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)  # an older file left group/world readable
+        if not is_regular(fd):  # /dev/null, a FIFO: SQLite cannot keep a log there
+            raise LogUnavailable(f"cannot use {path} as the decision log: it is not a file")
     finally:
         os.close(fd)
 
@@ -304,6 +305,7 @@ def prepare(path: Path) -> None:
     except sqlite3.Error as exc:
         raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
     try:
+        _refuse_foreign(db, path)
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise LogUnavailable(f"{path}: cannot switch the decision log to WAL mode")
@@ -315,6 +317,18 @@ def prepare(path: Path) -> None:
         raise LogUnavailable(f"cannot prepare the decision log {path}: {why}") from None
     finally:
         db.close()
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse another application's database (tables, none of them guardbot's
+    ``_migrations``, which the first migration creates before any other table):
+    guardbot would switch it to WAL and add its own twenty tables to it."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "_migrations" not in tables:
+        raise LogUnavailable(
+            f"cannot use {path} as the decision log: it is a SQLite database of something "
+            "else (it has tables, none of them guardbot's); point [log] path at a new file"
+        )
 
 
 async def connect(path: Path, *, read_only: bool) -> aiosqlite.Connection:

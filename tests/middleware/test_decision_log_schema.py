@@ -184,7 +184,8 @@ async def test_a_database_from_a_newer_guardbot_is_refused(tmp_path: Path) -> No
 async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "clash.db"
     with raw_db(path) as db:  # a table in the way makes m001 fail half-way
-        db.execute("CREATE TABLE deliveries (x)")
+        db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_utc TEXT NOT NULL)")
+        db.execute("CREATE TABLE deliveries (x)")  # (without _migrations: not a guardbot log)
     with pytest.raises(LogUnavailable, match="cannot prepare"):
         await DecisionLog.open(path)
     with raw_db(path) as db:
