@@ -12,13 +12,11 @@ the plain rules took (seconds to hours): a budget, not a timing measurement.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -36,22 +34,7 @@ from middleware.guards.prompt_injection import _COMPILED, PromptInjectionGuard
 from middleware.guards.secrets import _NAME, find_secrets
 from middleware.guards.spans import scan
 from middleware.masking import mask_storable
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def eval_texts() -> list[str]:
-    lines = (REPO / "tests/data/guard_eval.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["text"] for line in lines if line.strip()]
-
-
-def random_texts(alphabet: str, count: int, seed: int, longest: int = 24) -> list[str]:
-    rng = random.Random(seed)
-    return [
-        "".join(rng.choice(alphabet) for _ in range(rng.randrange(longest + 1)))
-        for _ in range(count)
-    ]
-
+from tests.middleware.test_guards_fast_paths import eval_texts, random_texts
 
 # -- profanity: masked words ------------------------------------------------------------
 
