@@ -125,7 +125,7 @@ class Bot:
         # then the collector tuned for serving.
         bot = await GuardBot.open(config, env={})
         try:
-            from bot.app import tune_gc_for_serving
+            from bot.serving import tune_gc_for_serving
         except ImportError:  # a --baseline tree from before it: its open() tuned it itself
             pass
         else:

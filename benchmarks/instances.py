@@ -47,8 +47,9 @@ from typing import Any
 
 import asyncpg
 
-from bot.app import GuardBot, tune_gc_for_serving
+from bot.app import GuardBot
 from bot.config.schema import load_config
+from bot.serving import tune_gc_for_serving
 from middleware.decision_log.postgres import PostgresLog, append
 from middleware.decision_log.postgres.connection import CHAIN_LOCK_KEY
 from middleware.decision_log.postgres.url import PgTarget

@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stub_bot import GEN_MODEL, bot_config, text_for  # noqa: E402
-from bot.app import GuardBot, tune_gc_for_serving  # noqa: E402
+from bot.app import GuardBot  # noqa: E402
 from bot.config.schema import parse_config  # noqa: E402
+from bot.serving import tune_gc_for_serving  # noqa: E402
 from middleware.types import Action, ChatRequest  # noqa: E402
 from tests.stubs.process import fetch_records, stub_process  # noqa: E402
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.app import GuardBot, tune_gc_for_serving  # noqa: E402
+from bot.app import GuardBot  # noqa: E402
 from bot.config.schema import load_config  # noqa: E402
+from bot.serving import tune_gc_for_serving  # noqa: E402
 from middleware.decision_log import DecisionLog  # noqa: E402
 from middleware.llm.scripted import FunctionModel  # noqa: E402
 from middleware.types import ChatRequest  # noqa: E402

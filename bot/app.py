@@ -15,7 +15,6 @@ also says what the user was shown (:mod:`bot.shown_reply`).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -55,27 +54,6 @@ SHUTDOWN_RECORD_S = 2.0  # how long a cut-off message may take to reach the log
 
 def remember_env_secrets(env: Mapping[str, str], config: Config | None = None) -> None:
     remember_secrets(env.get(name) for name in secret_env_names(config))
-
-
-def tune_gc_for_serving() -> None:
-    """Tune the cyclic garbage collector for a process that serves messages from now on.
-
-    What start built (imports, config, the guards' tables: 100,000+ objects) lives
-    as long as the process, and every full collection walked it (50-130 ms each, 8%
-    of a message's CPU under load), so it is frozen once, out of the collector's
-    sight. And the youngest generation is collected after 10,000 net allocations
-    instead of 700: the objects of the messages in flight (thousands, none of them
-    garbage) were walked every few messages, another 4% of the CPU.
-
-    Both are process-wide, so only what serves for long takes them (`guardbot run`
-    and `guardbot chat` once the bot is open, and the benchmarks of that path):
-    opening a bot does not, so tests and one-shot commands keep Python's defaults.
-    A second call changes nothing.
-    """
-    if not gc.get_freeze_count():
-        gc.collect()  # start's own garbage is freed, not frozen for good
-        gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 class GuardBot:
@@ -135,7 +113,9 @@ class GuardBot:
         guards = self.policies.policy(config, fingerprint).guards
         skipped = offline_notice((g.config.name, g.guard) for g in guards)
         overrides = overrides_banner(self.settings)
-        lines = [line for line in (self.models.notice(), skipped, overrides) if line]
+        # A config.toml without [[guards]] tables runs with none, which is easy to miss.
+        unguarded = None if guards else "no guards configured: nothing is screened"
+        lines = [x for x in (self.models.notice(), unguarded, skipped, overrides) if x]
         return "\nnotice: ".join(lines) or None
 
     @property
@@ -203,18 +183,20 @@ class GuardBot:
                 return self._audit_down(request, fingerprint, str(exc))
             except Exception as exc:  # a bug must cost one message a clear reply, never the bot
                 log.exception("failed to handle message %s", request.message_id)
-                decision = Decision(
-                    request=request,
-                    action=Action.ERROR,
-                    reply=INTERNAL_ERROR_REPLY,
-                    error=f"internal error: {type(exc).__name__}",
-                )
+                decision = _internal_error(request, exc)
         decision.config_fingerprint = decision.config_fingerprint or fingerprint
         decision.reply = mask_text(clean(decision.reply))  # a model may echo a key it saw
         try:
             await self._record(decision, view)
         except LogUnavailable as exc:
             return self._audit_down(request, fingerprint, str(exc))
+        except Exception as exc:  # a value the log cannot store (a bug): on record all the same
+            log.exception("could not record decision %s", decision.id)
+            decision = _internal_error(request, exc, decision.id, fingerprint)
+            try:
+                await self._record(decision, view)
+            except Exception as again:  # LogUnavailable too: no reply without a record
+                return self._audit_down(request, fingerprint, str(again))
         return decision
 
     async def _record(self, decision: Decision, view: ShownReply | None) -> None:
@@ -371,6 +353,20 @@ class GuardBot:
 
 
 _REQUEST_TEXT = ("text", "user_name", "user_id", "channel_id", "thread_id", "message_id")
+
+
+def _internal_error(
+    request: ChatRequest, exc: Exception, decision_id: str | None = None, fingerprint: str = ""
+) -> Decision:
+    """The decision of a message that failed on a bug; the same id keeps shown chunks its own."""
+    return Decision(
+        id=decision_id or new_id(),
+        request=request,
+        action=Action.ERROR,
+        reply=INTERNAL_ERROR_REPLY,
+        error=f"internal error: {type(exc).__name__}",
+        config_fingerprint=fingerprint,
+    )
 
 
 def storable(request: ChatRequest) -> ChatRequest:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adapters.console import run_console
 from adapters.render import escape
-from bot.app import GuardBot, remember_env_secrets, tune_gc_for_serving
+from bot.app import GuardBot, remember_env_secrets
 from bot.audit.overrides import override_line
 from bot.cli.common import (
     EXIT_CODES,
@@ -32,6 +32,7 @@ from bot.cli.common import (
 )
 from bot.config.providers import ModelProvider
 from bot.config.schema import Config, ConfigError
+from bot.serving import tune_gc_for_serving
 from middleware.decision_log.storage import LogUnavailable
 from middleware.masking import SecretFilter
 

@@ -20,9 +20,10 @@ import sys
 from collections.abc import Mapping
 
 from adapters.base import AdapterConfigError, Service
-from bot.app import GuardBot, tune_gc_for_serving
+from bot.app import GuardBot
 from bot.cli.common import load_config_from_args
 from bot.config.schema import Config
+from bot.serving import tune_gc_for_serving
 
 log = logging.getLogger("guardbot.run")
 
@@ -54,7 +55,7 @@ async def serve(
     tune_gc: bool = False,
 ) -> int:
     """Serve until ``stop`` (or a signal); ``tune_gc``: this process serves from now on
-    (the command's, not a test's: see :func:`~bot.app.tune_gc_for_serving`)."""
+    (the command's, not a test's: see :func:`~bot.serving.tune_gc_for_serving`)."""
     bot = await GuardBot.open(config, env=env)
     if tune_gc:
         tune_gc_for_serving()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bot.app import EMPTY_REPLY, INTERNAL_ERROR_REPLY, GuardBot
 from bot.config.schema import parse_config
 from middleware.decision_log import DecisionLog
-from middleware.llm.model import LLMError, Message, ModelSettings
+from middleware.llm.model import Completion, LLMError, Message, ModelSettings
 from middleware.llm.scripted import FunctionModel, Scripted, ScriptedModel
 from middleware.types import Action, ChatRequest
 
@@ -84,3 +85,36 @@ async def test_history_comes_from_the_log_and_survives_a_restart(tmp_path: Path)
         await bot.close()
     assert seen[1] == ["first question", "answer 1", "second question"]
     assert seen[2] == ["other thread"]
+
+
+class HugeUsage(FunctionModel):
+    """A model whose usage no log column can hold (the OpenAI client clamps what a
+    server says; this stands for any value a bug lets through to the log)."""
+
+    async def complete(self, messages: Sequence[Message], *, settings: ModelSettings) -> Completion:
+        done = await super().complete(messages, settings=settings)
+        return replace(done, tokens_in=10**19)
+
+
+async def test_a_decision_the_log_cannot_store_is_recorded_as_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    bot = await make_bot(tmp_path, "", HugeUsage(lambda _m, _s: "hi there"))
+    try:
+        decision = await bot.handle(req("hello"))
+        assert (decision.action, decision.reply) == (Action.ERROR, INTERNAL_ERROR_REPLY)
+        assert decision.error == "internal error: ValueError"
+        stored = await bot.log.get(decision.id)
+        assert stored is not None and stored.request.text == "hello"
+        assert stored.reply == INTERNAL_ERROR_REPLY  # not the reply that could not be stored
+    finally:
+        await bot.close()
+
+
+async def test_a_bot_without_guards_says_so_at_start(tmp_path: Path) -> None:
+    for toml, unguarded in (("", True), ('[[guards]]\nname = "pii"\nkind = "pii"\n', False)):
+        bot = await make_bot(tmp_path, toml, ScriptedModel([]))
+        try:
+            assert ("no guards configured" in (bot.notice() or "")) is unguarded
+        finally:
+            await bot.close()

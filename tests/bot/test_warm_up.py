@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, sys
-    from bot.app import GuardBot, tune_gc_for_serving
+    from bot.app import GuardBot
+    from bot.serving import tune_gc_for_serving
     from bot.config.schema import load_config
     from pathlib import Path
 
