@@ -3,22 +3,25 @@
 The endpoint is not a chat completion, so this guard talks to a
 :class:`ModerationClient` (``moderate(text, model=, timeout_s=) -> body``)
 rather than a ChatModel; :class:`OpenAIModeration` adapts the official
-``AsyncOpenAI`` client. The body is read here, with the one strict parser
-(duplicate keys, NaN, prose: errors), and must hold exactly one result. A
-category is unsafe at or above its threshold, and whatever the scores, the
-server's own flags count: ``flagged`` or a category marked ``true`` blocks,
-unless that category is ignored or has its own threshold in ``thresholds``
-(then its score decides, as the operator asked). A body that does not parse
-but marks something ``true`` blocks too, so a fail-open guard cannot let it
-through. Category names are compared in one canonical form, so ``self_harm``
-in config.toml matches the API's ``self-harm``; every score is kept in the
-verdict's raw output for the audit.
+``AsyncOpenAI`` client, with the guard's timeout as the call's deadline (a
+retry the guard has no time for fails at once, naming the status). The body
+is read here, with the one strict parser (duplicate keys, NaN, prose:
+errors), and must hold exactly one result. A category is unsafe at or above
+its threshold, and whatever the scores, the server's own flags count:
+``flagged`` or a category marked ``true`` blocks, unless that category is
+ignored or has its own threshold in ``thresholds`` (then its score decides,
+as the operator asked). A body that does not parse but marks something
+``true`` blocks too, so a fail-open guard cannot let it through. Category
+names are compared in one canonical form, so ``self_harm`` in config.toml
+matches the API's ``self-harm``; every score is kept in the verdict's raw
+output for the audit.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +32,7 @@ from middleware.guards.config import OpenAIModerationGuardConfig
 from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.llm_guard import skipped_verdict
 from middleware.llm.model import MAX_ANSWER_CHARS, probability, quote_value, strict_json_object
+from middleware.llm.openai_client import CALL_DEADLINE
 from middleware.llm.openai_model import describe_error
 from middleware.types import Verdict
 
@@ -54,6 +58,9 @@ class OpenAIModeration:
         self.client = client  # openai.AsyncOpenAI
 
     async def moderate(self, text: str, *, model: str, timeout_s: float) -> str:
+        # The guard is timed out after timeout_s too: a retry that would wait past it is
+        # not waited for, so a 429 is reported as such rather than as a timeout.
+        deadline = CALL_DEADLINE.set(time.perf_counter() + timeout_s)
         try:
             # The raw body, not the client's model: new or odd categories stay as sent,
             # and a repeated key is seen (a parsed model keeps the last one silently).
@@ -63,6 +70,8 @@ class OpenAIModeration:
             return str(response.text)
         except openai.OpenAIError as exc:
             raise LLMError(describe_error(exc)) from exc
+        finally:
+            CALL_DEADLINE.reset(deadline)
 
 
 @dataclass(frozen=True, slots=True)

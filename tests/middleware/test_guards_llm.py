@@ -222,6 +222,27 @@ async def test_moderation_through_the_apps_model_provider(stub_llm: StubOpenAI) 
         await provider.close()
 
 
+async def test_a_rate_limited_moderation_says_so_instead_of_timing_out(
+    stub_llm: StubOpenAI,
+) -> None:
+    """Retry-After: 30 under a 3 s guard: the client once slept into the guard's timeout,
+    whose verdict said only "timed out after 3s"; the 429 is the error now, at once."""
+    from bot.config.providers import ModelProvider
+    from bot.config.schema import LLMConfig
+
+    stub_llm.script = lambda r: Reply(status=429, headers={"Retry-After": "30"})
+    provider = ModelProvider(LLMConfig(base_url=stub_llm.base_url, max_retries=2), env={})
+    try:
+        cfg = OpenAIModerationGuardConfig(name="mod", kind="openai_moderation", timeout_s=3)
+        v = await check(build_guard(cfg, provider), cfg, "text")
+    finally:
+        await provider.close()
+    assert v.outcome is Outcome.ERROR and v.blocking
+    assert f"answered HTTP 429 (POST {stub_llm.base_url}/moderations)" in v.reason
+    assert "not retried: the retry would wait 30s and the call has" in v.reason
+    assert len(stub_llm.requests) == 1
+
+
 # --- offline: skipped, and says so -------------------------------------------
 
 
