@@ -42,10 +42,10 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import EventClaims, MessageHandler
-from adapters.live import LiveReply
+from adapters.live import CUT_OFF_NOTE, LiveReply
 from adapters.slack.config import SlackConfig
 from adapters.slack.events import EventRouter, Identity, Incoming, NotAllowed, malformed
-from adapters.slack.post import CRASH_REPLY, CUT_OFF_NOTE, SHUTDOWN_REPLY, Poster, describe
+from adapters.slack.post import CRASH_REPLY, SHUTDOWN_REPLY, Poster, describe
 from adapters.slack.stream import SlackMessages
 from adapters.slack.text import from_slack, slack_messages
 from adapters.slots import NOT_ANSWERED, NotAdmitted, Slots

@@ -33,8 +33,6 @@ log = logging.getLogger("guardbot.slack")
 _GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
 CRASH_REPLY = "Sorry, something went wrong while answering. Please try again."
 SHUTDOWN_REPLY = "Sorry, I was restarted before I could answer. Please ask again."
-# After the part of a streamed reply that was shown when shutdown cut it off.
-CUT_OFF_NOTE = "[cut off: I was restarted before I could finish. Please ask again.]"
 
 
 # Not safe to repeat: Slack may have applied a call whose answer was a 5xx or lost.

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.live import CUT_OFF_NOTE
 from adapters.render import stream_line
-from adapters.slack.post import CUT_OFF_NOTE, SHUTDOWN_REPLY
+from adapters.slack.post import SHUTDOWN_REPLY
 from adapters.slots import NOT_ANSWERED
 from bot.app import SHUTDOWN_ERROR
 from tests.stubs.openai_server import Reply
