@@ -10,8 +10,10 @@ frame first, the envelope's own fields and then its payload with the same
 :func:`~adapters.slack.events.malformed` the HTTP path uses; a malformed one
 costs one log line (never its untrusted content), is acked when it names
 itself (so it is not resent) and goes no further. :class:`SocketModeHandler`
-is slack-bolt's handler over that client, and acks an envelope bolt still
-fails to read, also with one line.
+is slack-bolt's handler over that client: it acks an envelope bolt still
+fails to read, also with one line, and one bolt answers without success (a
+404 when no listener takes it, a 500 when one failed; a WARNING for a 5xx),
+which slack-sdk alone would leave unacked, for Slack to send three times more.
 """
 
 from __future__ import annotations
@@ -118,4 +120,22 @@ class SocketModeHandler(AsyncBaseSocketModeHandler):
             )
             await self.client.ack(req.envelope_id)
             return
-        await send_async_response(client, req, response, started)
+        if response.status == 200:
+            await send_async_response(client, req, response, started)
+            return
+        # slack-sdk's sender acks only a 200: bolt's 404 (no listener, say an interaction
+        # guardbot offers none for) or 500 (a listener failed) would go unacked, and Slack
+        # resends the envelope to the same end. Acked bare: the body is bolt's error, no reply.
+        if response.status >= 500:
+            log.warning(
+                "slack: bolt failed on a %s envelope (HTTP %d); acked, not answered",
+                type_name(req.type),
+                response.status,
+            )
+        else:
+            log.debug(
+                "slack: no listener for a %s envelope (HTTP %d)",
+                type_name(req.type),
+                response.status,
+            )
+        await self.client.ack(req.envelope_id)

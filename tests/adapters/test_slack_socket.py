@@ -223,3 +223,73 @@ async def test_an_envelope_bolt_cannot_read_is_acked_once_and_not_answered(
         skipped = [r.getMessage() for r in caplog.records if "bolt cannot read" in r.getMessage()]
         assert skipped == ["slack: skipped a events_api envelope bolt cannot read (ValueError)"]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# A button click from a message guardbot did not post: guardbot registers no action
+# listener, so bolt answers 404 (an interaction Slack sends to every app on the socket).
+BUTTON = {
+    "type": "block_actions",
+    "team": {"id": "T1", "domain": "t"},
+    "user": {"id": "U1", "team_id": "T1"},
+    "api_app_id": "A1",
+    "trigger_id": "1.2.3",
+    "container": {"type": "message", "channel_id": "C1", "message_ts": "1.1"},
+    "channel": {"id": "C1", "name": "general"},
+    "actions": [{"type": "button", "action_id": "someone_elses", "block_id": "b1"}],
+}
+
+
+def acks_of(rig: SlackRig, envelope_id: str) -> list[dict[str, Any]]:
+    return [a for a in rig.fake.socket_acks if a.get("envelope_id") == envelope_id]
+
+
+async def test_an_envelope_no_listener_takes_is_acked_once_and_not_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bolt answers it 404; slack-sdk alone acks only a 200, so Slack would resend it."""
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="guardbot"):
+            await rig.fake.socket_send(envelope("env-click", BUTTON, kind="interactive"))
+            assert await acked(rig, "env-click") == {"envelope_id": "env-click"}  # no payload
+            # A normal event after it is acked once too, and answered.
+            await rig.fake.socket_send(envelope("env-ok", rig.mention("still there?")))
+            await acked(rig, "env-ok")
+            [done] = await rig.observed.delivered(1)
+
+        assert done.sent and [r.text for r in rig.observed.requests] == ["still there?"]
+        assert len(acks_of(rig, "env-click")) == 1 and len(acks_of(rig, "env-ok")) == 1
+        # Not a failure of ours (bolt names the unhandled request on its own logger).
+        ours = [r for r in caplog.records if r.name == "guardbot.slack"]
+        assert not [r for r in ours if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_an_envelope_bolt_fails_on_is_acked_once_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bolt answers 500 when a listener (or middleware) raises: acked bare, one WARNING."""
+    async with slack_rig(tmp_path, slack=SOCKET, env=SOCKET_ENV) as rig:
+        assert rig.service.listeners is not None
+        app = rig.service.listeners.app
+
+        async def failing(body: dict[str, Any], next: Any) -> None:  # noqa: A002 - bolt's name
+            if body.get("event", {}).get("text") == "<@UBOT> break":
+                raise RuntimeError("a bug in a listener")
+            await next()
+
+        app.middleware(failing)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="guardbot"):
+            await rig.fake.socket_send(envelope("env-bad", rig.mention("break")))
+            assert await acked(rig, "env-bad") == {"envelope_id": "env-bad"}
+            await rig.fake.socket_send(envelope("env-ok", rig.mention("still there?")))
+            await acked(rig, "env-ok")
+            [done] = await rig.observed.delivered(1)
+
+        assert done.sent and [r.text for r in rig.observed.requests] == ["still there?"]
+        assert len(acks_of(rig, "env-bad")) == 1 and len(acks_of(rig, "env-ok")) == 1
+        ours = [r for r in caplog.records if r.name == "guardbot.slack"]
+        warned = [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+        assert warned == [
+            "slack: bolt failed on a events_api envelope (HTTP 500); acked, not answered"
+        ]
