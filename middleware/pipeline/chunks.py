@@ -137,6 +137,46 @@ class Chunker:
         self.pending, self._end, self._resume, self._secret_at = rest, 0, 0, 0
 
 
+# How far back into what was shown a chunk is masked with, whatever ``context_chars`` (the
+# output guards' window) says: a value is masked by the name before it ("DB_PASSWORD: " at
+# the end of the last chunk), and every credential name with its separator is far shorter.
+MASK_CONTEXT_CHARS = 64
+_LAST_SPACE = re.compile(r"\s\S*\Z")
+
+
+def mask_context(shown: str) -> str:
+    """What of ``shown`` a chunk is masked after: its last words, and its trailing whitespace.
+
+    The last :data:`MASK_CONTEXT_CHARS` before the trailing whitespace, from the start
+    of the word cut there (a word longer than the window too is cut, which can only
+    make a mask reach into the context, and the chunk is then masked alone), then at
+    most as much of the whitespace. Clipping a run of whitespace longer than that
+    masks the same: the secret patterns read any run as one (``\\s*`` between a
+    name and its value), or a run of more than one character as no join (a key
+    written in pieces), and a shape that spans more is held back by the chunker.
+    """
+    end = _words_end(shown)
+    start = max(0, end - MASK_CONTEXT_CHARS)
+    if start:
+        lo = max(0, start - MASK_CONTEXT_CHARS)
+        if space := _LAST_SPACE.search(shown, lo, start):
+            start = space.start() + 1
+        elif lo == 0:
+            start = 0
+    return shown[start:end] + shown[end : end + MASK_CONTEXT_CHARS]
+
+
+def _words_end(text: str) -> int:
+    """Where the trailing whitespace of ``text`` starts, looking back only as far as it goes
+    (a doubling tail: what was shown grows with every chunk, its whitespace rarely does)."""
+    n = 4 * MASK_CONTEXT_CHARS
+    while True:
+        tail = text[-n:]
+        if (words := len(tail.rstrip())) or n >= len(text):
+            return len(text) - len(tail) + words
+        n *= 2
+
+
 def context_of(shown: str, context_chars: int) -> str:
     """The last ``context_chars`` of what was shown, from a word start (no half words)."""
     if len(shown) <= context_chars:

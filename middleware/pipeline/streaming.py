@@ -14,7 +14,8 @@ judged in a window of ``context_chars`` of the text shown before it, so a
 phrase split across two chunks is still judged whole.
 
 Each chunk is masked as the final reply is (:func:`~middleware.masking.mask_text`,
-in the same window) before it is recorded or shown: a model that echoes a
+after the last words shown, :func:`~.chunks.mask_context`, whatever
+``context_chars`` is) before it is recorded or shown: a model that echoes a
 key or a configured secret's value never shows it, not even for a moment, and
 what was shown is the final reply, so nothing is retracted for masking. The
 chunker holds back a secret that the next text may complete.
@@ -32,7 +33,7 @@ from middleware.errors import LLMError
 from middleware.guards.guard import GuardContext
 from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
 from middleware.masking import clean, mask_text
-from middleware.pipeline.chunks import Chunker, context_of
+from middleware.pipeline.chunks import Chunker, context_of, mask_context
 from middleware.pipeline.policy import ConfiguredGuard
 from middleware.pipeline.screening import screen
 from middleware.types import (
@@ -292,7 +293,7 @@ class StreamedReply:
                 alone = await screen(self.chunk_guards, raw, self.ctx)
                 verdicts.extend(alone.verdicts)
                 text = alone.text
-        text = _masked(context, text)
+        text = _masked(mask_context(self.out.shown), text)
         self.out.verdicts.extend(verdicts)
         stopped = screened.blocked or self._stopped
         record = self.out.record

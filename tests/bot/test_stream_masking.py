@@ -65,14 +65,19 @@ class WatchingView(RecordingView):
 
 
 async def streamed(
-    tmp_path: Path, stub: StubOpenAI, pieces: list[str], pauses: dict[int, str]
+    tmp_path: Path,
+    stub: StubOpenAI,
+    pieces: list[str],
+    pauses: dict[int, str],
+    context_chars: int | None = None,
 ) -> tuple[Decision, WatchingView, GuardBot]:
     """One message through GuardBot with a view; piece i waits until ``pauses[i]`` is shown.
     The bot is returned open (the caller reads its log, then closes it)."""
     view = WatchingView()
     events = {i: view.when_shown(text) for i, text in pauses.items()}
     stub.script = lambda _r: Reply(pieces=pieces, pauses=events)
-    toml = STREAM_TOML.replace("chunk_chars = 10", "chunk_chars = 10\nmax_hold_ms = 20")
+    window = "" if context_chars is None else f"\ncontext_chars = {context_chars}"
+    toml = STREAM_TOML.replace("chunk_chars = 10", f"chunk_chars = 10\nmax_hold_ms = 20{window}")
     config = parse_config(toml + f'\n[log]\npath = "{tmp_path / "g.db"}"\n', "test")
     model = OpenAIChatModel(model="stub", api_key=None, base_url=stub.base_url, max_retries=0)
     bot = GuardBot(config, await DecisionLog.open(config.log.path), env=ENV, model=model)
@@ -112,8 +117,11 @@ async def assert_shown_is_the_reply(
     assert all(chars == len(text) for text, chars in rows)
 
 
+# None: the default window (200). The masking window does not depend on it: a small one
+# (8 drops "password: " from the words before the value) or none at all masks the same.
+@pytest.mark.parametrize("context_chars", [None, 8, 0])
 async def test_configured_values_and_a_password_are_masked_in_every_chunk(
-    tmp_path: Path, stub_llm: StubOpenAI
+    tmp_path: Path, stub_llm: StubOpenAI, context_chars: int | None
 ) -> None:
     pieces = [
         "Hello there. The signing secret is SECRETsign",
@@ -126,7 +134,7 @@ async def test_configured_values_and_a_password_are_masked_in_every_chunk(
     # context, the value in the next chunk); the rest of the phrase only once the hold
     # has expired on "correct horse " (a cut at a word boundary, inside the value).
     pauses = {2: "Login with password: ", 3: "Your passphrase is "}
-    decision, view, bot = await streamed(tmp_path, stub_llm, pieces, pauses)
+    decision, view, bot = await streamed(tmp_path, stub_llm, pieces, pauses, context_chars)
     try:
         assert decision.reply == (
             "Hello there. The signing secret is [SECRET:configured] ok. "
@@ -136,6 +144,23 @@ async def test_configured_values_and_a_password_are_masked_in_every_chunk(
         # The cuts fell where the secrets were split: each name shown before its value.
         assert any(state.endswith("Login with password: ") for state in view.states)
         assert any(state.endswith("Your passphrase is ") for state in view.states)
+        await assert_shown_is_the_reply(decision, view, bot, tmp_path / "g.db")
+    finally:
+        await bot.close()
+
+
+@pytest.mark.parametrize("context_chars", [None, 8, 0])
+async def test_a_name_shown_before_a_long_run_of_blanks_still_masks_its_value(
+    tmp_path: Path, stub_llm: StubOpenAI, context_chars: int | None
+) -> None:
+    # The cut falls after the blanks; more of them than the masking window looks back.
+    blanks = " " * 100
+    pieces = [f"Set it up. API token:{blanks}", "Xy7#abc9Qz2 and go.\n"]
+    pauses = {1: "API token:"}
+    decision, view, bot = await streamed(tmp_path, stub_llm, pieces, pauses, context_chars)
+    try:
+        assert decision.reply == f"Set it up. API token:{blanks}[SECRET:credential] and go.\n"
+        assert any(state.endswith(blanks) for state in view.states)
         await assert_shown_is_the_reply(decision, view, bot, tmp_path / "g.db")
     finally:
         await bot.close()

@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from middleware.masking import forget_secrets, remember_secrets
-from middleware.pipeline.chunks import NUMBER_TAIL_CHARS, Chunker, unfinished_secret
+from middleware.masking import forget_secrets, mask_text, remember_secrets
+from middleware.pipeline.chunks import (
+    MASK_CONTEXT_CHARS,
+    NUMBER_TAIL_CHARS,
+    Chunker,
+    mask_context,
+    unfinished_secret,
+)
 
 TAIL = "9 " * 40 + "4111 1111 "  # a number run longer than the window, ending in a card
 
@@ -100,3 +106,29 @@ def test_a_private_key_block_is_held_until_its_end_line() -> None:
     chunker.feed("-----END PRIVATE KEY-----\nThat is all. Really." + " more" * 200 + ". ")
     block = chunker.cut()
     assert block.startswith("-----BEGIN") and "That is all. " in block
+
+
+@pytest.mark.parametrize("before", ["", "Some words before it. " * 50, "x" * 500 + " "])
+@pytest.mark.parametrize("blanks", [" ", "\n\n", " " * 5000])
+def test_the_masking_context_keeps_the_name_before_a_value(before: str, blanks: str) -> None:
+    shown = f"{before}Here it is. DB_PASSWORD:{blanks}"
+    context = mask_context(shown)
+    words = context.rstrip()
+    # The last words of what was shown, then its blanks clipped to the window...
+    assert shown.rstrip().endswith(words) and words.endswith("Here it is. DB_PASSWORD:")
+    assert MASK_CONTEXT_CHARS <= len(words) <= 2 * MASK_CONTEXT_CHARS or words == shown.rstrip()
+    assert context[len(words) :] == blanks[:MASK_CONTEXT_CHARS]
+    # ...from a word start, unless that word is longer than the window too (then cut).
+    before_words = shown[: len(shown.rstrip()) - len(words)]
+    assert not before_words or before_words[-1].isspace() or before.startswith("x")
+    # The value after it is masked as in the whole text.
+    value = "hunter2Xy9 and that is all."
+    assert mask_text(context + value)[len(context) :] == mask_text(shown + value)[len(shown) :]
+    assert mask_text(shown + value).endswith("[SECRET:credential] and that is all.")
+
+
+def test_a_word_longer_than_the_window_is_cut_not_dropped() -> None:
+    shown = "a " + "x" * 300 + "PASSWORD: "
+    context = mask_context(shown)
+    assert shown.endswith(context) and context.endswith("xPASSWORD: ")
+    assert len(context) == MASK_CONTEXT_CHARS + 1  # the window and the one blank after it
