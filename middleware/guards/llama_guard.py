@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from middleware.errors import VerdictParseError
 from middleware.guards.config import LlamaGuardGuardConfig
 from middleware.guards.guard import GuardContext, verdict
-from middleware.guards.llm_guard import LLMGuard, with_usage
+from middleware.guards.llm_guard import LLMGuard
 from middleware.llm.model import MAX_ANSWER_CHARS, ChatModel, Message, ModelSettings
 from middleware.types import Stage, Verdict
 
@@ -119,15 +119,19 @@ class LlamaGuard(LLMGuard):
             return [Message("user", prompt), Message("assistant", text)]
         return [Message("user", text)]
 
-    async def judge_once(self, text: str, context: GuardContext, temperature: float) -> Verdict:
+    def request(
+        self, text: str, context: GuardContext, temperature: float
+    ) -> tuple[list[Message], ModelSettings]:
         settings = ModelSettings(
             temperature=temperature,
             max_tokens=24,
             timeout_s=self.cfg.timeout_s,
             model=self.cfg.model,
         )
-        completion = await self.model.complete(self.messages(text, context), settings=settings)
-        answer = parse_llama_guard(completion.text)
+        return self.messages(text, context), settings
+
+    def read(self, answer_text: str, text: str, context: GuardContext) -> Verdict:
+        answer = parse_llama_guard(answer_text)
         counted = [c for c in answer.codes if c not in self.exclude]
         named = [f"{c}:{HAZARDS[c]}" for c in counted] + [f"unknown:{c}" for c in answer.unknown]
         excluded = ",".join(f"{c}:{HAZARDS[c]}" for c in answer.codes if c in self.exclude)
@@ -142,13 +146,12 @@ class LlamaGuard(LLMGuard):
             reason = "unsafe: " + (",".join(named) or "no hazard code")
         if answer.problem:
             reason = f"unparseable answer that says unsafe ({answer.problem}); " + reason
-        result = verdict(
+        return verdict(
             self.name,
             context,
             unsafe=unsafe,
             category=",".join(named) or ("unknown" if unsafe else ""),
             score=1.0 if unsafe else 0.0,
             reason=reason,
-            raw=completion.text,
+            raw=answer_text,
         )
-        return with_usage(result, completion)

@@ -5,7 +5,11 @@ says so in a ``skipped`` verdict instead of pretending to pass or fail. With
 ``votes = k`` the same judge runs k times in parallel (at a temperature, so
 the runs can differ) and :func:`middleware.guards.voting.vote` decides; each
 run goes through the normal guard runner, so a failed run is an error
-verdict with the raw output, not an exception.
+verdict with the raw output, not an exception. A call that fails after the
+model began answering (a stream that broke off or timed out) is read as far
+as it got, and counts only if that much already blocks: a fail-open guard
+must not let through a judge that had said "unsafe" before the connection
+dropped, while a partial "safe" proves nothing (then ``on_error``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any, Protocol
 
+from middleware.errors import LLMError, VerdictParseError
 from middleware.guards.config import GuardConfigBase
 from middleware.guards.guard import Guard, GuardContext
 from middleware.guards.runner import run_guard
 from middleware.guards.voting import Voter, vote
-from middleware.llm.model import ChatModel, Completion
+from middleware.llm.model import ChatModel, Completion, Message, ModelSettings
 from middleware.types import Outcome, Verdict
 
 OFFLINE_REASON = "skipped: no LLM configured (offline echo model)"
@@ -78,7 +83,8 @@ class _Once:
 
 
 class LLMGuard:
-    """Base class: subclasses implement :meth:`judge_once` (raise VerdictParseError on junk)."""
+    """Base class: subclasses say what to ask (:meth:`request`) and how to read the
+    answer (:meth:`read`, which raises VerdictParseError on junk)."""
 
     local = False  # a model call: runs as a task, under its timeout
 
@@ -91,8 +97,39 @@ class LLMGuard:
         # Runs report what they judged; the ensemble's own action applies once, on the result.
         self._run_cfg = base.model_copy(update={"action": "block"})
 
-    async def judge_once(self, text: str, context: GuardContext, temperature: float) -> Verdict:
+    def request(
+        self, text: str, context: GuardContext, temperature: float
+    ) -> tuple[list[Message], ModelSettings]:
         raise NotImplementedError
+
+    def read(self, answer: str, text: str, context: GuardContext) -> Verdict:
+        raise NotImplementedError
+
+    async def judge_once(self, text: str, context: GuardContext, temperature: float) -> Verdict:
+        messages, settings = self.request(text, context, temperature)
+        try:
+            completion = await self.model.complete(messages, settings=settings)
+        except LLMError as exc:
+            cut = self._blocked_before_failing(exc, text, context)
+            if cut is None:
+                raise
+            return cut
+        return with_usage(self.read(completion.text, text, context), completion)
+
+    def _blocked_before_failing(
+        self, exc: LLMError, text: str, context: GuardContext
+    ) -> Verdict | None:
+        """The verdict of what a failed call had answered, when that much blocks."""
+        if not exc.raw:
+            return None
+        try:
+            partial = self.read(exc.raw, text, context)
+        except VerdictParseError:
+            return None
+        if partial.outcome is not Outcome.BLOCK:
+            return None
+        partial.reason = f"{partial.reason}; then the call failed: {exc}"
+        return partial
 
     async def check(self, text: str, context: GuardContext) -> Verdict:
         if self.offline:

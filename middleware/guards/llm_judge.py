@@ -24,7 +24,7 @@ from typing import Any
 from middleware.errors import VerdictParseError
 from middleware.guards.config import LLMJudgeGuardConfig
 from middleware.guards.guard import GuardContext, verdict
-from middleware.guards.llm_guard import LLMGuard, with_usage
+from middleware.guards.llm_guard import LLMGuard
 from middleware.llm.model import (
     MAX_ANSWER_CHARS,
     ChatModel,
@@ -155,7 +155,9 @@ class LLMJudgeGuard(LLMGuard):
         }
         self.response_format = formats[cfg.response_format]
 
-    async def judge_once(self, text: str, context: GuardContext, temperature: float) -> Verdict:
+    def request(
+        self, text: str, context: GuardContext, temperature: float
+    ) -> tuple[list[Message], ModelSettings]:
         settings = ModelSettings(
             temperature=temperature,
             max_tokens=self.cfg.max_tokens,
@@ -163,17 +165,16 @@ class LLMJudgeGuard(LLMGuard):
             model=self.cfg.model,
             response_format=self.response_format,
         )
-        completion = await self.model.complete(
-            build_messages(self.cfg, text, context), settings=settings
-        )
-        answer = parse_judge_verdict(completion.text, text, self.cfg.threshold)
-        result = verdict(
+        return build_messages(self.cfg, text, context), settings
+
+    def read(self, answer: str, text: str, context: GuardContext) -> Verdict:
+        judged = parse_judge_verdict(answer, text, self.cfg.threshold)
+        return verdict(
             self.name,
             context,
-            unsafe=answer.unsafe,
-            category=answer.category,
-            score=answer.score,
-            reason=answer.reason,
-            raw=completion.text,
+            unsafe=judged.unsafe,
+            category=judged.category,
+            score=judged.score,
+            reason=judged.reason,
+            raw=answer,
         )
-        return with_usage(result, completion)

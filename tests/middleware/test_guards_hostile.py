@@ -97,6 +97,43 @@ async def test_judge_answer_that_says_unsafe_blocks_even_fail_open(
     assert v.reason.startswith("unparseable answer that says unsafe (") and v.raw == answer
 
 
+@pytest.mark.parametrize(
+    ("kind", "pieces", "outcome"),
+    [
+        ("judge", ['{"unsafe": true, ', '"category": "vio'], Outcome.BLOCK),
+        ("judge", ['{"unsafe": false, ', '"category": "none"'], Outcome.ERROR),
+        ("judge", [SAFE, "\n"], Outcome.ERROR),  # a whole "safe" cut off still proves nothing
+        ("llama", ["unsafe\n", "S1"], Outcome.BLOCK),
+        ("llama", ["unsafe\nS1", "0"], Outcome.BLOCK),
+        ("llama", ["safe", "\n"], Outcome.ERROR),
+        ("llama", ["uns", "afe"], Outcome.ERROR),
+    ],
+)
+async def test_a_stream_that_breaks_off_after_saying_unsafe_blocks_even_fail_open(
+    stub_llm: StubOpenAI, kind: str, pieces: list[str], outcome: Outcome
+) -> None:
+    # [llm] stream = true: the judge's answer arrives in pieces and the server hangs up
+    # after the first; what it had said is all there is to go on.
+    stub_llm.script = lambda r: Reply(pieces=pieces, drop_after_chunks=1)
+    streaming = StubFactory(stub_llm.base_url, stream=True)
+    cfg: GuardConfigBase = (
+        judge(on_error="allow")
+        if kind == "judge"
+        else LlamaGuardGuardConfig(name="lg", kind="llama_guard", on_error="allow")
+    )
+    try:
+        v = await check(build_guard(cfg, streaming), cfg, "text")
+    finally:
+        await streaming.close()
+    assert (v.outcome, v.blocking, v.raw) == (outcome, outcome is Outcome.BLOCK, pieces[0])
+    broke = f"the model stream broke off after {len(pieces[0])} characters"
+    if outcome is Outcome.BLOCK:
+        assert v.reason.endswith(")") and f"; then the call failed: {broke}" in v.reason
+        assert v.category in ("unknown", "S1:violent_crimes")
+    else:
+        assert v.reason.startswith(broke)
+
+
 async def test_quoting_the_verdict_cannot_unblock_a_message(
     stub_llm: StubOpenAI, factory: StubFactory
 ) -> None:

@@ -24,15 +24,21 @@ UNSAFE = '{"unsafe": true, "category": "violence", "score": 0.97, "reason": "a t
 
 
 class StubFactory:
-    """A ModelFactory whose models talk to the stub; closes every client afterwards."""
+    """A ModelFactory whose models talk to the stub; closes every client afterwards.
+    ``stream``: the models read every reply as a stream (``[llm] stream = true``)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, stream: bool = False) -> None:
         self.base_url = base_url
+        self.stream = stream
         self.made: list[OpenAIChatModel] = []
 
     def __call__(self, *, model: str | None = None, base_url: str | None = None) -> ChatModel:
         chat = OpenAIChatModel(
-            model=model or "default-model", api_key=None, base_url=self.base_url, max_retries=0
+            model=model or "default-model",
+            api_key=None,
+            base_url=self.base_url,
+            max_retries=0,
+            stream=self.stream,
         )
         self.made.append(chat)
         return chat
