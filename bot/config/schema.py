@@ -108,7 +108,11 @@ class PipelineConfig(Section):
         default=200, ge=1, le=4000, description="streaming: a chunk ends at a sentence after this"
     )
     context_chars: int = Field(
-        default=200, ge=0, le=8000, description="streaming: text before a chunk judged with it"
+        default=200,
+        ge=0,
+        le=8000,
+        description="streaming: text before a chunk judged with it by the output guards (0: "
+        "each chunk alone; secrets are masked after the last words shown whatever this is)",
     )
     max_hold_ms: float = Field(
         default=1000, gt=0, le=60_000, description="streaming: longest wait before a shorter cut"

@@ -178,7 +178,15 @@ def _words_end(text: str) -> int:
 
 
 def context_of(shown: str, context_chars: int) -> str:
-    """The last ``context_chars`` of what was shown, from a word start (no half words)."""
+    """The last ``context_chars`` of what was shown, from a word start (no half words).
+
+    0 is no context, each chunk judged alone (``shown[-0:]`` would be all of it, so the
+    window grew with the reply and screening cost its square). It is allowed: masking
+    looks back on its own (:func:`mask_context`), so what 0 gives up is only that the
+    output guards judge a phrase split across two chunks whole.
+    """
+    if context_chars <= 0:
+        return ""
     if len(shown) <= context_chars:
         return shown
     tail = shown[-context_chars:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 
@@ -18,14 +19,15 @@ from middleware.guards.config import (
     PIIGuardConfig,
     SecretsGuardConfig,
 )
+from middleware.guards.guard import GuardContext, verdict
 from middleware.guards.pii import PIIGuard
 from middleware.guards.secrets import SecretsGuard
 from middleware.llm.openai_model import OpenAIChatModel
-from middleware.pipeline.chunks import Chunker
+from middleware.pipeline.chunks import Chunker, context_of
 from middleware.pipeline.policy import ConfiguredGuard, PipelinePolicy
 from middleware.pipeline.run import Pipeline
 from middleware.pipeline.streaming import BROKE_OFF_NOTE, StreamSettings, finish
-from middleware.types import Action, ChatRequest, StreamChunk
+from middleware.types import Action, ChatRequest, StreamChunk, Verdict
 from tests.middleware.test_pipeline import EventGuard, guard_cfg
 from tests.stubs.openai_server import Reply, StubOpenAI
 from tests.support.stream_support import RecordingView
@@ -70,10 +72,10 @@ def secrets() -> ConfiguredGuard:
     return ConfiguredGuard(cfg, SecretsGuard(cfg))
 
 
-def blocklist(words: list[str], *, stream: str = "chunk") -> ConfiguredGuard:
+def blocklist(words: list[str], *, stream: Literal["chunk", "final"] = "chunk") -> ConfiguredGuard:
     cfg = BlocklistGuardConfig(
         kind="blocklist", name="blocklist", stage="output", words=words, stream=stream
-    )  # type: ignore[arg-type]
+    )
     return ConfiguredGuard(cfg, BlocklistGuard(cfg))
 
 
@@ -219,3 +221,52 @@ async def test_input_block_shows_nothing_and_closes_generation(stub_llm: StubOpe
     generation = stub_llm.chat_requests()[0]
     await asyncio.wait_for(generation.done.wait(), 5)
     assert generation.closed_early
+
+
+class WindowGuard:
+    """Allows everything, recording each text it was asked to judge."""
+
+    local = True
+    offline = True
+
+    def __init__(self) -> None:
+        self.name = "windows"
+        self.texts: list[str] = []
+
+    async def check(self, text: str, context: GuardContext) -> Verdict:
+        self.texts.append(text)
+        return verdict(self.name, context, unsafe=False, category="test", score=0.0)
+
+
+@pytest.mark.parametrize("context_chars", [0, 12])
+async def test_each_chunk_is_judged_with_context_chars_of_the_text_before_it(
+    stub_llm: StubOpenAI, context_chars: int
+) -> None:
+    pieces = ["First sentence is here. ", "Second sentence is here. ", "Third. ", "Done.\n"]
+    view = RecordingView()
+    # The second piece comes once the first is shown: at least two chunks, whatever the timing.
+    stub_llm.script = lambda _r: Reply(pieces=pieces, pauses={1: view.first_shown})
+    recorder = Recorder(view)
+    guard = WindowGuard()
+    settings = StreamSettings(chunk_chars=5, context_chars=context_chars, max_hold_ms=60_000)
+
+    decision = await Pipeline().run(
+        request(),
+        policy(stub_llm, ConfiguredGuard(guard_cfg("windows", stage="output"), guard)),
+        view=view,
+        stream=settings,
+        recorder=recorder,
+    )
+
+    assert decision.action is Action.REPLIED and decision.reply == "".join(pieces)
+    chunks = [text for _, text, _ in recorder.chunks]
+    assert len(chunks) >= 2 and chunks[0] == pieces[0]
+    before = ["".join(chunks[:i]) for i in range(len(chunks))]
+    # 0 is no context: each chunk alone, so screening costs the reply's length in all
+    # (not the whole text shown so far with every chunk).
+    windows = [context_of(b, context_chars) + c for b, c in zip(before, chunks, strict=True)]
+    assert guard.texts == windows
+    if context_chars == 0:
+        assert guard.texts == chunks
+    else:
+        assert guard.texts[1] == "is here. " + chunks[1]
