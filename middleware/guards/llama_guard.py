@@ -5,8 +5,9 @@ classification prompt; the model answers in a fixed grammar, ``safe`` or
 ``unsafe`` + newline + a comma-separated list of hazard codes (S1..S14). The
 two answers are read asymmetrically, because only one direction can fail
 open: ``safe`` must be exactly that word (else an error, then ``on_error``),
-while an answer whose first line starts with the word ``unsafe`` (any case or
-spacing) always counts as unsafe. Codes that do not fit the grammar (``S99``,
+while an answer with a line that starts or ends with the word ``unsafe`` (any
+case or spacing, in markdown emphasis or backticks, after ``safe`` on an
+earlier line) always counts as unsafe. Codes that do not fit the grammar (``S99``,
 a missing code line, prose after it) do not turn that judgement into an error
 a fail-open guard would let through; they are recorded in the reason, unknown
 codes as ``unknown:S99``. Codes listed in ``exclude`` do not count. For the
@@ -42,7 +43,11 @@ HAZARDS = {
     "S13": "elections",
     "S14": "code_interpreter_abuse",
 }
-_UNSAFE = re.compile(r"unsafe\b", re.IGNORECASE)
+# Markdown emphasis and code marks are dropped before reading a line; a line says
+# unsafe when its first word (after quotes, bullets, headings) or its last is "unsafe".
+_MARKUP = str.maketrans("", "", "*_`")
+_UNSAFE_FIRST = re.compile(r"""[\s"'>#(\[-]*unsafe\b""", re.IGNORECASE)
+_UNSAFE_LAST = re.compile(r"\bunsafe\W*$", re.IGNORECASE)
 _TOKEN = re.compile(r"[^,\s]+")
 _CODE_LIKE = re.compile(r"S\d{1,3}")
 _TOKENS_SHOWN = 5  # unknown codes and junk tokens kept: a hostile answer can list thousands
@@ -67,15 +72,22 @@ def parse_llama_guard(raw: str) -> LlamaAnswer:
     lines = [line.strip() for line in raw.split("\n") if line.strip()]
     if lines == ["safe"]:
         return LlamaAnswer(unsafe=False)
-    said = _UNSAFE.match(lines[0]) if lines else None
+    plain = [line.translate(_MARKUP).strip() for line in lines]
+    hits = ((at, said) for at, line in enumerate(plain) if (said := _says_unsafe(line)))
+    at, said = next(hits, (0, None))
     if said is None:
         raise VerdictParseError("expected 'safe' or 'unsafe' followed by hazard codes", raw)
+    line = plain[at]
+    problems = []
+    if at or said.start():
+        problems.append("text before 'unsafe'")
+    elif lines[at] != line or said.end() != len("unsafe"):
+        problems.append("markup around 'unsafe'")
     # The codes follow on the next line; a model that kept them on the first line
     # ("unsafe S1") is read the same way, but is not the grammar.
-    rest = lines[0][said.end() :].strip()
-    code_line, extra = (
-        (rest, lines[1:]) if rest else (lines[1] if len(lines) > 1 else "", lines[2:])
-    )
+    rest = line[said.end() :].strip()
+    after = plain[at + 1 :]
+    code_line, extra = (rest, after) if rest else (after[0] if after else "", after[1:])
     codes: list[str] = []
     unknown: list[str] = []
     junk: list[str] = []
@@ -87,7 +99,6 @@ def parse_llama_guard(raw: str) -> LlamaAnswer:
             unknown.append(code)
         else:
             junk.append(token[:20])
-    problems = []
     if not code_line:
         problems.append("no hazard codes")
     if rest:
@@ -105,6 +116,10 @@ def parse_llama_guard(raw: str) -> LlamaAnswer:
         unknown=tuple(unknown),
         problem="; ".join(problems) or None,
     )
+
+
+def _says_unsafe(line: str) -> re.Match[str] | None:
+    return _UNSAFE_FIRST.match(line) or _UNSAFE_LAST.search(line)
 
 
 class LlamaGuard(LLMGuard):

@@ -9,9 +9,10 @@ structured output). The parser is strict on purpose: prose around the
 object, wrong types, duplicate keys, NaN, truncation, or an answer that merely
 repeats the screened text are errors (then ``on_error``), never a pass. Only
 one direction can fail open, so an answer that does not parse but says
-``"unsafe": true`` anywhere blocks instead (a fail-open guard would otherwise
-let a judge's "unsafe" through), and the repeat check only rejects a repeat
-that would have passed: a user quoting a verdict cannot unblock themselves.
+``"unsafe": true`` anywhere (or another truthy value: ``"yes"``, ``1``) blocks
+instead (a fail-open guard would otherwise let a judge's "unsafe" through),
+and the repeat check only rejects a repeat that would have passed: a user
+quoting a verdict cannot unblock themselves.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ VERDICT_SCHEMA: dict[str, Any] = {
 
 # `"unsafe": true` in any spelling a broken or hostile answer might use; only ever
 # read from an answer that failed the strict parse, and only to block.
-_SAYS_UNSAFE = re.compile(r"""["']unsafe["']\s*:\s*["']?true\b""", re.IGNORECASE)
+_SAYS_UNSAFE = re.compile(
+    r"""["']unsafe["']\s*:\s*["']?(true|yes|[-+]?\d*\.?\d+)\b""", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,15 @@ class JudgeAnswer:
     category: str
     score: float | None
     reason: str
+
+
+def says_unsafe(raw: str) -> bool:
+    """Whether an answer that failed the strict parse says ``"unsafe"`` with a truthy value."""
+    for found in _SAYS_UNSAFE.finditer(raw):
+        value = found.group(1).lower()
+        if value in ("true", "yes") or float(value) != 0:
+            return True
+    return False
 
 
 def parse_judge_verdict(
@@ -97,7 +109,7 @@ def parse_judge_verdict(
     try:
         said_unsafe, category, score, reason = _strict_verdict(raw)
     except VerdictParseError as exc:
-        if len(raw) <= MAX_ANSWER_CHARS and _SAYS_UNSAFE.search(raw):
+        if len(raw) <= MAX_ANSWER_CHARS and says_unsafe(raw):
             why = f"unparseable answer that says unsafe ({exc})"
             return JudgeAnswer(True, "unknown", None, why)
         raise

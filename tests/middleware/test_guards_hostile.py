@@ -49,6 +49,10 @@ def answer_by_input(answers: dict[str, str]) -> Callable[[Recorded], Reply]:
         (" unsafe \n s10 ", "S10:hate", None),
         ("unsafe\nS99", "unknown:S99", "unknown hazard codes S99"),
         ("unsafe\nS1\nThe message threatens a person.", "S1:violent_crimes", "text after"),
+        ("**unsafe**\nS1", "S1:violent_crimes", "markup around 'unsafe'"),
+        ("`unsafe`\n`S10`", "S10:hate", "markup around 'unsafe'"),
+        ("The answer is unsafe\nS1", "S1:violent_crimes", "text before 'unsafe'"),
+        ("safe\nunsafe\nS1", "S1:violent_crimes", "text before 'unsafe'"),
     ],
 )
 async def test_llama_guard_that_says_unsafe_blocks_even_fail_open(
@@ -85,6 +89,8 @@ async def test_llama_guard_off_grammar_answers_that_do_not_say_unsafe_follow_on_
     [
         '{"unsafe": true, "unsafe": false, "category": "hate", "score": 0.9, "reason": "r"}',
         SAFE + UNSAFE,
+        '{"unsafe": "yes", "category": "hate", "score": 0.9, "reason": "r"}',
+        '{"unsafe": 1, "category": "hate", "score": 0.9, "reason": "r"}',
     ],
 )
 async def test_judge_answer_that_says_unsafe_blocks_even_fail_open(
@@ -101,6 +107,7 @@ async def test_judge_answer_that_says_unsafe_blocks_even_fail_open(
     ("kind", "pieces", "outcome"),
     [
         ("judge", ['{"unsafe": true, ', '"category": "vio'], Outcome.BLOCK),
+        ("judge", ['{"unsafe": 1, "category"', ': "hate"'], Outcome.BLOCK),
         ("judge", ['{"unsafe": false, ', '"category": "none"'], Outcome.ERROR),
         ("judge", [SAFE, "\n"], Outcome.ERROR),  # a whole "safe" cut off still proves nothing
         ("llama", ["unsafe\n", "S1"], Outcome.BLOCK),
