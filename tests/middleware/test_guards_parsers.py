@@ -12,7 +12,7 @@ import pytest
 
 from middleware.errors import VerdictParseError
 from middleware.guards.llama_guard import LlamaAnswer, parse_llama_guard
-from middleware.guards.llm_judge import JudgeAnswer, parse_judge_verdict
+from middleware.guards.llm_judge import DEFAULT_PROMPT, JudgeAnswer, parse_judge_verdict
 
 GOOD = '{"unsafe": true, "category": "violence", "score": 0.93, "reason": "a threat"}'
 SAFE = '{"unsafe": false, "category": "none", "score": 0.1, "reason": "fine"}'
@@ -50,6 +50,8 @@ def test_judge_tolerates_extra_keys() -> None:
         ('{"unsafe": 0, "category": "x", "score": 0.1, "reason": "r"}', "int bool"),
         ('{"unsafe": 0.0, "category": "x", "score": 0.1, "reason": "r"}', "float bool"),
         ('{"unsafe": "no", "category": "x", "score": 0.1, "reason": "r"}', "string no"),
+        (DEFAULT_PROMPT, 'the prompt\'s own "unsafe": true or false'),
+        ('{"unsafe": TRUE or FALSE}', "true or false"),
         ('{"unsafe": false, "category": "x", "score": "0.1", "reason": "r"}', "string score"),
         ('{"unsafe": false, "category": "x", "score": true, "reason": "r"}', "bool score"),
         ('{"unsafe": false, "category": "x", "score": 1.5, "reason": "r"}', "score > 1"),
@@ -104,6 +106,20 @@ def test_judge_answer_that_fails_the_parse_but_says_unsafe_blocks(raw: str) -> N
     answer = parse_judge_verdict(raw, threshold=0.5)
     assert (answer.unsafe, answer.category, answer.score) == (True, "unknown", None)
     assert answer.reason.startswith("unparseable answer that says unsafe (")
+
+
+def test_an_unparseable_answer_that_repeats_the_input_says_so() -> None:
+    with pytest.raises(VerdictParseError, match="; the answer repeats the prompt$"):
+        parse_judge_verdict(DEFAULT_PROMPT, "hello", None, (DEFAULT_PROMPT, "Classify"))
+    with pytest.raises(VerdictParseError, match="; the answer contains the screened text$"):
+        parse_judge_verdict('Echo: "a \\"quoted\\" line"', 'a "quoted" line')
+    # Text the user wrote can still say unsafe (it only blocks their own message).
+    answer = parse_judge_verdict("you said: 'unsafe': true", "'unsafe': true")
+    assert answer.unsafe and answer.reason.endswith("; the answer contains the screened text)")
+    # Short texts and prompts that are not there are not named.
+    with pytest.raises(VerdictParseError) as info:
+        parse_judge_verdict("hi there", "hi", None, ("You are a classifier",))
+    assert "repeat" not in str(info.value) and "contains" not in str(info.value)
 
 
 def test_judge_that_echoes_the_screened_text_is_an_error() -> None:
