@@ -15,7 +15,9 @@ in ``failure``, so `guardbot run` exits instead of serving nothing. ``stop()``
 stops taking new messages, waits for those in flight, then logs out; the
 application flushes its decision log after that. A message that gets no reply
 because of the shutdown (still waiting for a slot, see :mod:`adapters.slots`,
-or arriving once the stop began) is put on record as not answered first.
+or arriving once the stop began) is put on record as not answered first; a
+reply cut off mid-stream keeps what it showed, followed by a note saying it was
+cut off, if Discord takes that last edit within ``CUT_OFF_BUDGET_S``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from adapters.discord.delivery import (
 from adapters.discord.interactions import answer_admin, answer_command_error, answer_ephemeral
 from adapters.discord.messages import Conversations, is_dm, should_answer, to_request
 from adapters.discord.stream import DiscordMessages
-from adapters.live import LiveReply
+from adapters.live import CUT_OFF_NOTE, LiveReply
 from adapters.slots import NOT_ANSWERED, NotAdmitted, Slots
 from middleware.types import Decision
 
@@ -56,6 +58,7 @@ SHUTTING_DOWN = "guardbot is restarting; please try again in a minute."
 DEFER_AFTER_S = 2.0  # answer within 3 s or defer; leaves a second for the network
 ARRIVED_STOPPING = "not answered: shutting down (it arrived after the stop began)"
 STRAGGLERS_S = 2.0  # after logging out: for records of messages that arrived meanwhile
+CUT_OFF_BUDGET_S = 2.0  # after shutdown_timeout_s: the last edit of a reply cut off mid-stream
 
 
 def discord_requested(config: DiscordConfig, env: Mapping[str, str] = os.environ) -> bool:
@@ -96,6 +99,7 @@ class DiscordService:
         guild_ready_timeout_s: float = 2.0,
         defer_after_s: float = DEFER_AFTER_S,
         identify_interval_s: float = 5.0,
+        cut_off_budget_s: float = CUT_OFF_BUDGET_S,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -103,6 +107,7 @@ class DiscordService:
         self.ready_timeout_s = ready_timeout_s
         self.defer_after_s = defer_after_s
         self.identify_interval_s = identify_interval_s
+        self.cut_off_budget_s = cut_off_budget_s
         self.conversations = Conversations()
         self.client = build_client(config, self, guild_ready_timeout_s=guild_ready_timeout_s)
         self.tree = app_commands.CommandTree(self.client)
@@ -292,7 +297,7 @@ class DiscordService:
         except asyncio.CancelledError:
             if not admitted:  # once admitted, the handler records the cut-off itself
                 await self.handler.record_cut_off(request, NOT_ANSWERED)
-            await view.close()  # shutdown: what was shown stays, nothing more is sent
+            await self._cut_off(view)
             raise
         except Exception:
             log.exception("Discord: handling message %s failed", message.id)
@@ -306,6 +311,28 @@ class DiscordService:
             await self.handler.record_delivery(decision, sent=sent, error=error)
         except Exception:
             log.exception("Discord: could not record the delivery of %s", decision.id)
+
+    async def _cut_off(self, view: LiveReply) -> None:
+        """Shutdown cancelled an answer mid-stream: its messages end where the reply stopped.
+
+        The bot has given the view its last text by now (what was shown, then the
+        cut-off note; a retraction as it is) and put on record that it did, but the
+        edit showing it may still wait its turn (the edit interval, a 429): it gets
+        ``cut_off_budget_s``, so a Discord that does not answer cannot hold shutdown.
+        With nothing released nothing is sent: the user only saw "is typing…".
+        """
+        try:
+            async with asyncio.timeout(self.cut_off_budget_s):
+                await view.cut_off("", CUT_OFF_NOTE)  # "": an empty reply posts nothing
+        except TimeoutError:
+            log.warning(
+                "Discord: a reply cut off at shutdown was not updated within %.1f s",
+                self.cut_off_budget_s,
+            )
+        except Exception:  # a view should not raise; the cancellation must go on regardless
+            log.exception("Discord: ending a reply cut off at shutdown failed")
+        finally:
+            await view.close()  # whatever is shown stays; nothing more is sent
 
     async def _start_thread(self, message: discord.Message) -> discord.Thread | None:
         # A neutral name: the thread exists before the guards have read the message, and

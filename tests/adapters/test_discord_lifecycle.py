@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import discord
@@ -22,8 +23,9 @@ from adapters.discord.service import (
     discord_requested,
     read_token,
 )
+from adapters.live import CUT_OFF_NOTE
 from adapters.slots import NOT_ANSWERED
-from bot.app import GuardBot
+from bot.app import SHUTDOWN_ERROR, GuardBot
 from bot.cli.run import serve
 from bot.config.schema import Config
 from middleware.decision_log import DecisionLog
@@ -163,6 +165,71 @@ async def test_shutdown_gives_up_on_replies_after_the_timeout(tmp_path: Path) ->
         await request.done.wait()
         assert request.closed_early  # cancelled: the provider stops generating
         assert rig.fake.sent == [] and rig.observed.deliveries == []
+
+
+def story(never: asyncio.Event) -> Callable[[Recorded], Reply]:
+    """A streamed reply whose second piece never comes: shutdown cuts it off after one."""
+    return lambda _r: Reply(pieces=["Part one is here. ", "never sent"], pauses={1: never})
+
+
+ONE_CHUNK_A_SENTENCE = {"pipeline": {"chunk_chars": 1}}
+
+
+async def test_shutdown_mid_stream_ends_the_reply_on_the_cut_off_note(tmp_path: Path) -> None:
+    """The bot gives the view the shown text and the note; the edit showing it still waits
+    its turn (the edit interval) and must not be cancelled with the answer."""
+    never = asyncio.Event()
+    discord_cfg = {"shutdown_timeout_s": 0.05, "min_edit_interval_s": 1.0}
+    async with discord_rig(
+        tmp_path, discord=discord_cfg, config=ONE_CHUNK_A_SENTENCE, script=story(never)
+    ) as rig:
+        fake = rig.fake
+        await fake.post("a long story", mention_bot=True)
+        await fake.wait_for(lambda: bool(fake.sent))
+        [first] = fake.sent
+        assert first["content"].strip() == "Part one is here."
+        await rig.service.stop()
+
+        cut_off = f"{first['content']}\n\n{CUT_OFF_NOTE}"
+        assert fake.edits and fake.edits[-1]["content"] == cut_off
+        assert fake.messages[int(first["id"])]["content"] == cut_off  # what the user reads
+        assert len(fake.sent) == 1  # no second message
+        [generation] = rig.llm.chat_requests()
+        await generation.done.wait()
+        assert generation.closed_early
+        [decision] = await rig.bot.log.query(limit=5)
+        assert decision.error == SHUTDOWN_ERROR and decision.reply == cut_off
+        assert decision.delivery.status == "failed"
+        assert "the view was given a cut-off note" in (decision.delivery.error or "")
+
+
+async def test_a_discord_that_does_not_answer_the_cut_off_edit_does_not_hold_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    never, answer = asyncio.Event(), asyncio.Event()
+    discord_cfg = {"shutdown_timeout_s": 0.05, "min_edit_interval_s": 0.0}
+    async with discord_rig(
+        tmp_path,
+        discord=discord_cfg,
+        config=ONE_CHUNK_A_SENTENCE,
+        script=story(never),
+        cut_off_budget_s=0.2,
+    ) as rig:
+        fake = rig.fake
+        fake.edit_gates.append(answer)  # Discord takes the next edit and never answers it
+        await fake.post("a long story", mention_bot=True)
+        await fake.wait_for(lambda: bool(fake.sent))
+        try:
+            async with asyncio.timeout(10):  # a bound for a hang, far above the budget
+                await rig.service.stop()
+            held = [c for c in fake.calls if c.method == "HELD"]
+            assert [c.body["content"] for c in held] == [
+                f"{fake.sent[0]['content']}\n\n{CUT_OFF_NOTE}"
+            ]
+            assert fake.edits == []  # abandoned, not applied
+            assert any("not updated within 0.2 s" in r.getMessage() for r in caplog.records)
+        finally:
+            answer.set()  # let the fake's handler end
 
 
 @pytest.mark.parametrize("shards", ["auto", 2])
