@@ -2,8 +2,10 @@
 
 Secrets are masked by *shape* (:mod:`middleware.guards.secrets`) and by
 *value*: the keys and tokens the bot was given (:func:`remember_secrets`, at
-start) are replaced by ``[SECRET:configured]`` whatever their shape, wherever
-:func:`mask_text` runs: the decision log and its search index, replies,
+start) are replaced by ``[SECRET:configured]`` whatever their shape, and as
+the shapes are, through invisible characters and full-width forms (a value
+split by a zero-width space is masked whole, the invisible characters with it),
+wherever :func:`mask_text` runs: the decision log and its search index, replies,
 terminal output and the log handlers (:class:`SecretFilter`). It is one
 concept with its own users (the bot, the CLI, the renderer, the log), so it
 lives beside them all rather than inside the decision log.
@@ -16,8 +18,10 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 
+from middleware.guards.normalize import strip_invisible
 from middleware.guards.pii import mask_pii
 from middleware.guards.secrets import SECRET_MARK, mask_secrets
+from middleware.guards.spans import Span, mask, non_overlapping, scan
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Shorter values are not masked by value: "test" or "1234" would shred ordinary text.
@@ -25,6 +29,11 @@ MIN_SECRET_CHARS = 8
 CONFIGURED = f"{SECRET_MARK}configured]"
 SHORT = 120  # texts up to this long are masked through a cache (see mask_storable)
 _known: tuple[str, ...] = ()  # longest first, so a value inside another is not half-masked
+# What a text is searched for: the values and their plain forms (strip_invisible; the
+# same strings for the usual ASCII values), longest first. spans.scan searches a text and
+# its plain form with one finder, and a value given with an invisible character in it is
+# still found written without.
+_searched: tuple[str, ...] = ()
 
 
 def clean(text: str) -> str:
@@ -43,18 +52,21 @@ def clean(text: str) -> str:
 
 def remember_secrets(values: Iterable[str | None]) -> None:
     """Add the values of the secrets this process was given; masked from now on, everywhere."""
-    global _known
+    global _known, _searched
     fresh = {v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET_CHARS}
     if not fresh - set(_known):
         return
     _known = tuple(sorted(fresh | set(_known), key=len, reverse=True))
+    plain = {strip_invisible(v) for v in _known}
+    forms = set(_known) | {v for v in plain if len(v) >= MIN_SECRET_CHARS}
+    _searched = tuple(sorted(forms, key=len, reverse=True))
     _mask_short.cache_clear()  # cached results predate these values
 
 
 def forget_secrets() -> None:
     """Drop every remembered value (tests that start several bots in one process)."""
-    global _known
-    _known = ()
+    global _known, _searched
+    _known = _searched = ()
     _mask_short.cache_clear()
 
 
@@ -65,15 +77,53 @@ def known_secrets() -> tuple[str, ...]:
 
 def mask_known(text: str) -> str:
     """``text`` with the remembered secret values replaced; a substring test per value."""
-    for value in _known:
+    return _mask_values(text)[0]
+
+
+def _mask_values(text: str) -> tuple[str, str]:
+    """:func:`mask_known` of ``text``, and the plain form of that (``strip_invisible``).
+
+    A value can hide behind invisible characters or full-width forms only where
+    the plain form differs from the text; only then is the text searched again,
+    through :func:`~middleware.guards.spans.scan`, which masks what the plain
+    form holds on the text as written (the invisible characters inside a value go
+    with it). The plain form is returned because shape masking needs it next: a
+    text that hides nothing costs one ``strip_invisible``, as it did before.
+    """
+    for value in _searched:
         if value in text:
             text = text.replace(value, CONFIGURED)
-    return text
+    plain = strip_invisible(text)  # the text itself when ASCII
+    if plain == text or not _searched:
+        return text, plain
+    spans = scan(_find_known, text, plain)
+    if not spans:
+        return text, plain
+    text = mask(text, spans, _configured)
+    return text, strip_invisible(text)
+
+
+def _find_known(text: str) -> list[Span]:
+    """Every occurrence of a remembered value (or its plain form) in ``text``."""
+    spans: list[Span] = []
+    for value in _searched:
+        at = text.find(value)
+        while at >= 0:
+            spans.append((at, at + len(value), "configured"))
+            at = text.find(value, at + len(value))
+    return non_overlapping(spans)
+
+
+def _configured(_kind: str) -> str:
+    return CONFIGURED
 
 
 def mask_text(text: str) -> str:
     """Secrets masked by value and by shape: the form of a text anyone may see."""
-    return mask_secrets(mask_known(text)) if text else text
+    if not text:
+        return text
+    masked, plain = _mask_values(text)
+    return mask_secrets(masked, plain)
 
 
 def _mask(text: str, redact_pii: bool) -> str:

@@ -261,9 +261,10 @@ def _label(kind: str) -> str:
     return f"{SECRET_MARK}{kind}]"
 
 
-def mask_secrets(text: str) -> str:
-    """``text`` with every recognised key or token replaced by ``[SECRET:kind]``."""
-    spans = scan(find_secrets, text)
+def mask_secrets(text: str, plain: str | None = None) -> str:
+    """``text`` with every recognised key or token replaced by ``[SECRET:kind]``
+    (``plain``: its ``strip_invisible`` form, when the caller already made it)."""
+    spans = scan(find_secrets, text, plain)
     return mask(text, spans, _label) if spans else text
 
 

@@ -37,7 +37,7 @@ def mask(text: str, spans: list[Span], label: Callable[[str], str]) -> str:
     return "".join(out)
 
 
-def scan(find: Callable[[str], list[Span]], text: str) -> list[Span]:
+def scan(find: Callable[[str], list[Span]], text: str, plain: str | None = None) -> list[Span]:
     """Findings in ``text``, seen through invisible characters and full-width forms.
 
     A zero-width space or a tag character inside a key, or full-width digits,
@@ -47,9 +47,11 @@ def scan(find: Callable[[str], list[Span]], text: str) -> list[Span]:
     covers every character it was made from, the invisible ones inside it too.
     Counting covered characters, not findings: a key cut in two by a zero-width
     space is one finding either way, but only the plain form's covers all of it.
+    ``plain`` is ``strip_invisible(text)`` when the caller already has it.
     """
     spans = find(text)
-    plain = strip_invisible(text)
+    if plain is None:
+        plain = strip_invisible(text)
     if plain == text:
         return spans
     plain_spans = find(plain)
