@@ -64,7 +64,7 @@ UNDECIDED_STREAMS_SQL = (
     "s.decision_id) AND NOT EXISTS (SELECT 1 FROM stream_events AS e WHERE e.decision_id = "
     "s.decision_id AND e.kind = 'end') GROUP BY decision_id ORDER BY max(seq) LIMIT 1000"
 )
-NO_END = 2**62
+NO_END = 2**63 - 1  # the largest seq an INTEGER / bigint column holds
 Content = Callable[[Mapping[str, Any]], str]  # a stored row's content hash, as chained
 Check = Callable[[aiosqlite.Connection], Awaitable["ChainReport | None"]]  # a problem, or None
 
@@ -121,23 +121,24 @@ async def pages(
     ``size`` records in all unless it is the last.
     """
     while True:
-        end = NO_END
-        for _, table, _ in CHAINED_TABLES:  # the seq indexes answer these without reading rows
+        end: int | None = None  # the last window has no upper bound: a seq beyond any
+        for _, table, _ in CHAINED_TABLES:  # number is still read (and reported)
             sql = f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"
             if (nth := await first(db, sql, (after_seq, size))) is not None:
-                end = min(end, nth[0] - 1)
+                end = nth[0] - 1 if end is None else min(end, nth[0] - 1)
+        window, bounds = ("seq > ?", (after_seq,)) if end is None else (
+            "seq > ? AND seq <= ?", (after_seq, end))  # fmt: skip
         rows: list[Any] = list(
             await db.execute_fetchall(
-                f"SELECT {DECISION_SELECT} FROM decisions WHERE seq > ? AND seq <= ? ORDER BY seq",
-                (after_seq, end),
+                f"SELECT {DECISION_SELECT} FROM decisions WHERE {window} ORDER BY seq", bounds
             )
         )
         page = await _decision_links(db, rows, versions)
         for kind_sql, table, columns, rid, content in OTHERS:
             found = await db.execute_fetchall(
                 f"SELECT {', '.join(columns)}, {rid}, seq, prev_sha256, sha256, {kind_sql} "
-                f"FROM {table} WHERE seq > ? AND seq <= ? ORDER BY seq",
-                (after_seq, end),
+                f"FROM {table} WHERE {window} ORDER BY seq",
+                bounds,
             )
             for *values, i, seq, prev, sha, kind in found:
                 sha_of = content(dict(zip(columns, values, strict=True)))
@@ -148,7 +149,7 @@ async def pages(
             page.sort(key=lambda link: link.seq)
         if page:
             yield page
-        if end == NO_END:
+        if end is None:
             return
         after_seq = end
 

@@ -306,3 +306,20 @@ async def test_an_anchor_in_the_pruned_part(tmp_path: Path) -> None:
         assert "was pruned" in str(await log.check_anchor(2, head.head_sha256))
     finally:
         await log.close()
+
+
+@pytest.mark.parametrize("seq", [2**62 + 1, 2**63 - 1], ids=["2**62+1", "max"])
+async def test_a_record_far_beyond_the_head_is_read(tmp_path: Path, seq: int) -> None:
+    """Review A 3: the last page has no upper bound, so a forged delivery with a huge
+    seq (which `show` would display) is read and named, not skipped."""
+    path = tmp_path / "guardbot.db"
+    ids = await _small_log(path)
+    with raw_db(path) as db:
+        db.execute(
+            "INSERT INTO deliveries (decision_id, created_utc, status, error, seq, prev_sha256,"
+            " sha256) VALUES (?, '2026-01-01T00:00:00Z', 'failed', 'forged', ?, 'x', 'y')",
+            (ids[0], seq),
+        )
+    report = await _verify(path)
+    assert (report.ok, report.bad_kind, report.bad_seq) == (False, "delivery", seq)
+    assert "does not chain" in report.message
