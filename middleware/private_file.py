@@ -13,12 +13,16 @@ import os
 import stat
 
 
-def open_private(path: str | os.PathLike[str], flags: int) -> int:
-    """``os.open(path, flags | O_CREAT, 0o600)``, then a regular file made owner-only."""
+def open_private(path: str | os.PathLike[str], flags: int, *, tighten: bool = True) -> int:
+    """``os.open(path, flags | O_CREAT, 0o600)``, then a regular file made owner-only.
+
+    ``tighten=False`` leaves an existing file's mode alone (a new one is still 0600),
+    for a caller that must first make sure the file is its own.
+    """
     fd = os.open(path, flags | os.O_CREAT, 0o600)
     try:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) and mode & 0o077:
+        if tighten and stat.S_ISREG(mode) and mode & 0o077:
             os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT and O_TRUNC
     except BaseException:
         os.close(fd)

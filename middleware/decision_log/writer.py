@@ -265,8 +265,10 @@ def _settle(batch: list[tuple[writes.Job, asyncio.Future[Any]]], results: list[A
 # -- opening files ---------------------------------------------------------------------
 
 
-def create_private(path: Path) -> None:
+def create_private(path: Path, *, tighten: bool = True) -> None:
     """Create the file readable by the owner only; its folder must exist already.
+
+    ``tighten=False`` leaves an existing file's mode as it is (see :func:`prepare`).
 
     A missing folder is most likely a typo in ``[log] path`` or ``--db``:
     creating it would hide the mistake and start a second, empty log.
@@ -277,7 +279,7 @@ def create_private(path: Path) -> None:
             f"cannot create the decision log {path}: the folder {folder} does not exist "
             "(create it first, or correct [log] path / --db)"
         )
-    fd = open_private(path, os.O_RDWR)
+    fd = open_private(path, os.O_RDWR, tighten=tighten)
     try:
         if not is_regular(fd):  # /dev/null, a FIFO: SQLite cannot keep a log there
             raise LogUnavailable(f"cannot use {path} as the decision log: it is not a file")
@@ -285,27 +287,35 @@ def create_private(path: Path) -> None:
         os.close(fd)
 
 
-def target(path: Path, *, read_only: bool) -> str:
+def target(path: Path, *, read_only: bool, tighten: bool = True) -> str:
     """What to hand SQLite: a read-only URI, or the path of a file made private first."""
     if read_only:
         if not path.is_file():
             raise LogUnavailable(f"no decision log at {path} (run `guardbot chat` to create one)")
         return f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
-        create_private(path)
+        create_private(path, tighten=tighten)
     except OSError as exc:  # permissions, a folder in the way, a read-only disk
         raise LogUnavailable(f"cannot create the decision log {path}: {exc.strerror}") from None
     return str(path)
 
 
 def prepare(path: Path) -> None:
-    """Create the file (0600), switch it to WAL and apply pending migrations (blocking)."""
+    """Create the file (0600), switch it to WAL and apply pending migrations (blocking).
+
+    An existing file is made owner-only only once it is known to be ours (empty, or
+    with guardbot's ``_migrations``): another application's database, or a file that
+    is no database, is refused with its mode and bytes as they were. It is tightened
+    before the switch to WAL, which creates ``-wal`` and ``-shm`` with its mode.
+    """
     try:
-        db = sqlite3.connect(target(path, read_only=False), isolation_level=None, timeout=BUSY_S)
+        where = target(path, read_only=False, tighten=False)
+        db = sqlite3.connect(where, isolation_level=None, timeout=BUSY_S)
     except sqlite3.Error as exc:
         raise LogUnavailable(f"cannot open the decision log {path}: {exc}") from None
     try:
         _refuse_foreign(db, path)
+        target(path, read_only=False)  # ours: now made owner-only
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise LogUnavailable(f"{path}: cannot switch the decision log to WAL mode")

@@ -23,7 +23,7 @@ from tests.support.decision_log_support import make_decision
 KEY = "sk-proj-" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 
 
-def mode(path: Path) -> int:
+def mode(path: Path | os.DirEntry[str]) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
@@ -54,11 +54,40 @@ async def test_another_applications_database_is_refused_untouched(tmp_path: Path
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
         db.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    path.chmod(0o664)  # shared with a group: guardbot must not take that away
     before = path.read_bytes()
     with pytest.raises(LogUnavailable, match="a SQLite database of something else"):
         await DecisionLog.open(path)
     assert path.read_bytes() == before  # no WAL switch, no tables added
+    assert mode(path) == 0o664  # refused before its mode was touched
     assert os.listdir(tmp_path) == ["crm.db"]  # no -wal, no -shm
+
+
+async def test_a_file_that_is_no_database_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("meeting notes, not a database\n" * 100)
+    path.chmod(0o644)
+    with pytest.raises(LogUnavailable, match="not a SQLite database"):
+        await DecisionLog.open(path)
+    assert mode(path) == 0o644
+
+
+async def test_an_empty_file_or_an_old_log_is_made_private(tmp_path: Path) -> None:
+    """Ours (empty, or guardbot's own with a loose mode): owner-only before WAL, so the
+    -wal and -shm SQLite creates with the file's mode are owner-only too."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    empty.chmod(0o644)
+    log = await DecisionLog.open(empty)
+    try:
+        await log.record(make_decision())
+        assert {mode(p) for p in os.scandir(tmp_path)} == {0o600}
+    finally:
+        await log.close()
+    empty.chmod(0o640)
+    log = await DecisionLog.open(empty)
+    await log.close()
+    assert mode(empty) == 0o600
 
 
 async def test_an_empty_file_and_a_guardbot_log_open(tmp_path: Path) -> None:
