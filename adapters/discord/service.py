@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,7 +49,7 @@ from adapters.discord.messages import Conversations, is_dm, should_answer, to_re
 from adapters.discord.stream import DiscordMessages
 from adapters.live import CUT_OFF_NOTE, LiveReply
 from adapters.slots import NOT_ANSWERED, NotAdmitted, Slots
-from middleware.types import Decision
+from middleware.types import ChatRequest, Decision
 
 log = logging.getLogger("guardbot.discord")
 
@@ -297,11 +297,46 @@ class DiscordService:
         except asyncio.CancelledError:
             if not admitted:  # once admitted, the handler records the cut-off itself
                 await self.handler.record_cut_off(request, NOT_ANSWERED)
-            await self._cut_off(view)
+            # The bot gave the view its last text (what was shown, then the cut-off note;
+            # a retraction as it is) and put that on record. With nothing released the
+            # user only saw "is typing…", and an empty reply posts nothing.
+            await self._last_edits(view, view.cut_off("", CUT_OFF_NOTE))
             raise
         except Exception:
             log.exception("Discord: handling message %s failed", message.id)
-        sent, error = await view.finish(decision.reply if decision is not None else SORRY)
+        reply = decision.reply if decision is not None else SORRY
+        try:
+            sent, error = await view.finish(reply)
+        except asyncio.CancelledError:  # the decision is on record: its reply may still go out
+            await self._last_edits(
+                view, self._finish_late(view, messages, reply, request, decision)
+            )
+            raise
+        await self._delivered(view, messages, request, decision, sent=sent, error=error)
+
+    async def _finish_late(
+        self,
+        view: LiveReply,
+        messages: DiscordMessages,
+        reply: str,
+        request: ChatRequest,
+        decision: Decision | None,
+    ) -> None:
+        sent, error = await view.finish(reply)  # anew: the cancel stopped the first try
+        if not sent:
+            error = "; ".join(filter(None, [error, "stopped before posting"]))
+        await self._delivered(view, messages, request, decision, sent=sent, error=error)
+
+    async def _delivered(
+        self,
+        view: LiveReply,
+        messages: DiscordMessages,
+        request: ChatRequest,
+        decision: Decision | None,
+        *,
+        sent: bool,
+        error: str | None,
+    ) -> None:
         if decision is None:
             return
         for posted in messages.messages:
@@ -312,18 +347,16 @@ class DiscordService:
         except Exception:
             log.exception("Discord: could not record the delivery of %s", decision.id)
 
-    async def _cut_off(self, view: LiveReply) -> None:
-        """Shutdown cancelled an answer mid-stream: its messages end where the reply stopped.
+    async def _last_edits(self, view: LiveReply, work: Awaitable[object]) -> None:
+        """Shutdown cancelled an answer: its last edits get ``cut_off_budget_s``, no more.
 
-        The bot has given the view its last text by now (what was shown, then the
-        cut-off note; a retraction as it is) and put on record that it did, but the
-        edit showing it may still wait its turn (the edit interval, a 429): it gets
-        ``cut_off_budget_s``, so a Discord that does not answer cannot hold shutdown.
-        With nothing released nothing is sent: the user only saw "is typing…".
+        They may still wait their turn (the edit interval, a 429), and the user
+        should see where the reply ended; a Discord that does not answer them
+        must not hold shutdown. Whatever is shown after that stays.
         """
         try:
             async with asyncio.timeout(self.cut_off_budget_s):
-                await view.cut_off("", CUT_OFF_NOTE)  # "": an empty reply posts nothing
+                await work
         except TimeoutError:
             log.warning(
                 "Discord: a reply cut off at shutdown was not updated within %.1f s",
@@ -332,7 +365,7 @@ class DiscordService:
         except Exception:  # a view should not raise; the cancellation must go on regardless
             log.exception("Discord: ending a reply cut off at shutdown failed")
         finally:
-            await view.close()  # whatever is shown stays; nothing more is sent
+            await view.close()  # nothing more is sent
 
     async def _start_thread(self, message: discord.Message) -> discord.Thread | None:
         # A neutral name: the thread exists before the guards have read the message, and

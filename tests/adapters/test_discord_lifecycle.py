@@ -232,6 +232,36 @@ async def test_a_discord_that_does_not_answer_the_cut_off_edit_does_not_hold_shu
             answer.set()  # let the fake's handler end
 
 
+async def test_shutdown_during_the_last_edit_still_finishes_the_reply_and_records_it(
+    tmp_path: Path,
+) -> None:
+    """The decision is on record and the adapter is editing in its reply when the stop's
+    timeout cancels the answer: the edit is made again within the budget, and delivered."""
+    second, answer = asyncio.Event(), asyncio.Event()
+    script = lambda _r: Reply(pieces=["Part one. ", "Part two."], pauses={1: second})  # noqa: E731
+    discord_cfg = {"shutdown_timeout_s": 0.05, "min_edit_interval_s": 0.0}
+    async with discord_rig(
+        tmp_path, discord=discord_cfg, config=ONE_CHUNK_A_SENTENCE, script=script
+    ) as rig:
+        fake = rig.fake
+        fake.edit_gates.append(answer)  # Discord holds the next edit without answering
+        await fake.post("two parts", mention_bot=True)
+        await fake.wait_for(lambda: bool(fake.sent))
+        second.set()
+        await fake.wait_for(lambda: any(c.method == "HELD" for c in fake.calls))
+        await rig.observed.decided(1)  # on record: only the held edit is left
+        try:
+            await rig.service.stop()
+        finally:
+            answer.set()
+        [delivered] = rig.observed.deliveries
+        assert delivered.sent and delivered.error is None
+        [first] = fake.sent
+        assert fake.messages[int(first["id"])]["content"] == "Part one. Part two."
+        [decision] = await rig.bot.log.query(limit=5)
+        assert decision.delivery.status == "sent" and decision.reply == "Part one. Part two."
+
+
 @pytest.mark.parametrize("shards", ["auto", 2])
 async def test_sharded_client_connects_every_shard(tmp_path: Path, shards: str | int) -> None:
     fake = FakeDiscord(token=TOKEN, shard_count=2)

@@ -58,6 +58,7 @@ class Observed:
     def __init__(self, inner: GuardBot) -> None:
         self.inner = inner
         self.requests: list[ChatRequest] = []
+        self.decisions: list[Decision] = []  # what handle() returned, in order
         self.deliveries: list[Delivered] = []
         self.admin_calls: list[tuple[ChatRequest, str]] = []
         self.admin_gate = asyncio.Event()  # clear it to hold admin commands back
@@ -66,7 +67,11 @@ class Observed:
 
     async def handle(self, request: ChatRequest, view: ReplyView | None = None) -> Decision:
         self.requests.append(request)
-        return await self.inner.handle(request, view)
+        decision = await self.inner.handle(request, view)
+        self.decisions.append(decision)
+        async with self._changed:
+            self._changed.notify_all()
+        return decision
 
     async def record_delivery(self, decision: Decision, *, sent: bool, error: str | None) -> None:
         await self.inner.record_delivery(decision, sent=sent, error=error)
@@ -90,6 +95,12 @@ class Observed:
     @property
     def admin_commands(self) -> AdminCommands[Any]:
         return self.inner.admin_commands
+
+    async def decided(self, count: int = 1, within_s: float = 10.0) -> list[Decision]:
+        """Until the handler returned ``count`` decisions (the adapter delivers them next)."""
+        async with asyncio.timeout(within_s), self._changed:
+            await self._changed.wait_for(lambda: len(self.decisions) >= count)
+        return self.decisions
 
     async def delivered(self, count: int = 1, within_s: float = 10.0) -> list[Delivered]:
         async with asyncio.timeout(within_s), self._changed:
