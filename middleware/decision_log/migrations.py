@@ -347,48 +347,15 @@ def m008_append_only_parts(db: sqlite3.Connection) -> None:
     """The last tables that could lose rows with no trigger dropped first: a decision's
     verdicts, candidates and model calls go only with their decision (a prune), replay
     runs never (they are outside the chain: nothing else would show one gone)."""
+    from middleware.decision_log.append_only import M008_SQL  # with its PostgreSQL twin
+
     run_script(db, M008_SQL)
 
 
-# A decision's parts may be deleted only with their decision, by a prune: the decision is
-# then gone, or covered by the checkpoint the prune wrote first in its transaction.
-_PARTS = ("verdicts", "candidates", "llm_calls")
-_PART_PRUNABLE = (
-    "(SELECT seq FROM decisions WHERE id = old.decision_id) > "
-    "(SELECT coalesce(max(through_seq), 0) FROM chain_checkpoints)"
-)
-M008_SQL = "".join(
-    f"""
-CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
-WHEN {_PART_PRUNABLE} BEGIN
-    SELECT RAISE(ABORT, '{table} are append-only; only guardbot prune removes old rows');
-END;
-"""
-    for table in _PARTS
-) + (
-    """
-CREATE TRIGGER replay_runs_no_delete BEFORE DELETE ON replay_runs BEGIN
-    SELECT RAISE(ABORT, 'replay_runs are append-only');
-END;
-"""
-)
-# The same on PostgreSQL (its m008), with guardbot_refuse of its m001.
-PG_M008_SQL = (
-    f"""
-CREATE FUNCTION guardbot_prunable_part() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF {_PART_PRUNABLE} THEN
-        RAISE EXCEPTION '% are append-only; only guardbot prune removes old rows', TG_TABLE_NAME
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    RETURN old;
-END $$;
-"""
-    + "".join(
-        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}\n"
-        "    FOR EACH ROW EXECUTE FUNCTION guardbot_prunable_part();\n"
-        for table in _PARTS
-    )
-    + "CREATE TRIGGER replay_runs_no_delete BEFORE DELETE ON replay_runs\n"
-    "    FOR EACH ROW EXECUTE FUNCTION guardbot_refuse('replay_runs are append-only');\n"
-)
+@migration
+def m009_no_truncate_or_replace(db: sqlite3.Connection) -> None:
+    """A replay run is not replaced by ``INSERT OR REPLACE`` either, which deletes the old
+    row without firing m008's delete trigger (PostgreSQL's m009 refuses TRUNCATE)."""
+    from middleware.decision_log.append_only import M009_SQL
+
+    run_script(db, M009_SQL)

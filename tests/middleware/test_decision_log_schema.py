@@ -112,7 +112,7 @@ TRIGGERS = {
     "deliveries_no_delete", "admin_actions_no_delete", "chain_checkpoints_no_delete",
     "chain_versions_no_update", "chain_versions_no_delete", "chain_head_no_delete",
     "deliveries_need_a_decision", "verdicts_no_delete", "candidates_no_delete",
-    "llm_calls_no_delete", "replay_runs_no_delete",
+    "llm_calls_no_delete", "replay_runs_no_delete", "replay_runs_no_replace",
 }  # fmt: skip
 
 
@@ -146,6 +146,7 @@ async def test_a_blank_database_migrates_to_exactly_the_schema(tmp_path: Path) -
             "m004_stream_events",
             "m005_event_claims",
             "m008_append_only_parts",
+            "m009_no_truncate_or_replace",
         ]
         fts = db.execute("SELECT sql FROM sqlite_master WHERE name = 'decisions_fts'").fetchone()
         assert "detail = none" in fts[0]

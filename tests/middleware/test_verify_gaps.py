@@ -74,6 +74,16 @@ async def test_parts_and_replay_runs_cannot_be_deleted(tmp_path: Path) -> None:
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(f"DELETE FROM {table}")
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count
+        # Review A 1: REPLACE deletes the old row without firing the delete trigger.
+        (run_id,) = db.execute("SELECT id FROM replay_runs").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(
+                "INSERT OR REPLACE INTO replay_runs SELECT id, created_utc, actor, "
+                "config_fingerprint, 0, 0, duration_ms, filters_json, summary_json, "
+                "changes_json FROM replay_runs WHERE id = ?",
+                (run_id,),
+            )
+        assert db.execute("SELECT decisions_count FROM replay_runs").fetchall() == [(1,)]
 
 
 async def _small_log(path: Path) -> list[str]:

@@ -21,8 +21,9 @@ import datetime as dt
 
 import asyncpg
 
+from middleware.decision_log.append_only import PG_M008_SQL, PG_M009_SQL
 from middleware.decision_log.chain import CURRENT_VERSION, GENESIS
-from middleware.decision_log.migrations import PG_M008_SQL, pending
+from middleware.decision_log.migrations import pending
 from middleware.decision_log.postgres.append import APPEND_FUNCTION_SQL, DEFERRABLE_SQL, LINKS_SQL
 from middleware.decision_log.postgres.connection import LOCK_SQL
 from middleware.decision_log.streams import PG_STREAM_SQL as M004_SQL
@@ -358,6 +359,7 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     ("m006_pg_chain_append", LINKS_SQL + DEFERRABLE_SQL),
     ("m007_pg_chain_append_rows", APPEND_FUNCTION_SQL),
     ("m008_append_only_parts", PG_M008_SQL),
+    ("m009_no_truncate_or_replace", PG_M009_SQL),
 ]
 
 

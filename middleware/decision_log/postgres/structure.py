@@ -23,13 +23,18 @@ _FUNCTION = re.compile(
     r"CREATE FUNCTION (\w+)\([^;]*?AS \$\$(.*?)\$\$", re.S
 )  # [^;]: in one statement
 _TRIGGERED = re.compile(r"EXECUTE FUNCTION (\w+)")
+_TRIGGER = re.compile(r"CREATE TRIGGER (\w+) (.*?);", re.S)
+_EVENTS = re.compile(r"^((?:BEFORE|AFTER|INSTEAD OF) )(.+?)( ON )")
+_EVENT_ORDER = ("INSERT", "DELETE", "UPDATE", "TRUNCATE")  # as pg_get_triggerdef lists them
+_QUALIFIED = re.compile(r" ON \w+\.")  # pg_get_triggerdef's schema, on a table not in the path
 _SCHEMA = "n.nspname = current_schema()"
 _PRESENT = (
     f"SELECT 'table', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = "
     f"c.relnamespace WHERE c.relkind IN ('r', 'p') AND {_SCHEMA} "
     f"UNION ALL SELECT 'index', c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = "
     f"c.relnamespace WHERE c.relkind = 'i' AND {_SCHEMA} "
-    f"UNION ALL SELECT 'trigger', t.tgname, t.tgenabled::text FROM pg_trigger t JOIN pg_class c "
+    f"UNION ALL SELECT 'trigger', t.tgname, t.tgenabled::text || ' ' || pg_get_triggerdef(t.oid) "
+    f"FROM pg_trigger t JOIN pg_class c "
     f"ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE NOT t.tgisinternal AND {_SCHEMA}"
 )
@@ -45,12 +50,23 @@ _SEARCH_SQL = (
 )
 
 
+def _definition(name: str, rest: str) -> str:
+    """A trigger's statement in a migration as pg_get_triggerdef prints it back: one
+    space between words, its events in PostgreSQL's order, its table unqualified."""
+    text = " ".join(rest.split())
+    if m := _EVENTS.match(text):
+        events = sorted(m[2].split(" OR "), key=_EVENT_ORDER.index)
+        text = m[1] + " OR ".join(events) + m[3] + text[m.end() :]
+    return f"CREATE TRIGGER {name} {text}"
+
+
 @functools.cache
-def _expected() -> tuple[frozenset[tuple[str, str]], dict[str, str]]:
-    """(kind, name) of every table, index and trigger the migrations leave, and the body
-    of each function a trigger runs."""
+def _expected() -> tuple[frozenset[tuple[str, str]], dict[str, str], dict[str, str]]:
+    """(kind, name) of every table, index and trigger the migrations leave, the body
+    of each function a trigger runs, and each trigger's full definition."""
     objects: dict[tuple[str, str], None] = {}
     bodies: dict[str, str] = {}
+    triggers: dict[str, str] = {}
     triggered: set[str] = set()
     for _, sql in PG_MIGRATIONS:
         for verb, kind, name in _OBJECT.findall(sql):
@@ -59,24 +75,32 @@ def _expected() -> tuple[frozenset[tuple[str, str]], dict[str, str]]:
             else:
                 objects[(kind.lower(), name)] = None
         bodies |= dict(_FUNCTION.findall(sql))
+        triggers |= {name: _definition(name, rest) for name, rest in _TRIGGER.findall(sql)}
         triggered |= set(_TRIGGERED.findall(sql))
-    return frozenset(objects), {n: body for n, body in bodies.items() if n in triggered}
+    bodies = {n: body for n, body in bodies.items() if n in triggered}
+    return frozenset(objects), bodies, triggers
 
 
 async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
-    """Tables, indexes and triggers missing; triggers added or disabled; a trigger function
-    whose body is not the migration's."""
-    want, bodies = _expected()
-    present = {(kind, name): enabled for kind, name, enabled in await db.execute_fetchall(_PRESENT)}
+    """Tables, indexes and triggers missing; triggers added, not enabled as made ('O':
+    disabled, or firing only for replication) or defined otherwise (another function,
+    arguments, events or a WHEN); a trigger function whose body is not the migration's."""
+    want, bodies, triggers = _expected()
+    present = {(kind, name): extra for kind, name, extra in await db.execute_fetchall(_PRESENT)}
     diffs = [("deleted", f"{k} {n} is missing") for k, n in sorted(want) if (k, n) not in present]
     diffs += [
         ("inserted", f"trigger {n} was added")
         for k, n in sorted(present) if k == "trigger" and (k, n) not in want
     ]  # fmt: skip
-    diffs += [
-        ("changed", f"trigger {n} is disabled")
-        for (k, n), enabled in sorted(present.items()) if k == "trigger" and enabled == "D"
-    ]  # fmt: skip
+    for (kind, name), extra in sorted(present.items()):
+        if kind != "trigger" or name not in triggers:
+            continue
+        enabled, definition = str(extra).split(" ", 1)
+        if enabled != "O":
+            state = "disabled" if enabled == "D" else f"not enabled as made ('{enabled}')"
+            diffs.append(("changed", f"trigger {name} is {state}"))
+        if _QUALIFIED.sub(" ON ", definition, count=1) != triggers[name]:
+            diffs.append(("changed", f"trigger {name} differs from its definition"))
     names = ", ".join(f"'{name}'" for name in sorted(bodies))
     found = {str(name): str(body) for name, body in await db.execute_fetchall(_BODIES % names)}
     diffs += [

@@ -32,6 +32,8 @@ async def test_parts_and_replay_runs_cannot_be_deleted(pg_log: PostgresLog, pg_u
             assert count > 0, table
             with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="append-only"):
                 await conn.execute(f"DELETE FROM {table}")
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="never emptied"):
+                await conn.execute(f"TRUNCATE {table} CASCADE")  # no row trigger fires
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == count
         before = await conn.fetchval("SELECT count(*) FROM verdicts")
         removed, report = await pg_log.prune(utc_now() - timedelta(days=90))
@@ -68,6 +70,17 @@ PG_DAMAGE = [
     ("CREATE OR REPLACE FUNCTION guardbot_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
      "BEGIN RETURN NEW; END $$", "changed", "schema", "guardbot_refuse"),
     ("DROP INDEX stream_events_seq", "deleted", "schema", "stream_events_seq"),
+    # Review A 1: a trigger that no longer fires, under its own name.
+    ("ALTER TABLE replay_runs ENABLE REPLICA TRIGGER replay_runs_no_delete", "changed",
+     "schema", "replay_runs_no_delete"),
+    ("DROP TRIGGER replay_runs_no_delete ON replay_runs; CREATE TRIGGER replay_runs_no_delete "
+     "BEFORE DELETE ON replay_runs FOR EACH ROW WHEN (false) EXECUTE FUNCTION "
+     "guardbot_refuse('replay_runs are append-only')", "changed", "schema",
+     "replay_runs_no_delete"),
+    ("CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN old; END $$; "
+     "DROP TRIGGER replay_runs_no_truncate ON replay_runs; CREATE TRIGGER "
+     "replay_runs_no_truncate BEFORE TRUNCATE ON replay_runs FOR EACH STATEMENT EXECUTE "
+     "FUNCTION noop()", "changed", "schema", "replay_runs_no_truncate"),
     ("UPDATE decisions_fts SET text = 'bomb' WHERE rowid = 1", "changed", "search index",
      "decisions_fts"),
     ("DELETE FROM decisions_fts WHERE rowid = 2", "changed", "search index", "decisions_fts"),
