@@ -340,6 +340,8 @@ def verify(report: ChainReport, integrity: str, anchor: dict[str, Any] | None = 
             + clean(f"decision {stream.decision_id} (stream chunks up to #{stream.last_seq})")
             + undecided(stream.chunks, stream.shown_chars)
         )
+    for warning in report.warnings:
+        console.print(Text("warning: ", style="bold yellow") + clean(warning))
     if anchor is not None:
         message = clean(anchor["message"])
         message.stylize("green" if anchor["ok"] else "bold red")

@@ -166,6 +166,7 @@ class ChainReport:
     head_seq: int = 0  # the last record verified: its seq and kind (None: none verified)
     head_kind: str | None = None
     undecided_streams: list[UndecidedStream] = field(default_factory=list)  # warnings only
+    warnings: list[str] = field(default_factory=list)  # a check that could not run, and why
 
 
 class Lookup(Protocol):
@@ -310,4 +311,12 @@ def failure(problem: str, kind: str, rid: str, seq: int | None, message: str) ->
     return ChainReport(
         ok=False, checked=0, head_sha256=GENESIS, head_id=None, start_sha256=GENESIS,
         problem=problem, bad_id=rid, bad_seq=seq, message=message, bad_kind=kind,
+    )  # fmt: skip
+
+
+def not_checked(why: str) -> ChainReport:
+    """A check's answer when it could not run: a warning on the report, not a failure."""
+    return ChainReport(
+        ok=True, checked=0, head_sha256=GENESIS, head_id=None, start_sha256=GENESIS,
+        warnings=[why],
     )  # fmt: skip

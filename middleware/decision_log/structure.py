@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import aiosqlite
 
-from middleware.decision_log.chain import ChainReport, failure
+from middleware.decision_log.chain import ChainReport, failure, not_checked
 from middleware.decision_log.migrations import migrate
 
 Schema = dict[tuple[str, str], str]  # (kind, name) -> its normalised SQL or column definition
@@ -37,6 +38,7 @@ _OBJECTS_SQL = (
 )
 _SEARCH = "decisions_fts_"  # FTS5's own tables behind the index: FTS5 defines them
 _LISTED = 5  # differences named in the message
+MB = 1024 * 1024
 
 
 @functools.cache
@@ -124,15 +126,29 @@ async def search_index_problem(db: aiosqlite.Connection) -> ChainReport | None:
     The check is a write statement, refused on verify's read-only connection, and
     verify must leave the file byte-identical: it runs on a copy made with SQLite's
     backup (one consistent snapshot) in a private temporary folder, removed after.
+    The chain's result must not be lost when the copy cannot be made (no room in
+    ``$TMPDIR``, a file-size limit): that is a warning, not damage.
     """
-    with tempfile.TemporaryDirectory(prefix="guardbot-verify-") as folder:
-        copy = sqlite3.connect(Path(folder) / "copy.db", isolation_level=None,
-                               check_same_thread=False)  # fmt: skip
-        try:
-            await db.backup(copy)
-            error = await asyncio.to_thread(_fts_check, copy)
-        finally:
-            copy.close()
+    pages = await db.execute_fetchall("SELECT page_count * page_size FROM pragma_page_count, "
+                                      "pragma_page_size")  # fmt: skip
+    needed, where = next(iter(pages))[0], tempfile.gettempdir()
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = needed  # cannot tell: try the copy
+    if free < needed:
+        return not_checked(_no_copy(where, needed, f"{free / MB:.0f} MB free"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="guardbot-verify-") as folder:
+            copy = sqlite3.connect(Path(folder) / "copy.db", isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+            try:
+                await db.backup(copy)
+                error = await asyncio.to_thread(_fts_check, copy)
+            finally:
+                copy.close()
+    except (sqlite3.Error, OSError) as exc:
+        return not_checked(_no_copy(where, needed, str(exc)))
     if error is None:
         return None
     return failure(
@@ -141,6 +157,14 @@ async def search_index_problem(db: aiosqlite.Connection) -> ChainReport | None:
         "misses or misnames decisions. Rebuild it from the texts with sqlite3: INSERT INTO "
         "decisions_fts (decisions_fts) VALUES ('rebuild')",
     )  # fmt: skip
+
+
+def _no_copy(where: str, needed: int, why: str) -> str:
+    return (
+        f"search index not checked: no copy of the log could be made in {where} (needs about "
+        f"{max(1, round(needed / MB))} MB; {why}); the chain's result stands. Free space there "
+        "or point TMPDIR elsewhere to check it"
+    )
 
 
 def _fts_check(db: sqlite3.Connection) -> str | None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -333,3 +337,36 @@ async def test_a_record_far_beyond_the_head_is_read(tmp_path: Path, seq: int) ->
     report = await _verify(path)
     assert (report.ok, report.bad_kind, report.bad_seq) == (False, "delivery", seq)
     assert "does not chain" in report.message
+
+
+def test_no_room_for_the_search_index_copy_is_a_warning(tmp_path: Path) -> None:
+    """Review A 2: a file-size limit stops the search index's copy; the chain's result
+    stands and verify says what was not checked (not "the file is damaged")."""
+    path = tmp_path / "guardbot.db"
+
+    async def fill() -> None:
+        log = await DecisionLog.open(path)
+        try:
+            for i in range(60):
+                await log.record(make_decision(f"message {i} " + "words " * 200))
+        finally:
+            await log.close()
+
+    asyncio.run(fill())
+    limit = path.stat().st_size // 2  # the log's own -shm and -wal are far smaller
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = "import sys; from bot.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run(
+        [sys.executable, "-c", code, "verify", "--db", str(path), "--json"],
+        capture_output=True, text=True, preexec_fn=small_files, check=False,
+        cwd=Path(__file__).parents[2], env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] and report["counts"] == {"decision": 60}
+    (warning,) = report["warnings"]
+    assert warning.startswith("search index not checked: no copy of the log could be made")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("guardbot-verify-")]
