@@ -17,7 +17,10 @@ methods the `openai` client calls and does them directly:
 
 A reply is read up to a bound (:data:`MAX_BODY_BYTES` whole, :data:`MAX_STREAM_BYTES`
 streamed): past it the call fails with an :class:`~middleware.errors.LLMError` naming
-the limit, so a broken or hostile server cannot fill the bot's memory.
+the limit, so a broken or hostile server cannot fill the bot's memory. The bound is
+on the decoded bytes: a gzip or deflate reply (:data:`ACCEPT_ENCODING`, what the
+client asks for) is decoded here as it arrives, never to more than the bound, since
+255 KiB of gzip can decode to 256 MiB; any other Content-Encoding is refused.
 
 Cancelling a call, or closing a stream before its end, closes the connection,
 so the server sees the client hang up and stops generating. Transport errors
@@ -35,6 +38,7 @@ import contextlib
 import datetime
 import functools
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -51,6 +55,10 @@ MAX_BODY_BYTES = 8 * 2**20
 # A stream frames every few characters in ~200 bytes of JSON, so its bound is looser;
 # it stops a server whose bytes never end an event (the SSE decoder buffers those).
 MAX_STREAM_BYTES = 32 * MAX_BODY_BYTES
+# The codings this transport decodes with a bound (zlib's max_length), asked for in every
+# request: OpenAI's edge may compress a large reply; local servers rarely do. Not br or
+# zstd, which aiohttp and httpx would offer when their optional packages are installed.
+ACCEPT_ENCODING = "gzip, deflate"
 UseClientDefault = type(httpx2.USE_CLIENT_DEFAULT)
 
 
@@ -62,7 +70,12 @@ class AioHttpClient(httpx2.AsyncClient):
     ) -> None:
         limits = DEFAULT_CONNECTION_LIMITS
         # trust_env=False: the caller builds this client only when no proxy is set.
-        super().__init__(timeout=DEFAULT_TIMEOUT, limits=limits, trust_env=False)
+        super().__init__(
+            timeout=DEFAULT_TIMEOUT,
+            limits=limits,
+            trust_env=False,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},  # for httpx's own build_request
+        )
         self._limit = limits.max_connections or 0
         self._keepalive_s = limits.keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
@@ -76,8 +89,12 @@ class AioHttpClient(httpx2.AsyncClient):
             keepalive_timeout=self._keepalive_s,  # None: aiohttp's default
             ssl=httpx2.create_ssl_context(),
         )
-        # auto_decompress=False: httpx decodes the body as its Content-Encoding says.
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # auto_decompress=False: a compressed body is decoded by send(), within its bound.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},  # not aiohttp's own list
+        )
         return self._session
 
     def build_request(  # the parameters it does not read are passed on by name
@@ -141,17 +158,19 @@ class AioHttpClient(httpx2.AsyncClient):
                     connect=timeout.get("pool"),
                 ),
             )
-            if stream:
-                response = httpx2.Response(
-                    reply.status,
-                    headers=reply.raw_headers,
-                    stream=_Body(reply, request, self.max_stream_bytes),
-                    request=request,
-                    extensions=HTTP_1_1,
-                )
-                return response
             try:
+                limit = self.max_stream_bytes if stream else self.max_body_bytes
+                inflater = _inflater(reply, request, limit, "stream" if stream else "reply")
+                headers = _decoded_headers(reply) if inflater else reply.raw_headers
+                if stream:
+                    body_stream = _Body(reply, request, limit, inflater)
+                    return httpx2.Response(
+                        reply.status, headers=headers, stream=body_stream, request=request,
+                        extensions=HTTP_1_1,
+                    )  # fmt: skip
                 body = await self._read(reply, request)
+                if inflater is not None:
+                    body = inflater.decode(body, last=True)
             except BaseException:
                 reply.close()  # cancelled or broken mid-body: hang up, never reuse it
                 raise
@@ -160,17 +179,12 @@ class AioHttpClient(httpx2.AsyncClient):
         # by a case-insensitive search of the rest, which nothing here reads.
         response = httpx2.Response(
             reply.status,
-            headers=reply.raw_headers,
+            headers=headers,
             stream=httpx2.ByteStream(body),
             request=request,
             extensions=HTTP_1_1,
         )
-        if "Content-Encoding" in reply.headers:
-            # Decoded as httpx decodes it (whole: what arrived was bounded, not this).
-            if len(response.read()) > self.max_body_bytes:
-                raise too_large(request, "reply", self.max_body_bytes)
-        else:
-            _as_read(response, body)
+        _as_read(response, body)
         response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
 
@@ -213,7 +227,7 @@ def _as_dict(timeout: Any) -> dict[str, float | None]:
 
 
 def _as_read(response: httpx2.Response, body: bytes) -> None:
-    """``response`` as ``read()`` leaves it, for a body that needs no decoding.
+    """``response`` as ``read()`` leaves it, for a body that needs no (more) decoding.
 
     ``read()`` runs the body through httpx's decoder and chunker generators (in
     two context managers) to join it back together: a fifth of a call's httpx
@@ -270,25 +284,100 @@ def too_large(request: httpx2.Request, what: str, limit: int) -> LLMError:
 class _Body(httpx2.AsyncByteStream):
     """A streamed reply's bytes as they arrive; closing it early closes the connection."""
 
-    def __init__(self, reply: aiohttp.ClientResponse, request: httpx2.Request, limit: int) -> None:
+    def __init__(
+        self,
+        reply: aiohttp.ClientResponse,
+        request: httpx2.Request,
+        limit: int,
+        inflater: _Inflater | None = None,
+    ) -> None:
         self._reply = reply
         self._request = request
         self._limit = limit
+        self._inflater = inflater
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         left = self._limit
+        inflater = self._inflater
         with _httpx_errors(self._request):
             async for chunk in self._reply.content.iter_any():
-                left -= len(chunk)
+                left -= len(chunk)  # what arrived; the inflater bounds what it decodes to
                 if left < 0:
                     raise too_large(self._request, "stream", self._limit)
-                yield chunk
+                yield chunk if inflater is None else inflater.decode(chunk)
+            if inflater is not None:
+                yield inflater.decode(b"", last=True)
 
     async def aclose(self) -> None:
         if self._reply.content.at_eof():
             self._reply.release()
         else:
             self._reply.close()  # the reader stopped early: the server must see the hang-up
+
+
+class _Inflater:
+    """A gzip or deflate body decoded as it arrives, never to more than ``limit`` bytes.
+
+    Each piece is decoded with zlib's ``max_length`` one past what is left of the
+    bound, so a bomb stops there instead of being decoded whole and measured after
+    (below that length zlib uses all of the piece: nothing is left for later).
+    """
+
+    def __init__(self, coding: str, request: httpx2.Request, limit: int, what: str) -> None:
+        self._zlib = zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or zlib header
+        # "deflate" means zlib-wrapped, yet some servers send it raw (httpx reads both).
+        self._raw_deflate_possible = coding == "deflate"
+        self._request = request
+        self._limit = limit
+        self._left = limit
+        self._what = what
+
+    def decode(self, data: bytes, *, last: bool = False) -> bytes:
+        try:
+            try:
+                out = self._zlib.decompress(data, self._left + 1)
+            except zlib.error:
+                if not self._raw_deflate_possible:
+                    raise
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = self._zlib.decompress(data, self._left + 1)
+            self._raw_deflate_possible &= not data  # only the first bytes tell
+            self._left -= len(out)
+            # Checked before flush(), which decodes the rest of the input with no bound.
+            if last and self._left >= 0:
+                tail = self._zlib.flush()  # nothing is left over below the bound
+                self._left -= len(tail)
+                out += tail
+        except zlib.error as exc:  # as httpx reports a body that does not decode
+            raise httpx2.DecodingError(str(exc), request=self._request) from exc
+        if self._left < 0:
+            raise too_large(self._request, self._what, self._limit)
+        return out
+
+
+def _inflater(reply: aiohttp.ClientResponse, request: httpx2.Request, limit: int, what: str
+              ) -> _Inflater | None:  # fmt: skip
+    """The decoder a reply's Content-Encoding needs, None for none; an LLMError for one
+    that cannot be decoded within a bound (br, zstd, unknown, or several in a row)."""
+    if "Content-Encoding" not in reply.headers:
+        return None  # the usual case
+    named = ",".join(reply.headers.getall("Content-Encoding"))
+    codings = [c.strip() for c in named.lower().split(",")]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        return None
+    if codings in (["gzip"], ["x-gzip"], ["deflate"]):
+        return _Inflater(codings[0], request, limit, what)
+    raise LLMError(
+        f"model server sent a {what} in Content-Encoding {named!r}, which the client does not "
+        f"decode (it asks for {ACCEPT_ENCODING}) ({request.method} {request.url})"
+    )
+
+
+def _decoded_headers(reply: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    """The reply's headers for its decoded body: httpx must not decode it again."""
+    encoded = (b"content-encoding", b"content-length")
+    return [(name, value) for name, value in reply.raw_headers if name.lower() not in encoded]
 
 
 @contextlib.contextmanager

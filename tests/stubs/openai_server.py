@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,9 @@ class Reply:
     model: Any = None  # any JSON value: a hostile server's name for itself
     usage: Any = None  # any JSON value, sent instead of the counts above (hostile servers)
     content_type: str = "application/json"  # e.g. text/html: a web page where the API should be
+    # The body compressed so and sent with this Content-Encoding (gzip, deflate); any
+    # other name is sent with the body as it is (a coding the client must refuse).
+    encoding: str | None = None
 
 
 @dataclass
@@ -77,7 +81,7 @@ class StubOpenAI:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/moderations", self._moderations)
@@ -86,7 +90,7 @@ class StubOpenAI:
         # exactly the event the tests want to observe.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)  # 0: any free port
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
@@ -154,6 +158,14 @@ class StubOpenAI:
         return response
 
     def _plain(self, rec: Recorded, reply: Reply) -> web.Response:
+        response = self._plain_body(rec, reply)
+        if reply.encoding is not None:
+            assert isinstance(response.body, bytes)
+            response.body = _compressor(reply.encoding)(response.body)
+            response.headers["Content-Encoding"] = reply.encoding
+        return response
+
+    def _plain_body(self, rec: Recorded, reply: Reply) -> web.Response:
         if reply.raw_body is not None or reply.status != 200:
             body = reply.raw_body
             if body is None:
@@ -195,6 +207,13 @@ class StubOpenAI:
                 await asyncio.sleep(reply.delay_s)
             return self._plain(rec, reply)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        compress = None if reply.encoding is None else _compressor(reply.encoding, stream=True)
+        if reply.encoding is not None:
+            response.headers["Content-Encoding"] = reply.encoding
+
+        async def write(data: bytes) -> None:
+            await response.write(data if compress is None else compress(data))
+
         await response.prepare(request)
         model = reply.model or rec.body.get("model", "stub")
         words = reply.text.split(" ")
@@ -217,7 +236,7 @@ class StubOpenAI:
                 "model": model,
                 "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
             }
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await write(f"data: {json.dumps(chunk)}\n\n".encode())
             rec.chunks_sent += 1
             rec.first_chunk.set()
             if reply.drop_after_chunks is not None and rec.chunks_sent >= reply.drop_after_chunks:
@@ -242,7 +261,7 @@ class StubOpenAI:
             if reply.usage is None
             else reply.usage,
         }
-        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         await response.write_eof()
         return response
 
@@ -265,3 +284,16 @@ class StubOpenAI:
         }
         payload = {"id": "modr-stub", "model": "omni-moderation-latest", "results": [result]}
         return web.json_response(payload)
+
+
+def _compressor(encoding: str, *, stream: bool = False) -> Callable[[bytes], bytes]:
+    """Bytes as a server sends them in ``encoding``: whole, or (``stream``) each piece
+    flushed so the client can decode it as it arrives. An encoding the stub does not
+    know (br, zstd) leaves the bytes as they are."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        return lambda data: data
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    if stream:
+        return lambda data: packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
+    return lambda data: packer.compress(data) + packer.flush()
