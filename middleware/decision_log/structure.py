@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -36,9 +37,14 @@ _OBJECTS_SQL = (
     "SELECT type, name, coalesce(sql, '') FROM sqlite_master "
     "WHERE name NOT LIKE 'sqlite_%' AND tbl_name != '_migrations' ORDER BY type, name"
 )
+# A table's columns, its name bound: an added table may be named anything ("my notes").
+_COLUMNS_SQL = (
+    'SELECT cid, name, type, "notnull", dflt_value, pk, hidden FROM pragma_table_xinfo(?)'
+)
 _SEARCH = "decisions_fts_"  # FTS5's own tables behind the index: FTS5 defines them
 _LISTED = 5  # differences named in the message
 MB = 1024 * 1024
+_NAMED = re.compile(r"\S+ (.+?) (?:is|was|differs)\b")
 
 
 @functools.cache
@@ -48,7 +54,7 @@ def _expected() -> Schema:
     try:
         migrate(db)
         objects = db.execute(_OBJECTS_SQL).fetchall()
-        tables = {n: db.execute(f"PRAGMA table_xinfo({n})").fetchall() for n in _tables(objects)}
+        tables = {n: db.execute(_COLUMNS_SQL, (n,)).fetchall() for n in _tables(objects)}
         return _schema(objects, tables)
     finally:
         db.close()
@@ -102,7 +108,7 @@ async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
     column gone), to say which.
     """
     objects = list(await db.execute_fetchall(_OBJECTS_SQL))
-    tables = {n: await db.execute_fetchall(f"PRAGMA table_xinfo({n})") for n in _tables(objects)}
+    tables = {n: await db.execute_fetchall(_COLUMNS_SQL, (n,)) for n in _tables(objects)}
     return schema_failure(differences(_schema(objects, tables)))
 
 
@@ -117,7 +123,8 @@ def schema_failure(diffs: Sequence[tuple[str, str]]) -> ChainReport | None:
         f"the schema is not the one guardbot's migrations make: {listed}{more} (the chain's "
         "records may still verify; what guards the log or what the bot relies on was altered)"
     )
-    return failure(problem, "schema", first.split(" ")[1], None, message)
+    named = _NAMED.match(first)  # "<kind> <name> is/was/differs ...": a name may hold spaces
+    return failure(problem, "schema", named[1] if named else first, None, message)
 
 
 async def search_index_problem(db: aiosqlite.Connection) -> ChainReport | None:

@@ -119,6 +119,7 @@ SCHEMA_DAMAGE = [
     ("ALTER TABLE decisions ADD COLUMN note TEXT", "inserted", "decisions.note",
      "column decisions.note was added"),
     ("DROP TABLE decisions_fts", "deleted", "decisions_fts", "table decisions_fts is missing"),
+    ('CREATE TABLE "my notes" (x)', "inserted", "my notes", "table my notes was added"),
     ("DROP TRIGGER decisions_fts_delete; CREATE TRIGGER decisions_fts_delete AFTER DELETE ON "
      "decisions BEGIN SELECT 1; END", "changed", "decisions_fts_delete",
      "trigger decisions_fts_delete differs"),
