@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -248,22 +248,68 @@ async def test_a_retry_the_call_has_no_time_for_fails_at_once_naming_the_status(
     assert len(stub_llm.chat_requests()) == 1
 
 
+class Attempts(AioHttpClient):
+    """guardbot's transport, counting what it is asked to send: one request per attempt.
+    ``on_refused`` runs when a connection is refused, before the client sees it."""
+
+    def __init__(self, on_refused: Callable[[], Awaitable[object]] | None = None) -> None:
+        super().__init__()
+        self.sent = 0
+        self._on_refused = on_refused
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        self.sent += 1
+        try:
+            return await super().send(request, **kwargs)
+        except httpx2.ConnectError:
+            if self._on_refused is not None:
+                await self._on_refused()
+            raise
+
+
+def counted(base_url: str, attempts: Attempts) -> OpenAIChatModel:
+    client = LeanOpenAI(api_key="k", base_url=base_url, max_retries=8, http_client=attempts)
+    return OpenAIChatModel(model="m", api_key=None, client=client)
+
+
 async def test_a_server_that_cannot_be_reached_is_retried_while_time_allows(
     stub_llm: StubOpenAI,
 ) -> None:
     await stub_llm.stop()  # nothing listens at its address any more
-    model = OpenAIChatModel(model="m", api_key=None, base_url=stub_llm.base_url, max_retries=8)
+    attempts = Attempts()
+    model = counted(stub_llm.base_url, attempts)
     try:
         async with asyncio.timeout(20):
             with pytest.raises(LLMError) as caught:
                 await model.complete(HELLO, settings=ModelSettings(timeout_s=2))
     finally:
         await model.close()
-    # Backoff 0.5, 1, 2 ... s (less up to a quarter): a wait of 2 s never fits in 2 s.
+    # Backoff 0.5, 1, 2 ... s (less up to a quarter): the first two waits fit in 2 s, and
+    # a wait of 2 s never does, so the call ends after 2 or 3 attempts, not 9.
+    assert 2 <= attempts.sent <= 3
     assert str(caught.value).startswith(
         f"could not reach the model server (POST {stub_llm.base_url}/chat/completions); "
         "not retried: the retry would wait"
     )
+
+
+async def test_a_server_that_comes_back_answers_the_retry(stub_llm: StubOpenAI) -> None:
+    port = httpx2.URL(stub_llm.base_url).port
+    assert port is not None
+    await stub_llm.stop()
+
+    async def back() -> None:  # listening again before the client's retry can connect
+        if attempts.sent == 1:
+            await stub_llm.start(port)
+
+    attempts = Attempts(on_refused=back)
+    model = counted(stub_llm.base_url, attempts)
+    try:
+        completion = await model.complete(HELLO, settings=ModelSettings(timeout_s=5))
+    finally:
+        await model.close()
+    assert completion.text == "ok"
+    assert attempts.sent == 2 and len(stub_llm.chat_requests()) == 1  # refused, then answered
 
 
 def test_the_retry_hooks_overridden_keep_the_packages_signatures() -> None:
