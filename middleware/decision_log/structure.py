@@ -60,6 +60,11 @@ def _expected() -> Schema:
         db.close()
 
 
+def expected_columns() -> frozenset[str]:
+    """``table.column`` of every ordinary table the migrations make (any backend's tables)."""
+    return frozenset(name for kind, name in _expected() if kind == "column")
+
+
 def _tables(objects: Iterable[Sequence[Any]]) -> list[str]:
     """The ordinary tables, whose columns are compared (FTS5 defines its own)."""
     return [

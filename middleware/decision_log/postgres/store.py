@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -264,7 +265,13 @@ class PostgresLog(DecisionLog):
         conn = SqlConnection(await connect(self.target))
         try:
             checks = (structure.schema_problem, structure.search_index_problem)
-            return await integrity.verify(shared(conn), checks)
+            try:
+                return await integrity.verify(shared(conn), checks)
+            except sqlite3.OperationalError:  # a table or column gone: say which, as SQLite does
+                found = await structure.schema_problem(shared(conn))  # after the rollback
+                if found is None:
+                    raise
+                return found
         except DRIVER_ERRORS as exc:
             raise LogUnavailable(f"cannot verify {self.target}: {exc}") from None
         finally:

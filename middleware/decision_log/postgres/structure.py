@@ -16,7 +16,7 @@ import aiosqlite
 
 from middleware.decision_log.chain import ChainReport, failure
 from middleware.decision_log.postgres.schema import PG_MIGRATIONS
-from middleware.decision_log.structure import schema_failure
+from middleware.decision_log.structure import expected_columns, schema_failure
 
 _OBJECT = re.compile(r"(CREATE (?:UNIQUE )?|DROP )(TABLE|INDEX|TRIGGER) (\w+)")
 _FUNCTION = re.compile(
@@ -38,6 +38,15 @@ _PRESENT = (
     f"ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE NOT t.tgisinternal AND {_SCHEMA}"
 )
+_COLUMNS = (
+    "SELECT table_name || '.' || column_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema()"
+)
+# The tables' columns are SQLite's (the shared queries read both); these are PostgreSQL's own.
+_PG_COLUMNS = frozenset(
+    ("decisions_fts.rowid", "decisions_fts.text", "decisions_fts.reply", "decisions_fts.tsv",
+     "_migrations.name", "_migrations.applied_utc", "sqlite_sequence.name", "sqlite_sequence.seq")
+)  # fmt: skip
 _BODIES = (
     "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
     f"WHERE {_SCHEMA} AND p.proname IN (%s)"
@@ -92,6 +101,13 @@ async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
         ("inserted", f"trigger {n} was added")
         for k, n in sorted(present) if k == "trigger" and (k, n) not in want
     ]  # fmt: skip
+    columns = expected_columns() | _PG_COLUMNS
+    tables = {c.split(".")[0] for c in columns}
+    found = {str(r[0]) for r in await db.execute_fetchall(_COLUMNS)}
+    found = {c for c in found if c.split(".")[0] in tables}  # an added table is named above
+    diffs += [("deleted", f"column {c} is missing") for c in sorted(columns - found)
+              if ("table", c.split(".")[0]) in present]  # fmt: skip
+    diffs += [("inserted", f"column {c} was added") for c in sorted(found - columns)]
     for (kind, name), extra in sorted(present.items()):
         if kind != "trigger" or name not in triggers:
             continue
@@ -102,10 +118,10 @@ async def schema_problem(db: aiosqlite.Connection) -> ChainReport | None:
         if _QUALIFIED.sub(" ON ", definition, count=1) != triggers[name]:
             diffs.append(("changed", f"trigger {name} differs from its definition"))
     names = ", ".join(f"'{name}'" for name in sorted(bodies))
-    found = {str(name): str(body) for name, body in await db.execute_fetchall(_BODIES % names)}
+    defined = {str(name): str(body) for name, body in await db.execute_fetchall(_BODIES % names)}
     diffs += [
         ("changed", f"function {name} differs from its definition")
-        for name, body in sorted(bodies.items()) if name in found and found[name] != body
+        for name, body in sorted(bodies.items()) if name in defined and defined[name] != body
     ]  # fmt: skip
     return schema_failure(diffs)
 
