@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import csv
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -228,11 +229,19 @@ async def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+_ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-fA-F]{64})")  # ASCII only: str.isdigit takes '٣'
+
+
 def _anchor(text: str) -> tuple[int, str]:
-    seq, _, sha256 = text.partition(":")
-    if not seq.strip().isdigit() or len(sha256.strip()) != 64:
-        raise argparse.ArgumentTypeError("expected SEQ:SHA256, as verify prints the head")
-    return int(seq), sha256.strip().lower()
+    """SEQ:SHA256 as verify prints the head: a record's seq (1 .. 2**63-1, what the
+    log can hold; 0 is no record) and 64 hex digits."""
+    found = _ANCHOR.fullmatch(text.strip())
+    if found is None or not 1 <= int(found[1]) < 2**63:
+        raise argparse.ArgumentTypeError(
+            "expected SEQ:SHA256 as verify prints the head: SEQ a record's number "
+            "(1 to 9223372036854775807), SHA256 64 hex digits"
+        )
+    return int(found[1]), found[2].lower()
 
 
 @_command

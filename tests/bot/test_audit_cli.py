@@ -229,3 +229,33 @@ def test_clear_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, chat_d
         main(["logs", "-n", "0"])
     code, _, err = run(capsys, "logs", "--db", str(chat_db), "-q", " ")
     assert code == 2 and "empty" in err
+
+
+BAD_ANCHORS = {
+    "seq too large": "99999999999999999999:" + "a" * 64,
+    "seq past the log's range": f"{2**63}:" + "a" * 64,
+    "seq 0 (no record)": "0:" + "0" * 64,
+    "not hex": "13:" + "z" * 64,
+    "short hash": "3:" + "a" * 63,
+    "non-ASCII digit": "\u0663:" + "a" * 64,
+    "no colon": "3" + "a" * 64,
+}
+
+
+@pytest.mark.parametrize("anchor", BAD_ANCHORS.values(), ids=BAD_ANCHORS.keys())
+def test_verify_refuses_a_malformed_anchor(
+    capsys: pytest.CaptureFixture[str], db: Path, anchor: str
+) -> None:
+    """Review A 7: a usage error (exit 2) naming the form, never a traceback or a verdict."""
+    with pytest.raises(SystemExit) as exited:
+        main(["verify", "--db", str(db), "--anchor", anchor])
+    assert exited.value.code == 2
+    assert "expected SEQ:SHA256" in capsys.readouterr().err
+
+
+def test_verify_takes_an_uppercase_anchor(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    assert main(["verify", "--db", str(db), "--json"]) == 0
+    head = json.loads(capsys.readouterr().out)
+    anchor = f"{head['head_seq']}:{head['head_sha256'].upper()}"
+    assert main(["verify", "--db", str(db), "--anchor", anchor]) == 0
+    assert f"anchor #{head['head_seq']}: ok" in capsys.readouterr().out
