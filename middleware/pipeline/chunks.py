@@ -28,6 +28,12 @@ _NUMBER_TAIL = re.compile(r"(?:^|(?<=\s))[+(]?\d(?:[\d\s().-]*[\d)])?$")
 # a card or phone number with separators, is shorter. The tail is searched only this far
 # back: the pattern tried at every start of a long "1 1 1 ..." run was quadratic.
 NUMBER_TAIL_CHARS = 64
+# A random-looking piece of a key. Put after a cut, it asks whether the words before the
+# cut start a key written in pieces ("sk-proj- Ab3d…"), which only the next chunk would
+# complete: masked in the next chunk's window, that key would reach into what was shown.
+# Asking the secret patterns so keeps one definition of what starts a key.
+_KEY_PIECE = "Zq9xW7vK3mP5nR8tYb2cLd6fGh4jSa1eUo0iQw7r"
+KEY_PIECES_CHARS = 128  # how far back the pieces before a cut are looked for
 
 
 def _held_back(text: str, cut: int) -> int:
@@ -53,7 +59,8 @@ def unfinished_secret(text: str) -> int | None:
     split by one: a remembered value ("correct horse battery") whose first words
     end ``text``, or a found secret reaching the end of ``text`` (a private key
     block runs to the end until its END line comes; a key at the very end is held
-    too, which costs it one cut's delay).
+    too, which costs it one cut's delay), or the first pieces of a key written in
+    pieces (see ``_KEY_PIECE``).
     """
     starts = [
         len(text) - j
@@ -63,6 +70,10 @@ def unfinished_secret(text: str) -> int | None:
     ]
     end = len(text.rstrip())
     starts.extend(start for start, stop, _ in find_secrets(text) if stop >= end)
+    at = max(0, len(text) - KEY_PIECES_CHARS)
+    tail = text[at:]
+    found = find_secrets(tail + _KEY_PIECE)
+    starts.extend(at + start for start, stop, _ in found if start < len(tail) < stop)
     if not starts:
         return None
     start = min(starts)

@@ -132,3 +132,15 @@ def test_a_word_longer_than_the_window_is_cut_not_dropped() -> None:
     context = mask_context(shown)
     assert shown.endswith(context) and context.endswith("xPASSWORD: ")
     assert len(context) == MASK_CONTEXT_CHARS + 1  # the window and the one blank after it
+
+
+def test_the_first_pieces_of_a_key_written_in_pieces_are_held_back() -> None:
+    # What the next piece would join to a key ("sk-proj- Ab3d…") waits for it...
+    assert unfinished_secret("Your key is sk-proj- ") == len("Your key is ")
+    assert unfinished_secret("Set aws_secret_access_key = ") == len("Set ")
+    # ...but not where nothing could be joined (two blanks, a word after the start).
+    assert unfinished_secret("Your key is sk-proj-  ") is None
+    assert unfinished_secret("Use the sk- prefix ") is None
+    chunker = Chunker(chunk_chars=5)
+    chunker.feed("Your key is sk-proj- ")
+    assert chunker.cut(hold_expired=True) == "Your key is "

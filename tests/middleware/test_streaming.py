@@ -132,6 +132,28 @@ async def test_a_key_split_across_pieces_is_never_shown_unmasked(stub_llm: StubO
     assert unscreened_chars(view.states, decision.reply) == 0
 
 
+async def test_a_key_whose_first_piece_ends_a_chunk_is_held_whole(stub_llm: StubOpenAI) -> None:
+    # "sk-proj- Ab3d…" is one key written in two pieces; the cut after "sk-proj- " would
+    # leave the rest for the next chunk, where masking it would reach into what was shown.
+    rest = KEY[len("sk-proj-") :]
+    view = RecordingView()
+    pieces = ["Your key is sk-proj- ", f"{rest} and that is all. ", "Done.\n"]
+    stub_llm.script = lambda _r: Reply(pieces=pieces, pauses={1: view.first_shown})
+
+    # No sentence end to cut at: the cut comes when the hold expires, at the last word.
+    settings = StreamSettings(chunk_chars=5, context_chars=40, max_hold_ms=20)
+
+    decision = await Pipeline().run(
+        request(), policy(stub_llm, secrets()), view=view, stream=settings
+    )
+    await finish(view, decision)
+
+    assert decision.reply == "Your key is [SECRET:openai] and that is all. Done.\n"
+    assert view.states[0] == "Your key is "  # shown before the rest of the key came
+    assert all(rest[:8] not in state and "sk-proj" not in state for state in view.states)
+    assert unscreened_chars(view.states, decision.reply) == 0 and view.retracted == []
+
+
 def test_a_card_number_in_groups_is_held_back() -> None:
     chunker = Chunker(chunk_chars=5)
     chunker.feed("My card is 4111 1111 ")
