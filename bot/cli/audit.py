@@ -13,6 +13,7 @@ import asyncio
 import csv
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,15 +249,22 @@ def _anchor(text: str) -> tuple[int, str]:
 async def _verify(args: argparse.Namespace) -> int:
     log = await _open(args)
     anchor: dict[str, Any] | None = None
-    try:
-        report = await log.verify()
-        integrity = await log.integrity_check()
-        if args.anchor is not None:
-            problem = await log.check_anchor(*args.anchor)
-            anchor = {"seq": args.anchor[0], "sha256": args.anchor[1], "ok": problem is None,
-                      "message": problem or "ok"}  # fmt: skip
-    finally:
-        await log.close()
+    with _sigterm_cancels() as stopped:
+        try:
+            report = await log.verify()
+            integrity = await log.integrity_check()
+            if args.anchor is not None:
+                problem = await log.check_anchor(*args.anchor)
+                anchor = {"seq": args.anchor[0], "sha256": args.anchor[1],
+                          "ok": problem is None, "message": problem or "ok"}  # fmt: skip
+        except asyncio.CancelledError:
+            if not stopped or (task := asyncio.current_task()) is None:
+                raise
+            task.uncancel()  # our own cancellation, from SIGTERM: end as a normal exit
+            print("guardbot verify: stopped by SIGTERM before the end", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        finally:
+            await log.close()
     ok = report.ok and integrity == "ok" and (anchor is None or anchor["ok"])
     if args.json:
         data = {**asdict(report), "chain_ok": report.ok, "ok": ok, "integrity_check": integrity}
@@ -264,6 +272,31 @@ async def _verify(args: argparse.Namespace) -> int:
     else:
         views.verify(report, integrity, anchor)
     return 0 if ok else 1
+
+
+@contextmanager
+def _sigterm_cancels() -> Iterator[list[bool]]:
+    """While verify runs, SIGTERM (``timeout``, a service manager) cancels it as Ctrl-C
+    does, so its temporary copy of the log, which holds message texts outside prune's
+    retention, is removed; the default action would end the process on the spot.
+    Yields a list that holds True once the signal came."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    stopped: list[bool] = []
+
+    def stop() -> None:
+        stopped.append(True)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+        yield stopped
+        return
+    try:
+        yield stopped
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 @_command

@@ -7,9 +7,11 @@ import hashlib
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,32 @@ def test_verify_takes_an_uppercase_anchor(capsys: pytest.CaptureFixture[str], db
     anchor = f"{head['head_seq']}:{head['head_sha256'].upper()}"
     assert main(["verify", "--db", str(db), "--anchor", anchor]) == 0
     assert f"anchor #{head['head_seq']}: ok" in capsys.readouterr().out
+
+
+def test_sigterm_during_verify_removes_its_copy_of_the_log(db: Path, tmp_path: Path) -> None:
+    """Review A 8: `timeout` (SIGTERM) while verify copies the log for the search index
+    check ends it as a normal exit (143), and the copy, which holds message texts, goes."""
+    with raw_db(db) as conn:  # 64 MB of free pages: the copy takes a while, the log is intact
+        conn.execute("CREATE TABLE pad (x BLOB)")
+        conn.execute("INSERT INTO pad VALUES (zeroblob(64 * 1024 * 1024))")
+        conn.execute("DROP TABLE pad")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(temp)}
+    codes = []
+    for _ in range(3):  # the copy may (rarely) end before the signal arrives: try again
+        verify = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli.main", "verify", "--db", str(db)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        while not any(temp.iterdir()) and verify.poll() is None:
+            time.sleep(0.001)  # waiting for the copy's folder to appear, not for time
+        verify.send_signal(signal.SIGTERM)
+        _, err = verify.communicate(timeout=60)
+        codes.append(verify.returncode)
+        assert list(temp.iterdir()) == [], "the copy of the log was left behind"
+        if verify.returncode == 128 + signal.SIGTERM:
+            assert "stopped by SIGTERM" in err and "Traceback" not in err
+            break
+    assert codes[-1] == 128 + signal.SIGTERM, codes
