@@ -101,23 +101,32 @@ async def test_a_log_of_the_released_m006_upgrades_and_both_versions_append(
     assert await verified(url) == 2 + 3 * 2 * 2
 
 
-async def alter_under_a_running_log(pg_url: str, statement: str, *, then: int) -> int:
+async def alter_under_a_running_log(
+    pg_url: str, statement: str, *, then: int, undo: str | None = None
+) -> int:
     """Record, run ``statement`` (``{table}`` filled in) for every part from another
-    connection, record ``then`` more groups on the same log; the records verified."""
+    connection, record ``then`` more groups on the same log; the records verified
+    (after ``undo``: verify names a column that no migration of this guardbot made)."""
     log = await PostgresLog.open_url(PgTarget(pg_url))
     try:
         await record_both(log, "before")
-        conn = await asyncpg.connect(pg_url)
-        try:
-            for table in PARTS:
-                await conn.execute(statement.format(table=table, type=append.row_type(table)))
-        finally:
-            await conn.close()
+        await _each_part(pg_url, statement)
         for i in range(then):
             await record_both(log, f"after {i}")
     finally:
         await log.close()
+    if undo is not None:
+        await _each_part(pg_url, undo)
     return await verified(pg_url)
+
+
+async def _each_part(pg_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for table in PARTS:
+            await conn.execute(statement.format(table=table, type=append.row_type(table)))
+    finally:
+        await conn.close()
 
 
 async def test_a_column_added_to_every_table_leaves_a_running_instance_appending(
@@ -126,7 +135,8 @@ async def test_a_column_added_to_every_table_leaves_a_running_instance_appending
     """What asyncpg learned of the function's row types still holds after the tables
     change (with the tables' own row types every append failed until a restart)."""
     added = "ALTER TABLE {table} ADD COLUMN later text NULL DEFAULT NULL"
-    assert await alter_under_a_running_log(pg_url, added, then=2) == 3 * 2
+    undo = "ALTER TABLE {table} DROP COLUMN later"
+    assert await alter_under_a_running_log(pg_url, added, then=2, undo=undo) == 3 * 2
 
 
 async def test_a_row_type_that_changed_anyway_is_learned_again(pg_url: str) -> None:
