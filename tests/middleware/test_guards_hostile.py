@@ -10,7 +10,7 @@ huge answer is bounded. All over HTTP: the real openai client against the stub.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -24,13 +24,6 @@ from middleware.llm.model import MAX_ANSWER_CHARS, clip
 from middleware.types import Outcome
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.guard_support import SAFE, UNSAFE, StubFactory, check, judge, screened
-
-
-@pytest.fixture
-async def factory(stub_llm: StubOpenAI) -> AsyncIterator[StubFactory]:
-    made = StubFactory(stub_llm.base_url)
-    yield made
-    await made.close()
 
 
 def answer_by_input(answers: dict[str, str]) -> Callable[[Recorded], Reply]:

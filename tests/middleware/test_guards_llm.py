@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,14 +30,6 @@ from middleware.llm.model import ChatModel
 from middleware.types import Outcome, Stage
 from tests.stubs.openai_server import Recorded, Reply, StubOpenAI
 from tests.support.guard_support import SAFE, UNSAFE, StubFactory, check, ctx, judge, screened
-
-
-@pytest.fixture
-async def factory(stub_llm: StubOpenAI) -> AsyncIterator[StubFactory]:
-    made = StubFactory(stub_llm.base_url)
-    yield made
-    await made.close()
-
 
 # --- llm_judge ---------------------------------------------------------------
 
