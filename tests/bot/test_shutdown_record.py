@@ -213,7 +213,12 @@ async def test_a_message_cut_off_while_the_settings_load_is_recorded(tmp_path: P
 async def queued_decision(log: DecisionLog) -> str:
     """The id of the decision the bot queued behind the held transaction, once it is."""
     writer = writer_of(log)
-    for _ in range(10_000):  # yields to the bot's task, no timing
+    loop = asyncio.get_running_loop()
+    # Yields to the bot's task until it queues; bounded by time, not by a count of
+    # yields: a streamed reply first waits on the stub's pieces, which a loaded machine
+    # (CI) may deliver after any fixed number of turns of the loop.
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
         jobs = [job for job, _ in writer._queue if isinstance(job, EncodedDecision)]
         if jobs:
             return str(jobs[0].row["id"])
