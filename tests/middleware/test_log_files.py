@@ -93,9 +93,14 @@ async def test_an_empty_file_or_an_old_log_is_made_private(tmp_path: Path) -> No
 async def test_an_empty_file_and_a_guardbot_log_open(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()
-    for _ in range(2):  # created, then opened again as a guardbot log
+    for records in (0, 1):  # made a log, then opened again as one (not refused as foreign)
         log = await DecisionLog.open(empty)
-        await log.close()
+        try:
+            report = await log.verify()
+            assert report.ok and len(await log.query(limit=5)) == records
+            await log.record(make_decision())
+        finally:
+            await log.close()
 
 
 async def test_a_verdict_category_is_stored_masked_and_cleaned(tmp_path: Path) -> None:
